@@ -1,0 +1,212 @@
+"""One configuration object, built once at the edge and passed down.
+
+Precedence, highest first: CLI flags (`overrides`), `TRACE2SKILL_*` environment variables,
+the TOML file (`trace2skill.toml`, or `[tool.trace2skill]` in `pyproject.toml`), defaults.
+This is the only module that reads `os.environ`, and only when `load_config` is called.
+API keys are never read here: providers read their own variables.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+ENV_PREFIX = "TRACE2SKILL_"
+OFFLINE_MODEL = "offline"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class LLMConfig(_Section):
+    model: str = OFFLINE_MODEL
+    """litellm model string (`openai/gpt-4.1-mini`, `ollama_chat/qwen3`), `offline` for the LLM-free analyst, or `scripted` in tests."""
+    api_base: str | None = None
+    """Base URL of a local OpenAI-compatible server (ollama, vLLM, llama.cpp)."""
+    timeout: float = 120.0
+    """Seconds allowed for one model call."""
+    num_retries: int = 2
+    """Transport retries per call (rate limits, timeouts, 5xx)."""
+    temperature: float | None = None
+    """Sent only when set; the provider's default applies otherwise."""
+    seed: int | None = None
+    """Sent only when set; part of the response-cache key."""
+    max_tokens: int | None = None
+    """Sent only when set."""
+    cache: bool = True
+    """Reuse recorded responses for identical requests (keyed on every sampling parameter)."""
+
+
+class AnalyseConfig(_Section):
+    concurrency: int = Field(default=4, ge=1)
+    """How many analysts run at once."""
+    token_budget: int = Field(default=6000, ge=500)
+    """Tokens of trajectory text an analyst prompt may carry; longer ones are compressed."""
+    format: str | None = None
+    """Force a trace reader instead of detecting the format by shape."""
+    labels: Path | None = None
+    """JSON or CSV file mapping trajectory ids to outcomes."""
+    success_threshold: float = 1.0
+    """A reward at or above this counts as success."""
+
+
+class ConsolidateConfig(_Section):
+    fan_in: int = Field(default=5, ge=2)
+    """How many lesson sets one merge combines."""
+    min_support: int = Field(default=1, ge=1)
+    """Trajectories a lesson needs before it may enter SKILL.md."""
+    below_support: Literal["reference", "drop"] = "reference"
+    """Where lessons under `min_support` go."""
+
+
+class SkillConfig(_Section):
+    name: str = "agent-lessons"
+    """Skill (and folder) name: lowercase letters, digits and single hyphens."""
+    out: Path = Path("skills_out")
+    """Folder that holds skill folders."""
+    layout: Literal["flat", "agents", "claude"] = "flat"
+    """`flat`: OUT/NAME; `agents`: OUT/.agents/skills/NAME; `claude`: OUT/.claude/skills/NAME."""
+    description: str | None = None
+    """Frontmatter description for a new skill; derived from the traces when unset."""
+
+
+class RedactConfig(_Section):
+    emails: bool = False
+    """Also replace e-mail addresses."""
+    patterns: list[str] = Field(default_factory=list)
+    """Extra regular expressions to redact."""
+
+
+class BudgetConfig(_Section):
+    max_calls: int | None = None
+    """Hard cap on model calls in one run."""
+    max_cost: float | None = None
+    """Hard cap on spend (US dollars) in one run."""
+
+
+class PublishConfig(_Section):
+    mode: Literal["none", "branch", "gh", "github"] = "none"
+    """How a refresh publishes: nothing, a commit on the bot branch, or a PR via gh / GitHub REST."""
+    repo: Path | None = None
+    """Git repository holding the skills; defaults to the one containing the skill folder."""
+    base: str = "main"
+    """Branch pull requests target."""
+    remote: str = "origin"
+    """Remote the bot branch is pushed to."""
+
+
+class Config(_Section):
+    sources: list[str] = Field(default_factory=list)
+    """Trace files or folders used when none are given on the command line."""
+    state_dir: Path = Path(".trace2skill")
+    """Run state: checkpoints, response cache, refresh watermark, lock."""
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    analyse: AnalyseConfig = Field(default_factory=AnalyseConfig)
+    consolidate: ConsolidateConfig = Field(default_factory=ConsolidateConfig)
+    skill: SkillConfig = Field(default_factory=SkillConfig)
+    redact: RedactConfig = Field(default_factory=RedactConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+    @property
+    def offline(self) -> bool:
+        return self.llm.model == OFFLINE_MODEL
+
+    def skill_dir(self) -> Path:
+        base = self.skill.out
+        if self.skill.layout == "agents":
+            base = base / ".agents" / "skills"
+        elif self.skill.layout == "claude":
+            base = base / ".claude" / "skills"
+        return base / self.skill.name
+
+
+_SHORT_ENV = {"MODEL": "llm.model", "API_BASE": "llm.api_base", "CONCURRENCY": "analyse.concurrency"}
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Build the run's `Config` from defaults, file, environment and flags.
+
+    Args:
+        path: explicit TOML file; when None, `trace2skill.toml` or `pyproject.toml` in `cwd`.
+        overrides: dotted keys (`llm.model`) from CLI flags; None values are ignored.
+        env: environment to read (defaults to `os.environ`).
+        cwd: folder searched for config files (defaults to the current directory).
+
+    Raises:
+        ConfigError: unreadable file, unknown key or invalid value.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = _read_file(path, cwd or Path.cwd())
+    for key, value in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):]
+        dotted = _SHORT_ENV.get(name) or name.lower().replace("__", ".")
+        _set_dotted(data, dotted, _parse_env_value(value))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _read_file(path: Path | None, cwd: Path) -> dict[str, Any]:
+    candidates = [path] if path else [cwd / "trace2skill.toml", cwd / "pyproject.toml"]
+    for candidate in candidates:
+        if candidate is None or not candidate.exists():
+            if path is not None:
+                raise ConfigError(f"config file {str(path)!r} does not exist")
+            continue
+        try:
+            parsed = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {str(candidate)!r}: {exc}") from None
+        if candidate.name == "pyproject.toml":
+            parsed = parsed.get("tool", {}).get("trace2skill", {})
+            if not parsed:
+                continue
+        base = candidate.parent
+        for key in ("sources",):
+            if key in parsed:
+                parsed[key] = [str((base / s)) if not Path(s).is_absolute() else s for s in parsed[key]]
+        return parsed
+    return {}
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key {dotted!r} conflicts with a value at {part!r}")
+        node = child
+    node[parts[-1]] = value
+
+
+def _parse_env_value(value: str) -> Any:
+    if value.startswith(("[", "{")):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

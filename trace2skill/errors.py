@@ -1,0 +1,84 @@
+"""Exceptions raised by the core.
+
+Library code raises these and lets them propagate; only `trace2skill.cli` turns them into a
+message and an exit code, so every error class carries the exit code a user should see.
+"""
+
+from __future__ import annotations
+
+
+class Trace2SkillError(Exception):
+    """Root of every error trace2skill raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(Trace2SkillError):
+    """The configuration (file, environment or flags) is invalid."""
+
+    exit_code = 78
+
+
+class NoInputError(Trace2SkillError):
+    """No trajectory could be read from the given paths."""
+
+    exit_code = 66
+
+
+class TraceFormatError(Trace2SkillError):
+    """A file or record is not a trajectory in a format we can read."""
+
+    exit_code = 65
+
+
+class LLMError(Trace2SkillError):
+    """The model provider failed after retries, or answered with something unusable."""
+
+    exit_code = 69
+
+
+class LLMRequestsBlocked(LLMError):
+    """A real model call was attempted while requests are blocked (the test suite)."""
+
+    exit_code = 1
+
+
+class LessonParseError(LLMError):
+    """The model's reply did not validate against the output schema.
+
+    Deliberately not a `ValueError`, so retry policies can treat it as retryable.
+    """
+
+
+class SkillValidationError(Trace2SkillError):
+    """A rendered skill breaks the Agent Skills spec or our own checks."""
+
+    exit_code = 65
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class EditError(Trace2SkillError):
+    """An edit to the skill's section tree could not be applied."""
+
+    exit_code = 65
+
+
+class BudgetExceeded(Trace2SkillError):
+    """A hard cost or call cap was reached; the run stops and stays resumable."""
+
+    exit_code = 75
+
+
+class LockHeld(Trace2SkillError):
+    """Another run holds the lock for this skill target."""
+
+    exit_code = 75
+
+
+class PublishError(Trace2SkillError):
+    """Committing, pushing or opening a pull request failed."""
+
+    exit_code = 1

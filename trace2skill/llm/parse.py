@@ -1,0 +1,46 @@
+"""Turning a model's text reply into a validated pydantic object.
+
+Shared by every backend so a reply is judged the same way whoever produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import LessonParseError
+
+M = TypeVar("M", bound=BaseModel)
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def parse_reply(text: str, output: type[M]) -> M:
+    """Validate `text` as `output`, tolerating a Markdown code fence around the JSON.
+
+    Raises:
+        LessonParseError: the text is not valid JSON for the schema.
+    """
+    candidates = [text.strip()]
+    candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    last_error: Exception | None = None
+    for candidate in candidates:
+        try:
+            return output.model_validate_json(candidate)
+        except (ValidationError, json.JSONDecodeError) as exc:
+            last_error = exc
+    raise LessonParseError(f"reply is not a valid {output.__name__}: {str(last_error)[:300]}")
+
+
+def response_schema(output: type[BaseModel]) -> dict:
+    """The JSON-schema `response_format` for `output`."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": output.__name__, "schema": output.model_json_schema(), "strict": False},
+    }

@@ -1,0 +1,73 @@
+"""The deterministic scripted model that ships with the package.
+
+`ScriptedLLM` answers from a queue per purpose or from a function, validates every answer
+against the requested output model exactly as a real backend's reply would be, and records
+every call. Tests inject it instead of patching anything; it never touches the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from .errors import LLMError
+from .types import Usage
+
+M = TypeVar("M", bound=BaseModel)
+
+Responder = Callable[[list[dict[str, str]], type[BaseModel], str], Any]
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    purpose: str
+    messages: list[dict[str, str]]
+    output: str
+
+
+class ScriptedLLM:
+    """A fake `LLMClient` with scripted answers.
+
+    Args:
+        responder: called as `responder(messages, output, purpose)` when no queued answer
+            exists for the purpose; returns a model instance, a dict, a JSON string, or raises.
+        model: name reported in summaries and provenance.
+    """
+
+    def __init__(self, responder: Responder | None = None, model: str = "scripted"):
+        self.model = model
+        self.usage = Usage()
+        self.calls: list[RecordedCall] = []
+        self._queues: dict[str, deque[Any]] = defaultdict(deque)
+        self._responder = responder
+        self._lock = asyncio.Lock()
+
+    def enqueue(self, purpose: str, *answers: Any) -> "ScriptedLLM":
+        """Queue answers for calls with this purpose, consumed in order."""
+        self._queues[purpose].extend(answers)
+        return self
+
+    def count(self, purpose: str | None = None) -> int:
+        return sum(1 for c in self.calls if purpose is None or c.purpose == purpose)
+
+    async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
+        self.calls.append(RecordedCall(purpose, messages, output.__name__))
+        if self._queues[purpose]:
+            answer = self._queues[purpose].popleft()
+        elif self._responder is not None:
+            answer = self._responder(messages, output, purpose)
+        else:
+            raise LLMError(f"ScriptedLLM has no answer queued for purpose {purpose!r}")
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, BaseModel):
+            answer = answer.model_dump(mode="json")
+        value = output.model_validate_json(answer) if isinstance(answer, str) else output.model_validate(answer)
+        tokens_in = sum(len(m["content"]) for m in messages) // 4
+        self.usage = self.usage + Usage(calls=1, input_tokens=tokens_in, output_tokens=len(value.model_dump_json()) // 4, cost=0.0)
+        return value

@@ -1,0 +1,244 @@
+"""The canonical data model shared by every stage.
+
+A `Trace` is close to ATIF (Harbor's Agent Trajectory Interchange Format) with the outcome
+label kept beside the steps, because most formats store the label elsewhere. Lessons carry
+their evidence as trace ids and step indices; support counts are *derived* from that evidence,
+never claimed by a model, so they stay exact through every merge level.
+
+All models are frozen: stages return new objects instead of mutating shared ones, which is
+what lets LangGraph run analysts in parallel and replay them from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Outcome = Literal["success", "failure", "unknown"]
+StepSource = Literal["system", "user", "agent", "tool"]
+LessonKind = Literal["pitfall", "procedure", "fact", "heuristic"]
+ConflictStatus = Literal["resolved", "needs-review"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+def content_hash(payload: Any) -> str:
+    """A short, stable hash of any JSON-able value (sorted keys, no whitespace)."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+class ToolCall(_Frozen):
+    id: str | None = None
+    """The call id used to pair the call with its observation, when the format has one."""
+    name: str
+    """Tool or function name; `bash` for shell commands written in message text."""
+    arguments: str = ""
+    """Arguments as the agent wrote them: a JSON string or raw command text."""
+
+
+class Observation(_Frozen):
+    call_id: str | None = None
+    """The id of the tool call this result answers, when known."""
+    content: str = ""
+    """What the environment returned."""
+    is_error: bool = False
+    """True when the tool reported an error (non-zero exit, exception, timeout, error flag)."""
+    exit_code: int | None = None
+    """Process exit status, when the format records one."""
+
+
+class Step(_Frozen):
+    index: int
+    """Position in the trajectory, from 0."""
+    source: StepSource
+    """Who produced the step."""
+    message: str = ""
+    """Visible text of the step."""
+    reasoning: str | None = None
+    """Hidden or separate reasoning text, when the format keeps it apart."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Tool calls the agent made in this step."""
+    observations: tuple[Observation, ...] = ()
+    """Results that came back for this step's tool calls (or environment feedback)."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Format-specific fields we do not model."""
+
+
+class SourceRef(_Frozen):
+    path: str
+    """File the trajectory was read from, as given on the command line."""
+    record: str | None = None
+    """Where inside the file: a line number, list index or record id."""
+
+
+class Trace(_Frozen):
+    id: str
+    """Stable trajectory id (task or session id from the file, else derived from its content)."""
+    task: str = ""
+    """The task statement the agent was given."""
+    agent: str | None = None
+    """Agent name and version, when known."""
+    model: str | None = None
+    """Model that drove the agent, when known."""
+    steps: tuple[Step, ...] = ()
+    """Ordered steps."""
+    outcome: Outcome = "unknown"
+    """Binary label from the trace, a results file or a labels file."""
+    reward: float | None = None
+    """Scalar reward when the source has one."""
+    source: SourceRef
+    """Pointer back to the original file and record."""
+    format: str = "unknown"
+    """Name of the reader that produced this trace."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Format-specific fields we do not model."""
+
+    def digest(self) -> str:
+        """Content hash of the trace, used for canonical ordering and incremental refresh."""
+        return content_hash(self.model_dump(mode="json", exclude={"source"}))
+
+
+class Skip(_Frozen):
+    """A file or record that could not be read, with the precise reason."""
+
+    path: str
+    record: str | None = None
+    reason: str
+
+
+class Evidence(_Frozen):
+    trace_id: str
+    """Trajectory the lesson was observed in."""
+    outcome: Outcome
+    """That trajectory's label, copied here so support counts need no lookup."""
+    steps: tuple[int, ...] = ()
+    """Step indices the lesson is grounded in."""
+    quote: str = ""
+    """A short verbatim excerpt from those steps."""
+
+
+class Lesson(_Frozen):
+    """One transferable rule, with the evidence behind it."""
+
+    id: str
+    """Content-derived id (stable across runs for the same lesson and evidence)."""
+    title: str
+    """Short, specific name of the rule."""
+    rule: str
+    """The rule, in the imperative."""
+    when: str
+    """When the rule applies."""
+    kind: LessonKind
+    """pitfall (from failures), procedure, fact or heuristic."""
+    signature: str
+    """Normalised key that groups lessons about the same thing (e.g. `timeout:pytest`)."""
+    polarity: Literal["do", "avoid"] = "do"
+    """Whether the rule recommends or forbids its subject; used to spot contradictions."""
+    subject: str = ""
+    """The tool, command or concept the rule is about (normalised), for conflict checks."""
+    evidence: tuple[Evidence, ...]
+    """Every observation that backs the rule, through every merge level."""
+    merged_from: tuple[str, ...] = ()
+    """Ids of the lessons this one was merged from (empty for a leaf)."""
+
+    @classmethod
+    def create(cls, **fields: Any) -> "Lesson":
+        """Build a lesson whose id is derived from its content (signature, wording, evidence)."""
+        fields["evidence"] = tuple(sorted(fields.get("evidence", ()), key=lambda e: (e.trace_id, e.steps, e.quote)))
+        fields.setdefault("merged_from", ())
+        fields["merged_from"] = tuple(sorted(fields["merged_from"]))
+        basis = {k: v for k, v in fields.items() if k != "id"}
+        probe = cls.model_construct(id="", **basis)
+        fields["id"] = "L-" + content_hash(probe.model_dump(mode="json", exclude={"id"}))[:12]
+        return cls(**fields)
+
+    @property
+    def trace_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({e.trace_id for e in self.evidence}))
+
+    @property
+    def failing_support(self) -> int:
+        return len({e.trace_id for e in self.evidence if e.outcome == "failure"})
+
+    @property
+    def succeeding_support(self) -> int:
+        return len({e.trace_id for e in self.evidence if e.outcome == "success"})
+
+    @property
+    def support(self) -> int:
+        return len({e.trace_id for e in self.evidence})
+
+
+class Conflict(_Frozen):
+    """Two lessons that disagree, recorded rather than silently settled."""
+
+    id: str
+    a: Lesson
+    b: Lesson
+    reason: str
+    """Why they contradict (model judgement or programmatic signal)."""
+    detected_by: Literal["polarity", "llm", "existing-skill"]
+    status: ConflictStatus
+    resolution: str | None = None
+    """Which rule settled it (stronger support, narrower scope, newer evidence), if resolved."""
+    winner: str | None = None
+    """Id of the lesson kept in SKILL.md when resolved."""
+
+
+class LessonSet(_Frozen):
+    """The unit the merge tree works on: lessons plus the conflicts found so far."""
+
+    lessons: tuple[Lesson, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    level: int = 0
+    """Merge level that produced this set (0 = straight from an analyst)."""
+    sources: tuple[str, ...] = ()
+    """Trace ids whose analysis fed this set (including those that yielded no lesson)."""
+
+    def key(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
+
+
+class Usage(_Frozen):
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+    """US dollars, when the provider's price is known."""
+
+    def __add__(self, other: "Usage") -> "Usage":
+        cost = None if self.cost is None and other.cost is None else (self.cost or 0.0) + (other.cost or 0.0)
+        return Usage(
+            calls=self.calls + other.calls,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost=cost,
+        )
+
+
+class RunResult(_Frozen):
+    """What a distil run did, for the summary, the PR body and tests."""
+
+    skill_dir: str
+    mode: Literal["offline", "llm"]
+    model: str
+    traces_read: int
+    skipped: tuple[Skip, ...]
+    analysed: int
+    outcomes: dict[str, int]
+    lessons: int
+    rules_written: int
+    conflicts: tuple[Conflict, ...]
+    merge_levels: int
+    version: str
+    previous_version: str | None
+    changed: bool
+    usage: Usage
+    seconds: float
+    redactions: dict[str, int] = Field(default_factory=dict)
