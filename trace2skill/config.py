@@ -101,6 +101,16 @@ class PublishConfig(_Section):
     """Branch pull requests target."""
     remote: str = "origin"
     """Remote the bot branch is pushed to."""
+    repository: str | None = None
+    """`OWNER/NAME` on GitHub; derived from the remote's URL when unset."""
+    api_url: str = "https://api.github.com"
+    """GitHub REST endpoint (GitHub Enterprise servers have their own)."""
+    gh: str = "gh"
+    """The GitHub CLI executable used by `--publish gh`."""
+    run_hooks: bool = True
+    """Run the repository's pre-commit and commit-msg hooks on bot commits."""
+    token: str | None = Field(default=None, exclude=True, repr=False)
+    """GitHub token, read only from `GITHUB_TOKEN` or `GH_TOKEN`; never written anywhere."""
 
 
 class Config(_Section):
@@ -160,6 +170,9 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, dotted, value)
+    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+    if token:
+        data.setdefault("publish", {})["token"] = token
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -72,13 +72,31 @@ class BudgetExceeded(Trace2SkillError):
     exit_code = 75
 
 
+class Interrupted(Trace2SkillError):
+    """The run was drained (SIGTERM) or interrupted; rerunning the command resumes it."""
+
+    exit_code = 75
+
+
 class LockHeld(Trace2SkillError):
     """Another run holds the lock for this skill target."""
 
     exit_code = 75
 
 
+class StateError(Trace2SkillError):
+    """The refresh state file exists but cannot be read or is damaged."""
+
+    exit_code = 65
+
+
 class PublishError(Trace2SkillError):
     """Committing, pushing or opening a pull request failed."""
 
     exit_code = 1
+
+
+class RuleLookupError(Trace2SkillError):
+    """`explain` found no rule, or several, for the given id or title (or no provenance file)."""
+
+    exit_code = 66

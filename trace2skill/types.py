@@ -33,6 +33,10 @@ def content_hash(payload: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+LOCATION_KEYS = frozenset({"label_source"})
+"""`Trace.extra` keys that record where something was read from, not what was read."""
+
+
 class ToolCall(_Frozen):
     id: str | None = None
     """The call id used to pair the call with its observation, when the format has one."""
@@ -100,8 +104,14 @@ class Trace(_Frozen):
     """Format-specific fields we do not model."""
 
     def digest(self) -> str:
-        """Content hash of the trace, used for canonical ordering and incremental refresh."""
-        return content_hash(self.model_dump(mode="json", exclude={"source"}))
+        """Content hash of the trace, used for canonical ordering and incremental refresh.
+
+        Where the trace or its label was read from is left out, so the same trajectory gives
+        the same digest whichever path it was given by; the label itself counts.
+        """
+        payload = self.model_dump(mode="json", exclude={"source"})
+        payload["extra"] = {k: v for k, v in payload["extra"].items() if k not in LOCATION_KEYS}
+        return content_hash(payload)
 
 
 class Skip(_Frozen):
@@ -226,6 +236,8 @@ class RunResult(_Frozen):
     """What a distil run did, for the summary, the PR body and tests."""
 
     skill_dir: str
+    run_id: str
+    """Derived from the inputs, configuration and prompt versions; names the checkpoint thread."""
     mode: Literal["offline", "llm"]
     model: str
     traces_read: int

@@ -59,4 +59,20 @@ def build_llm(config: Config) -> LLMClient | None:
         from .cache import CachedClient
 
         client = CachedClient(client, config.llm, config.state_dir / "llm-cache.sqlite")
-    return client
+    return with_budget(client, config)
+
+
+def with_budget(client: LLMClient, config: Config) -> LLMClient:
+    """Wrap `client` in the configured hard caps (a no-op wrapper when none are set)."""
+    from ..budget import BudgetedClient
+
+    return BudgetedClient(client, config.budget)
+
+
+def model_price(model: str) -> tuple[float, float] | None:
+    """Per-token (input, output) price of `model`, None when unknown or offline."""
+    if model in {"offline", "scripted"}:
+        return None
+    from .litellm_backend import price_per_token
+
+    return price_per_token(model)

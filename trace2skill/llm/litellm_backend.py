@@ -101,3 +101,16 @@ def _map_error(exc: Exception, model: str) -> LLMError:
     if name in {"APIConnectionError", "Timeout", "ServiceUnavailableError", "RateLimitError", "InternalServerError"}:
         return LLMError(f"{model!r}: provider unavailable after retries ({name}: {str(exc)[:200]})")
     return LLMError(f"{model!r}: {name}: {str(exc)[:300]}")
+
+
+def price_per_token(model: str) -> tuple[float, float] | None:
+    """(input, output) US dollars per token from litellm's bundled price map, if it knows the model."""
+    litellm = _litellm()
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # noqa: BLE001 - unmapped models raise assorted errors
+        return None
+    cost_in, cost_out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if cost_in is None or cost_out is None:
+        return None
+    return float(cost_in), float(cost_out)

@@ -1,0 +1,177 @@
+"""Ingest throughput and peak memory against plain `json.loads` of the same bytes.
+
+The corpus is the real one: the 500 mini-swe-agent trajectories in
+`../shared/data/mini-swe-agent-swebench-verified` (relative to the repository root),
+replicated with fresh ids to reach the requested size. Two inputs are built in a temporary
+folder and streamed from disk:
+
+- a JSONL dump of `--n` OpenAI-chat conversations (default 10,000, about 0.9 GB), one per line;
+- a folder of `--traj-n` untouched `.traj.json` files (default 1,000, about 200 MB).
+
+Each measurement runs in a fresh subprocess, so its peak RSS is its own: the baseline reads
+the same bytes and calls `json.loads` on every line or file; the ingest run consumes
+`trace2skill.ingest.iter_traces` (detect, parse, build `Trace`s, join labels, redact) while
+keeping nothing, which is how a streaming consumer uses it. A peak RSS far below the file
+size shows the dump was never loaded whole.
+
+Usage: `python bench/ingest_bench.py [--n 10000] [--traj-n 1000] [--data PATH]`.
+The default run takes about one to two minutes on two cores. When the shared corpus is
+absent the script says so and exits with status 2, measuring nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+CORPUS = "mini-swe-agent-swebench-verified"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="conversations in the JSONL dump")
+    parser.add_argument("--traj-n", type=int, default=1_000, help=".traj.json files in the folder")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(_measure(*args.measure)))
+        return 0
+    trajs = args.data / CORPUS / "trajs"
+    sources = sorted(trajs.glob("*/*.traj.json"))
+    if not sources:
+        print(f"the real corpus is absent ({trajs} has no .traj.json files); nothing was measured", file=sys.stderr)
+        return 2
+    print(f"corpus: {len(sources)} real trajectories from {trajs}")
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        started = time.perf_counter()
+        dump = _write_jsonl(sources, Path(tmp) / "conversations.jsonl", args.n)
+        folder = _write_folder(sources, Path(tmp) / "trajs", args.traj_n)
+        print(f"built the inputs in {time.perf_counter() - started:.1f} s\n")
+        rows = [_row("openai-chat JSONL", dump, args.n), _row(".traj.json folder", folder, args.traj_n)]
+    _print_table(rows)
+    return 0
+
+
+def _templates(sources: list[Path], as_chat: bool) -> list[tuple[str, str]]:
+    """One JSON text per source with a placeholder id, so copies cost a string replace."""
+    templates = []
+    for path in sources:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        instance = record.get("instance_id") or path.name.removesuffix(".traj.json")
+        if as_chat:
+            messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+            record = {"id": "@@ID@@", "messages": messages}
+        else:
+            record["instance_id"] = "@@ID@@"
+        templates.append((instance, json.dumps(record)))
+    return templates
+
+
+def _copies(templates: list[tuple[str, str]], count: int):
+    for n in range(count):
+        instance, text = templates[n % len(templates)]
+        yield f"{instance}-copy{n // len(templates)}", text.replace('"@@ID@@"', json.dumps(f"{instance}-copy{n // len(templates)}"), 1)
+
+
+def _write_jsonl(sources: list[Path], path: Path, count: int) -> Path:
+    with path.open("w", encoding="utf-8") as out:
+        for _, text in _copies(_templates(sources, as_chat=True), count):
+            out.write(text + "\n")
+    return path
+
+
+def _write_folder(sources: list[Path], folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for ident, text in _copies(_templates(sources, as_chat=False), count):
+        (folder / f"{ident}.traj.json").write_text(text, encoding="utf-8")
+    return folder
+
+
+def _row(label: str, path: Path, expected: int) -> dict:
+    size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.iterdir())
+    baseline = _subprocess("baseline", path)
+    ingest = _subprocess("ingest", path)
+    if ingest["records"] != expected:
+        raise SystemExit(f"{label}: ingest produced {ingest['records']} traces, expected {expected}: {ingest}")
+    return {"label": label, "records": expected, "mb": size / 1e6, "baseline": baseline, "ingest": ingest}
+
+
+def _subprocess(kind: str, path: Path) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--measure", kind, str(path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return json.loads(done.stdout)
+
+
+def _measure(kind: str, raw_path: str) -> dict:
+    path = Path(raw_path)
+    if kind == "ingest":
+        from trace2skill.ingest import iter_traces
+        from trace2skill.types import Skip
+    started = time.perf_counter()
+    records = skips = 0
+    if kind == "baseline":
+        files = [path] if path.is_file() else sorted(path.iterdir())
+        for file in files:
+            with file.open("rb") as stream:
+                chunks = stream if path.is_file() else [stream.read()]
+                for chunk in chunks:
+                    json.loads(chunk)
+                    records += 1
+    else:
+        for item in iter_traces([path]):
+            skips += isinstance(item, Skip)
+            records += not isinstance(item, Skip)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "records": records, "skips": skips, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's `ru_maxrss` survives `exec` (a child
+    would report its parent's peak), so prefer `VmHWM`, which belongs to the new address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _print_table(rows: list[dict]) -> None:
+    header = ("input", "trajectories", "size MB", "json.loads s", "ingest s", "ingest MB/s", "ratio", "peak RSS MB: json.loads / ingest")
+    lines = [header]
+    for row in rows:
+        base, ours = row["baseline"], row["ingest"]
+        lines.append(
+            (
+                row["label"],
+                f"{row['records']:,}",
+                f"{row['mb']:,.0f}",
+                f"{base['seconds']:.1f}",
+                f"{ours['seconds']:.1f}",
+                f"{row['mb'] / ours['seconds']:.0f}",
+                f"{ours['seconds'] / base['seconds']:.1f}x",
+                f"{base['peak_rss_mb']:,.0f} / {ours['peak_rss_mb']:,.0f}",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for n, line in enumerate(lines):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("\nratio = ingest time / json.loads time on the same bytes, measured in this run.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Shared fixtures. Real model requests are blocked for the whole suite; `--live` opts in.
+
+The only fake is `ScriptedLLM`; everything else (trace files, git repos, SQLite, the CLI) is
+real.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_TRACES = ROOT / "traces"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--live", action="store_true", help="run tests that talk to a real local model")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--live"):
+        return
+    skip = pytest.mark.skip(reason="needs --live")
+    for item in items:
+        if "live" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _block_model_requests(request, monkeypatch, tmp_path):
+    from trace2skill.llm import allow_model_requests
+
+    live = request.config.getoption("--live")
+    previous = allow_model_requests.allowed
+    allow_model_requests.allowed = live
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in [k for k in os.environ if k.startswith("TRACE2SKILL_")]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+    allow_model_requests.allowed = previous
+
+
+@pytest.fixture
+def demo_traces(tmp_path) -> Path:
+    """A private copy of the bundled demo corpus (40 real mini-swe-agent trajectories)."""
+    target = tmp_path / "traces"
+    shutil.copytree(DEMO_TRACES, target)
+    return target

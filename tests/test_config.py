@@ -1,0 +1,29 @@
+import pytest
+
+from trace2skill.config import load_config
+from trace2skill.errors import ConfigError
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path):
+    (tmp_path / "trace2skill.toml").write_text('[llm]\nmodel = "file-model"\ntimeout = 30\n[consolidate]\nfan_in = 4\n')
+    env = {"TRACE2SKILL_MODEL": "env-model", "TRACE2SKILL_CONSOLIDATE__FAN_IN": "6"}
+    config = load_config(overrides={"llm.model": "flag-model"}, env=env, cwd=tmp_path)
+    assert config.llm.model == "flag-model"
+    assert config.consolidate.fan_in == 6
+    assert config.llm.timeout == 30
+    assert config.analyse.concurrency == 4
+
+
+def test_pyproject_tool_table_is_read(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.trace2skill.skill]\nname = "my-skill"\n')
+    assert load_config(env={}, cwd=tmp_path).skill.name == "my-skill"
+
+
+def test_bad_values_and_unknown_keys_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="fan_in"):
+        load_config(overrides={"consolidate.fan_in": 1}, env={}, cwd=tmp_path)
+    (tmp_path / "trace2skill.toml").write_text("[llm]\nmodle = 'typo'\n")
+    with pytest.raises(ConfigError, match="modle"):
+        load_config(env={}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", env={})

@@ -1,0 +1,323 @@
+"""The offline analyst on the real bundled corpus and on traces planted from its format.
+
+Traces are built by a small private reader of mini-swe-agent `.traj.json` files (assistant
+text holds one ```bash block, the next user message holds `<returncode>N</returncode>` and
+`<output>`), so these tests do not depend on the ingest package. It represents steps the way
+the canonical model describes them: one agent step per assistant message, the environment's
+reply as that step's observation, harness feedback as an error observation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from trace2skill.offline import analyse_offline, select_offline
+from trace2skill.types import Evidence, Lesson, Observation, SourceRef, Step, ToolCall, Trace
+
+CORPUS = Path(__file__).resolve().parent.parent / "traces" / "mini-swe-agent-swebench-verified"
+_BASH = re.compile(r"```bash\s*\n(.*?)\n```", re.S)
+_RC = re.compile(r"^\s*<returncode>(-?\d+)</returncode>")
+
+
+# ------------------------------------------------------------------------------------------
+# A private reader and trace builders
+
+
+def _reply_observation(reply: str, has_call: bool) -> Observation:
+    match = _RC.match(reply)
+    if match is None:
+        feedback = reply.lstrip().startswith(("Please always provide", "The last command <command>"))
+        return Observation(content=reply, is_error=feedback or not has_call)
+    code = int(match.group(1))
+    return Observation(content=reply, exit_code=code, is_error=code != 0)
+
+
+def _read_traj(path: Path, labels: dict[str, bool]) -> Trace:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    messages, steps, i = data["messages"], [], 0
+    while i < len(messages):
+        role, text = messages[i]["role"], messages[i]["content"]
+        if role == "assistant":
+            actions = _BASH.findall(text)
+            calls = (ToolCall(name="bash", arguments=actions[0]),) if len(actions) == 1 else ()
+            observations = ()
+            if i + 1 < len(messages) and messages[i + 1]["role"] == "user":
+                observations = (_reply_observation(messages[i + 1]["content"], bool(calls)),)
+                i += 1
+            steps.append(Step(index=len(steps), source="agent", message=text, tool_calls=calls,
+                              observations=observations))
+        else:
+            steps.append(Step(index=len(steps), source="system" if role == "system" else "user", message=text))
+        i += 1
+    trace_id = data["instance_id"]
+    outcome = {True: "success", False: "failure"}.get(labels.get(trace_id), "unknown")
+    return Trace(id=trace_id, task=steps[1].message[:500], steps=tuple(steps), outcome=outcome,
+                 source=SourceRef(path=str(path)), format="mini-swe-agent")
+
+
+def _labels() -> dict[str, bool]:
+    summary = json.loads((CORPUS / "results_summary.json").read_text(encoding="utf-8"))
+    return {item["instance_id"]: item["resolved"] for item in summary["instances"]}
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[Trace]:
+    labels = _labels()
+    return [_read_traj(path, labels) for path in sorted(CORPUS.glob("trajs/*/*.traj.json"))]
+
+
+@pytest.fixture(scope="module")
+def analysed(corpus) -> dict[str, list[Lesson]]:
+    return {trace.id: analyse_offline(trace) for trace in corpus}
+
+
+def _agent(index: int, command: str, output: str, code: int | None = 0) -> Step:
+    reply = output if code is None else f"<returncode>{code}</returncode>\n<output>\n{output}</output>"
+    return Step(index=index, source="agent", message=f"THOUGHT: go\n\n```bash\n{command}\n```",
+                tool_calls=(ToolCall(name="bash", arguments=command),),
+                observations=(Observation(content=reply, exit_code=code, is_error=code is None or code != 0),))
+
+
+def _trace(trace_id: str, commands: list[tuple[str, str, int | None]], outcome: str = "failure") -> Trace:
+    steps = [Step(index=0, source="system", message="You are a helpful assistant."),
+             Step(index=1, source="user", message="<pr_description>Fix the bug.</pr_description>")]
+    steps += [_agent(len(steps) + k, *command) for k, command in enumerate(commands)]
+    return Trace(id=trace_id, steps=tuple(steps), outcome=outcome, source=SourceRef(path=f"{trace_id}.json"))
+
+
+def _merge(lessons: list[Lesson]) -> list[Lesson]:
+    """The simplest consolidation: group by signature and pool the evidence."""
+    groups: dict[str, list[Lesson]] = defaultdict(list)
+    for lesson in lessons:
+        groups[lesson.signature].append(lesson)
+    merged = []
+    for signature, members in sorted(groups.items()):
+        wording = members[0].model_dump(include={"title", "rule", "when", "kind", "polarity", "subject"})
+        merged.append(Lesson.create(signature=signature, evidence=tuple(e for m in members for e in m.evidence),
+                                    merged_from=tuple(m.id for m in members), **wording))
+    return merged
+
+
+def _by_signature(lessons: list[Lesson]) -> dict[str, Lesson]:
+    return {lesson.signature: lesson for lesson in lessons}
+
+
+# ------------------------------------------------------------------------------------------
+# One trajectory
+
+
+def test_analysis_is_deterministic(corpus):
+    trace = next(t for t in corpus if t.id == "sympy__sympy-15875")
+    first, second = analyse_offline(trace), analyse_offline(trace.model_copy(deep=True))
+    assert [l.id for l in first] == [l.id for l in second]
+    assert [l.model_dump() for l in first] == [l.model_dump() for l in second]
+
+
+def test_timeouts_on_different_files_share_one_signature_and_wording():
+    timed_out = "The last command <command>{}</command> timed out and has been killed.\n<output>\n</output>"
+    a = _trace("a", [("pytest lib/pkg/tests/test_axes.py", timed_out.format("pytest lib/pkg/tests/test_axes.py"), None)])
+    b = _trace("b", [("cd /testbed && python -m pytest src/other/tests/test_io.py::TestX",
+                      timed_out.format("cd /testbed && python -m pytest src/other/tests/test_io.py::TestX"), None)],
+               outcome="success")
+    lesson_a, lesson_b = _by_signature(analyse_offline(a))["timeout:pytest"], _by_signature(analyse_offline(b))["timeout:pytest"]
+    wording = {"title", "rule", "when", "kind", "polarity", "subject"}
+    assert lesson_a.model_dump(include=wording) == lesson_b.model_dump(include=wording)
+    assert lesson_a.evidence != lesson_b.evidence
+
+
+def test_planted_failure_is_a_pitfall_with_its_steps_quote_and_recovery(corpus):
+    real = next(t for t in corpus if t.id == "django__django-11740")
+    head = list(real.steps[:6])
+    planted = [_agent(6, "pytest tests/migrations/test_autodetector.py", "bash: line 1: pytest: command not found\n", 127),
+               _agent(7, "./tests/runtests.py migrations.test_autodetector", "OK\n", 0)]
+    trace = real.model_copy(update={"steps": tuple(head + planted)})
+    lesson = _by_signature(analyse_offline(trace))["not-found:pytest"]
+    assert lesson.kind == "pitfall" and lesson.polarity == "avoid"
+    failure, recovery = sorted(lesson.evidence, key=lambda e: len(e.steps))
+    assert failure.steps == (6,) and failure.quote == "bash: line 1: pytest: command not found"
+    assert recovery.steps == (6, 7) and recovery.quote == "./tests/runtests.py migrations.test_autodetector"
+    assert real.outcome == "success" and (lesson.succeeding_support, lesson.failing_support) == (1, 0)
+
+
+def test_exit_statuses_that_answer_a_question_are_not_pitfalls():
+    trace = _trace("probes", [
+        ("grep -rn 'no_such_symbol' django/", "", 1),
+        ("cat setup.py | grep -c version", "0\n", 1),
+        ("diff a.txt b.txt", "1c1\n< a\n---\n> b\n", 1),
+        ("pylint pkg/mod.py", "pkg/mod.py:1:0: C0114: Missing module docstring\n", 16),
+        ("ls tests/sessions", "ls: cannot access 'tests/sessions': No such file or directory\n", 2),
+    ])
+    assert [l.signature for l in analyse_offline(trace) if l.kind == "pitfall"] == []
+
+
+def test_grep_on_a_missing_path_is_still_a_pitfall():
+    trace = _trace("grep-error", [("grep -rn 'x' missing_dir/", "grep: missing_dir/: No such file or directory\n", 2)])
+    assert "missing-file:grep" in _by_signature(analyse_offline(trace))
+
+
+def test_an_exception_from_an_edited_file_is_a_regression_but_not_before_the_edit():
+    traceback = ('Traceback (most recent call last):\n  File "reproduce.py", line 2, in <module>\n    f()\n'
+                 '  File "/testbed/pkg/mod.py", line 3, in f\n    return g()\nNameError: name \'g\' is not defined\n')
+    before = _trace("before", [("python reproduce.py", traceback, 1)])
+    after = _trace("after", [("sed -i 's/h()/g()/' pkg/mod.py", "", 0), ("python reproduce.py", traceback, 1)])
+    assert "edit:runtime-error" not in _by_signature(analyse_offline(before))
+    lesson = _by_signature(analyse_offline(after))["edit:runtime-error"]
+    assert [(e.steps, e.quote) for e in lesson.evidence] == [((3,), "NameError: name 'g' is not defined")]
+
+
+def test_tool_calls_answered_on_a_later_tool_step_are_paired_by_id():
+    steps = (
+        Step(index=0, source="user", message="Fix the config."),
+        Step(index=1, source="agent", tool_calls=(ToolCall(id="c1", name="execute_bash",
+                                                           arguments=json.dumps({"command": "cat /etc/app.conf"})),)),
+        Step(index=2, source="tool", observations=(Observation(
+            call_id="c1", content="cat: /etc/app.conf: No such file or directory", is_error=True, exit_code=1),)),
+    )
+    trace = Trace(id="openai", steps=steps, outcome="failure", source=SourceRef(path="chat.json"))
+    lesson = _by_signature(analyse_offline(trace))["missing-file:cat"]
+    assert [(e.steps, e.quote) for e in lesson.evidence] == [((1,), "cat: /etc/app.conf: No such file or directory")]
+
+
+def test_format_feedback_is_a_protocol_pitfall_without_a_command():
+    steps = (
+        Step(index=0, source="user", message="Fix it."),
+        Step(index=1, source="agent", message="```bash\nls\n```\n```bash\npwd\n```", observations=(Observation(
+            content="Please always provide EXACTLY ONE action in triple backticks, found 2 actions.", is_error=True),)),
+    )
+    trace = Trace(id="fmt", steps=steps, outcome="success", source=SourceRef(path="fmt.json"))
+    lesson = _by_signature(analyse_offline(trace))["format:multiple-actions"]
+    assert lesson.evidence == (Evidence(trace_id="fmt", outcome="success", steps=(1,),
+                                        quote="Please always provide EXACTLY ONE action in triple backticks, found 2 actions."),)
+
+
+# ------------------------------------------------------------------------------------------
+# The corpus pass
+
+
+def test_same_signature_means_same_wording_across_the_corpus(corpus, analysed):
+    wording: dict[str, set[str]] = defaultdict(set)
+    for trace in corpus:
+        for lesson in analysed[trace.id]:
+            wording[lesson.signature].add(json.dumps(lesson.model_dump(
+                include={"title", "rule", "when", "kind", "polarity", "subject"}), sort_keys=True))
+            assert all(len(e.quote) <= 200 for e in lesson.evidence)
+            assert all(e.trace_id == trace.id and e.outcome == trace.outcome for e in lesson.evidence)
+    assert len(wording) >= 10
+    assert {s: len(w) for s, w in wording.items() if len(w) != 1} == {}
+
+
+@pytest.fixture(scope="module")
+def selected(corpus, analysed) -> list[Lesson]:
+    outcomes = Counter(t.outcome for t in corpus)
+    assert outcomes == {"success": 26, "failure": 14}
+    return select_offline(_merge([l for lessons in analysed.values() for l in lessons]), dict(outcomes))
+
+
+def test_corpus_yields_concrete_pitfalls_and_procedures(selected):
+    kinds = Counter(l.kind for l in selected)
+    assert 8 <= len(selected) <= 25
+    assert kinds["pitfall"] >= 5 and kinds["procedure"] >= 2
+    signatures = {l.signature for l in selected}
+    assert {"format:multiple-actions", "env:system-python", "edit:syntax-error", "behaviour:reproduce-first"} <= signatures
+    assert all(l.support >= 2 for l in selected)
+    assert all("{" + "target}" not in l.rule and "{" + "signature}" not in l.title for l in selected)
+
+
+def test_format_error_counts_match_an_independent_scan(selected):
+    labels = _labels()
+    hit = Counter()
+    for path in sorted(CORPUS.glob("trajs/*/*.traj.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if any(m["role"] == "user" and m["content"].startswith("Please always provide EXACTLY ONE action")
+               for m in data["messages"]):
+            hit["success" if labels[data["instance_id"]] else "failure"] += 1
+    lesson = _by_signature(selected)["format:multiple-actions"]
+    assert (lesson.failing_support, lesson.succeeding_support) == (hit["failure"], hit["success"])
+    assert hit["failure"] + hit["success"] > 10
+
+
+def test_system_python_counts_match_an_independent_scan(selected):
+    labels = _labels()
+    hit = Counter()
+    for path in sorted(CORPUS.glob("trajs/*/*.traj.json")):
+        messages = json.loads(path.read_text(encoding="utf-8"))["messages"]
+        pairs = zip(messages, messages[1:])
+        if any(a["role"] == "assistant" and "/usr/bin/python3 -m pytest" in a["content"]
+               and "No module named pytest" in b["content"] for a, b in pairs):
+            hit["success" if labels[path.name.split(".")[0]] else "failure"] += 1
+    lesson = _by_signature(selected)["env:system-python"]
+    assert (lesson.failing_support, lesson.succeeding_support) == (hit["failure"], hit["success"])
+
+
+def test_behaviour_rules_state_shares_that_match_their_evidence(selected):
+    for lesson in (l for l in selected if l.signature.startswith("behaviour:")):
+        (success_showed, n_success), (failure_showed, n_failure) = [
+            (int(a), int(b)) for a, b in re.findall(r"(\d+) of (\d+)", lesson.rule)]
+        assert (n_success, n_failure) == (26, 14)
+        if lesson.polarity == "do":
+            assert (success_showed, n_failure - failure_showed) == (lesson.succeeding_support, lesson.failing_support)
+        else:
+            assert (n_success - success_showed, failure_showed) == (lesson.succeeding_support, lesson.failing_support)
+
+
+def test_selection_is_deterministic_whatever_the_input_order(analysed, selected):
+    lessons = _merge([l for lessons in reversed(list(analysed.values())) for l in lessons])
+    random.Random(7).shuffle(lessons)
+    again = select_offline(lessons, {"success": 26, "failure": 14})
+    assert [l.id for l in again] == [l.id for l in selected]
+
+
+def _behaviour(signature: str, polarity: str, successes: int, failures: int) -> Lesson:
+    evidence = [Evidence(trace_id=f"s{i}", outcome="success", steps=(1,)) for i in range(successes)]
+    evidence += [Evidence(trace_id=f"f{i}", outcome="failure", steps=(1,)) for i in range(failures)]
+    return Lesson.create(title=signature, rule="Do it.", when="always", kind="procedure", signature=signature,
+                         polarity=polarity, subject=signature, evidence=evidence)
+
+
+def test_behaviours_are_kept_only_when_they_discriminate_or_failures_skipped_standard_practice():
+    lessons = [
+        _behaviour("behaviour:discriminating", "do", successes=8, failures=6),   # 80% vs 40% showed
+        _behaviour("behaviour:rarer-in-successes", "do", successes=3, failures=1),  # 30% vs 90%
+        _behaviour("behaviour:standard", "do", successes=6, failures=1),         # 60% vs 90%, a failure skipped it
+        _behaviour("behaviour:bad-habit", "avoid", successes=9, failures=4),     # 10% vs 40% showed
+        _behaviour("behaviour:harmless", "avoid", successes=7, failures=1),      # 30% vs 10% showed
+    ]
+    kept = _by_signature(select_offline(lessons, {"success": 10, "failure": 10}))
+    assert set(kept) == {"behaviour:discriminating", "behaviour:standard", "behaviour:bad-habit"}
+    assert "8 of 10 resolved runs (80%) and 4 of 10 failed runs (40%)" in kept["behaviour:discriminating"].rule
+    assert "1 of 10 resolved runs (10%) and 4 of 10 failed runs (40%)" in kept["behaviour:bad-habit"].rule
+
+
+def test_pitfalls_need_two_trajectories_and_quote_a_common_recovery():
+    def pitfall(trace_ids: list[str], recoveries: list[str]) -> Lesson:
+        evidence = [Evidence(trace_id=t, outcome="failure", steps=(3,), quote="boom") for t in trace_ids]
+        evidence += [Evidence(trace_id=t, outcome="failure", steps=(3, 4), quote=q) for t, q in zip(trace_ids, recoveries)]
+        return Lesson.create(title="t", rule="Do not.", when="always", kind="pitfall", signature=f"x:{len(trace_ids)}",
+                             polarity="avoid", subject="x", evidence=evidence)
+
+    lone, pair = pitfall(["a"], []), pitfall(["a", "b", "c"], ["pytest x.py -k one", "pytest y.py -k two", "ls"])
+    kept = _by_signature(select_offline([lone, pair], {"failure": 3}))
+    assert set(kept) == {"x:3"}
+    assert kept["x:3"].rule.endswith("In 2 of the 3 runs that hit this, `pytest -k` was the command that worked next.")
+
+
+def test_behaviour_evidence_follows_the_outcome():
+    commands = [("python reproduce_issue.py", "AssertionError: still broken\n", 1),
+                ("sed -i 's/old/new/' pkg/mod.py", "", 0),
+                ("echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && git add -A && git diff --cached",
+                 "diff --git a/pkg/mod.py b/pkg/mod.py\n", None)]
+    success = _by_signature(analyse_offline(_trace("ok", commands, outcome="success")))
+    failure = _by_signature(analyse_offline(_trace("ko", commands, outcome="failure")))
+    unknown = _by_signature(analyse_offline(_trace("??", commands, outcome="unknown")))
+    assert success["behaviour:reproduce-first"].evidence[0].steps == (2, 3)
+    assert "behaviour:tests-after-edit" not in success and "behaviour:reproduce-first" not in failure
+    omitted = failure["behaviour:tests-after-edit"].evidence[0]
+    assert (omitted.steps, omitted.quote) == ((3,), "sed -i 's/old/new/' pkg/mod.py")
+    assert "behaviour:scratch-in-patch" in success and "behaviour:scratch-in-patch" not in failure
+    assert set(unknown) == {"behaviour:reproduce-first"}

@@ -1,0 +1,104 @@
+"""Cost quoted before it is spent, and capped while it is spent.
+
+`quote` estimates calls and tokens per stage from the actual trajectories (compressed exactly
+as the analysts will see them) before any call is made. `BudgetedClient` wraps the model and
+refuses the next call once a hard cap is reached, raising `BudgetExceeded`; with a checkpoint
+the run can be resumed with a larger budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from .config import BudgetConfig, Config
+from .errors import BudgetExceeded
+from .types import Trace, Usage
+
+M = TypeVar("M", bound=BaseModel)
+
+PROMPT_OVERHEAD_TOKENS = 700
+ANALYST_OUTPUT_TOKENS = 450
+MERGE_OUTPUT_TOKENS = 600
+MERGE_INPUT_TOKENS_PER_LESSON = 90
+
+
+@dataclass(frozen=True)
+class StageQuote:
+    stage: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Quote:
+    stages: tuple[StageQuote, ...]
+    cost: float | None
+    """Estimated US dollars, None when the model's price is unknown."""
+
+    @property
+    def calls(self) -> int:
+        return sum(s.calls for s in self.stages)
+
+
+def quote(traces: list[Trace], config: Config, price: tuple[float, float] | None) -> Quote:
+    """Estimate the model spend of distilling `traces` (an upper bound per call, not a promise)."""
+    from .compress import compress_trace, count_tokens
+
+    analyst_in = sum(min(config.analyse.token_budget, count_tokens(compress_trace(t, config.analyse.token_budget))) for t in traces)
+    analyse = StageQuote("analyse", len(traces), analyst_in + PROMPT_OVERHEAD_TOKENS * len(traces), ANALYST_OUTPUT_TOKENS * len(traces))
+    merge_calls, n = 0, len(traces)
+    while n > 1:
+        n = math.ceil(n / config.consolidate.fan_in)
+        merge_calls += n
+    lessons_per_merge = 3 * config.consolidate.fan_in
+    merge = StageQuote(
+        "merge", merge_calls,
+        merge_calls * (PROMPT_OVERHEAD_TOKENS + lessons_per_merge * MERGE_INPUT_TOKENS_PER_LESSON),
+        merge_calls * MERGE_OUTPUT_TOKENS,
+    )
+    stages = (analyse, merge)
+    cost = None
+    if price is not None:
+        cost = sum(s.input_tokens * price[0] + s.output_tokens * price[1] for s in stages)
+    return Quote(stages=stages, cost=cost)
+
+
+def preflight(traces: list[Trace], config: Config, model: str) -> Quote:
+    """Quote the run before any call; refuse it when the quote already exceeds the cost cap.
+
+    Raises:
+        BudgetExceeded: the estimated cost is above `budget.max_cost`.
+    """
+    from .llm import model_price
+
+    estimate = quote(traces, config, model_price(model))
+    cap = config.budget.max_cost
+    if cap is not None and estimate.cost is not None and estimate.cost > cap:
+        raise BudgetExceeded(f"quoted ${estimate.cost:.4f} for {estimate.calls} calls exceeds --budget ${cap:.4f}; raise the budget or analyse fewer traces")
+    return estimate
+
+
+class BudgetedClient:
+    """An `LLMClient` that stops before a call would exceed the configured caps."""
+
+    def __init__(self, inner, budget: BudgetConfig):
+        self.inner = inner
+        self.model = inner.model
+        self.budget = budget
+
+    @property
+    def usage(self) -> Usage:
+        return self.inner.usage
+
+    async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
+        used = self.inner.usage
+        if self.budget.max_calls is not None and used.calls >= self.budget.max_calls:
+            raise BudgetExceeded(f"call cap reached ({used.calls} of {self.budget.max_calls}); rerun with a larger --max-calls to resume")
+        if self.budget.max_cost is not None and (used.cost or 0.0) >= self.budget.max_cost:
+            raise BudgetExceeded(f"cost cap reached (${used.cost:.4f} of ${self.budget.max_cost:.4f}); rerun with a larger --budget to resume")
+        return await self.inner.complete(messages, output=output, purpose=purpose)

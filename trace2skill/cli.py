@@ -1,0 +1,294 @@
+"""The `trace2skill` command line: arguments in, library calls, results out.
+
+Commands parse flags, build the one `Config` with `load_config`, call the library and print.
+Library errors (`Trace2SkillError`) become one-line messages and documented exit codes here
+and nowhere else. Results go to stdout; progress and messages to stderr. Tests hand in a
+scripted model through the context object (`obj={"llm_factory": ...}`), never by patching.
+
+Exit codes: 0 success (also "no changes"), 1 failure, 2 usage error, 3 partial success (some
+trajectories skipped or failed, skill produced), 65 bad data or invalid skill, 66 no input,
+69 model provider unavailable, 75 temporary (lock held, budget cap, interrupted; resumable),
+78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import Trace2SkillError
+
+EXIT_PARTIAL = 3
+
+app = typer.Typer(
+    name="trace2skill",
+    help="Distil agent trajectories into versioned, provenance-tracked Agent Skills folders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PathsArg = Annotated[list[Path], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip).", show_default=False)]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (default: ./trace2skill.toml or [tool.trace2skill] in ./pyproject.toml).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def _err(message: str) -> None:
+    typer.echo(f"trace2skill: {message}", err=True)
+
+
+def _fail(exc: Trace2SkillError) -> typer.Exit:
+    _err(f"error: {exc}")
+    problems = getattr(exc, "problems", None)
+    for problem in problems or []:
+        _err(f"  - {problem}")
+    return typer.Exit(exc.exit_code)
+
+
+def _config(config_path: Path | None, overrides: dict[str, Any]):
+    from .config import load_config
+
+    return load_config(config_path, overrides)
+
+
+def _llm(ctx: typer.Context, config):
+    from .llm import build_llm, with_budget
+
+    factory = (ctx.obj or {}).get("llm_factory")
+    if factory is not None:
+        return with_budget(factory(config), config)
+    return build_llm(config)
+
+
+def _show_progress(json_out: bool) -> bool:
+    return not json_out and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@app.command()
+def distill(
+    ctx: typer.Context,
+    paths: PathsArg,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds skill folders.")] = None,
+    skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name (lowercase, digits, hyphens).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="litellm model string, or 'offline' (no LLM; the default).")] = None,
+    api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of a local OpenAI-compatible server.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Analysts running at once.")] = None,
+    fan_in: Annotated[Optional[int], typer.Option("--fan-in", help="Lesson sets per merge.")] = None,
+    min_support: Annotated[Optional[int], typer.Option("--min-support", help="Trajectories a rule needs to enter SKILL.md.")] = None,
+    trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
+    budget: Annotated[Optional[float], typer.Option("--budget", help="Hard cap on model spend in US dollars.")] = None,
+    max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="Hard cap on model calls.")] = None,
+    layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Quote the cost and show what would change; write nothing.")] = False,
+    config_path: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
+    from .pipeline import distill as run_distill
+
+    overrides = {
+        "skill.out": out, "skill.name": skill, "skill.layout": layout, "llm.model": model, "llm.api_base": api_base,
+        "analyse.concurrency": concurrency, "analyse.format": trace_format, "analyse.labels": labels,
+        "consolidate.fan_in": fan_in, "consolidate.min_support": min_support,
+        "budget.max_cost": budget, "budget.max_calls": max_calls,
+    }
+    from .budget import preflight
+    from .ingest import load_traces
+    from .report import print_quote, print_summary
+
+    try:
+        config = _config(config_path, overrides)
+        llm = _llm(ctx, config)
+        ingested = load_traces(paths, config)
+        if llm is not None:
+            estimate = preflight(ingested.traces, config, llm.model)
+            print_quote(estimate)
+            if dry_run:
+                return
+        with _progress_reporter(_show_progress(json_out)) as progress:
+            result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run)
+    except Trace2SkillError as exc:
+        raise _fail(exc) from None
+
+    print_summary(result, build, json_out=json_out, dry_run=dry_run)
+    if result.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
+def validate(skill_dir: Annotated[Path, typer.Argument(help="A skill folder (the one holding SKILL.md).")], json_out: JsonOpt = False) -> None:
+    """Check a skill folder against the Agent Skills spec and trace2skill's own rules."""
+    from .author import validate_skill_dir
+
+    problems = validate_skill_dir(skill_dir)
+    if json_out:
+        typer.echo(json.dumps({"skill_dir": str(skill_dir), "valid": not problems, "problems": problems}, indent=2))
+    elif problems:
+        for problem in problems:
+            typer.echo(f"{skill_dir}: {problem}")
+    else:
+        typer.echo(f"{skill_dir}: valid")
+    raise typer.Exit(65 if problems else 0)
+
+
+@app.command()
+def explain(
+    skill_dir: Annotated[Path, typer.Argument(help="A skill folder produced by trace2skill.")],
+    rule: Annotated[str, typer.Argument(help="Rule id (r-...) or a unique part of its title.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the evidence behind one rule: trajectories, outcomes, steps and quotes."""
+    from .author import explain_rule
+    from .report import print_explanation
+
+    try:
+        info = explain_rule(skill_dir, rule)
+    except Trace2SkillError as exc:
+        raise _fail(exc) from None
+    print_explanation(info, json_out=json_out)
+
+
+@app.command()
+def ingest(
+    paths: PathsArg,
+    check: Annotated[bool, typer.Option("--check", help="Print what was read, skipped and redacted.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero when anything was skipped.")] = False,
+    emit: Annotated[Optional[tuple[str, Path]], typer.Option("--emit", help="Write the canonical form: `--emit atif OUT.jsonl[.gz]`.", show_default=False)] = None,
+    trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
+    config_path: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Read trajectories (streaming) and report them, or write them out as ATIF."""
+    from .ingest import stream_report
+    from .report import print_ingest
+
+    if emit is not None and emit[0] != "atif":
+        _err(f"error: unknown --emit format {emit[0]!r}; only 'atif' is supported")
+        raise typer.Exit(2)
+    try:
+        config = _config(config_path, {"analyse.format": trace_format, "analyse.labels": labels})
+        report = stream_report(paths, config, emit_to=emit[1] if emit else None)
+    except Trace2SkillError as exc:
+        raise _fail(exc) from None
+    if check or json_out or emit is None:
+        print_ingest(report, json_out=json_out)
+    if emit is not None:
+        _err(f"wrote {report['traces']} trajectories to {emit[1]}")
+    if report["traces"] == 0 or (strict and report["skipped"]):
+        raise typer.Exit(65 if report["traces"] else 66)
+
+
+@app.command()
+def refresh(
+    ctx: typer.Context,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (default: `sources` from the config).", show_default=False)] = None,
+    skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds skill folders.")] = None,
+    layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="litellm model string, or 'offline'.")] = None,
+    publish: Annotated[Optional[str], typer.Option("--publish", help="none | branch | gh | github")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Branch pull requests target.")] = None,
+    since: Annotated[Optional[datetime], typer.Option("--since", help="Re-read trajectories whose files changed since this time, instead of only unseen ones.")] = None,
+    pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help="Also write the pull-request body to this file.")] = None,
+    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Folder for state, checkpoints and the lock.")] = None,
+    config_path: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fold new trajectories into a skill and publish the change (commit, branch or pull request)."""
+    import signal
+
+    from langgraph.runtime import RunControl
+
+    from .refresh import refresh as run_refresh
+    from .report import print_refresh
+
+    overrides = {"skill.name": skill, "skill.out": out, "skill.layout": layout, "llm.model": model,
+                 "publish.mode": publish, "publish.base": base, "state_dir": state_dir}
+    control = RunControl()
+    previous = signal.signal(signal.SIGTERM, lambda *_: control.request_drain("sigterm"))
+    try:
+        config = _config(config_path, overrides)
+        with _progress_reporter(_show_progress(json_out)) as progress:
+            outcome = run_refresh(config, _llm(ctx, config), paths or None, since=since, pr_body_path=pr_body,
+                                  progress=progress, control=control)
+    except Trace2SkillError as exc:
+        raise _fail(exc) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print_refresh(outcome, json_out=json_out)
+    if outcome.result is not None and outcome.result.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
+def history(skill_dir: Annotated[Path, typer.Argument(help="A skill folder inside a git repository.")], json_out: JsonOpt = False) -> None:
+    """List a skill's versions (from its git tags), newest first."""
+    from .publish import history as version_history
+    from .report import print_history
+
+    try:
+        versions = version_history(skill_dir)
+    except Trace2SkillError as exc:
+        raise _fail(exc) from None
+    print_history(versions, json_out=json_out)
+
+
+@app.command()
+def rollback(
+    skill_dir: Annotated[Path, typer.Argument(help="A skill folder inside a git repository.")],
+    version: Annotated[str, typer.Argument(help="Version to restore, e.g. 1.2.0.")],
+) -> None:
+    """Restore an earlier version of a skill as a new commit (history is never rewritten)."""
+    from .publish import open_repo
+    from .publish import rollback as restore
+
+    try:
+        repo = open_repo(skill_dir)
+        rel = skill_dir.resolve().relative_to(Path(repo.working_tree_dir).resolve()).as_posix()
+        result = restore(repo.working_tree_dir, rel, version.removeprefix("v"))
+    except Trace2SkillError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"restored {rel} {result.restored} as {result.version} in commit {result.sha[:12]} (tag {result.tag})")
+
+
+class _progress_reporter:
+    """A rich progress bar on stderr driven by graph events; a no-op when not wanted."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._progress = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=Console(stderr=True), transient=False)
+        self._progress.__enter__()
+        return self.update
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(f"{stage:8}", total=total or None)
+        self._progress.update(self._tasks[stage], completed=done, total=total or None)
+
+    def __exit__(self, *exc_info):
+        if self._progress is not None:
+            self._progress.__exit__(*exc_info)
+        return False
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,238 @@
+"""Stage 3: hierarchical merge of lesson sets, with provenance and a conflict ledger.
+
+Each merge takes up to `fan_in` lesson sets and returns one. It is deterministic first:
+lessons with the same signature merge, then near-identical wordings (word-shingle Jaccard)
+merge; a model, when configured, may then group paraphrases and name contradictions, but it
+never decides support or provenance. A merged lesson's evidence is the union of its members'
+evidence and `merged_from` is the union of the *leaf* lesson ids, so the top of the tree can
+always be traced back to individual trajectories and steps.
+
+Contradictions are recorded as `Conflict`s with both sides, never dropped. A conflict is
+resolved automatically only when one side has clearly stronger support; otherwise it is
+marked needs-review and kept out of SKILL.md by the author.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .llm import LLMClient
+from .prompts import render
+from .types import Conflict, Lesson, LessonKind, LessonSet, content_hash
+
+NEAR_DUPLICATE = 0.8
+DECISIVE_RATIO = 2
+
+
+class MergeGroup(BaseModel):
+    """Lessons that state the same rule, and the merged wording."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    members: list[str]
+    """Ids of the lessons that say the same thing."""
+    title: str
+    rule: str
+    when: str
+    kind: LessonKind
+    subject: str
+    polarity: Literal["do", "avoid"]
+
+
+class Contradiction(BaseModel):
+    """Two lessons that cannot both be followed."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    a: str
+    b: str
+    reason: str
+
+
+class MergeDecision(BaseModel):
+    """A merge model's judgement over one group of lessons."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    groups: list[MergeGroup]
+    contradictions: list[Contradiction]
+
+
+def chunk(items: list, fan_in: int) -> list[list]:
+    """Cut `items` into groups of `fan_in`; a lone remainder joins the previous group."""
+    groups = [items[i : i + fan_in] for i in range(0, len(items), fan_in)]
+    if len(groups) > 1 and len(groups[-1]) == 1:
+        groups[-2].extend(groups.pop())
+    return groups
+
+
+def merge_sets(sets: Iterable[LessonSet], level: int) -> LessonSet:
+    """Merge lesson sets without a model: same signature, then near-identical wording."""
+    sets = list(sets)
+    lessons = [lesson for s in sets for lesson in s.lessons]
+    merged = _merge_near_duplicates(_merge_by_signature(lessons))
+    conflicts = [c for s in sets for c in s.conflicts]
+    return _finish(merged, conflicts, sets, level)
+
+
+async def merge_sets_llm(sets: Iterable[LessonSet], level: int, llm: LLMClient) -> LessonSet:
+    """Merge deterministically, then let the model group paraphrases and flag contradictions."""
+    base = merge_sets(sets, level)
+    if len(base.lessons) < 2:
+        return base
+    decision = await llm.complete(merge_messages(base.lessons), output=MergeDecision, purpose="merge")
+    lessons, conflicts = apply_decision(base.lessons, decision)
+    return _finish(lessons, [*base.conflicts, *conflicts], [base], level)
+
+
+def merge_messages(lessons: Iterable[Lesson]) -> list[dict[str, str]]:
+    view = [
+        dict(l.model_dump(include={"id", "title", "rule", "when", "kind", "subject", "polarity"}),
+             failing_support=l.failing_support, succeeding_support=l.succeeding_support)
+        for l in lessons
+    ]
+    return [{"role": "system", "content": render("system.md")}, {"role": "user", "content": render("merge.md", lessons=view)}]
+
+
+def apply_decision(lessons: tuple[Lesson, ...], decision: MergeDecision) -> tuple[list[Lesson], list[Conflict]]:
+    """Apply a model's groups and contradictions; unknown ids are ignored, nothing is lost."""
+    by_id = {l.id: l for l in lessons}
+    used: set[str] = set()
+    out: list[Lesson] = []
+    for group in decision.groups:
+        members = [by_id[m] for m in dict.fromkeys(group.members) if m in by_id and m not in used]
+        if len(members) < 2:
+            continue
+        used.update(m.id for m in members)
+        anchor = _strongest(members)
+        out.append(_combine(members, wording=group.model_dump(exclude={"members"}), signature=anchor.signature))
+    out += [l for l in lessons if l.id not in used]
+    leaf_owner = {leaf: l for l in out for leaf in _leaves(l)}
+    conflicts = []
+    for c in decision.contradictions:
+        if c.a in by_id and c.b in by_id:
+            a, b = leaf_owner[_leaves(by_id[c.a])[0]], leaf_owner[_leaves(by_id[c.b])[0]]
+            if a.id != b.id:
+                conflicts.append(_conflict(a, b, c.reason, "llm"))
+    return out, conflicts
+
+
+def _merge_by_signature(lessons: list[Lesson]) -> list[Lesson]:
+    groups: dict[str, list[Lesson]] = defaultdict(list)
+    for lesson in lessons:
+        groups[lesson.signature].append(lesson)
+    return [_combine(members) if len(members) > 1 else members[0] for _, members in sorted(groups.items())]
+
+
+def _merge_near_duplicates(lessons: list[Lesson]) -> list[Lesson]:
+    ordered = sorted(lessons, key=lambda l: (-l.support, l.id))
+    shingles = {l.id: _shingles(f"{l.title} {l.rule}") for l in ordered}
+    clusters: list[list[Lesson]] = []
+    for lesson in ordered:
+        for cluster in clusters:
+            head = cluster[0]
+            if (head.kind, head.polarity) == (lesson.kind, lesson.polarity) and _jaccard(shingles[head.id], shingles[lesson.id]) >= NEAR_DUPLICATE:
+                cluster.append(lesson)
+                break
+        else:
+            clusters.append([lesson])
+    return [_combine(c) if len(c) > 1 else c[0] for c in clusters]
+
+
+def _combine(members: list[Lesson], wording: dict | None = None, signature: str | None = None) -> Lesson:
+    anchor = _strongest(members)
+    fields = wording or anchor.model_dump(include={"title", "rule", "when", "kind", "subject", "polarity"})
+    evidence = {(e.trace_id, e.steps, e.quote): e for m in members for e in m.evidence}
+    return Lesson.create(
+        **fields,
+        signature=signature or anchor.signature,
+        evidence=tuple(evidence.values()),
+        merged_from=tuple(sorted({leaf for m in members for leaf in _leaves(m)})),
+    )
+
+
+def _finish(lessons: list[Lesson], conflicts: list[Conflict], sets: list[LessonSet], level: int) -> LessonSet:
+    lessons = sorted(lessons, key=lambda l: l.id)
+    conflicts = _remap_conflicts(conflicts, lessons) + detect_polarity_conflicts(lessons)
+    unique = {(c.a.signature, c.b.signature): c for c in sorted(conflicts, key=lambda c: c.id)}
+    sources = tuple(sorted({t for s in sets for t in s.sources}))
+    return LessonSet(lessons=tuple(lessons), conflicts=tuple(sorted(unique.values(), key=lambda c: c.id)), level=level, sources=sources)
+
+
+def detect_polarity_conflicts(lessons: list[Lesson]) -> list[Conflict]:
+    """Cheap programmatic signal: the same subject recommended by one lesson and forbidden by another."""
+    by_subject: dict[str, list[Lesson]] = defaultdict(list)
+    for lesson in lessons:
+        if lesson.subject:
+            by_subject[lesson.subject].append(lesson)
+    found = []
+    for subject, group in sorted(by_subject.items()):
+        dos = [l for l in group if l.polarity == "do"]
+        avoids = [l for l in group if l.polarity == "avoid"]
+        for a in dos:
+            for b in avoids:
+                if _same_topic(a, b):
+                    found.append(_conflict(a, b, f"one lesson recommends {subject!r}, the other forbids it", "polarity"))
+    return found
+
+
+def _same_topic(a: Lesson, b: Lesson) -> bool:
+    """Opposite polarity on one subject only conflicts when the rules talk about the same thing."""
+    return _jaccard(_words(a.when + " " + a.title), _words(b.when + " " + b.title)) >= 0.3 or a.signature.split(":")[:2] == b.signature.split(":")[:2]
+
+
+def _conflict(a: Lesson, b: Lesson, reason: str, detected_by: str) -> Conflict:
+    a, b = sorted((a, b), key=lambda l: l.signature)
+    strong, weak = sorted((a, b), key=lambda l: (-l.failing_support, -l.support, l.signature))
+    decisive = strong.support >= DECISIVE_RATIO * weak.support and strong.support - weak.support >= 2
+    return Conflict(
+        id="C-" + content_hash([a.signature, b.signature])[:10],
+        a=a,
+        b=b,
+        reason=reason,
+        detected_by=detected_by,
+        status="resolved" if decisive else "needs-review",
+        resolution=f"stronger support: {strong.support} vs {weak.support} trajectories" if decisive else None,
+        winner=strong.id if decisive else None,
+    )
+
+
+def _remap_conflicts(conflicts: list[Conflict], lessons: list[Lesson]) -> list[Conflict]:
+    """Point each conflict at the lessons that now contain its sides' leaves; re-judge support."""
+    owner = {leaf: l for l in lessons for leaf in _leaves(l)}
+    out = []
+    for c in conflicts:
+        a, b = owner.get(_leaves(c.a)[0]), owner.get(_leaves(c.b)[0])
+        if a is None or b is None:
+            continue
+        if a.id == b.id:
+            out.append(c.model_copy(update={"status": "resolved", "resolution": "merged into one synthesised rule", "winner": a.id}))
+        else:
+            out.append(_conflict(a, b, c.reason, c.detected_by))
+    return out
+
+
+def _strongest(members: list[Lesson]) -> Lesson:
+    return min(members, key=lambda l: (-l.failing_support, -l.support, l.id))
+
+
+def _leaves(lesson: Lesson) -> tuple[str, ...]:
+    return lesson.merged_from or (lesson.id,)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _shingles(text: str, size: int = 3) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {tuple(words[i : i + size]) for i in range(max(1, len(words) - size + 1))}
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0

@@ -1,0 +1,103 @@
+"""LangGraph wiring for analysis and consolidation, and nothing else.
+
+    START -> analyse (one Send per trace) -> gate -> merge (one Send per group) -> gate -> ... -> finish
+
+`gate` stages the pool and empties it (`Overwrite`), sorted by content hash so merge groups
+never depend on completion order; it ends the loop when one set is left. Node bodies are thin
+adapters over `analyse` and `consolidate`; state holds plain dicts so a SQLite checkpoint can
+resume a run without re-running finished analysts.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Overwrite, Send
+
+from .analyse import analyse_trace
+from .config import Config
+from .consolidate import chunk, merge_sets, merge_sets_llm
+from .errors import BudgetExceeded, LLMError, LLMRequestsBlocked
+from .journal import AnalysisJournal
+from .llm import LLMClient
+from .types import LessonSet, Trace
+
+
+class State(TypedDict, total=False):
+    traces: list[dict[str, Any]]
+    pool: Annotated[list[dict[str, Any]], operator.add]
+    staged: list[dict[str, Any]]
+    level: int
+    final: dict[str, Any]
+    failed: Annotated[list[dict[str, str]], operator.add]
+
+
+def build_graph(llm: LLMClient | None, config: Config, checkpointer: Any = None, journal: AnalysisJournal | None = None):
+    """Compile the analyse-and-merge graph for one run."""
+
+    async def analyse(payload: dict[str, Any]) -> dict[str, Any]:
+        trace = Trace.model_validate(payload["trace"])
+        recorded = journal.get(trace.digest()) if journal is not None else None
+        if recorded is not None:
+            return {"pool": [recorded.model_dump(mode="json")]}
+        try:
+            lessons = await analyse_trace(trace, llm, config)
+        except (BudgetExceeded, LLMRequestsBlocked):
+            raise
+        except LLMError as exc:
+            return {"failed": [{"trace_id": trace.id, "reason": str(exc)}], "pool": [LessonSet(sources=(trace.id,)).model_dump(mode="json")]}
+        if journal is not None:
+            journal.put(trace.digest(), lessons)
+        return {"pool": [lessons.model_dump(mode="json")]}
+
+    def gate(state: State) -> dict[str, Any]:
+        staged = sorted(state.get("pool", []), key=lambda s: LessonSet.model_validate(s).key())
+        return {"staged": staged, "pool": Overwrite([]), "level": state.get("level", 0) + 1}
+
+    def route(state: State):
+        staged = state["staged"]
+        if len(staged) <= 1:
+            return "finish"
+        return [Send("merge", {"sets": group, "level": state["level"]}) for group in chunk(list(staged), config.consolidate.fan_in)]
+
+    async def merge(payload: dict[str, Any]) -> dict[str, Any]:
+        sets = [LessonSet.model_validate(s) for s in payload["sets"]]
+        if llm is None:
+            merged = merge_sets(sets, payload["level"])
+        else:
+            try:
+                merged = await merge_sets_llm(sets, payload["level"], llm)
+            except (BudgetExceeded, LLMRequestsBlocked):
+                raise
+            except LLMError:
+                merged = merge_sets(sets, payload["level"])
+        return {"pool": [merged.model_dump(mode="json")]}
+
+    def finish(state: State) -> dict[str, Any]:
+        staged = state.get("staged") or [LessonSet().model_dump(mode="json")]
+        return {"final": staged[0]}
+
+    builder = StateGraph(State)
+    builder.add_node("analyse", analyse)
+    builder.add_node("gate", gate)
+    builder.add_node("merge", merge)
+    builder.add_node("finish", finish)
+    builder.add_conditional_edges(START, lambda s: [Send("analyse", {"trace": t}) for t in s["traces"]] or "gate", ["analyse", "gate"])
+    builder.add_edge("analyse", "gate")
+    builder.add_conditional_edges("gate", route, ["merge", "finish"])
+    builder.add_edge("merge", "gate")
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+def run_config(n_traces: int, config: Config, thread_id: str) -> dict[str, Any]:
+    """LangGraph run config: concurrency and recursion limit are top-level keys (langgraph#8920)."""
+    levels = math.ceil(math.log(max(n_traces, 2), config.consolidate.fan_in)) + 1
+    return {
+        "max_concurrency": config.analyse.concurrency,
+        "recursion_limit": 2 * levels + 10,
+        "configurable": {"thread_id": thread_id},
+    }

@@ -1,0 +1,330 @@
+"""Read whatever trajectories a team has into canonical, labelled, redacted `Trace`s.
+
+`load_traces(paths, config)` is the door the rest of trace2skill uses: it opens files,
+folders and archives (`documents`), detects each document's format by shape (or uses the
+forced `config.analyse.format`), lets the reader module build traces, joins outcome labels
+(`trace2skill.labels`), and redacts secrets (`trace2skill.redact`) before any trace leaves
+this package. `iter_traces` is the streaming form of the same pipeline.
+
+Invariants: a bad file or record never aborts the batch; it becomes a `Skip` naming the file,
+the record and what is wrong, and every input record ends up either as a trace or as a skip.
+The result is deterministic: traces are sorted by id, and ids that collide across files are
+disambiguated by a content digest (an exact duplicate is reported as a skip instead).
+
+Readers are tried in `READERS` order, most specific shape first, generic chat messages last.
+A reader that raises on some odd input is a bug, but one file must not sink a batch, so the
+exception is turned into a `Skip` that names the reader.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config
+from ..errors import ConfigError, NoInputError
+from ..redact import Redactor
+from ..types import Skip, Trace
+from . import (
+    anthropic,
+    atif,
+    claude_code,
+    codex,
+    mini_swe_agent,
+    openai_chat,
+    otlp,
+    responses,
+    swe_agent,
+    tau_bench,
+)
+from ._steps import kind_of
+from .base import Document, Reader
+from .documents import DEFAULT_MAX_BYTES, iter_documents
+
+if TYPE_CHECKING:
+    from ..labels import LabelBook
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "READERS",
+    "Document",
+    "IngestResult",
+    "Reader",
+    "check_report",
+    "detect_format",
+    "iter_documents",
+    "iter_traces",
+    "load_traces",
+    "reader_for",
+]
+
+
+_DETECTION_ORDER = (
+    atif,
+    mini_swe_agent,
+    swe_agent,
+    tau_bench,
+    claude_code,
+    codex,
+    otlp,
+    responses,
+    anthropic,
+    openai_chat,
+)
+READERS: dict[str, Any] = {module.NAME: module for module in _DETECTION_ORDER}
+"""Reader modules by `--format` name, in detection order (most specific shape first)."""
+
+
+def reader_for(name: str) -> Any:
+    """The reader module for a `--format` name (`-` and `_` are interchangeable).
+
+    Raises:
+        ConfigError: no reader has that name.
+    """
+    wanted = name.strip().lower().replace("-", "_")
+    for known, module in READERS.items():
+        if known.replace("-", "_") == wanted:
+            return module
+    raise ConfigError(f"unknown trace format {name!r}; choose one of {sorted(READERS)}")
+
+
+def detect_format(sample: Any) -> str | None:
+    """Name of the first reader whose `sniff` accepts `sample`, or None for an unknown shape."""
+    for name, reader in READERS.items():
+        try:
+            if reader.sniff(sample):
+                return name
+        except Exception:  # noqa: BLE001 - a sniffer bug must not hide the other formats
+            continue
+    return None
+
+
+def iter_traces(
+    paths: Iterable[str | os.PathLike[str]],
+    config: Config | None = None,
+    *,
+    labels: LabelBook | None = None,
+    redactor: Redactor | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Iterator[Trace | Skip]:
+    """Stream labelled, redacted traces and skips from `paths`, one document at a time.
+
+    Args:
+        paths: files, folders, `.gz` or `.zip` archives.
+        config: supplies `analyse.format`, `analyse.labels`, `analyse.success_threshold` and
+            `redact`; defaults to `Config()`.
+        labels: a prepared label book; built from `config` and `paths` when None.
+        redactor: pass one to read its `counts` afterwards; a new one is made when None.
+        max_bytes: cap on a whole-file JSON parse and on one JSONL line.
+
+    Raises:
+        ConfigError: unknown forced format, missing labels file, bad redaction pattern.
+        TraceFormatError: the labels file cannot be parsed.
+    """
+    from ..labels import build_label_book  # labels reads files through this package
+
+    paths = list(paths)
+    config = config or Config()
+    forced = reader_for(config.analyse.format) if config.analyse.format else None
+    book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
+    redactor = redactor or Redactor(config.redact)
+    for doc in iter_documents(paths, max_bytes=max_bytes):
+        items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book)
+        for item in items:
+            yield redactor.redact_skip(item) if isinstance(item, Skip) else _finish(item, book, redactor)
+
+
+def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
+    """Label and redact one trace; a value too deep to serialise becomes a skip, not a crash."""
+    try:
+        return redactor.redact_trace(book.apply(trace))
+    except (ValueError, RecursionError) as exc:
+        reason = f"trace {trace.id!r} cannot be serialised ({type(exc).__name__}: {str(exc)[:200]}); is a value nested too deeply?"
+        return Skip(path=trace.source.path, record=trace.source.record, reason=redactor.redact_text(reason))
+
+
+def _read_document(doc: Document, forced: Any, book: LabelBook) -> Iterator[Trace | Skip]:
+    from ..labels import label_document
+
+    if book.is_source(doc.path):
+        return
+    if doc.kind == "json":
+        sample = doc.value()
+        if not forced and label_document(sample, doc.path) is not None:
+            yield doc.skip("a results (labels) file, not a trajectory; pass it with --labels to use it")
+            return
+    else:
+        first = openai_chat.first_record(doc)
+        if first is None:
+            broken = [item for item in doc.records() if isinstance(item, Skip)]
+            yield from broken if broken else [doc.skip("no JSON records in file")]
+            return
+        sample = first[1]
+    reader = forced or READERS.get(detect_format(sample) or "")
+    if reader is None:
+        yield doc.skip(f"unknown trajectory format: {_describe(sample)}; use --format to force one of {sorted(READERS)}")
+        return
+    produced = 0
+    try:
+        for item in reader.read(doc):
+            produced += 1
+            yield item
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        yield doc.skip(f"reader {reader.NAME!r} failed after {produced} records: {type(exc).__name__}: {exc}")
+        return
+    if produced == 0:
+        yield doc.skip(f"reader {reader.NAME!r} found no trajectory in this file")
+
+
+def _describe(sample: Any) -> str:
+    if isinstance(sample, dict):
+        return f"an object with keys {sorted(map(str, sample))[:10]}"
+    if isinstance(sample, list):
+        inner = kind_of(sample[0]) if sample else "nothing"
+        return f"an array of {len(sample)} items starting with {inner}"
+    return f"a JSON {kind_of(sample)}"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Everything `load_traces` read, with the counts the run summary and `--check` report."""
+
+    traces: list[Trace]
+    """Sorted by id; ids are unique."""
+    skips: list[Skip]
+    """In reading order, each with a precise reason."""
+    outcomes: dict[str, int]
+    """Traces per outcome: `success`, `failure`, `unknown` (all three keys present)."""
+    redactions: dict[str, int]
+    """Secrets replaced, per type."""
+    formats: dict[str, int] = field(default_factory=dict)
+    """Traces per reader name."""
+    label_sources: list[str] = field(default_factory=list)
+    """Labels and results files whose labels were joined."""
+
+
+def load_traces(
+    paths: Iterable[str | os.PathLike[str]], config: Config | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> IngestResult:
+    """Read every trajectory under `paths` into a deterministic `IngestResult`.
+
+    Nothing readable at all is not an error here: the result is simply empty and the caller
+    decides (distill stops, `ingest --check` exits non-zero).
+
+    Raises:
+        NoInputError: no paths were given, or a given path does not exist.
+        ConfigError, TraceFormatError: as for `iter_traces`.
+    """
+    from ..labels import build_label_book
+
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise NoInputError("no input paths given")
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise NoInputError(f"input path does not exist: {', '.join(repr(p) for p in missing)}")
+    config = config or Config()
+    book = build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
+    redactor = Redactor(config.redact)
+    traces: list[Trace] = []
+    skips: list[Skip] = []
+    for item in iter_traces(paths, config, labels=book, redactor=redactor, max_bytes=max_bytes):
+        (skips if isinstance(item, Skip) else traces).append(item)
+    traces, duplicates = _unique_ids(traces)
+    outcomes = Counter({"success": 0, "failure": 0, "unknown": 0})
+    outcomes.update(t.outcome for t in traces)
+    return IngestResult(
+        traces=traces,
+        skips=skips + duplicates,
+        outcomes=dict(outcomes),
+        redactions=redactor.counts,
+        formats=dict(sorted(Counter(t.format for t in traces).items())),
+        label_sources=list(book.sources),
+    )
+
+
+def _unique_ids(traces: list[Trace]) -> tuple[list[Trace], list[Skip]]:
+    """Sort by id; drop exact duplicates (as skips) and suffix colliding ids with a digest."""
+    groups: dict[str, list[Trace]] = {}
+    for trace in traces:
+        groups.setdefault(trace.id, []).append(trace)
+    kept: list[Trace] = []
+    skips: list[Skip] = []
+    for ident in sorted(groups):
+        group = groups[ident]
+        if len(group) == 1:
+            kept.append(group[0])
+            continue
+        by_digest: dict[str, Trace] = {}
+        for trace in sorted(group, key=lambda t: (t.source.path, t.source.record or "")):
+            digest = trace.digest()
+            if digest in by_digest:
+                first = by_digest[digest].source
+                where = f"{first.path}" + (f" ({first.record})" if first.record else "")
+                skips.append(Skip(path=trace.source.path, record=trace.source.record, reason=f"exact duplicate of trace {ident!r} from {where}"))
+            else:
+                by_digest[digest] = trace
+        if len(by_digest) == 1:
+            kept.extend(by_digest.values())
+            continue
+        for digest in sorted(by_digest):
+            kept.append(by_digest[digest].model_copy(update={"id": f"{ident}~{digest[:8]}"}))
+    kept.sort(key=lambda t: t.id)
+    return kept, skips
+
+
+def check_report(result: IngestResult) -> dict[str, Any]:
+    """JSON-able data for `trace2skill ingest --check`: counts, label files, every skip."""
+    return {
+        "traces": len(result.traces),
+        "skipped": len(result.skips),
+        "formats": result.formats,
+        "outcomes": result.outcomes,
+        "redactions": result.redactions,
+        "label_sources": result.label_sources,
+        "skips": [skip.model_dump() for skip in result.skips],
+    }
+
+
+def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None = None, *, emit_to: Path | None = None) -> dict[str, Any]:
+    """Read `paths` one trajectory at a time, optionally writing ATIF, and report like `check_report`.
+
+    Nothing is held but counts and skips, so a dump larger than memory can be checked or
+    converted.
+
+    Raises:
+        NoInputError: a path does not exist.
+    """
+    from .atif import emit_atif
+
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing or not paths:
+        raise NoInputError(f"no such file or folder: {', '.join(map(repr, missing))}" if missing else "no input paths given")
+    redactor = Redactor((config or Config()).redact)
+    skips: list[Skip] = []
+    formats: dict[str, int] = {}
+    outcomes = {"success": 0, "failure": 0, "unknown": 0}
+
+    def traces() -> Iterator[Trace]:
+        for item in iter_traces(paths, config, redactor=redactor):
+            if isinstance(item, Skip):
+                skips.append(item)
+                continue
+            formats[item.format] = formats.get(item.format, 0) + 1
+            outcomes[item.outcome] += 1
+            yield item
+
+    if emit_to is not None:
+        emit_atif(traces(), emit_to)
+    else:
+        for _ in traces():
+            pass
+    return {
+        "traces": sum(outcomes.values()), "skipped": len(skips), "formats": formats, "outcomes": outcomes,
+        "redactions": dict(redactor.counts), "label_sources": [], "skips": [s.model_dump() for s in skips],
+    }

@@ -1,0 +1,229 @@
+"""Shared step assembly for the message-based readers (Responses, Anthropic, Claude Code,
+Codex, OTLP).
+
+Every one of those formats writes a tool call in one place and its result somewhere later
+(a `function_call_output` item, a `tool_result` block in the next user turn, a tool span).
+`StepList` keeps the steps mutable while a trajectory is read, remembers which agent step
+owns each call id, and attaches every result to that step, so the frozen `Step`s come out
+with calls and observations side by side. A result whose call never appeared is not dropped:
+it becomes a `tool` step flagged `extra["unmatched_call"]`, so nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..types import Observation, Step, StepSource, ToolCall, content_hash
+
+
+@dataclass
+class _Draft:
+    source: StepSource
+    message: str = ""
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StepList:
+    """The steps of one trajectory under construction."""
+
+    def __init__(self) -> None:
+        self._drafts: list[_Draft] = []
+        self._owner: dict[str, int] = {}
+        self._answered: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._drafts)
+
+    def add(
+        self,
+        source: StepSource,
+        message: str = "",
+        *,
+        reasoning: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> int:
+        """Append a step and return its index."""
+        self._drafts.append(_Draft(source, message, reasoning, extra=dict(extra or {})))
+        return len(self._drafts) - 1
+
+    def last(self) -> _Draft | None:
+        return self._drafts[-1] if self._drafts else None
+
+    def open_agent_step(self, *, after_calls: bool = False, after_message: bool = False) -> int:
+        """Index of the agent step new agent output belongs to, starting one when needed.
+
+        The last step is reused when it is an agent step, unless it already has tool calls
+        (`after_calls`) or text (`after_message`) and the caller says that starts a new turn.
+        """
+        last = self.last()
+        reuse = (
+            last is not None
+            and last.source == "agent"
+            and not last.observations
+            and not (after_calls and last.tool_calls)
+            and not (after_message and last.message)
+        )
+        return len(self._drafts) - 1 if reuse else self.add("agent")
+
+    def append_text(self, index: int, text: str) -> None:
+        if text:
+            draft = self._drafts[index]
+            draft.message = f"{draft.message}\n\n{text}" if draft.message else text
+
+    def append_reasoning(self, index: int, text: str) -> None:
+        if text:
+            draft = self._drafts[index]
+            draft.reasoning = f"{draft.reasoning}\n\n{text}" if draft.reasoning else text
+
+    def add_call(self, index: int, call: ToolCall) -> None:
+        self._drafts[index].tool_calls.append(call)
+        if call.id:
+            self._owner[call.id] = index
+
+    def knows_call(self, call_id: str | None) -> bool:
+        return call_id is not None and call_id in self._owner
+
+    def has_result(self, call_id: str | None) -> bool:
+        return call_id is not None and call_id in self._answered
+
+    def attach(self, observation: Observation, *, extra: dict[str, Any] | None = None) -> bool:
+        """Join a tool result to the step that made the call.
+
+        Returns False when no step made that call; the result then becomes a `tool` step
+        flagged `unmatched_call` (and carrying `extra`), so it is kept, not lost.
+        """
+        call_id = observation.call_id
+        if call_id is not None:
+            self._answered.add(call_id)
+        owner = self._owner.get(call_id) if call_id is not None else None
+        if owner is not None:
+            self._drafts[owner].observations.append(observation)
+            return True
+        index = self.add("tool", extra={"unmatched_call": True, **(extra or {})})
+        self._drafts[index].observations.append(observation)
+        return False
+
+    def attach_to_step(self, index: int, observation: Observation) -> None:
+        self._drafts[index].observations.append(observation)
+        if observation.call_id is not None:
+            self._answered.add(observation.call_id)
+
+    def set_extra(self, index: int, key: str, value: Any) -> None:
+        self._drafts[index].extra[key] = value
+
+    def first_message(self, source: StepSource = "user") -> str:
+        """Text of the first non-empty step from `source` not flagged as injected meta text."""
+        for draft in self._drafts:
+            if draft.source == source and draft.message and not draft.extra.get("meta"):
+                return draft.message
+        return ""
+
+    def build(self) -> tuple[Step, ...]:
+        """Freeze the drafts; empty agent steps (no text, calls or results) are dropped."""
+        kept = [d for d in self._drafts if not _is_empty_agent(d)]
+        return tuple(
+            Step(
+                index=i,
+                source=d.source,
+                message=d.message,
+                reasoning=d.reasoning,
+                tool_calls=tuple(d.tool_calls),
+                observations=tuple(d.observations),
+                extra=d.extra,
+            )
+            for i, d in enumerate(kept)
+        )
+
+
+def _is_empty_agent(draft: _Draft) -> bool:
+    return (
+        draft.source == "agent"
+        and not draft.message
+        and draft.reasoning is None
+        and not draft.tool_calls
+        and not draft.observations
+        and not draft.extra
+    )
+
+
+_MAX_DEPTH = 64
+"""Content nested deeper than this is not flattened (it is hostile, not a message)."""
+
+
+def text_of(content: Any, _depth: int = 0) -> str:
+    """Flatten a message content value (string, list of parts, part) to plain text.
+
+    Text parts keep their text; images and files become a short bracketed marker, so a
+    reader of the trajectory still sees that something was there.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if _depth > _MAX_DEPTH:
+        return "[deeply nested content]"
+    if isinstance(content, list):
+        return "\n".join(t for t in (text_of(part, _depth + 1) for part in content) if t)
+    if isinstance(content, dict):
+        for key in ("text", "content", "output", "value"):
+            value = content.get(key)
+            if isinstance(value, (str, list)):
+                return text_of(value, _depth + 1)
+        kind = content.get("type")
+        if isinstance(kind, str) and kind:
+            return f"[{kind}]"
+        return json.dumps(content, ensure_ascii=False, sort_keys=True)
+    return str(content)
+
+
+def arguments_text(value: Any) -> str:
+    """Tool arguments as a string: kept verbatim when already text, JSON otherwise."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def string_id(value: Any) -> str | None:
+    """An id from a non-empty string or an integer (not a bool); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value):
+        return str(value)
+    return None
+
+
+def derived_id(format_name: str, steps: tuple[Step, ...]) -> str:
+    """A content-derived trace id for formats whose files carry none."""
+    return f"{format_name}-{content_hash([s.model_dump(mode='json') for s in steps])}"
+
+
+def as_int(value: Any) -> int | None:
+    """An int from an int, an integral float or a decimal string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def kind_of(value: Any) -> str:
+    """The JSON type name of a value, for skip reasons."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    for py_type, name in names.items():
+        if isinstance(value, py_type):
+            return name
+    return "number" if isinstance(value, (int, float)) else type(value).__name__

@@ -1,0 +1,168 @@
+"""The whole distil run, top to bottom.
+
+ingest -> analyse + consolidate (the graph) -> select -> author -> validate -> write.
+Everything the run decides is derived from its inputs: the run id hashes the trace digests,
+the effective configuration and the prompt versions, so the same inputs give the same skill
+and the same checkpoint thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
+from .config import Config
+from .errors import Interrupted, NoInputError, SkillValidationError
+from langgraph.errors import GraphDrained
+
+from .graph import build_graph, run_config
+from .ingest import IngestResult, load_traces
+from .llm import LLMClient
+from .prompts import version as prompt_version
+from .types import LessonSet, RunResult, Usage, content_hash
+
+Progress = Callable[[str, int, int], None]
+PROMPTS = ("system.md", "analyse_failure.md", "analyse_success.md", "merge.md")
+
+
+def distill(
+    config: Config,
+    llm: LLMClient | None,
+    paths: list[Path] | None = None,
+    *,
+    ingested: IngestResult | None = None,
+    progress: Progress | None = None,
+    checkpoint: Path | None = None,
+    write: bool = True,
+    control: Any = None,
+    rejected: dict[str, int] | None = None,
+) -> tuple[RunResult, SkillBuild]:
+    """Distil trajectories into the skill folder `config.skill_dir()`.
+
+    Args:
+        paths: trace files or folders (ignored when `ingested` is given).
+        ingested: traces already read (the refresh job filters them first).
+        progress: called as `progress(stage, done, total)`.
+        checkpoint: SQLite file for a resumable run; None keeps state in memory.
+        write: False computes the build without touching the skill folder.
+        control: a LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
+        rejected: rule ids reviewers removed, with the support they had then.
+
+    Raises:
+        NoInputError: no trajectory could be read.
+        SkillValidationError: the rendered skill fails validation (nothing is written).
+    """
+    started = time.monotonic()
+    ingested = ingested or load_traces(paths or [Path(p) for p in config.sources], config)
+    if not ingested.traces:
+        raise NoInputError(f"no trajectory could be read ({len(ingested.skips)} files or records skipped)")
+    run = run_info(config, llm, ingested)
+    final, failed = asyncio.run(_consolidate(ingested, llm, config, run.run_id, progress, checkpoint, control))
+    if llm is None:
+        from .offline import select_offline
+
+        final = final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), ingested.outcomes))})
+    build = author_skill(config.skill_dir(), final, config, run, rejected=rejected)
+    problems = validate_build(build, config.skill.name)
+    if problems:
+        raise SkillValidationError(problems)
+    if write and build.changed:
+        write_skill_dir(config.skill_dir(), build.files)
+    result = RunResult(
+        skill_dir=str(config.skill_dir()),
+        run_id=run.run_id,
+        mode=run.mode,
+        model=run.model,
+        traces_read=len(ingested.traces),
+        skipped=tuple(ingested.skips) + tuple(failed),
+        analysed=len(ingested.traces) - len(failed),
+        outcomes=dict(ingested.outcomes),
+        lessons=len(final.lessons),
+        rules_written=build.rules_written,
+        conflicts=final.conflicts,
+        merge_levels=final.level,
+        version=build.version,
+        previous_version=build.previous_version,
+        changed=build.changed,
+        usage=llm.usage if llm is not None else Usage(),
+        seconds=round(time.monotonic() - started, 2),
+        redactions=dict(ingested.redactions),
+    )
+    return result, build
+
+
+def run_info(config: Config, llm: LLMClient | None, ingested: IngestResult) -> RunInfo:
+    source_digest = content_hash(sorted(t.digest() for t in ingested.traces))
+    model = llm.model if llm is not None else "offline"
+    settings = config.model_dump(mode="json", include={"llm", "analyse", "consolidate", "redact"})
+    run_id = "run-" + content_hash([source_digest, model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
+    return RunInfo(
+        run_id=run_id,
+        model=model,
+        mode="offline" if llm is None else "llm",
+        source_digest=source_digest,
+        trace_outcomes={t.id: t.outcome for t in ingested.traces},
+        tool_version=__version__,
+    )
+
+
+async def _consolidate(
+    ingested: IngestResult, llm: LLMClient | None, config: Config, thread_id: str,
+    progress: Progress | None, checkpoint: Path | None, control: Any = None,
+) -> tuple[LessonSet, list]:
+    from .types import Skip
+
+    async with AsyncExitStack() as stack:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        saver: Any = InMemorySaver()
+        journal = None
+        if checkpoint is not None:
+            from .journal import AnalysisJournal
+
+            journal = AnalysisJournal(checkpoint.with_suffix(".journal.sqlite"), thread_id)
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(checkpoint)))
+        graph = build_graph(llm, config, saver, journal)
+        cfg = run_config(len(ingested.traces), config, thread_id)
+        inputs: Any = {"traces": [t.model_dump(mode="json") for t in ingested.traces], "level": 0}
+        previous = await graph.aget_state(cfg) if checkpoint is not None else None
+        finished = previous is not None and not previous.next and "final" in previous.values
+        if previous is not None and previous.next:
+            inputs = None
+        if not finished:
+            counts = {"analyse": 0, "merge": 0}
+            try:
+                async for update in graph.astream(inputs, cfg, stream_mode="updates", durability="sync", control=control):
+                    _report(update, counts, progress, len(ingested.traces))
+            except GraphDrained:
+                raise Interrupted("run drained on request; rerun the same command to resume from the checkpoint") from None
+        state = (await graph.aget_state(cfg)).values
+        await _close_clients(llm)
+    failed = [Skip(path=f["trace_id"], record=None, reason=f"analysis failed: {f['reason']}") for f in state.get("failed", [])]
+    return LessonSet.model_validate(state["final"]), failed
+
+
+def _report(update: dict, counts: dict[str, int], progress: Progress | None, total: int) -> None:
+    for node in update or {}:
+        if node in counts and progress is not None:
+            counts[node] += 1
+            progress(node, counts[node], total if node == "analyse" else 0)
+
+
+
+async def _close_clients(llm: LLMClient | None) -> None:
+    if llm is None or "litellm" not in sys.modules:
+        return
+    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+    await close_litellm_async_clients()

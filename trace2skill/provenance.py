@@ -1,0 +1,126 @@
+"""provenance.json and CONFLICTS.md: why each rule exists, and what disagrees with what.
+
+provenance.json is the memory between runs: it maps every written rule to its lessons,
+traces, support and evidence; keeps withheld rules (needing review, rejected by a reviewer,
+below the support threshold) with their evidence so their support keeps growing; records the
+conflict ledger, the rules reviewers removed, the sections and files trace2skill created (so it
+can tidy them and never touches anything else), and the derived description. It is written
+deterministically (sorted keys, indent 2, trailing newline) so equal content is equal bytes.
+
+CONFLICTS.md renders the ledger for people: both sides' evidence, status and resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import SkillValidationError
+from .rules import RuleRecord, clean
+from .types import Conflict, Lesson
+
+FORMAT = 1
+
+
+class Provenance(BaseModel):
+    """The parsed provenance.json (unknown keys are ignored so older tools can read newer files)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", use_attribute_docstrings=True)
+
+    format: int = FORMAT
+    skill: str = ""
+    version: str | None = None
+    run: dict[str, Any] = Field(default_factory=dict)
+    """The run that produced this version: id, model, mode, source digest, trace outcomes."""
+    description: str | None = None
+    """The description trace2skill derived, so a later run knows it may re-derive it."""
+    rules: dict[str, RuleRecord] = Field(default_factory=dict)
+    withheld: dict[str, RuleRecord] = Field(default_factory=dict)
+    conflicts: tuple[Conflict, ...] = ()
+    rejected: dict[str, int] = Field(default_factory=dict)
+    """Rule id -> support it had when a reviewer removed it from the skill."""
+    sections: tuple[tuple[str, ...], ...] = ()
+    """`(file, heading, ...)` of every section trace2skill created and may remove when empty."""
+    files: tuple[str, ...] = ()
+    """Files trace2skill generated; only these are ever deleted from the folder."""
+
+
+def load_provenance(text: str) -> Provenance:
+    """Parse provenance.json.
+
+    Raises:
+        SkillValidationError: not JSON, or not the shape trace2skill writes.
+    """
+    try:
+        return Provenance.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as exc:
+        raise SkillValidationError([f"provenance.json is unreadable ({str(exc).splitlines()[0]}); "
+                                    "restore it from git or delete it to start a fresh history"]) from None
+
+
+def dump_provenance(provenance: Provenance) -> str:
+    """Deterministic JSON: sorted keys, indent 2, derived support counts beside the evidence."""
+    data = provenance.model_dump(mode="json")
+    for table in ("rules", "withheld"):
+        data[table] = {rid: _record_json(record) for rid, record in getattr(provenance, table).items()}
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def _record_json(record: RuleRecord) -> dict[str, Any]:
+    data = record.model_dump(mode="json")
+    data.update(trace_ids=list(record.trace_ids), support=record.support,
+                failing_support=record.failing_support, succeeding_support=record.succeeding_support)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# The ledger for people
+
+
+def render_conflicts(conflicts: Iterable[Conflict], rule_id_of: Callable[[str], str]) -> str:
+    """CONFLICTS.md: needs-review conflicts first, each with both sides' evidence."""
+    ordered = sorted(conflicts, key=lambda c: (c.status != "needs-review", c.id))
+    lines = ["# Conflict ledger", "",
+             "Contradictions between lessons, or between a lesson and this skill, recorded rather than "
+             "settled silently. A lesson in a conflict that needs review stays out of SKILL.md until "
+             "the conflict is resolved.", ""]
+    if not ordered:
+        lines += ["No conflicts recorded.", ""]
+    for conflict in ordered:
+        lines += _conflict_lines(conflict, rule_id_of)
+    return "\n".join(lines)
+
+
+def _conflict_lines(conflict: Conflict, rule_id_of: Callable[[str], str]) -> list[str]:
+    resolution = conflict.resolution or ("kept out of SKILL.md until a person decides" if conflict.status == "needs-review" else "")
+    winner = next((side for side in (conflict.a, conflict.b) if side.id == conflict.winner), None)
+    lines = [f"## {conflict.id}: {clean(conflict.a.title)} vs {clean(conflict.b.title)}", "",
+             f"- Status: {conflict.status}", f"- Detected by: {conflict.detected_by}",
+             f"- Reason: {clean(conflict.reason)}"]
+    if resolution:
+        lines.append(f"- Resolution: {clean(resolution)}")
+    if winner is not None:
+        lines.append(f"- Kept: {clean(winner.title)} (`{rule_id_of(winner.signature)}`)")
+    lines.append("")
+    for label, side in (("A", conflict.a), ("B", conflict.b)):
+        lines += _side_lines(label, side, rule_id_of)
+    return lines
+
+
+def _side_lines(label: str, side: Lesson, rule_id_of: Callable[[str], str]) -> list[str]:
+    stance = "recommends" if side.polarity == "do" else "forbids"
+    name = "A hand-written bullet" if side.signature.startswith("hand-written:") else f"Rule `{rule_id_of(side.signature)}`"
+    lines = [f"### Side {label}: {clean(side.title)}", "",
+             f"{name} {stance} {clean(side.subject) or 'its subject'}: {clean(side.rule)}",
+             "", f"Support: {side.failing_support} failed / {side.succeeding_support} successful runs.", ""]
+    if not side.evidence:
+        lines += ["Evidence: the text of the existing skill.", ""]
+        return lines
+    for evidence in side.evidence:
+        steps = ", ".join(str(step) for step in evidence.steps) or "-"
+        quote = clean(evidence.quote).replace("`", "'")
+        lines.append(f"- `{evidence.trace_id}` ({evidence.outcome}), steps {steps}" + (f": `{quote}`" if quote else ""))
+    return lines + [""]

@@ -1,0 +1,125 @@
+"""Human- and machine-readable output of the CLI: run summaries, quotes, rule evidence.
+
+Results go to stdout (tables, or JSON with `--json`); quotes and notices go to stderr so a
+pipeline reading stdout sees only results.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .budget import Quote
+from .types import RunResult
+
+
+def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: bool = False) -> None:
+    if json_out:
+        payload = result.model_dump(mode="json")
+        payload["dry_run"] = dry_run
+        print(json.dumps(payload, indent=2, sort_keys=True))
+        return
+    console = Console(highlight=False)
+    table = Table(title=f"trace2skill: {result.skill_dir}", show_header=False, title_justify="left")
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
+    needs_review = sum(1 for c in result.conflicts if c.status == "needs-review")
+    usage = result.usage
+    rows = [
+        ("mode", f"{result.mode} ({result.model})"),
+        ("trajectories", f"{result.traces_read} read ({outcomes}), {len(result.skipped)} skipped, {result.analysed} analysed"),
+        ("lessons", f"{result.lessons} after {result.merge_levels} merge level(s)"),
+        ("rules written", str(result.rules_written)),
+        ("conflicts", f"{len(result.conflicts)} ({needs_review} need review)"),
+        ("version", _version_text(result, dry_run)),
+        ("tokens", f"{usage.input_tokens} in / {usage.output_tokens} out over {usage.calls} call(s)"),
+        ("cost", "n/a (offline)" if result.mode == "offline" else (f"${usage.cost:.4f}" if usage.cost is not None else "unknown (unpriced model)")),
+        ("time", f"{result.seconds:.1f} s"),
+    ]
+    if result.redactions:
+        rows.append(("redacted", ", ".join(f"{k} {v}" for k, v in sorted(result.redactions.items()))))
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    for skip in result.skipped:
+        where = f"{skip.path}" + (f" [{skip.record}]" if skip.record else "")
+        console.print(f"skipped: {where}: {skip.reason}", markup=False)
+
+
+def _version_text(result: RunResult, dry_run: bool) -> str:
+    if not result.changed:
+        return f"{result.version} (no changes)"
+    before = result.previous_version or "new"
+    suffix = " (dry run: nothing written)" if dry_run else ""
+    return f"{before} -> {result.version}{suffix}"
+
+
+def print_quote(estimate: Quote) -> None:
+    console = Console(stderr=True, highlight=False)
+    parts = [f"{s.stage}: {s.calls} call(s), ~{s.input_tokens} in / ~{s.output_tokens} out tokens" for s in estimate.stages]
+    cost = f"~${estimate.cost:.4f}" if estimate.cost is not None else "unknown (model not in the price map)"
+    console.print(f"quote: {'; '.join(parts)}; cost {cost}", markup=False)
+
+
+def print_explanation(info: dict, *, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    console = Console(highlight=False)
+    console.print(json.dumps(info, indent=2, sort_keys=True), markup=False)
+
+
+def print_refresh(outcome: Any, *, json_out: bool) -> None:
+    if json_out:
+        payload = {
+            "skill": outcome.skill, "changed": outcome.changed, "message": outcome.message,
+            "new_traces": outcome.new_traces, "commit": outcome.commit, "pr_url": outcome.pr_url,
+            "review": list(outcome.review),
+            "result": outcome.result.model_dump(mode="json") if outcome.result is not None else None,
+        }
+        print(json.dumps(payload, indent=2, sort_keys=True))
+        return
+    console = Console(highlight=False)
+    console.print(f"{outcome.skill}: {outcome.message}", markup=False)
+    if outcome.commit:
+        console.print(f"commit {outcome.commit[:12]}", markup=False)
+    if outcome.pr_url:
+        console.print(f"pull request {outcome.pr_url}", markup=False)
+    for item in outcome.review:
+        console.print(f"needs review: {item}", markup=False)
+
+
+def print_history(versions: list, *, json_out: bool) -> None:
+    rows = [
+        {"version": v.version, "tag": v.tag, "commit": v.commit[:12], "date": v.committed_at.isoformat(), "run": v.run_id,
+         "rules": v.rules, "added": v.rules_added, "changed": v.rules_changed, "removed": v.rules_removed, "rollback_of": v.rollback_of}
+        for v in versions
+    ]
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("version", "date", "commit", "run", "rules", "+", "~", "-")
+    for row in rows:
+        note = f" (rollback of {row['rollback_of']})" if row["rollback_of"] else ""
+        table.add_row(row["version"] + note, row["date"][:19], row["commit"], row["run"] or "", str(row["rules"]),
+                      str(row["added"]), str(row["changed"]), str(row["removed"]))
+    Console(highlight=False).print(table)
+
+
+def print_ingest(report: dict, *, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return
+    console = Console(highlight=False)
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes"].items()))
+    formats = ", ".join(f"{k} {v}" for k, v in sorted(report["formats"].items())) or "none"
+    console.print(f"read {report['traces']} trajectories ({outcomes}); formats: {formats}; skipped {report['skipped']}", markup=False)
+    if report["redactions"]:
+        console.print("redacted: " + ", ".join(f"{k} {v}" for k, v in sorted(report["redactions"].items())), markup=False)
+    for source in report["label_sources"]:
+        console.print(f"labels from {source}", markup=False)
+    for skip in report["skips"]:
+        where = skip["path"] + (f" [{skip['record']}]" if skip.get("record") else "")
+        console.print(f"skipped: {where}: {skip['reason']}", markup=False)

@@ -1,0 +1,563 @@
+"""A Markdown section tree that renders back byte for byte, and typed edits applied to it.
+
+Why a tree: the official Trace2Skill applies edits by text anchors, skips the ones whose anchor
+is missing, emits `## New Section` headings and glues headings onto bullet lines. Here a
+document is cut at its ATX headings (outside fenced code) into a tree of sections; every line
+keeps its own bytes and line ending, so `render(parse(text)) == text` for any text. Edits name
+sections by heading path and rules by marker id, never by line number, and an edit that cannot
+be applied exactly raises `EditError`.
+
+Markers (see docs/skill-format.md):
+- `<!-- rule:ID -->` ends a bullet the pipeline manages; `<!-- link:TARGET -->` ends a managed
+  link line (links to reference files, tables of contents). Every other line is hand-written:
+  edits never change it, they only insert or remove managed lines around it.
+- `<!-- trace2skill:locked -->` on a line of its own in a section's body locks that section and
+  its subtree; in the preamble (before the first heading) it locks the whole file. An edit that
+  would change locked text raises. The one exception is a missing final newline at the end of
+  the file, which is added when content is appended after it (otherwise the next heading would
+  be glued onto the last line).
+
+The tree is mutable because edits rewrite lists in place; `apply_edits` works on a deep copy,
+so a caller never sees a half-edited workspace.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from .errors import EditError
+
+LOCK_MARKER = "<!-- trace2skill:locked -->"
+SKILL_FILE = "SKILL.md"
+REFERENCES_DIR = "references/"
+MAX_LEVEL = 6
+
+SectionPath = tuple[str, ...]
+Workspace = dict[str, "Section"]
+"""Parsed Markdown files of one skill, keyed by path relative to the skill folder."""
+
+_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
+_CLOSING_HASHES = re.compile(r"(?:^|[ \t]+)#+$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_MARKER = re.compile(r"<!--\s*(rule|link):([^\s>]+?)\s*-->\s*$")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])(?:\s|$)")
+_BULLET_ITEM = re.compile(r"^\s*[-*+](?:\s|$)")
+_RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_PLACEHOLDER_WORDS = {"new", "untitled", "unnamed", "section", "heading", "header", "title", "part", "chapter"}
+_GENERIC_TITLES = {"misc", "miscellaneous", "stuff", "todo", "tbd", "placeholder", "tmp", "temp", "xxx", "lorem ipsum"}
+
+
+@dataclass
+class Section:
+    """A heading and everything up to the next heading of the same or a higher level."""
+
+    level: int
+    """Heading level 1-6; 0 for the document root (the preamble before the first heading)."""
+    title: str
+    """Heading text without the `#`s; empty for the root."""
+    heading: str = ""
+    """The heading line exactly as written, line ending included; empty for the root."""
+    body: list[str] = field(default_factory=list)
+    """Lines between the heading and the first child heading, each with its line ending."""
+    children: list[Section] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing and rendering
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their endings; only `\\n` ends a line, so joining them gives `text` back."""
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
+
+
+def parse(text: str) -> Section:
+    """Cut `text` into a section tree at its ATX headings outside fenced code."""
+    root = Section(level=0, title="")
+    stack = [root]
+    fence: str | None = None
+    for line in split_lines(text):
+        heading = None if fence else _heading(line)
+        if heading is None:
+            fence = _next_fence(fence, line)
+            stack[-1].body.append(line)
+            continue
+        level, title = heading
+        while stack[-1].level >= level:
+            stack.pop()
+        section = Section(level=level, title=title, heading=line)
+        stack[-1].children.append(section)
+        stack.append(section)
+    return root
+
+
+def render(section: Section) -> str:
+    """The exact text the section was parsed from, with any edits applied."""
+    return section.heading + "".join(section.body) + "".join(render(child) for child in section.children)
+
+
+def _heading(line: str) -> tuple[int, str] | None:
+    match = _HEADING.match(line.rstrip("\r\n"))
+    if not match:
+        return None
+    title = _CLOSING_HASHES.sub("", match.group(2) or "").strip()
+    return len(match.group(1)), title
+
+
+def _next_fence(fence: str | None, line: str) -> str | None:
+    match = _FENCE.match(line.rstrip("\r\n"))
+    if fence is None:
+        if match and not (match.group(1)[0] == "`" and "`" in match.group(2)):
+            return match.group(1)
+        return None
+    closes = match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence) and not match.group(2).strip()
+    return None if closes else fence
+
+
+def code_mask(lines: list[str]) -> list[bool]:
+    """For each line, whether it sits inside a fenced code block (fence lines included)."""
+    mask, fence = [], None
+    for line in lines:
+        after = _next_fence(fence, line)
+        mask.append(fence is not None or after is not None)
+        fence = after
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# Queries
+
+
+def walk(root: Section, path: SectionPath = ()) -> Iterator[tuple[SectionPath, Section]]:
+    """Every section in document order, with its heading path (the root's path is `()`)."""
+    yield path, root
+    for child in root.children:
+        yield from walk(child, path + (child.title,))
+
+
+def find_section(root: Section, path: SectionPath) -> Section:
+    """The section at `path` (a tuple of heading titles from the top).
+
+    Raises:
+        EditError: no such section, or two siblings share a title on the way.
+    """
+    node = root
+    for depth, title in enumerate(path):
+        matches = [child for child in node.children if child.title == title]
+        if len(matches) != 1:
+            where = " > ".join(path[: depth + 1])
+            problem = "no section" if not matches else f"{len(matches)} sections"
+            raise EditError(f"{problem} titled {where!r}; edits need exactly one")
+        node = matches[0]
+    return node
+
+
+def is_locked(section: Section) -> bool:
+    """Whether the section's own body holds the lock marker on a line of its own."""
+    mask = code_mask(section.body)
+    return any(line.strip() == LOCK_MARKER and not code for line, code in zip(section.body, mask))
+
+
+def locked_at(root: Section, path: SectionPath) -> bool:
+    """Whether the section at `path`, one of its ancestors or the whole file is locked."""
+    node = root
+    if is_locked(node):
+        return True
+    for depth in range(len(path)):
+        node = find_section(root, path[: depth + 1])
+        if is_locked(node):
+            return True
+    return False
+
+
+def items(section: Section) -> Iterator[tuple[str, int]]:
+    """`(key, line index)` for each managed line in the section's own body, e.g. `rule:r-1a2b`."""
+    for index, (line, code) in enumerate(zip(section.body, code_mask(section.body))):
+        match = None if code else _MARKER.search(line)
+        if match:
+            yield f"{match.group(1)}:{match.group(2)}", index
+
+
+def item_locations(workspace: Mapping[str, Section]) -> dict[str, list[tuple[str, SectionPath]]]:
+    """Where each managed key occurs: key -> [(file, section path), ...] in document order."""
+    found: dict[str, list[tuple[str, SectionPath]]] = {}
+    for file in sorted(workspace):
+        for path, section in walk(workspace[file]):
+            for key, _ in items(section):
+                found.setdefault(key, []).append((file, path))
+    return found
+
+
+def item_text(workspace: Mapping[str, Section], key: str, file: str | None = None) -> str:
+    """The managed item's text without its marker, wrapped lines joined by single spaces."""
+    _, section, _, index = _locate(workspace, key, file)
+    start, end = _span(section.body, index)
+    text = " ".join(line.strip() for line in section.body[start:end])
+    return _MARKER.sub("", text).rstrip()
+
+
+def heading_problem(title: str) -> str | None:
+    """Why a heading title is not meaningful (empty or a placeholder), or None when it is."""
+    text = title.strip()
+    if not text:
+        return "empty heading"
+    words = re.sub(r"[^\w ]+", " ", text.casefold()).split()
+    meaningful = [word for word in words if not word.isdigit()]
+    if not meaningful or set(meaningful) <= _PLACEHOLDER_WORDS or " ".join(meaningful) in _GENERIC_TITLES:
+        return f"generic heading {title!r}; name what the section is about"
+    return None
+
+
+def same_title(a: str, b: str) -> bool:
+    """Heading equality as a reader sees it: case and spacing ignored."""
+    return " ".join(a.casefold().split()) == " ".join(b.casefold().split())
+
+
+def slug(title: str) -> str:
+    """The GitHub-style anchor of a heading (`Low-support lessons` -> `low-support-lessons`)."""
+    return re.sub(r"[^\w\- ]", "", title.strip().casefold()).replace(" ", "-")
+
+
+# --------------------------------------------------------------------------------------------
+# Edits
+
+
+@dataclass(frozen=True)
+class AddRule:
+    """Append a new rule bullet to a section (after its last managed line)."""
+
+    section_path: SectionPath
+    rule_id: str
+    text: str
+    file: str = SKILL_FILE
+
+
+@dataclass(frozen=True)
+class ReplaceRule:
+    """Rewrite an existing rule bullet in place, wherever it is."""
+
+    rule_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RemoveRule:
+    rule_id: str
+
+
+@dataclass(frozen=True)
+class ReorderRules:
+    """Put the listed rules of one section in this order, in the slots they already occupy."""
+
+    section_path: SectionPath
+    rule_ids: tuple[str, ...]
+    file: str = SKILL_FILE
+
+
+@dataclass(frozen=True)
+class MoveToReference:
+    """Move a rule bullet out of its file into a section of an existing reference file."""
+
+    rule_id: str
+    reference_file: str
+    section_path: SectionPath
+
+
+@dataclass(frozen=True)
+class AddSection:
+    """Append a child section with a meaningful, unique heading."""
+
+    parent_path: SectionPath
+    title: str
+    file: str = SKILL_FILE
+
+
+@dataclass(frozen=True)
+class RemoveSection:
+    """Remove a section that has become empty (no non-blank line, no subsection)."""
+
+    path: SectionPath
+    file: str = SKILL_FILE
+
+
+@dataclass(frozen=True)
+class SetLink:
+    """Add a managed link line to a section, or rewrite it in place if it exists."""
+
+    section_path: SectionPath
+    target: str
+    text: str
+    file: str = SKILL_FILE
+
+
+@dataclass(frozen=True)
+class RemoveLink:
+    target: str
+    file: str = SKILL_FILE
+
+
+@dataclass(frozen=True)
+class CreateFile:
+    """Start a new Markdown file with a level-1 heading and an optional intro paragraph."""
+
+    path: str
+    title: str
+    intro: str = ""
+
+
+@dataclass(frozen=True)
+class DeleteFile:
+    """Drop a file that holds no managed rule and no locked section."""
+
+    path: str
+
+
+Edit = (AddRule | ReplaceRule | RemoveRule | ReorderRules | MoveToReference | AddSection | RemoveSection
+        | SetLink | RemoveLink | CreateFile | DeleteFile)
+
+
+def apply_edits(workspace: Mapping[str, Section], edits: Iterable[Edit]) -> Workspace:
+    """Apply edits in order to a copy of the workspace.
+
+    Raises:
+        EditError: an edit cannot be applied exactly (missing target, locked text, bad heading).
+    """
+    result = copy.deepcopy(dict(workspace))
+    for edit in edits:
+        apply_edit(result, edit)
+    return result
+
+
+def apply_edit(workspace: Workspace, edit: Edit) -> None:
+    """Apply one edit in place (callers that need the original use `apply_edits`)."""
+    handler = _HANDLERS.get(type(edit))
+    if handler is None:
+        raise EditError(f"unknown edit {edit!r}")
+    handler(workspace, edit)
+
+
+def _add_rule(ws: Workspace, edit: AddRule) -> None:
+    _check_rule_id(edit.rule_id)
+    if f"rule:{edit.rule_id}" in item_locations(ws):
+        raise EditError(f"rule {edit.rule_id!r} already exists; use ReplaceRule")
+    section = _editable(ws, edit.file, edit.section_path)
+    _insert(section, [_item_line("rule", edit.rule_id, edit.text)])
+
+
+def _replace_rule(ws: Workspace, edit: ReplaceRule) -> None:
+    _replace_item(ws, f"rule:{edit.rule_id}", _item_line("rule", edit.rule_id, edit.text), None)
+
+
+def _remove_rule(ws: Workspace, edit: RemoveRule) -> None:
+    _take_item(ws, f"rule:{edit.rule_id}", None)
+
+
+def _reorder_rules(ws: Workspace, edit: ReorderRules) -> None:
+    section = _editable(ws, edit.file, edit.section_path)
+    positions = {key: index for key, index in items(section)}
+    wanted = [f"rule:{rule_id}" for rule_id in edit.rule_ids]
+    missing = [key for key in wanted if key not in positions]
+    if missing or len(set(wanted)) != len(wanted):
+        raise EditError(f"cannot reorder {edit.section_path!r}: rules {missing or wanted!r} are missing or repeated")
+    spans = {key: _span(section.body, positions[key]) for key in wanted}
+    slots = sorted(spans.values())
+    body, cursor = [], 0
+    for (start, end), key in zip(slots, wanted):
+        block = _terminated(section.body[slice(*spans[key])])
+        body += section.body[cursor:start] + block
+        cursor = end
+    section.body[:] = body + section.body[cursor:]
+
+
+def _move_to_reference(ws: Workspace, edit: MoveToReference) -> None:
+    if not edit.reference_file.startswith(REFERENCES_DIR):
+        raise EditError(f"{edit.reference_file!r} is not under {REFERENCES_DIR!r}")
+    target = _editable(ws, edit.reference_file, edit.section_path)
+    block = _take_item(ws, f"rule:{edit.rule_id}", None)
+    _insert(target, _terminated(block))
+
+
+def _add_section(ws: Workspace, edit: AddSection) -> None:
+    problem = heading_problem(edit.title)
+    if problem or "\n" in edit.title or edit.title != edit.title.strip():
+        raise EditError(f"cannot add section {edit.title!r}: {problem or 'a title is one trimmed line'}")
+    parent = _editable(ws, edit.file, edit.parent_path)
+    if any(same_title(child.title, edit.title) for child in parent.children):
+        raise EditError(f"{edit.file}: {' > '.join(edit.parent_path) or 'the top level'} already has a section {edit.title!r}")
+    level = parent.children[-1].level if parent.children else (2 if parent.level == 0 else parent.level + 1)
+    if level > MAX_LEVEL:
+        raise EditError(f"cannot add {edit.title!r} below {edit.parent_path!r}: headings stop at level {MAX_LEVEL}")
+    _separate_end(parent)
+    parent.children.append(Section(level=level, title=edit.title, heading=f"{'#' * level} {edit.title}\n", body=["\n"]))
+    _check_stable(ws[edit.file], edit)
+
+
+def _remove_section(ws: Workspace, edit: RemoveSection) -> None:
+    if not edit.path:
+        raise EditError("the document root cannot be removed")
+    section = _editable(ws, edit.file, edit.path)
+    if section.children or any(line.strip() for line in section.body):
+        raise EditError(f"{edit.file}: section {' > '.join(edit.path)!r} is not empty")
+    find_section(ws[edit.file], edit.path[:-1]).children.remove(section)
+
+
+def _set_link(ws: Workspace, edit: SetLink) -> None:
+    key, line = f"link:{edit.target}", _item_line("link", edit.target, edit.text)
+    if key in item_locations({edit.file: ws.get(edit.file, Section(0, ""))}):
+        _replace_item(ws, key, line, edit.file)
+        return
+    _insert(_editable(ws, edit.file, edit.section_path), [line])
+
+
+def _remove_link(ws: Workspace, edit: RemoveLink) -> None:
+    _take_item(ws, f"link:{edit.target}", edit.file)
+
+
+def _create_file(ws: Workspace, edit: CreateFile) -> None:
+    problem = heading_problem(edit.title)
+    if edit.path in ws or problem:
+        raise EditError(f"cannot create {edit.path!r}: {problem or 'it already exists'}")
+    intro = f"\n{edit.intro.strip()}\n" if edit.intro.strip() else ""
+    ws[edit.path] = parse(f"# {edit.title}\n{intro}")
+
+
+def _delete_file(ws: Workspace, edit: DeleteFile) -> None:
+    root = _file(ws, edit.path)
+    rules = [key for key in item_locations({edit.path: root}) if key.startswith("rule:")]
+    if rules or any(is_locked(section) for _, section in walk(root)):
+        raise EditError(f"cannot delete {edit.path!r}: it holds {'rules ' + ', '.join(rules) if rules else 'a locked section'}")
+    del ws[edit.path]
+
+
+_HANDLERS = {
+    AddRule: _add_rule, ReplaceRule: _replace_rule, RemoveRule: _remove_rule, ReorderRules: _reorder_rules,
+    MoveToReference: _move_to_reference, AddSection: _add_section, RemoveSection: _remove_section,
+    SetLink: _set_link, RemoveLink: _remove_link, CreateFile: _create_file, DeleteFile: _delete_file,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Edit helpers
+
+
+def _file(ws: Workspace, file: str) -> Section:
+    if file not in ws:
+        raise EditError(f"no file {file!r} in the skill")
+    return ws[file]
+
+
+def _editable(ws: Workspace, file: str, path: SectionPath) -> Section:
+    root = _file(ws, file)
+    section = find_section(root, path)
+    if locked_at(root, path):
+        raise EditError(f"{file}: section {' > '.join(path) or '(preamble)'!r} is locked ({LOCK_MARKER})")
+    return section
+
+
+def _locate(ws: Mapping[str, Section], key: str, file: str | None) -> tuple[str, Section, SectionPath, int]:
+    files = [file] if file is not None else sorted(ws)
+    found = [(name, section, path, index) for name in files if name in ws
+             for path, section in walk(ws[name]) for k, index in items(section) if k == key]
+    if len(found) != 1:
+        where = ", ".join(f"{name} > {' > '.join(path)}" for name, _, path, _ in found)
+        raise EditError(f"{key!r} " + (f"appears {len(found)} times ({where}); keep one" if found else "not found"))
+    return found[0]
+
+
+def _replace_item(ws: Workspace, key: str, line: str, file: str | None) -> None:
+    name, section, path, index = _locate(ws, key, file)
+    _editable(ws, name, path)
+    start, end = _span(section.body, index)
+    indent = re.match(r"[ \t]*", section.body[start]).group(0)
+    ending = "" if not section.body[end - 1].endswith("\n") and end == len(section.body) else "\n"
+    section.body[start:end] = [indent + line.rstrip("\n") + ending]
+
+
+def _take_item(ws: Workspace, key: str, file: str | None) -> list[str]:
+    name, section, path, index = _locate(ws, key, file)
+    _editable(ws, name, path)
+    start, end = _span(section.body, index)
+    block = section.body[start:end]
+    del section.body[start:end]
+    body = section.body
+    if 0 < start < len(body) and not body[start - 1].strip() and not body[start].strip():
+        del body[start]  # the blank line `_insert` put before the item, now doubled
+    return block
+
+
+def _span(body: list[str], index: int) -> tuple[int, int]:
+    """The lines of the list item whose last line (holding the marker) is `body[index]`."""
+    start = index
+    while (start > 0 and not _LIST_ITEM.match(body[start]) and body[start - 1].strip()
+           and not _MARKER.search(body[start - 1]) and body[start - 1].strip() != LOCK_MARKER):
+        start -= 1
+    return (start if _LIST_ITEM.match(body[start]) else index), index + 1
+
+
+def _insert(section: Section, block: list[str]) -> None:
+    """Insert managed lines after the section's last managed line, else after its content."""
+    body = section.body
+    managed = [index for _, index in items(section)]
+    content = [index for index, line in enumerate(body) if line.strip()]
+    position = managed[-1] + 1 if managed else (content[-1] + 1 if content else min(1, len(body)))
+    lines = list(block)
+    if position == 0 or (content and not managed and not _BULLET_ITEM.match(body[position - 1])):
+        lines.insert(0, "\n")
+    if position == len(body) and section.children:
+        lines.append("\n")
+    if position > 0 and not body[position - 1].endswith("\n"):
+        body[position - 1] += "\n"
+    body[position:position] = lines
+
+
+def _item_line(kind: str, key: str, text: str) -> str:
+    if kind == "rule":
+        _check_rule_id(key)
+    elif not key or re.search(r"[\s>]", key):
+        raise EditError(f"link target {key!r} must be non-empty without spaces or '>'")
+    if "\n" in text or "\r" in text or "<!--" in text or "-->" in text or not text.strip():
+        raise EditError(f"{kind} {key!r}: text must be one non-empty line without HTML comments, got {text[:80]!r}")
+    return f"{text.rstrip()} <!-- {kind}:{key} -->\n"
+
+
+def _check_rule_id(rule_id: str) -> None:
+    if not _RULE_ID.match(rule_id):
+        raise EditError(f"invalid rule id {rule_id!r}: letters, digits, '.', '_', ':' and '-' only")
+
+
+def _terminated(lines: list[str]) -> list[str]:
+    return [line if line.endswith("\n") else line + "\n" for line in lines]
+
+
+def _separate_end(parent: Section) -> None:
+    """Make the text before a new last child of `parent` end with a blank line.
+
+    A blank line is only added to an unlocked section; a missing final newline is always added,
+    since without it the new heading would be glued onto the previous line.
+    """
+    chain = [parent]
+    while chain[-1].children:
+        chain.append(chain[-1].children[-1])
+    last = chain[-1]
+    if not last.body:
+        if last.heading and not last.heading.endswith("\n"):
+            last.heading += "\n"
+        return
+    if not last.body[-1].endswith("\n"):
+        last.body[-1] += "\n"
+    if last.body[-1].strip() and not any(is_locked(section) for section in chain):
+        last.body.append("\n")
+
+
+def _shape(section: Section) -> tuple:
+    return section.level, section.title, tuple(_shape(child) for child in section.children)
+
+
+def _check_stable(root: Section, edit: Edit) -> None:
+    """An edit must leave a tree that parses back to the same shape, or the next run would
+    see a different document than this one wrote."""
+    if _shape(parse(render(root))) != _shape(root):
+        raise EditError(f"{edit!r} would change how the document's headings nest; choose another parent")

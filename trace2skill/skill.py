@@ -1,0 +1,460 @@
+"""Reading, checking and writing a skill folder on disk.
+
+Frontmatter is read with strictyaml (the parser skills-ref validates with) and edited line by
+line, so a hand-written frontmatter keeps every line we do not need to change; what we add is
+block-style YAML with quoted values, which strictyaml accepts. `validate_skill_dir` collects
+every problem (skills-ref's plus our budget, link, heading and layout checks) instead of
+stopping at the first. `write_skill_dir` stages the new folder next to the old one, validates
+it there and swaps it in with renames, so a reader never sees a half-written folder and a
+failed write leaves the old folder untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import skills_ref
+import strictyaml
+
+from .errors import RuleLookupError, SkillValidationError
+from .sections import (REFERENCES_DIR, SKILL_FILE, code_mask, heading_problem, parse, same_title, split_lines,
+                       walk)
+
+MAX_BODY_LINES = 500
+"""SKILL.md's body must stay under this many lines."""
+MAX_BODY_TOKENS = 5000
+"""At most this many tokens (cl100k_base, the same count the compressor uses) in SKILL.md's body."""
+TOC_AFTER_LINES = 300
+"""Reference files longer than this need a table of contents."""
+MAX_DESCRIPTION = 1024
+PROVENANCE_FILE = "provenance.json"
+CHANGELOG_FILE = "CHANGELOG.md"
+CONFLICTS_FILE = "CONFLICTS.md"
+GENERATED_FILES = (SKILL_FILE, CHANGELOG_FILE, PROVENANCE_FILE, CONFLICTS_FILE)
+
+_TOP_KEY = re.compile(r"^([A-Za-z0-9_-]+)[ \t]*:(.*)$")
+_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)]*)?\)")
+_LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
+_INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:|^//")
+
+
+# --------------------------------------------------------------------------------------------
+# Frontmatter
+
+
+def split_frontmatter(text: str) -> tuple[list[str], str]:
+    """`(frontmatter lines including both --- fences, body)`; `([], text)` when there is none."""
+    lines = split_lines(text)
+    if not lines or lines[0].strip() != "---":
+        return [], text
+    for index in range(1, len(lines)):
+        if lines[index].strip() == "---":
+            return lines[: index + 1], "".join(lines[index + 1:])
+    return [], text
+
+
+def frontmatter_data(front: list[str]) -> dict[str, Any]:
+    """The frontmatter as data, parsed the way skills-ref parses it.
+
+    Raises:
+        SkillValidationError: the YAML is invalid for strictyaml (for example flow style).
+    """
+    inner = "".join(front[1:-1])
+    if not inner.strip():
+        return {}
+    try:
+        data = strictyaml.load(inner).data
+    except strictyaml.YAMLError as exc:
+        raise SkillValidationError([f"SKILL.md frontmatter is not valid block-style YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SkillValidationError(["SKILL.md frontmatter must be a YAML mapping"])
+    return data
+
+
+def edit_frontmatter(front: list[str], values: Mapping[str, str], metadata: Mapping[str, str]) -> list[str]:
+    """Set top-level keys and `metadata` entries, leaving every line that already holds the
+    wanted value byte for byte as it was. Values are written double-quoted, block style.
+
+    Raises:
+        SkillValidationError: the existing frontmatter cannot be parsed, or `metadata` is not
+            a block-style map.
+    """
+    current = frontmatter_data(front) if front else {}
+    blocks = _blocks(front[1:-1] if front else [])
+    for key, value in values.items():
+        if current.get(key) != value:
+            _set_block(blocks, key, [f"{key}: {quote(value)}\n"])
+    _set_metadata(blocks, current.get("metadata"), metadata)
+    opening, closing = (front[0], front[-1]) if front else ("---\n", "---\n")
+    return [opening, *[line for _, lines in blocks for line in lines], closing]
+
+
+def quote(value: str) -> str:
+    """A double-quoted YAML scalar on one line."""
+    flat = " ".join(value.split())
+    return '"' + flat.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _blocks(lines: list[str]) -> list[tuple[str | None, list[str]]]:
+    blocks: list[tuple[str | None, list[str]]] = [(None, [])]
+    for line in lines:
+        match = _TOP_KEY.match(line)
+        if match:
+            blocks.append((match.group(1), [line]))
+        else:
+            blocks[-1][1].append(line)
+    return blocks
+
+
+def _set_block(blocks: list[tuple[str | None, list[str]]], key: str, lines: list[str]) -> None:
+    for index, (name, old) in enumerate(blocks):
+        if name == key:
+            trailing = [line for line in old[1:] if not line.strip() or line.startswith("#")]
+            blocks[index] = (key, lines + trailing)
+            return
+    blocks.append((key, lines))
+
+
+def _set_metadata(blocks, current: Any, wanted: Mapping[str, str]) -> None:
+    block = next((lines for name, lines in blocks if name == "metadata"), None)
+    if block is None:
+        blocks.append(("metadata", ["metadata:\n"] + [f"  {k}: {quote(v)}\n" for k, v in wanted.items()]))
+        return
+    head = _TOP_KEY.match(block[0]).group(2).strip()
+    if (head and not head.startswith("#")) or not isinstance(current or {}, dict):
+        raise SkillValidationError(["SKILL.md frontmatter `metadata` must be a block-style map of strings"])
+    current = current or {}
+    children = [i for i, line in enumerate(block) if i and line.strip() and not line.lstrip().startswith("#")]
+    indent = re.match(r"[ \t]*", block[children[0]]).group(0) if children else "  "
+    for key, value in wanted.items():
+        if current.get(key) == value:
+            continue
+        line = f"{indent}{key}: {quote(value)}\n"
+        hit = next((i for i in children if re.match(rf"^\s+{re.escape(key)}\s*:", block[i])), None)
+        if hit is not None:
+            block[hit] = line
+        else:
+            at = (children[-1] + 1) if children else 1
+            block.insert(at, line)
+            children = [*children, at]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_skill_files(skill_dir: Path) -> dict[str, str]:
+    """The text files trace2skill reads and may rewrite: the generated files and every
+    `references/*.md`, decoded exactly (no newline translation). Missing files are absent."""
+    files: dict[str, str] = {}
+    candidates = [skill_dir / name for name in GENERATED_FILES]
+    references = skill_dir / REFERENCES_DIR
+    if references.is_dir():
+        candidates += sorted(p for p in references.iterdir() if p.suffix == ".md" and p.is_file())
+    for path in candidates:
+        if path.is_file():
+            try:
+                files[path.relative_to(skill_dir).as_posix()] = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+    return files
+
+
+def body_size(body: str) -> tuple[int, int]:
+    """`(lines, tokens)` of a SKILL.md body; tokens as `compress.count_tokens` counts them
+    (cl100k_base), imported lazily so reading a skill does not load the tokenizer."""
+    from .compress import count_tokens
+
+    return len(split_lines(body)), count_tokens(body)
+
+
+def body_overage(body: str) -> tuple[int, int]:
+    """How many lines and tokens the body must lose to fit the budgets (0, 0 when it fits)."""
+    lines, tokens = body_size(body)
+    return max(0, lines - (MAX_BODY_LINES - 1)), max(0, tokens - MAX_BODY_TOKENS)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate_skill_dir(path: Path) -> list[str]:
+    """Every problem with a skill folder: skills-ref's checks plus ours.
+
+    Ours: body under 500 lines and at most 5,000 tokens, metadata values are strings, description
+    without `<` or `>`, every relative link resolves inside the folder, every file under
+    references/ is linked from SKILL.md and sits directly in references/, no empty, generic or
+    duplicate sibling heading, and reference files over 300 lines start with a table of contents.
+
+    Returns:
+        Problem descriptions; empty when the folder is valid.
+    """
+    path = Path(path)
+    problems = list(skills_ref.validate(path))
+    skill_md = path / SKILL_FILE
+    if not skill_md.is_file():
+        return problems
+    front, body = split_frontmatter(skill_md.read_bytes().decode("utf-8", errors="replace"))
+    problems += _frontmatter_problems(front)
+    lines, tokens = body_size(body)
+    if lines >= MAX_BODY_LINES:
+        problems.append(f"SKILL.md body has {lines} lines; keep it under {MAX_BODY_LINES} (move detail to references/)")
+    if tokens > MAX_BODY_TOKENS:
+        problems.append(f"SKILL.md body is {tokens} tokens; keep it at or under {MAX_BODY_TOKENS} (move detail to references/)")
+    documents = {SKILL_FILE: body}
+    documents.update(_reference_texts(path))
+    for name, text in documents.items():
+        problems += [f"{name}: {p}" for p in heading_problems(text)]
+        problems += [f"{name}: {p}" for p in _link_problems(path, name, text)]
+        if name != SKILL_FILE and len(split_lines(text)) > TOC_AFTER_LINES and not has_toc(text):
+            problems.append(f"{name}: over {TOC_AFTER_LINES} lines without a table of contents")
+    return problems + _reference_layout_problems(path, body)
+
+
+def validate_build(build: Any, name: str, existing: Path | None = None) -> list[str]:
+    """Validate a build's files as they would be written, without touching the real folder.
+
+    Args:
+        build: a `SkillBuild` (anything with a `files` mapping).
+        name: the skill name, used as the staged folder's name (skills-ref compares them).
+        existing: the current skill folder, whose files that are not ours are staged too, as
+            `write_skill_dir` would keep them (so links to scripts/ or hand-written references
+            resolve). Defaults to the folder the build was authored against (`build.skill_dir`).
+    """
+    existing = existing if existing is not None else getattr(build, "skill_dir", None)
+    with tempfile.TemporaryDirectory(prefix="trace2skill-validate-") as tmp:
+        staged = Path(tmp) / name
+        _stage(staged, build.files, existing if existing is not None and existing.is_dir() else None)
+        return validate_skill_dir(staged)
+
+
+def heading_problems(text: str) -> list[str]:
+    """Empty, generic and duplicate sibling headings in one Markdown document."""
+    problems = []
+    for path, section in walk(parse(text)):
+        if path:
+            problem = heading_problem(section.title)
+            if problem:
+                problems.append(f"{problem} at {' > '.join(path)!r}")
+        seen: list[str] = []
+        for child in section.children:
+            if child.title.strip() and any(same_title(child.title, other) for other in seen):
+                problems.append(f"duplicate heading {child.title!r} under {' > '.join(path) or 'the top level'!r}")
+            seen.append(child.title)
+    return problems
+
+
+def has_toc(text: str) -> bool:
+    """A table of contents: in-page links (`](#...)`) or a Contents heading near the top."""
+    head = split_lines(text)[:60]
+    return any("](#" in line or re.match(r"^#+\s+(table of )?contents\s*$", line.strip(), re.I) for line in head)
+
+
+def links(text: str) -> list[str]:
+    """Link targets in Markdown text, ignoring fenced and inline code."""
+    found = []
+    for line, code in zip(split_lines(text), code_mask(split_lines(text))):
+        if code:
+            continue
+        line = _INLINE_CODE.sub("", line)
+        found += _LINK.findall(line)
+        definition = _LINK_DEFINITION.match(line)
+        if definition:
+            found.append(definition.group(1))
+    return found
+
+
+def _frontmatter_problems(front: list[str]) -> list[str]:
+    if not front:
+        return []
+    try:
+        data = frontmatter_data(front)
+    except SkillValidationError as exc:
+        return list(exc.problems)
+    problems = []
+    metadata = data.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        problems.append("frontmatter `metadata` must be a map of strings")
+    for key, value in (metadata or {}).items() if isinstance(metadata, dict) else ():
+        if not isinstance(value, str):
+            problems.append(f"metadata value for {key!r} must be a string, not a nested structure")
+    description = data.get("description")
+    if isinstance(description, str) and re.search(r"[<>]", description):
+        problems.append("description must not contain '<' or '>'")
+    return problems
+
+
+def _reference_texts(path: Path) -> dict[str, str]:
+    folder = path / REFERENCES_DIR
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(path).as_posix(): p.read_bytes().decode("utf-8", errors="replace")
+            for p in sorted(folder.iterdir()) if p.is_file() and p.suffix == ".md"}
+
+
+def _link_problems(root: Path, name: str, text: str) -> list[str]:
+    problems = []
+    base = (root / name).parent
+    for target in links(text):
+        if target.startswith("#") or _SCHEME.match(target):
+            continue
+        relative = urllib.parse.unquote(target.split("#", 1)[0].split("?", 1)[0])
+        if not relative:
+            continue
+        resolved = (base / relative).resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            problems.append(f"link {target!r} points outside the skill folder")
+        elif not resolved.exists():
+            problems.append(f"link {target!r} does not resolve")
+    return problems
+
+
+def _reference_layout_problems(path: Path, body: str) -> list[str]:
+    folder = path / REFERENCES_DIR
+    if not folder.is_dir():
+        return []
+    linked = {(path / urllib.parse.unquote(t.split("#", 1)[0])).resolve() for t in links(body) if not _SCHEME.match(t)}
+    problems = []
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = file.relative_to(path).as_posix()
+        if file.parent.resolve() != folder.resolve():
+            problems.append(f"{relative}: references must sit directly in references/ (one level deep)")
+        elif file.resolve() not in linked:
+            problems.append(f"{relative}: orphan reference file; link it from SKILL.md or remove it")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_skill_dir(path: Path, files: Mapping[str, str], *, validate: bool = True) -> None:
+    """Replace the skill folder with `files`, never leaving a half-written folder behind.
+
+    The new folder is staged in a sibling temporary directory: files of the old folder that are
+    not ours (scripts/, assets/, hand-written references; "ours" = the files the old
+    provenance.json lists) are copied over, then `files` are written. When `validate` is true the
+    staged folder must pass `validate_skill_dir`. Only then is the old folder renamed away and
+    the staged one renamed into place, so the path holds either the complete old folder or the
+    complete new one (and, between the two renames, briefly nothing).
+
+    Raises:
+        SkillValidationError: the staged folder is invalid or a path escapes it; nothing changed.
+        OSError: the filesystem refused; the old folder is restored.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".trace2skill", dir=path.parent))
+    try:
+        staged = workdir / path.name
+        _stage(staged, files, path if path.is_dir() else None)
+        problems = validate_skill_dir(staged) if validate else []
+        if problems:
+            raise SkillValidationError(problems)
+        _swap(staged, path, workdir / "previous")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stage(staged: Path, files: Mapping[str, str], old: Path | None) -> None:
+    if old is not None:
+        shutil.copytree(old, staged, symlinks=True)
+        for name in _generated_by_us(old):
+            stale = staged / name
+            if name not in files and stale.is_file():
+                stale.unlink()
+                if stale.parent != staged and not any(stale.parent.iterdir()):
+                    stale.parent.rmdir()
+    staged.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files):
+        target = _inside(staged, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(files[name].encode("utf-8"))
+
+
+def _inside(root: Path, name: str) -> Path:
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise SkillValidationError([f"file path {name!r} must be relative and stay inside the skill folder"])
+    return root.joinpath(*relative.parts)
+
+
+def _generated_by_us(folder: Path) -> list[str]:
+    try:
+        listed = json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in listed if isinstance(name, str)]
+
+
+def _swap(staged: Path, path: Path, backup: Path) -> None:
+    if not path.exists():
+        os.rename(staged, path)
+        return
+    os.rename(path, backup)
+    try:
+        os.rename(staged, path)
+    except OSError:
+        os.rename(backup, path)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Explaining
+
+
+def explain_rule(skill_dir: Path, rule: str) -> dict[str, Any]:
+    """The evidence behind one rule, from the skill's provenance.json.
+
+    Args:
+        skill_dir: a folder written by trace2skill.
+        rule: a rule id (`r-1a2b3c4d`) or a case-insensitive substring of exactly one title.
+
+    Returns:
+        id, title, rule, when, status (`in skill` or why it is withheld), file, section,
+        support counts, trace ids, lesson ids, evidence (trace id, outcome, steps, quote),
+        first and last run that saw it.
+
+    Raises:
+        RuleLookupError: no provenance.json, or no rule / several rules match.
+    """
+    from .provenance import load_provenance
+
+    source = Path(skill_dir) / PROVENANCE_FILE
+    if not source.is_file():
+        raise RuleLookupError(f"no {PROVENANCE_FILE} in {str(skill_dir)!r}; was this skill written by trace2skill?")
+    provenance = load_provenance(source.read_text(encoding="utf-8"))
+    records = {**{rid: (rec, "withheld: " + (rec.reason or "")) for rid, rec in provenance.withheld.items()},
+               **{rid: (rec, "in skill") for rid, rec in provenance.rules.items()}}
+    if rule in records:
+        return _explanation(*records[rule])
+    needle = rule.casefold().strip()
+    matches = sorted(rid for rid, (rec, _) in records.items() if needle and needle in rec.title.casefold())
+    if len(matches) == 1:
+        return _explanation(*records[matches[0]])
+    if not matches:
+        raise RuleLookupError(f"no rule {rule!r} in {str(skill_dir)!r}; give a rule id (r-...) or part of a title")
+    listed = "; ".join(f"{rid} {records[rid][0].title!r}" for rid in matches[:8])
+    raise RuleLookupError(f"{rule!r} matches {len(matches)} rules ({listed}); give the rule id")
+
+
+def _explanation(record: Any, status: str) -> dict[str, Any]:
+    return {
+        "id": record.id, "title": record.title, "rule": record.rule, "when": record.when, "kind": record.kind,
+        "status": status, "file": record.file, "section": record.section, "text": record.text,
+        "support": record.support, "failing_support": record.failing_support,
+        "succeeding_support": record.succeeding_support, "trace_ids": list(record.trace_ids),
+        "lesson_ids": list(record.lesson_ids), "signature": record.signature,
+        "evidence": [{"trace_id": e.trace_id, "outcome": e.outcome, "steps": list(e.steps), "quote": e.quote}
+                     for e in record.evidence],
+        "first_seen_run": record.first_seen_run, "last_seen_run": record.last_seen_run,
+    }
