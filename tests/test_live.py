@@ -80,6 +80,9 @@ def test_distill_runs_end_to_end_on_two_small_traces(tmp_path):
     result, _ = distill(config, client, [traces])
 
     assert result.traces_read == 2
+    failures = [skip.reason for skip in result.skipped]
+    assert result.analysed + len(failures) == 2
+    assert all("is not a valid AnalystReport" in reason for reason in failures), failures
     assert result.mode == "llm" and result.model == "llamacpp/smollm2"
     assert result.usage.calls >= 2 and result.usage.input_tokens > 0
     assert (config.skill_dir() / "SKILL.md").is_file()

@@ -11,7 +11,12 @@ import pytest
 
 from trace2skill.config import load_config
 from trace2skill.errors import ConfigError, LLMRequestsBlocked
-from trace2skill.llm.llamacpp_backend import DEFAULT_MAX_TOKENS, is_llamacpp_model, request_params, resolve_model_path
+from trace2skill.llm.llamacpp_backend import (
+    DEFAULT_MAX_TOKENS,
+    is_llamacpp_model,
+    request_params,
+    resolve_model_path,
+)
 
 
 def test_model_strings_name_a_file_or_a_bundled_model(tmp_path):
@@ -42,9 +47,9 @@ def test_only_set_parameters_are_sent_but_replies_are_capped():
 
 def test_client_refuses_to_send_while_requests_are_blocked(tmp_path):
     pytest.importorskip("xllamacpp")
+    from trace2skill.analyse import AnalystReport
     from trace2skill.llm import allow_model_requests
     from trace2skill.llm.llamacpp_backend import LlamaCppClient
-    from trace2skill.analyse import AnalystReport
 
     gguf = tmp_path / "never-loaded.gguf"
     gguf.write_bytes(b"GGUF")

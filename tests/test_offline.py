@@ -140,7 +140,8 @@ def test_planted_failure_is_a_pitfall_with_its_steps_quote_and_recovery(corpus):
     lesson = _by_signature(analyse_offline(trace))["not-found:pytest"]
     assert lesson.kind == "pitfall" and lesson.polarity == "avoid"
     failure, recovery = sorted(lesson.evidence, key=lambda e: len(e.steps))
-    assert failure.steps == (6,) and failure.quote == "bash: line 1: pytest: command not found"
+    assert failure.steps == (6,)
+    assert failure.quote == "pytest tests/migrations/test_autodetector.py -> bash: line 1: pytest: command not found"
     assert recovery.steps == (6, 7) and recovery.quote == "./tests/runtests.py migrations.test_autodetector"
     assert real.outcome == "success" and (lesson.succeeding_support, lesson.failing_support) == (1, 0)
 
@@ -168,7 +169,7 @@ def test_an_exception_from_an_edited_file_is_a_regression_but_not_before_the_edi
     after = _trace("after", [("sed -i 's/h()/g()/' pkg/mod.py", "", 0), ("python reproduce.py", traceback, 1)])
     assert "edit:runtime-error" not in _by_signature(analyse_offline(before))
     lesson = _by_signature(analyse_offline(after))["edit:runtime-error"]
-    assert [(e.steps, e.quote) for e in lesson.evidence] == [((3,), "NameError: name 'g' is not defined")]
+    assert [(e.steps, e.quote) for e in lesson.evidence] == [((3,), "python reproduce.py -> NameError: name 'g' is not defined")]
 
 
 def test_tool_calls_answered_on_a_later_tool_step_are_paired_by_id():
@@ -181,10 +182,10 @@ def test_tool_calls_answered_on_a_later_tool_step_are_paired_by_id():
     )
     trace = Trace(id="openai", steps=steps, outcome="failure", source=SourceRef(path="chat.json"))
     lesson = _by_signature(analyse_offline(trace))["missing-file:cat"]
-    assert [(e.steps, e.quote) for e in lesson.evidence] == [((1,), "cat: /etc/app.conf: No such file or directory")]
+    assert [(e.steps, e.quote) for e in lesson.evidence] == [((1,), "cat /etc/app.conf -> cat: /etc/app.conf: No such file or directory")]
 
 
-def test_format_feedback_is_a_protocol_pitfall_without_a_command():
+def test_format_feedback_is_a_protocol_pitfall_quoting_the_commands_sent():
     steps = (
         Step(index=0, source="user", message="Fix it."),
         Step(index=1, source="agent", message="```bash\nls\n```\n```bash\npwd\n```", observations=(Observation(
@@ -193,7 +194,97 @@ def test_format_feedback_is_a_protocol_pitfall_without_a_command():
     trace = Trace(id="fmt", steps=steps, outcome="success", source=SourceRef(path="fmt.json"))
     lesson = _by_signature(analyse_offline(trace))["format:multiple-actions"]
     assert lesson.evidence == (Evidence(trace_id="fmt", outcome="success", steps=(1,),
-                                        quote="Please always provide EXACTLY ONE action in triple backticks, found 2 actions."),)
+                                        quote="ls … pwd -> Please always provide EXACTLY ONE action in triple "
+                                              "backticks, found 2 actions."),)
+
+
+# ------------------------------------------------------------------------------------------
+# Evidence quotes
+
+
+_TAG = re.compile(r"</?[A-Za-z_][\w-]*[^>]*>")
+
+
+def _readable(quote: str) -> bool:
+    """Something is left to read once markup (`<returncode>0</returncode>`) is removed."""
+    return bool(re.search(r"\w", _TAG.sub("", quote)))
+
+
+def _agent_text(trace: Trace, index: int) -> str:
+    """What the agent sent at a step, whitespace and line continuations folded."""
+    step = next(s for s in trace.steps if s.index == index)
+    text = step.message + "\n" + "\n".join(call.arguments for call in step.tool_calls)
+    return " ".join(text.replace("\\\n", " ").split())
+
+
+def _command_part(quote: str) -> str:
+    """The start of the quote's command side: before ` -> `, before ` … `, without a cut mark."""
+    return " ".join(quote.split(" -> ")[0].split(" … ")[0].rstrip("…").split())[:25]
+
+
+def test_demo_corpus_quotes_are_never_empty_or_bare_markup(corpus, analysed, selected):
+    quotes = [e.quote for lessons in (*analysed.values(), selected) for lesson in lessons for e in lesson.evidence]
+    assert len(quotes) > 300
+    assert [q for q in quotes if not q.strip() or not _readable(q) or len(q) > 200] == []
+    assert not any(q.startswith(("<returncode>", "<output>", "<warning>")) for q in quotes)
+
+
+def test_demo_corpus_pitfall_quotes_contain_the_agents_command(corpus, analysed):
+    traces = {trace.id: trace for trace in corpus}
+    checked = 0
+    for trace_id, lessons in analysed.items():
+        for evidence in (e for lesson in lessons if lesson.kind == "pitfall" for e in lesson.evidence):
+            command = _command_part(evidence.quote)
+            assert len(command) >= 5, evidence.quote
+            assert command in _agent_text(traces[trace_id], evidence.steps[-1]), evidence.quote
+            checked += 1
+    assert checked > 100
+
+
+def test_overlong_output_is_quoted_by_command_and_notice_not_by_its_first_line():
+    notice = ("<returncode>0</returncode>\n<warning>\nThe output of your last command was too long.\n"
+              "Please try a different command that produces less output.\n</warning><output_head>\nimport os\n")
+    trace = _trace("long", [("cat astropy/io/ascii/html.py", notice, None)])
+    lesson = _by_signature(analyse_offline(trace))["output:too-long:file-view"]
+    assert [e.quote for e in lesson.evidence] == [
+        "cat astropy/io/ascii/html.py -> The output of your last command was too long."]
+
+
+def test_long_commands_and_errors_share_the_quote_limit():
+    command = "python -c 'import pkg; " + "x = 1; " * 60 + "'"
+    error = ("Traceback (most recent call last):\n  File \"/testbed/pkg/mod.py\", line 1, in <module>\n"
+             "ModuleNotFoundError: No module named " + "'a.b'" * 60 + "\n")
+    trace = _trace("long", [(command, error, 1)])
+    quote = _by_signature(analyse_offline(trace))["python:ModuleNotFoundError"].evidence[0].quote
+    left, right = quote.split(" -> ")
+    assert len(quote) <= 200 and left.startswith("python -c 'import pkg;") and right.startswith("ModuleNotFoundError")
+    assert left.endswith("…") and right.endswith("…")
+
+
+def test_a_failed_editor_call_is_quoted_by_tool_and_arguments():
+    arguments = json.dumps({"command": "str_replace", "path": "/testbed/pkg/mod.py", "old_str": "a = 1"})
+    steps = (
+        Step(index=0, source="user", message="Fix it."),
+        Step(index=1, source="agent", tool_calls=(ToolCall(id="c1", name="str_replace_editor", arguments=arguments),),
+             observations=(Observation(call_id="c1", is_error=True, content=(
+                 "<error>\nNo replacement was performed, old_str `a = 1` did not appear verbatim.\n</error>")),)),
+    )
+    trace = Trace(id="editor", steps=steps, outcome="failure", source=SourceRef(path="editor.json"))
+    quote = _by_signature(analyse_offline(trace))["tool-error:str_replace_editor"].evidence[0].quote
+    assert quote == f"str_replace_editor {arguments} -> No replacement was performed, old_str `a = 1` did not appear verbatim."
+
+
+def test_avoided_behaviours_describe_what_the_patch_held():
+    patch = ("diff --git a/pkg/mod.py b/pkg/mod.py\nindex 1..2 100644\n--- a/pkg/mod.py\n+++ b/pkg/mod.py\n"
+             "diff --git a/reproduce.py b/reproduce.py\nnew file mode 100644\n--- /dev/null\n+++ b/reproduce.py\n")
+    commands = [("sed -i 's/old/new/' pkg/mod.py", "", 0),
+                ("echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && git add -A && git diff --cached", patch, None)]
+    failure = _by_signature(analyse_offline(_trace("ko", commands)))
+    success = _by_signature(analyse_offline(_trace("ok", commands, outcome="success")))
+    assert failure["behaviour:scratch-in-patch"].evidence[0].quote == (
+        "diff --git a/reproduce.py b/reproduce.py -> new file mode 100644")
+    assert success["behaviour:patch-spread"].evidence[0].quote == "the patch changes 1 source file: pkg/mod.py"
+    assert success["behaviour:edit-churn"].evidence[0].quote == "1 source edit in the run (more than 8 is churn)"
 
 
 # ------------------------------------------------------------------------------------------
@@ -318,6 +409,7 @@ def test_behaviour_evidence_follows_the_outcome():
     assert success["behaviour:reproduce-first"].evidence[0].steps == (2, 3)
     assert "behaviour:tests-after-edit" not in success and "behaviour:reproduce-first" not in failure
     omitted = failure["behaviour:tests-after-edit"].evidence[0]
-    assert (omitted.steps, omitted.quote) == ((3,), "sed -i 's/old/new/' pkg/mod.py")
+    assert (omitted.steps, omitted.quote) == (
+        (3,), "no passing run of specific tests after the last source edit at step 3: sed -i 's/old/new/' pkg/mod.py")
     assert "behaviour:scratch-in-patch" in success and "behaviour:scratch-in-patch" not in failure
     assert set(unknown) == {"behaviour:reproduce-first"}

@@ -39,9 +39,9 @@ class LessonDraft(BaseModel):
     """Tool, command or concept the rule is about, lower case."""
     polarity: Literal["do", "avoid"]
     """Whether the rule recommends or forbids its subject."""
-    steps: list[int]
+    steps: list[int] = Field(max_length=12)
     """Step indices the lesson is grounded in."""
-    quote: str
+    quote: str = Field(max_length=400)
     """Short verbatim excerpt from those steps."""
 
 
@@ -50,7 +50,7 @@ class AnalystReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    lessons: list[LessonDraft]
+    lessons: list[LessonDraft] = Field(max_length=MAX_LESSONS)
     """Transferable lessons, at most three."""
 
 

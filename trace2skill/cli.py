@@ -37,6 +37,7 @@ app = typer.Typer(
 PathsArg = Annotated[list[Path], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip).", show_default=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (default: ./trace2skill.toml or [tool.trace2skill] in ./pyproject.toml).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. --set analyse.token_budget=2000 (repeatable).", show_default=False)]
 
 
 def _err(message: str) -> None:
@@ -51,10 +52,17 @@ def _fail(exc: Trace2SkillError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
-def _config(config_path: Path | None, overrides: dict[str, Any]):
+def _config(config_path: Path | None, overrides: dict[str, Any], settings: list[str] | None = None):
     from .config import load_config
+    from .errors import ConfigError
 
-    return load_config(config_path, overrides)
+    extra: dict[str, Any] = {}
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        extra[key.strip()] = value
+    return load_config(config_path, {**extra, **overrides})
 
 
 def _llm(ctx: typer.Context, config):
@@ -87,6 +95,7 @@ def distill(
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="Hard cap on model calls.")] = None,
     layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Quote the cost and show what would change; write nothing.")] = False,
+    settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -104,7 +113,7 @@ def distill(
     from .report import print_quote, print_summary
 
     try:
-        config = _config(config_path, overrides)
+        config = _config(config_path, overrides, settings)
         llm = _llm(ctx, config)
         ingested = load_traces(paths, config)
         if llm is not None:
@@ -199,6 +208,7 @@ def refresh(
     since: Annotated[Optional[datetime], typer.Option("--since", help="Re-read trajectories whose files changed since this time, instead of only unseen ones.")] = None,
     pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help="Also write the pull-request body to this file.")] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Folder for state, checkpoints and the lock.")] = None,
+    settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -215,7 +225,7 @@ def refresh(
     control = RunControl()
     previous = signal.signal(signal.SIGTERM, lambda *_: control.request_drain("sigterm"))
     try:
-        config = _config(config_path, overrides)
+        config = _config(config_path, overrides, settings)
         with _progress_reporter(_show_progress(json_out)) as progress:
             outcome = run_refresh(config, _llm(ctx, config), paths or None, since=since, pr_body_path=pr_body,
                                   progress=progress, control=control)

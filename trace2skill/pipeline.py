@@ -19,7 +19,7 @@ from typing import Any
 from . import __version__
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
 from .config import Config
-from .errors import Interrupted, NoInputError, SkillValidationError
+from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
 from langgraph.errors import GraphDrained
 
 from .graph import build_graph, run_config
@@ -65,6 +65,8 @@ def distill(
         raise NoInputError(f"no trajectory could be read ({len(ingested.skips)} files or records skipped)")
     run = run_info(config, llm, ingested)
     final, failed = asyncio.run(_consolidate(ingested, llm, config, run.run_id, progress, checkpoint, control))
+    if len(failed) == len(ingested.traces):
+        raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
     if llm is None:
         from .offline import select_offline
 

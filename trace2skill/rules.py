@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .types import Evidence, Lesson, LessonKind
+from .types import Evidence, Lesson, LessonKind, Supported
 
 _WHEN_OPENERS = ("when", "if ", "before", "after", "while", "whenever", "during", "for ", "in ", "on ", "once",
                  "unless", "every ", "any ")
@@ -35,7 +35,7 @@ def rule_id(signature: str) -> str:
     return "r-" + hashlib.sha256(signature.encode("utf-8")).hexdigest()[:8]
 
 
-class RuleRecord(BaseModel):
+class RuleRecord(Supported, BaseModel):
     """One rule as provenance.json records it."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", use_attribute_docstrings=True)
@@ -63,21 +63,6 @@ class RuleRecord(BaseModel):
     reason: str | None = None
     """Why a withheld rule is not written: needs-review, lost-conflict, rejected, below-min-support."""
 
-    @property
-    def trace_ids(self) -> tuple[str, ...]:
-        return tuple(sorted({e.trace_id for e in self.evidence}))
-
-    @property
-    def failing_support(self) -> int:
-        return len({e.trace_id for e in self.evidence if e.outcome == "failure"})
-
-    @property
-    def succeeding_support(self) -> int:
-        return len({e.trace_id for e in self.evidence if e.outcome == "success"})
-
-    @property
-    def support(self) -> int:
-        return len({e.trace_id for e in self.evidence})
 
 
 def rank_key(record: RuleRecord) -> tuple:

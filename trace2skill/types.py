@@ -133,7 +133,32 @@ class Evidence(_Frozen):
     """A short verbatim excerpt from those steps."""
 
 
-class Lesson(_Frozen):
+class Supported:
+    """Support counts derived from `evidence`, shared by lessons and written rules.
+
+    Counts are distinct trajectories, so two quotes from one trajectory count once.
+    """
+
+    evidence: tuple[Evidence, ...]
+
+    @property
+    def trace_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({e.trace_id for e in self.evidence}))
+
+    @property
+    def failing_support(self) -> int:
+        return len({e.trace_id for e in self.evidence if e.outcome == "failure"})
+
+    @property
+    def succeeding_support(self) -> int:
+        return len({e.trace_id for e in self.evidence if e.outcome == "success"})
+
+    @property
+    def support(self) -> int:
+        return len({e.trace_id for e in self.evidence})
+
+
+class Lesson(Supported, _Frozen):
     """One transferable rule, with the evidence behind it."""
 
     id: str
@@ -167,22 +192,6 @@ class Lesson(_Frozen):
         probe = cls.model_construct(id="", **basis)
         fields["id"] = "L-" + content_hash(probe.model_dump(mode="json", exclude={"id"}))[:12]
         return cls(**fields)
-
-    @property
-    def trace_ids(self) -> tuple[str, ...]:
-        return tuple(sorted({e.trace_id for e in self.evidence}))
-
-    @property
-    def failing_support(self) -> int:
-        return len({e.trace_id for e in self.evidence if e.outcome == "failure"})
-
-    @property
-    def succeeding_support(self) -> int:
-        return len({e.trace_id for e in self.evidence if e.outcome == "success"})
-
-    @property
-    def support(self) -> int:
-        return len({e.trace_id for e in self.evidence})
 
 
 class Conflict(_Frozen):

@@ -52,9 +52,14 @@ def build_llm(config: Config) -> LLMClient | None:
     """
     if config.offline:
         return None
-    from .litellm_backend import LiteLLMClient
+    if config.llm.model.startswith("llamacpp/"):
+        from .llamacpp_backend import LlamaCppClient
 
-    client: LLMClient = LiteLLMClient(config.llm, gate=allow_model_requests)
+        client: LLMClient = LlamaCppClient(config.llm, gate=allow_model_requests)
+    else:
+        from .litellm_backend import LiteLLMClient
+
+        client = LiteLLMClient(config.llm, gate=allow_model_requests)
     if config.llm.cache:
         from .cache import CachedClient
 
@@ -71,7 +76,7 @@ def with_budget(client: LLMClient, config: Config) -> LLMClient:
 
 def model_price(model: str) -> tuple[float, float] | None:
     """Per-token (input, output) price of `model`, None when unknown or offline."""
-    if model in {"offline", "scripted"}:
+    if model in {"offline", "scripted"} or model.startswith("llamacpp/"):
         return None
     from .litellm_backend import price_per_token
 

@@ -13,10 +13,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from ..config import LLMConfig
-from ..errors import LessonParseError, LLMError, LLMRequestsBlocked
-from ..prompts import render
+from ..errors import LLMError, LLMRequestsBlocked
 from ..types import Usage
-from .parse import parse_reply, response_schema
+from .parse import complete_with_repair, response_schema
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,13 +51,7 @@ class LiteLLMClient:
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
         if not self._gate.allowed:
             raise LLMRequestsBlocked(f"model requests are blocked; refused a {purpose!r} call to {self.model!r}")
-        text = await self._send(messages, output)
-        try:
-            return parse_reply(text, output)
-        except LessonParseError as exc:
-            repair = render("repair.md", error=str(exc), schema=output.model_json_schema())
-            retry = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": repair}]
-            return parse_reply(await self._send(retry, output), output)
+        return await complete_with_repair(self._send, messages, output)
 
     async def _send(self, messages: list[dict[str, str]], output: type[BaseModel]) -> str:
         litellm = _litellm()

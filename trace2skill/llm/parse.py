@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -36,6 +37,27 @@ def parse_reply(text: str, output: type[M]) -> M:
         except (ValidationError, json.JSONDecodeError) as exc:
             last_error = exc
     raise LessonParseError(f"reply is not a valid {output.__name__}: {str(last_error)[:300]}")
+
+
+async def complete_with_repair(
+    send: Callable[[list[dict[str, str]], type[BaseModel]], Awaitable[str]],
+    messages: list[dict[str, str]],
+    output: type[M],
+) -> M:
+    """Send, validate, and on an invalid reply ask once more with the validation error.
+
+    Raises:
+        LessonParseError: the second reply is not valid either.
+    """
+    from ..prompts import render
+
+    text = await send(messages, output)
+    try:
+        return parse_reply(text, output)
+    except LessonParseError as exc:
+        repair = render("repair.md", error=str(exc), schema=output.model_json_schema())
+        retry = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": repair}]
+        return parse_reply(await send(retry, output), output)
 
 
 def response_schema(output: type[BaseModel]) -> dict:
