@@ -61,6 +61,8 @@ class RunInfo:
     trace_outcomes: dict[str, str]
     """Trace id -> success / failure / unknown, for every trace analysed in this run."""
     tool_version: str
+    settings: dict = field(default_factory=dict)
+    """Effective parameters: sampling parameters actually sent, prompt versions, merge settings."""
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ the run can be resumed with a larger budget.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel
 
 from .config import BudgetConfig, Config
+from .consolidate import merge_count
 from .errors import BudgetExceeded
 from .types import Trace, Usage
 
@@ -51,10 +51,7 @@ def quote(traces: list[Trace], config: Config, price: tuple[float, float] | None
 
     analyst_in = sum(min(config.analyse.token_budget, count_tokens(compress_trace(t, config.analyse.token_budget))) for t in traces)
     analyse = StageQuote("analyse", len(traces), analyst_in + PROMPT_OVERHEAD_TOKENS * len(traces), ANALYST_OUTPUT_TOKENS * len(traces))
-    merge_calls, n = 0, len(traces)
-    while n > 1:
-        n = math.ceil(n / config.consolidate.fan_in)
-        merge_calls += n
+    merge_calls = merge_count(len(traces), config.consolidate.fan_in)
     lessons_per_merge = 3 * config.consolidate.fan_in
     merge = StageQuote(
         "merge", merge_calls,

@@ -37,6 +37,8 @@ app = typer.Typer(
 PathsArg = Annotated[list[Path], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip).", show_default=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (default: ./trace2skill.toml or [tool.trace2skill] in ./pyproject.toml).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+ThresholdOpt = Annotated[Optional[float], typer.Option("--success-threshold", help="A reward at or above this counts as success (default 1.0).")]
+SidechainsOpt = Annotated[bool, typer.Option("--drop-sidechains", help="Drop Claude Code sub-agent conversations instead of keeping them apart.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. --set analyse.token_budget=2000 (repeatable).", show_default=False)]
 
 
@@ -91,6 +93,8 @@ def distill(
     min_support: Annotated[Optional[int], typer.Option("--min-support", help="Trajectories a rule needs to enter SKILL.md.")] = None,
     trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
+    success_threshold: ThresholdOpt = None,
+    drop_sidechains: SidechainsOpt = False,
     budget: Annotated[Optional[float], typer.Option("--budget", help="Hard cap on model spend in US dollars.")] = None,
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="Hard cap on model calls.")] = None,
     layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
@@ -105,6 +109,7 @@ def distill(
     overrides = {
         "skill.out": out, "skill.name": skill, "skill.layout": layout, "llm.model": model, "llm.api_base": api_base,
         "analyse.concurrency": concurrency, "analyse.format": trace_format, "analyse.labels": labels,
+        "analyse.success_threshold": success_threshold, "analyse.sidechains": "drop" if drop_sidechains else None,
         "consolidate.fan_in": fan_in, "consolidate.min_support": min_support,
         "budget.max_cost": budget, "budget.max_calls": max_calls,
     }
@@ -122,7 +127,8 @@ def distill(
             if dry_run:
                 return
         with _progress_reporter(_show_progress(json_out)) as progress:
-            result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run)
+            checkpoint = config.state_dir / "checkpoints.sqlite" if llm is not None else None
+            result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run, checkpoint=checkpoint)
     except Trace2SkillError as exc:
         raise _fail(exc) from None
 
@@ -172,6 +178,9 @@ def ingest(
     emit: Annotated[Optional[tuple[str, Path]], typer.Option("--emit", help="Write the canonical form: `--emit atif OUT.jsonl[.gz]`.", show_default=False)] = None,
     trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
+    success_threshold: ThresholdOpt = None,
+    drop_sidechains: SidechainsOpt = False,
+    settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -183,7 +192,9 @@ def ingest(
         _err(f"error: unknown --emit format {emit[0]!r}; only 'atif' is supported")
         raise typer.Exit(2)
     try:
-        config = _config(config_path, {"analyse.format": trace_format, "analyse.labels": labels})
+        config = _config(config_path, {"analyse.format": trace_format, "analyse.labels": labels,
+                                        "analyse.success_threshold": success_threshold,
+                                        "analyse.sidechains": "drop" if drop_sidechains else None}, settings)
         report = stream_report(paths, config, emit_to=emit[1] if emit else None)
     except Trace2SkillError as exc:
         raise _fail(exc) from None

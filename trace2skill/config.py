@@ -56,6 +56,8 @@ class AnalyseConfig(_Section):
     """JSON or CSV file mapping trajectory ids to outcomes."""
     success_threshold: float = 1.0
     """A reward at or above this counts as success."""
+    sidechains: Literal["keep", "drop"] = "keep"
+    """Claude Code sub-agent conversations: kept apart in `extra` (`keep`) or dropped."""
 
 
 class ConsolidateConfig(_Section):

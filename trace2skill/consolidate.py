@@ -71,6 +71,15 @@ def chunk(items: list, fan_in: int) -> list[list]:
     return groups
 
 
+def merge_count(n_sets: int, fan_in: int) -> int:
+    """How many merge tasks the tree runs for `n_sets` analysed trajectories."""
+    total = 0
+    while n_sets > 1:
+        n_sets = len(chunk(list(range(n_sets)), fan_in))
+        total += n_sets
+    return total
+
+
 def merge_sets(sets: Iterable[LessonSet], level: int) -> LessonSet:
     """Merge lesson sets without a model: same signature, then near-identical wording."""
     sets = list(sets)

@@ -22,6 +22,7 @@ from .config import Config
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
 from langgraph.errors import GraphDrained
 
+from .consolidate import merge_count
 from .graph import build_graph, run_config
 from .ingest import IngestResult, load_traces
 from .llm import LLMClient
@@ -105,7 +106,15 @@ def run_info(config: Config, llm: LLMClient | None, ingested: IngestResult) -> R
     model = llm.model if llm is not None else "offline"
     settings = config.model_dump(mode="json", include={"llm", "analyse", "consolidate", "redact"})
     run_id = "run-" + content_hash([source_digest, model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
+    sent = {k: v for k, v in settings["llm"].items() if k in {"temperature", "seed", "max_tokens"} and v is not None}
     return RunInfo(
+        settings={
+            "sampling": sent if llm is not None else {},
+            "prompts": {p: prompt_version(p) for p in PROMPTS} if llm is not None else {},
+            "fan_in": config.consolidate.fan_in,
+            "min_support": config.consolidate.min_support,
+            "token_budget": config.analyse.token_budget,
+        },
         run_id=run_id,
         model=model,
         mode="offline" if llm is None else "llm",
@@ -145,7 +154,7 @@ async def _consolidate(
             counts = {"analyse": 0, "merge": 0}
             try:
                 async for update in graph.astream(inputs, cfg, stream_mode="updates", durability="sync", control=control):
-                    _report(update, counts, progress, len(ingested.traces))
+                    _report(update, counts, progress, {"analyse": len(ingested.traces), "merge": merge_count(len(ingested.traces), config.consolidate.fan_in)})
             except GraphDrained:
                 raise Interrupted("run drained on request; rerun the same command to resume from the checkpoint") from None
         state = (await graph.aget_state(cfg)).values
@@ -154,11 +163,12 @@ async def _consolidate(
     return LessonSet.model_validate(state["final"]), failed
 
 
-def _report(update: dict, counts: dict[str, int], progress: Progress | None, total: int) -> None:
+def _report(update: dict, counts: dict[str, int], progress: Progress | None, totals: dict[str, int]) -> None:
     for node in update or {}:
         if node in counts and progress is not None:
             counts[node] += 1
-            progress(node, counts[node], total if node == "analyse" else 0)
+            progress(node, counts[node], totals[node])
+
 
 
 

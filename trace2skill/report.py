@@ -68,7 +68,22 @@ def print_explanation(info: dict, *, json_out: bool) -> None:
         print(json.dumps(info, indent=2, sort_keys=True))
         return
     console = Console(highlight=False)
-    console.print(json.dumps(info, indent=2, sort_keys=True), markup=False)
+    where = f"{info['file']} > {info['section']}" if info.get("file") else "not written"
+    lines = [
+        f"{info['id']}: {info['title']}",
+        f"  rule:    {info['rule']}",
+        f"  when:    {info['when']}",
+        f"  status:  {info['status']} ({where})",
+        f"  support: {info['support']} trajectories ({info['failing_support']} failed, {info['succeeding_support']} successful)",
+        f"  seen:    first in {info['first_seen_run'] or '?'}, last in {info['last_seen_run'] or '?'}",
+        f"  lessons: {', '.join(info['lesson_ids'])}",
+    ]
+    for line in lines:
+        console.print(line, markup=False)
+    table = Table("trajectory", "outcome", "steps", "quote", title="evidence", title_justify="left")
+    for item in info["evidence"]:
+        table.add_row(item["trace_id"], item["outcome"], ",".join(map(str, item["steps"])), item["quote"])
+    console.print(table)
 
 
 def print_refresh(outcome: Any, *, json_out: bool) -> None:

@@ -133,7 +133,7 @@ def iter_traces(
     book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = redactor or Redactor(config.redact)
     for doc in iter_documents(paths, max_bytes=max_bytes):
-        items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book)
+        items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book, config.analyse.sidechains == "keep")
         for item in items:
             yield redactor.redact_skip(item) if isinstance(item, Skip) else _finish(item, book, redactor)
 
@@ -147,7 +147,7 @@ def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
         return Skip(path=trace.source.path, record=trace.source.record, reason=redactor.redact_text(reason))
 
 
-def _read_document(doc: Document, forced: Any, book: LabelBook) -> Iterator[Trace | Skip]:
+def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool = True) -> Iterator[Trace | Skip]:
     from ..labels import label_document
 
     if book.is_source(doc.path):
@@ -170,7 +170,8 @@ def _read_document(doc: Document, forced: Any, book: LabelBook) -> Iterator[Trac
         return
     produced = 0
     try:
-        for item in reader.read(doc):
+        items = reader.read(doc, include_sidechains=sidechains) if reader is claude_code else reader.read(doc)
+        for item in items:
             produced += 1
             yield item
     except Exception as exc:  # noqa: BLE001 - see the module docstring

@@ -279,14 +279,21 @@ def _merge_section(key: str, base: _Doc, ours: _Doc, theirs: _Doc, clashes: list
                 clashes.append(Clash("text", where, None, _text(cb), _text(co), _text(ct)))
         return merged
     if t is not None:
-        if b is not None and t != b:
+        edited = b is None or t != b or _rules_edited(t, base, theirs)
+        if b is not None and edited:
             clashes.append(Clash("section", where, None, _text(b), None, _text(t), "the bot removed a section edited on the base branch"))
-        return t if b is None or t != b else None
+        return t if edited else None
     if o is not None and b is None:
         return o
     if o is not None and _prose(o) != _prose(b or []):
         clashes.append(Clash("section", where, None, _text(b), _text(o), None, "section was removed on the base branch"))
     return None
+
+
+def _rules_edited(lines: list[str], base: _Doc, side: _Doc) -> bool:
+    """Whether a rule held in these section lines reads differently on `side` than on base."""
+    rids = [line[len(_TOKEN):] for line in lines if line.startswith(_TOKEN)]
+    return any(side.rules.get(rid) != base.rules.get(rid) for rid in rids)
 
 
 def _text(lines: list[str] | None) -> str | None:
