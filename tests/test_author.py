@@ -113,8 +113,8 @@ def test_create_writes_a_valid_skill_with_gotchas_ranked_and_marked(tmp_path):
     headings = [line for line in body.splitlines() if line.startswith("#")]
     assert headings == ["# Agent lessons", "## Gotchas", "## Procedures", "## Facts", "## Heuristics"]
     gotchas = render(find_section(parse(body), ("Agent lessons", "Gotchas"))).splitlines()[2:]
-    assert gotchas[0].endswith(f"<!-- rule:{rule_id('import:numpy')} -->") and "seen in 3 failed / 0 successful runs" in gotchas[0]
-    assert gotchas[1].endswith(f"<!-- rule:{rule_id('timeout:pytest')} -->") and "seen in 2 failed / 1 successful runs" in gotchas[1]
+    assert gotchas[0].endswith(f"<!-- rule:{rule_id('import:numpy')} -->") and "evidence: 3 failed / 0 successful runs" in gotchas[0]
+    assert gotchas[1].endswith(f"<!-- rule:{rule_id('timeout:pytest')} -->") and "evidence: 2 failed / 1 successful runs" in gotchas[1]
     assert not any(re.search(r"\d{4}-\d{2}-\d{2}|\d\d:\d\d:\d\d", text) for text in result.files.values())
     assert "## 1.0.0" in result.files["CHANGELOG.md"] and run_for(OUTCOMES).run_id in result.files["CHANGELOG.md"]
 
@@ -195,7 +195,7 @@ def test_rule_moved_by_a_person_is_updated_where_it_is(tmp_path):
     (folder / "SKILL.md").write_text(moved)
     build(folder, [lesson("timeout:pytest", ["f1", "f4"]), lesson("import:numpy", ["f2", "f3"])])
     section = render(find_section(parse(split_frontmatter(skill_md(folder))[1]), ("Agent lessons", "Testing notes")))
-    assert rule_id("timeout:pytest") in section and "seen in 2 failed" in section
+    assert rule_id("timeout:pytest") in section and "evidence: 2 failed" in section
     assert skill_md(folder).count(rule_id("timeout:pytest")) == 1
 
 
@@ -310,7 +310,7 @@ def test_incremental_run_on_new_traces_keeps_old_support(tmp_path):
     second = run_for(["f3", "s1"])
     result = author([lesson("timeout:pytest", ["f3"])], second)
     write_skill_dir(folder, result.files)
-    assert "seen in 3 failed / 0 successful runs" in skill_md(folder)
+    assert "evidence: 3 failed / 0 successful runs" in skill_md(folder)
     record = json.loads((folder / "provenance.json").read_text())["rules"][rule_id("timeout:pytest")]
     assert record["trace_ids"] == ["f1", "f2", "f3"]
     assert (record["first_seen_run"], record["last_seen_run"]) == (first.run_id, second.run_id)

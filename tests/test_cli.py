@@ -103,3 +103,60 @@ def test_committed_demo_skill_is_in_step_with_the_code(tmp_path):
 
 
 DEMO_SKILL = "swe-agent-lessons"
+
+
+def test_ingest_check_strict_and_atif_round_trip(demo_traces, tmp_path):
+    check = runner.invoke(app, ["ingest", str(demo_traces), "--check", "--json"])
+    assert check.exit_code == 0, check.output
+    report = json.loads(check.stdout)
+    assert report["traces"] == 40 and report["outcomes"] == {"success": 26, "failure": 14, "unknown": 0}
+
+    (demo_traces / "junk.json").write_text("{not json")
+    assert runner.invoke(app, ["ingest", str(demo_traces), "--check"]).exit_code == 0, "skips alone are not fatal"
+    strict = runner.invoke(app, ["ingest", str(demo_traces), "--check", "--strict"])
+    assert strict.exit_code == 65 and "junk.json" in strict.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "junk.json").write_text("{not json")
+    assert runner.invoke(app, ["ingest", str(empty), "--check"]).exit_code == 66
+
+    out = tmp_path / "all.atif.jsonl.gz"
+    assert runner.invoke(app, ["ingest", str(demo_traces), "--emit", "atif", str(out)]).exit_code == 0
+    again = json.loads(runner.invoke(app, ["ingest", str(out), "--json"]).stdout)
+    assert again["traces"] == 40 and again["outcomes"] == report["outcomes"] and again["skipped"] == 0
+
+
+def test_history_and_rollback_commands(demo_traces, tmp_path):
+    import git
+
+    repo = git.Repo.init(tmp_path / "repo", initial_branch="main")
+    with repo.config_writer() as cfg:
+        cfg.set_value("user", "name", "Human").set_value("user", "email", "human@example.com")
+    (tmp_path / "repo" / "README.md").write_text("skills\n")
+    repo.index.add(["README.md"])
+    repo.index.commit("init")
+    trajs = demo_traces / "mini-swe-agent-swebench-verified" / "trajs"
+    later = sorted(trajs.iterdir())[20:]
+    parked = tmp_path / "parked"
+    parked.mkdir()
+    for folder in later:
+        folder.rename(parked / folder.name)
+    common = ["--skill", "demo", "--out", str(tmp_path / "repo" / "skills"), "--publish", "branch", "--state-dir", str(tmp_path / "state")]
+    assert runner.invoke(app, ["refresh", str(demo_traces), *common]).exit_code == 0
+    for folder in parked.iterdir():
+        folder.rename(trajs / folder.name)
+    second = runner.invoke(app, ["refresh", str(demo_traces), *common, "--json"])
+    assert second.exit_code == 0, second.output
+    new_version = json.loads(second.stdout)["result"]["version"]
+
+    repo.heads["trace2skill/demo"].checkout()
+    skill_dir = tmp_path / "repo" / "skills" / "demo"
+    listed = runner.invoke(app, ["history", str(skill_dir), "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [v["version"] for v in json.loads(listed.stdout)] == [new_version, "1.0.0"]
+    restored = runner.invoke(app, ["rollback", str(skill_dir), "1.0.0"])
+    assert restored.exit_code == 0, restored.output
+    assert "restored" in restored.stdout
+    assert "trace2skill-version" in (skill_dir / "SKILL.md").read_text()
+    missing = runner.invoke(app, ["rollback", str(skill_dir), "9.9.9"])
+    assert missing.exit_code != 0 and "Traceback" not in missing.output

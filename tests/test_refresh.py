@@ -220,3 +220,59 @@ def test_second_concurrent_refresh_exits_75_and_touches_nothing(world):
 
     outcome = refresh(config_for(world), None, [world["traces"]])
     assert outcome.changed, "after the other run, the refresh works normally"
+
+
+KILLED_RUN = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_graph import responder
+from trace2skill.config import load_config
+from trace2skill.refresh import refresh
+from trace2skill.testing import ScriptedLLM
+
+log = Path({log!r})
+
+def hang_on_fifth(messages, output, purpose):
+    if purpose.startswith("analyse"):
+        done = len(log.read_text().splitlines()) if log.exists() else 0
+        if done == 4:
+            log.with_suffix(".hanging").write_text("")
+            time.sleep(600)
+        answer = responder(messages, output, purpose)
+        with log.open("a") as f:
+            f.write("done\\n")
+        return answer
+    return responder(messages, output, purpose)
+
+config = load_config(overrides={overrides!r}, env={{}})
+refresh(config, ScriptedLLM(hang_on_fifth), [Path({traces!r})])
+"""
+
+
+def test_refresh_killed_with_sigkill_resumes_and_never_repeats_an_analysis(world, tmp_path):
+    import os
+    import signal
+    import time
+
+    add_traces(world, ALL_IDS[:9])
+    log = tmp_path / "calls.log"
+    overrides = {"skill.name": SKILL, "skill.out": str(world["root"] / "skills"), "publish.mode": "branch",
+                 "state_dir": str(world["state"]), "analyse.concurrency": 1, "llm.model": "scripted"}
+    script = KILLED_RUN.format(tests=str(ROOT / "tests"), log=str(log), overrides=overrides, traces=str(world["traces"]))
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=world["root"], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 120
+    while not log.with_suffix(".hanging").exists():
+        assert child.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.wait(30)
+    assert len(log.read_text().splitlines()) == 4
+    assert not (world["state"] / "state.json").exists() or load_state(world["state"]).skill(SKILL).trace_digests == {}
+
+    scripted = ScriptedLLM(responder)
+    outcome = refresh(config_for(world, **{"llm.model": "scripted"}), scripted, [world["traces"]])
+    assert outcome.changed
+    assert scripted.count("analyse-failure") + scripted.count("analyse-success") == 9 - 4
+    assert len(load_state(world["state"]).skill(SKILL).trace_digests) == 9

@@ -40,9 +40,9 @@ __all__ = ["RunInfo", "SkillBuild", "author_skill", "validate_skill_dir", "valid
            "explain_rule"]
 
 VERSION_KEY = "trace2skill-version"
-INTRO = ("Rules distilled by trace2skill from recorded agent runs. Gotchas come from failed runs; each rule "
-         "ends with how many failed and successful runs showed it, and `provenance.json` maps every rule to "
-         "the traces and steps behind it.")
+INTRO = ("Rules distilled by trace2skill from recorded agent runs. Gotchas come from errors the runs hit; each "
+         "rule ends with how many failed and successful runs are its evidence, and `provenance.json` maps every "
+         "rule to the traces and steps behind it.")
 _VOLATILE_METADATA = re.compile(r"^\s+trace2skill-(run|source-digest)\s*:")
 _AVOID_WORDS = re.compile(r"\b(never|avoid|don't|do not|must not|mustn't|should not|shouldn't|stop)\b", re.I)
 _DO_WORDS = re.compile(r"\b(always|use|prefer|must|should|make sure|ensure)\b", re.I)

@@ -259,7 +259,7 @@ def history(skill_dir: Annotated[Path, typer.Argument(help="A skill folder insid
         versions = version_history(skill_dir)
     except Trace2SkillError as exc:
         raise _fail(exc) from None
-    print_history(versions, json_out=json_out)
+    print_history(list(reversed(versions)), json_out=json_out)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from langgraph.types import Overwrite, Send
 from .analyse import analyse_trace
 from .config import Config
 from .consolidate import chunk, merge_sets, merge_sets_llm
-from .errors import BudgetExceeded, LLMError, LLMRequestsBlocked
+from .errors import BudgetExceeded, Interrupted, LLMError, LLMRequestsBlocked
 from .journal import AnalysisJournal
 from .llm import LLMClient
 from .types import LessonSet, Trace
@@ -35,14 +35,23 @@ class State(TypedDict, total=False):
     failed: Annotated[list[dict[str, str]], operator.add]
 
 
-def build_graph(llm: LLMClient | None, config: Config, checkpointer: Any = None, journal: AnalysisJournal | None = None):
-    """Compile the analyse-and-merge graph for one run."""
+def build_graph(
+    llm: LLMClient | None, config: Config, checkpointer: Any = None,
+    journal: AnalysisJournal | None = None, control: Any = None,
+):
+    """Compile the analyse-and-merge graph for one run.
+
+    `control` is the run's LangGraph `RunControl`: LangGraph drains only between supersteps,
+    and every analysis shares one superstep, so analysts also check it before calling the model.
+    """
 
     async def analyse(payload: dict[str, Any]) -> dict[str, Any]:
         trace = Trace.model_validate(payload["trace"])
         recorded = journal.get(trace.digest()) if journal is not None else None
         if recorded is not None:
             return {"pool": [recorded.model_dump(mode="json")]}
+        if control is not None and control.drain_requested:
+            raise Interrupted("run drained on request; rerun the same command to resume from the checkpoint")
         try:
             lessons = await analyse_trace(trace, llm, config)
         except (BudgetExceeded, LLMRequestsBlocked):

@@ -54,7 +54,7 @@ REFERENCE_FILES: dict[Placement, ReferenceFile] = {
     "more": ReferenceFile(
         "references/more-lessons.md", "More lessons",
         "Lower-ranked rules, moved out of SKILL.md to keep it short. Each rule ends with how many "
-        "failed and successful runs showed it.",
+        "failed and successful runs are its evidence.",
         "lower-ranked rules; read them when the rules in this file do not cover the situation."),
     "low": ReferenceFile(
         "references/low-support-lessons.md", "Low-support lessons",

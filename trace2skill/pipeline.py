@@ -141,9 +141,14 @@ async def _consolidate(
             journal = AnalysisJournal(checkpoint.with_suffix(".journal.sqlite"), thread_id)
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+            import aiosqlite
+
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(checkpoint)))
-        graph = build_graph(llm, config, saver, journal)
+            # Autocommit: a write cancelled by a crashing sibling task must not leave a transaction
+            # (and the database lock) open for the resumed run.
+            connection = await stack.enter_async_context(aiosqlite.connect(str(checkpoint), isolation_level=None))
+            saver = AsyncSqliteSaver(connection)
+        graph = build_graph(llm, config, saver, journal, control)
         cfg = run_config(len(ingested.traces), config, thread_id)
         inputs: Any = {"traces": [t.model_dump(mode="json") for t in ingested.traces], "level": 0}
         previous = await graph.aget_state(cfg) if checkpoint is not None else None

@@ -131,14 +131,14 @@ def record_lesson(record: RuleRecord) -> Lesson:
 
 
 def render_rule(record: RuleRecord) -> str:
-    """`- **Title.** Rule. When it applies. (seen in N failed / M successful runs)`, one line."""
+    """`- **Title.** Rule. When it applies. (evidence: N failed / M successful runs)`, one line."""
     title = clean(record.title).rstrip(" .:;") or clean(record.signature)
     parts = [f"- **{title}.**", sentence(clean(record.rule)), when_clause(clean(record.when)), f"({support_phrase(record)})"]
     return " ".join(part for part in parts if part)
 
 
 def support_phrase(record: RuleRecord) -> str:
-    phrase = f"seen in {record.failing_support} failed / {record.succeeding_support} successful runs"
+    phrase = f"evidence: {record.failing_support} failed / {record.succeeding_support} successful runs"
     unlabelled = record.support - record.failing_support - record.succeeding_support
     return phrase + (f", {unlabelled} unlabelled" if unlabelled else "")
 
