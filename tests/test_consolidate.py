@@ -85,3 +85,15 @@ def test_merge_is_order_invariant():
     forward = merge_sets([one(l) for l in leaves], 1)
     backward = merge_sets([one(l) for l in reversed(leaves)], 1)
     assert forward == backward
+
+
+def test_large_sets_are_judged_in_bounded_windows_without_losing_lessons():
+    from trace2skill.consolidate import MERGE_WINDOW
+
+    leaves = [lesson(f"t{i}", signature=f"sig:{i}", title=f"Distinct rule {i} about topic {i * 7}",
+                     rule=f"Follow instruction number {i} exactly as {i * 13} says.", subject=f"tool-{i % 9}") for i in range(90)]
+    llm = ScriptedLLM(lambda messages, output, purpose: MergeDecision(groups=[], contradictions=[]))
+    merged = asyncio.run(merge_sets_llm([one(l) for l in leaves], 1, llm))
+    assert llm.count("merge") == -(-90 // MERGE_WINDOW)
+    assert all(len(call.messages[1]["content"].split("- id: ")) - 1 <= MERGE_WINDOW for call in llm.calls)
+    assert len(merged.lessons) == 90

@@ -91,6 +91,7 @@ def _to_lesson(draft: LessonDraft, trace: Trace) -> Lesson:
     valid_steps = {step.index for step in trace.steps}
     steps = tuple(sorted({s for s in draft.steps if s in valid_steps}))
     subject = normalise_subject(draft.subject)
+    quote = verified_quote(trace, steps, draft.quote)
     return Lesson.create(
         title=draft.title.strip(),
         rule=draft.rule.strip(),
@@ -99,8 +100,24 @@ def _to_lesson(draft: LessonDraft, trace: Trace) -> Lesson:
         signature=f"llm:{draft.kind}:{subject}:{slug(draft.title)}",
         polarity=draft.polarity,
         subject=subject,
-        evidence=(Evidence(trace_id=trace.id, outcome=trace.outcome, steps=steps, quote=draft.quote.strip()[:QUOTE_CHARS]),),
+        evidence=(Evidence(trace_id=trace.id, outcome=trace.outcome, steps=steps, quote=quote),),
     )
+
+
+def verified_quote(trace: Trace, steps: tuple[int, ...], quote: str) -> str:
+    """The model's quote if it really occurs in the cited steps, else a verbatim excerpt of them.
+
+    Evidence must be checkable: a quote the model paraphrased or invented is never recorded.
+    """
+    cited = [step for step in trace.steps if step.index in steps] or list(trace.steps)
+    texts = [part for step in cited for part in (step.message, *(c.arguments for c in step.tool_calls), *(o.content for o in step.observations))]
+    wanted = " ".join(quote.split())
+    if wanted and any(wanted in " ".join(text.split()) for text in texts):
+        return wanted[:QUOTE_CHARS]
+    if not steps:
+        return ""
+    excerpt = next((" ".join(t.split()) for t in texts if t.strip()), "")
+    return excerpt[:QUOTE_CHARS]
 
 
 def normalise_subject(text: str) -> str:

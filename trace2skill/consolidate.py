@@ -26,6 +26,8 @@ from .prompts import render
 from .types import Conflict, Lesson, LessonKind, LessonSet, content_hash
 
 NEAR_DUPLICATE = 0.8
+MERGE_WINDOW = 40
+"""Most lessons one merge call judges; larger sets are cut into windows of related lessons."""
 DECISIVE_RATIO = 2
 
 
@@ -92,11 +94,17 @@ def merge_sets(sets: Iterable[LessonSet], level: int) -> LessonSet:
 async def merge_sets_llm(sets: Iterable[LessonSet], level: int, llm: LLMClient) -> LessonSet:
     """Merge deterministically, then let the model group paraphrases and flag contradictions."""
     base = merge_sets(sets, level)
-    if len(base.lessons) < 2:
-        return base
-    decision = await llm.complete(merge_messages(base.lessons), output=MergeDecision, purpose="merge")
-    lessons, conflicts = apply_decision(base.lessons, decision)
-    return _finish(lessons, [*base.conflicts, *conflicts], [base], level)
+    lessons, conflicts = list(base.lessons), list(base.conflicts)
+    ordered = sorted(base.lessons, key=lambda l: (l.subject, l.kind, l.id))
+    for window in (ordered[i : i + MERGE_WINDOW] for i in range(0, len(ordered), MERGE_WINDOW)):
+        if len(window) < 2:
+            continue
+        decision = await llm.complete(merge_messages(window), output=MergeDecision, purpose="merge")
+        merged, found = apply_decision(tuple(window), decision)
+        window_ids = {l.id for l in window}
+        lessons = [l for l in lessons if l.id not in window_ids] + merged
+        conflicts += found
+    return _finish(lessons, conflicts, [base], level)
 
 
 def merge_messages(lessons: Iterable[Lesson]) -> list[dict[str, str]]:
