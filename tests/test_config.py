@@ -27,3 +27,23 @@ def test_bad_values_and_unknown_keys_are_config_errors(tmp_path):
         load_config(env={}, cwd=tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", env={})
+
+
+def test_unknown_keys_name_the_environment_variable_that_set_them(tmp_path):
+    with pytest.raises(ConfigError, match=r"bogus: unknown key \(set by TRACE2SKILL_BOGUS\)"):
+        load_config(env={"TRACE2SKILL_BOGUS": "1"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match=r"consolidate\.min_support: .*\(set by TRACE2SKILL_CONSOLIDATE__MIN_SUPPORT\)"):
+        load_config(env={"TRACE2SKILL_CONSOLIDATE__MIN_SUPPORT": "zero"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match=r"invalid configuration: nosuch: unknown key$"):
+        load_config(overrides={"nosuch.key": "1"}, env={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["My Skill", "../escape", "a/b", "-lead", "trail-", "double--hyphen", "x" * 65, ""])
+def test_skill_name_is_checked_when_the_config_is_built(tmp_path, name):
+    with pytest.raises(ConfigError, match="skill.name: .* is not a valid skill name"):
+        load_config(overrides={"skill.name": name}, env={}, cwd=tmp_path)
+
+
+def test_valid_skill_names_pass(tmp_path):
+    for name in ("agent-lessons", "v2", "ünïcode-skill"):
+        assert load_config(overrides={"skill.name": name}, env={}, cwd=tmp_path).skill.name == name

@@ -372,3 +372,18 @@ def test_labels_file_inside_the_input_folder_is_not_read_as_a_trace(tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps({"a": 0.2}))
     result = load_traces([tmp_path], _config(labels=tmp_path / "labels.json", success_threshold=0.1))
     assert result.skips == [] and result.outcomes["success"] == 1 and result.traces[0].reward == 0.2
+
+
+def test_a_file_reached_twice_is_read_once(tmp_path):
+    folder = tmp_path / "tau"
+    folder.mkdir()
+    (folder / "results.json").write_bytes((DATA / "tau_bench" / "retail-results.json").read_bytes())
+    result = load_traces([folder, folder / "results.json", folder])
+    assert len(result.traces) == 3 and result.skips == []
+
+
+def test_invalid_json_reason_reads_naturally(tmp_path):
+    good = json.dumps({"id": "ok", "messages": [{"role": "user", "content": "x"}]})
+    (tmp_path / "dump.jsonl").write_bytes(good.encode() + b'\n{"id": "tab\there"}\n')
+    (skip,) = load_traces([tmp_path]).skips
+    assert skip.record == "line 2" and skip.reason.startswith("invalid JSON: Invalid control character at column "), skip.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,19 @@ def test_explain_errors_are_helpful(tmp_path):
         explain_rule(folder, "pytest")
     with pytest.raises(RuleLookupError, match="no rule"):
         explain_rule(folder, "r-404")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_output_folder_is_refused_up_front(tmp_path):
+    from trace2skill.errors import ConfigError
+    from trace2skill.skill import check_skill_target
+
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(ConfigError, match="is not writable"):
+            check_skill_target(locked / "skill")
+    finally:
+        locked.chmod(0o755)
+    check_skill_target(tmp_path / "new" / "deeper" / "skill")

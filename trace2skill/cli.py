@@ -34,7 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PathsArg = Annotated[list[Path], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip).", show_default=False)]
+PathsArg = Annotated[list[Path], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip).", show_default=False, metavar="PATHS")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (default: ./trace2skill.toml or [tool.trace2skill] in ./pyproject.toml).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 ThresholdOpt = Annotated[Optional[float], typer.Option("--success-threshold", help="A reward at or above this counts as success (default 1.0).")]
@@ -46,12 +46,28 @@ def _err(message: str) -> None:
     typer.echo(f"trace2skill: {message}", err=True)
 
 
-def _fail(exc: Trace2SkillError) -> typer.Exit:
-    _err(f"error: {exc}")
-    problems = getattr(exc, "problems", None)
-    for problem in problems or []:
+def _fail(exc: Trace2SkillError | OSError) -> typer.Exit:
+    if isinstance(exc, OSError):
+        return _fail_os(exc)
+    problems = getattr(exc, "problems", None) or []
+    if len(problems) < 2:
+        _err(f"error: {exc}")
+        return typer.Exit(exc.exit_code)
+    _err(f"error: the skill is invalid ({len(problems)} problems):")
+    for problem in problems:
         _err(f"  - {problem}")
     return typer.Exit(exc.exit_code)
+
+
+def _fail_os(exc: OSError) -> typer.Exit:
+    """A file the run needed could not be read or written (read-only folder, a file where a
+    folder is needed, disk full): one line naming the path, exit 1, no traceback."""
+    name = exc.filename
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and name and Path(name).is_file():
+        _err(f"error: {str(name)!r} is a file, not a folder")
+    else:
+        _err(f"error: {exc.strerror or exc}" + (f": {str(name)!r}" if name else ""))
+    return typer.Exit(1)
 
 
 def _config(config_path: Path | None, overrides: dict[str, Any], settings: list[str] | None = None):
@@ -64,7 +80,16 @@ def _config(config_path: Path | None, overrides: dict[str, Any], settings: list[
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         extra[key.strip()] = value
-    return load_config(config_path, {**extra, **overrides})
+    flags = {key: value for key, value in overrides.items() if value is not None}
+    return load_config(config_path, {**extra, **flags})
+
+
+def _warn_unmatched_labels(config, matched: int, total: int) -> None:
+    """A labels file that labels nothing is almost always an id mismatch; say so instead of
+    silently distilling unlabelled runs."""
+    if config.analyse.labels is not None and total and not matched:
+        _err(f"warning: labels file {str(config.analyse.labels)!r} matched none of the {total} trajectories "
+             "by id (nor by instance_id or task_id); their outcomes stay as read")
 
 
 def _llm(ctx: typer.Context, config):
@@ -83,7 +108,7 @@ def _show_progress(json_out: bool) -> bool:
 @app.command()
 def distill(
     ctx: typer.Context,
-    paths: PathsArg,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip; default: `sources` from the config).", show_default=False, metavar="PATHS")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds skill folders.")] = None,
     skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name (lowercase, digits, hyphens).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="litellm model string, or 'offline' (no LLM; the default).")] = None,
@@ -120,7 +145,9 @@ def distill(
     try:
         config = _config(config_path, overrides, settings)
         llm = _llm(ctx, config)
-        ingested = load_traces(paths, config)
+        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
+        labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
+        _warn_unmatched_labels(config, labelled, len(ingested.traces))
         if llm is not None:
             estimate = preflight(ingested.traces, config, llm.model)
             print_quote(estimate)
@@ -129,7 +156,7 @@ def distill(
         with _progress_reporter(_show_progress(json_out)) as progress:
             checkpoint = config.state_dir / "checkpoints.sqlite" if llm is not None else None
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run, checkpoint=checkpoint)
-    except Trace2SkillError as exc:
+    except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
 
     print_summary(result, build, json_out=json_out, dry_run=dry_run)
@@ -142,6 +169,10 @@ def validate(skill_dir: Annotated[Path, typer.Argument(help="A skill folder (the
     """Check a skill folder against the Agent Skills spec and trace2skill's own rules."""
     from .author import validate_skill_dir
 
+    if not skill_dir.is_dir():
+        missing = not skill_dir.exists()
+        _err(f"error: {str(skill_dir)!r} " + ("does not exist" if missing else "is a file; give the folder that holds SKILL.md"))
+        raise typer.Exit(66 if missing else 2)
     problems = validate_skill_dir(skill_dir)
     if json_out:
         typer.echo(json.dumps({"skill_dir": str(skill_dir), "valid": not problems, "problems": problems}, indent=2))
@@ -165,7 +196,7 @@ def explain(
 
     try:
         info = explain_rule(skill_dir, rule)
-    except Trace2SkillError as exc:
+    except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     print_explanation(info, json_out=json_out)
 
@@ -191,12 +222,16 @@ def ingest(
     if emit is not None and emit[0] != "atif":
         _err(f"error: unknown --emit format {emit[0]!r}; only 'atif' is supported")
         raise typer.Exit(2)
+    if emit is not None and emit[1].is_dir():
+        _err(f"error: --emit atif needs a file name, and {str(emit[1])!r} is a folder (try {str(emit[1] / 'traces.atif.jsonl')!r})")
+        raise typer.Exit(2)
     try:
         config = _config(config_path, {"analyse.format": trace_format, "analyse.labels": labels,
                                         "analyse.success_threshold": success_threshold,
                                         "analyse.sidechains": "drop" if drop_sidechains else None}, settings)
         report = stream_report(paths, config, emit_to=emit[1] if emit else None)
-    except Trace2SkillError as exc:
+        _warn_unmatched_labels(config, report["labels_matched"], report["traces"])
+    except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     if check or json_out or emit is None:
         print_ingest(report, json_out=json_out)
@@ -209,7 +244,7 @@ def ingest(
 @app.command()
 def refresh(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (default: `sources` from the config).", show_default=False)] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (default: `sources` from the config).", show_default=False, metavar="PATHS")] = None,
     skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds skill folders.")] = None,
     layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
@@ -240,7 +275,7 @@ def refresh(
         with _progress_reporter(_show_progress(json_out)) as progress:
             outcome = run_refresh(config, _llm(ctx, config), paths or None, since=since, pr_body_path=pr_body,
                                   progress=progress, control=control)
-    except Trace2SkillError as exc:
+    except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -257,7 +292,7 @@ def history(skill_dir: Annotated[Path, typer.Argument(help="A skill folder insid
 
     try:
         versions = version_history(skill_dir)
-    except Trace2SkillError as exc:
+    except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     print_history(list(reversed(versions)), json_out=json_out)
 
@@ -275,7 +310,7 @@ def rollback(
         repo = open_repo(skill_dir)
         rel = skill_dir.resolve().relative_to(Path(repo.working_tree_dir).resolve()).as_posix()
         result = restore(repo.working_tree_dir, rel, version.removeprefix("v"))
-    except Trace2SkillError as exc:
+    except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     typer.echo(f"restored {rel} {result.restored} as {result.version} in commit {result.sha[:12]} (tag {result.tag})")
 
@@ -311,5 +346,6 @@ class _progress_reporter:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (also behind `python cli.py` and `python -m trace2skill`,
+    which show the same program name in usage messages)."""
+    app(prog_name="trace2skill")

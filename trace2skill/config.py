@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -78,6 +78,16 @@ class SkillConfig(_Section):
     """`flat`: OUT/NAME; `agents`: OUT/.agents/skills/NAME; `claude`: OUT/.claude/skills/NAME."""
     description: str | None = None
     """Frontmatter description for a new skill; derived from the traces when unset."""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_skill_name(cls, name: str) -> str:
+        """Checked here, before any work, with the rules of the Agent Skills spec (skills-ref)."""
+        if not (0 < len(name) <= 64 and name == name.lower() and all(c.isalnum() or c == "-" for c in name)
+                and not name.startswith("-") and not name.endswith("-") and "--" not in name):
+            raise ValueError(f"{name!r} is not a valid skill name: use at most 64 lowercase letters, digits "
+                             "and single hyphens, e.g. 'my-skill'")
+        return name
 
 
 class RedactConfig(_Section):
@@ -163,12 +173,14 @@ def load_config(
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = _read_file(path, cwd or Path.cwd())
+    from_env: dict[str, str] = {}
     for key, value in sorted(env.items()):
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX):]
         dotted = _SHORT_ENV.get(name) or name.lower().replace("__", ".")
         _set_dotted(data, dotted, _parse_env_value(value))
+        from_env[dotted] = key
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, dotted, value)
@@ -178,8 +190,16 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_describe_problem(e, from_env) for e in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _describe_problem(error: Any, from_env: Mapping[str, str]) -> str:
+    """One pydantic error as `key: what is wrong`, naming the environment variable that set it."""
+    dotted = ".".join(map(str, error["loc"]))
+    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+    source = next((var for key, var in from_env.items() if dotted == key or dotted.startswith(key + ".")), None)
+    return f"{dotted}: {message}" + (f" (set by {source})" if source else "")
 
 
 def _read_file(path: Path | None, cwd: Path) -> dict[str, Any]:

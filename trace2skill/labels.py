@@ -158,7 +158,8 @@ def label_document(value: Any, path: str, threshold: float = 1.0) -> dict[str, L
 def read_labels_file(path: Path, threshold: float = 1.0) -> dict[str, Label]:
     """Parse an explicit labels file (JSON or CSV; see the module docstring)."""
     if not path.is_file():
-        raise ConfigError(f"labels file {str(path)!r} does not exist")
+        problem = "is a folder, not a JSON or CSV file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"labels file {str(path)!r} {problem}")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
+from .skill import check_skill_target
 from .config import Config
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
 from langgraph.errors import GraphDrained
@@ -61,9 +62,11 @@ def distill(
         SkillValidationError: the rendered skill fails validation (nothing is written).
     """
     started = time.monotonic()
+    if write:
+        check_skill_target(config.skill_dir())
     ingested = ingested or load_traces(paths or [Path(p) for p in config.sources], config)
     if not ingested.traces:
-        raise NoInputError(f"no trajectory could be read ({len(ingested.skips)} files or records skipped)")
+        raise NoInputError(no_input_message(ingested))
     run = run_info(config, llm, ingested)
     final, failed = asyncio.run(_consolidate(ingested, llm, config, run.run_id, progress, checkpoint, control))
     if len(failed) == len(ingested.traces):
@@ -99,6 +102,16 @@ def distill(
         redactions=dict(ingested.redactions),
     )
     return result, build
+
+
+def no_input_message(ingested: IngestResult) -> str:
+    """Why nothing could be read, with the first skip's reason so the user need not dig."""
+    if not ingested.skips:
+        return "no trajectory found in the given paths (no .json, .jsonl, .ndjson, .traj, .gz or .zip files in them)"
+    first = ingested.skips[0]
+    where = first.path + (f" [{first.record}]" if first.record else "")
+    return (f"no trajectory could be read ({len(ingested.skips)} files or records skipped; first: {where}: {first.reason}); "
+            "`trace2skill ingest PATHS --check` lists every skip")
 
 
 def run_info(config: Config, llm: LLMClient | None, ingested: IngestResult) -> RunInfo:

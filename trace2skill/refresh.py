@@ -22,7 +22,7 @@ from .config import Config
 from .errors import NoInputError, PublishError
 from .ingest import IngestResult, load_traces
 from .llm import LLMClient
-from .pipeline import Progress, distill
+from .pipeline import Progress, distill, no_input_message
 from .state import RefreshState, load_state, run_lock, save_state
 from .types import RunResult, Trace
 
@@ -66,7 +66,7 @@ def refresh(
         state = load_state(config.state_dir)
         ingested = load_traces(paths or [Path(p) for p in config.sources], config)
         if not ingested.traces:
-            raise NoInputError(f"no trajectory could be read ({len(ingested.skips)} files or records skipped)")
+            raise NoInputError(no_input_message(ingested))
         fresh = select_new(ingested, state, name, since)
         if not fresh.traces:
             return RefreshOutcome(name, False, f"no changes: all {len(ingested.traces)} trajectories were already distilled")

@@ -43,9 +43,14 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
-    for skip in result.skipped:
+    _print_skips(console, result.skipped)
+
+
+def _print_skips(console: Console, skips: Any) -> None:
+    """One unwrapped line per skip, so a log keeps each path whole and greppable."""
+    for skip in skips:
         where = f"{skip.path}" + (f" [{skip.record}]" if skip.record else "")
-        console.print(f"skipped: {where}: {skip.reason}", markup=False)
+        console.print(f"skipped: {where}: {skip.reason}", markup=False, soft_wrap=True)
 
 
 def _version_text(result: RunResult, dry_run: bool) -> str:
@@ -104,6 +109,8 @@ def print_refresh(outcome: Any, *, json_out: bool) -> None:
         console.print(f"pull request {outcome.pr_url}", markup=False)
     for item in outcome.review:
         console.print(f"needs review: {item}", markup=False)
+    if outcome.result is not None:
+        _print_skips(console, outcome.result.skipped)
 
 
 def print_history(versions: list, *, json_out: bool) -> None:
@@ -115,12 +122,18 @@ def print_history(versions: list, *, json_out: bool) -> None:
     if json_out:
         print(json.dumps(rows, indent=2))
         return
+    if not rows:
+        print("no tagged versions yet (a refresh with --publish branch, gh or github tags each version)")
+        return
     table = Table("version", "date", "commit", "run", "rules", "+", "~", "-")
     for row in rows:
         note = f" (rollback of {row['rollback_of']})" if row["rollback_of"] else ""
         table.add_row(row["version"] + note, row["date"][:19], row["commit"], row["run"] or "", str(row["rules"]),
                       str(row["added"]), str(row["changed"]), str(row["removed"]))
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # a log or pipe keeps whole run ids and dates
+    console.print(table)
 
 
 def print_ingest(report: dict, *, json_out: bool) -> None:
@@ -137,4 +150,4 @@ def print_ingest(report: dict, *, json_out: bool) -> None:
         console.print(f"labels from {source}", markup=False)
     for skip in report["skips"]:
         where = skip["path"] + (f" [{skip['record']}]" if skip.get("record") else "")
-        console.print(f"skipped: {where}: {skip['reason']}", markup=False)
+        console.print(f"skipped: {where}: {skip['reason']}", markup=False, soft_wrap=True)

@@ -24,7 +24,7 @@ from typing import Any
 import skills_ref
 import strictyaml
 
-from .errors import RuleLookupError, SkillValidationError
+from .errors import ConfigError, RuleLookupError, SkillValidationError
 from .sections import (REFERENCES_DIR, SKILL_FILE, code_mask, heading_problem, parse, same_title, split_lines,
                        walk)
 
@@ -74,10 +74,19 @@ def frontmatter_data(front: list[str]) -> dict[str, Any]:
     try:
         data = strictyaml.load(inner).data
     except strictyaml.YAMLError as exc:
-        raise SkillValidationError([f"SKILL.md frontmatter is not valid block-style YAML: {exc}"]) from None
+        raise SkillValidationError([f"SKILL.md frontmatter is not valid block-style YAML: {_yaml_problem(exc)}"]) from None
     if not isinstance(data, dict):
         raise SkillValidationError(["SKILL.md frontmatter must be a YAML mapping"])
     return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """strictyaml's multi-line report as one line: what is wrong and on which line of SKILL.md
+    (the frontmatter starts on line 2, after the opening ---)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    return f"{problem}" + (f" (line {mark.line + 2})" if mark is not None else "")
 
 
 def edit_frontmatter(front: list[str], values: Mapping[str, str], metadata: Mapping[str, str]) -> list[str]:
@@ -154,7 +163,12 @@ def _set_metadata(blocks, current: Any, wanted: Mapping[str, str]) -> None:
 
 def read_skill_files(skill_dir: Path) -> dict[str, str]:
     """The text files trace2skill reads and may rewrite: the generated files and every
-    `references/*.md`, decoded exactly (no newline translation). Missing files are absent."""
+    `references/*.md`, decoded exactly (no newline translation). Missing files are absent.
+
+    Raises:
+        SkillValidationError: a file is not UTF-8. Treating it as absent would overwrite a
+            hand-written SKILL.md, so the run stops instead.
+    """
     files: dict[str, str] = {}
     candidates = [skill_dir / name for name in GENERATED_FILES]
     references = skill_dir / REFERENCES_DIR
@@ -162,10 +176,12 @@ def read_skill_files(skill_dir: Path) -> dict[str, str]:
         candidates += sorted(p for p in references.iterdir() if p.suffix == ".md" and p.is_file())
     for path in candidates:
         if path.is_file():
+            name = path.relative_to(skill_dir).as_posix()
             try:
-                files[path.relative_to(skill_dir).as_posix()] = path.read_bytes().decode("utf-8")
-            except UnicodeDecodeError:
-                continue
+                files[name] = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SkillValidationError([f"{str(path)!r} is not UTF-8 ({exc.reason} at byte {exc.start}); "
+                                            "convert it to UTF-8 so trace2skill can edit it without losing anything"]) from None
     return files
 
 
@@ -199,12 +215,18 @@ def validate_skill_dir(path: Path) -> list[str]:
         Problem descriptions; empty when the folder is valid.
     """
     path = Path(path)
-    problems = list(skills_ref.validate(path))
+    try:
+        problems = list(skills_ref.validate(path))
+    except UnicodeDecodeError as exc:
+        problems = [f"SKILL.md is not UTF-8 ({exc.reason} at byte {exc.start})"]
     skill_md = path / SKILL_FILE
     if not skill_md.is_file():
         return problems
     front, body = split_frontmatter(skill_md.read_bytes().decode("utf-8", errors="replace"))
-    problems += _frontmatter_problems(front)
+    ours = _frontmatter_problems(front)
+    if any("not valid block-style YAML" in p for p in ours):  # the same fault, said in one line
+        problems = [p for p in problems if not p.startswith("Invalid YAML in frontmatter")]
+    problems += ours
     lines, tokens = body_size(body)
     if lines >= MAX_BODY_LINES:
         problems.append(f"SKILL.md body has {lines} lines; keep it under {MAX_BODY_LINES} (move detail to references/)")
@@ -337,6 +359,20 @@ def _reference_layout_problems(path: Path, body: str) -> list[str]:
 # Writing
 
 
+def check_skill_target(path: Path) -> None:
+    """Fail before any work when the skill folder could not be written at the end of the run:
+    the nearest existing ancestor must be a writable folder (a skill folder may not exist yet).
+
+    Raises:
+        ConfigError: that ancestor is a file, or a folder this user cannot write to.
+    """
+    existing = next(p for p in [Path(path), *Path(path).absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"cannot write the skill folder {str(path)!r}: {str(existing)!r} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the skill folder {str(path)!r}: {str(existing)!r} is not writable; choose another --out")
+
+
 def write_skill_dir(path: Path, files: Mapping[str, str], *, validate: bool = True) -> None:
     """Replace the skill folder with `files`, never leaving a half-written folder behind.
 
@@ -432,11 +468,12 @@ def explain_rule(skill_dir: Path, rule: str) -> dict[str, Any]:
     source = Path(skill_dir) / PROVENANCE_FILE
     if not source.is_file():
         raise RuleLookupError(f"no {PROVENANCE_FILE} in {str(skill_dir)!r}; was this skill written by trace2skill?")
-    provenance = load_provenance(source.read_text(encoding="utf-8"))
+    provenance = load_provenance(source.read_bytes().decode("utf-8", errors="replace"))
     records = {**{rid: (rec, "withheld: " + (rec.reason or "")) for rid, rec in provenance.withheld.items()},
                **{rid: (rec, "in skill") for rid, rec in provenance.rules.items()}}
-    if rule in records:
-        return _explanation(*records[rule])
+    wanted = rule.strip().lower()
+    if wanted in records:
+        return _explanation(*records[wanted])
     needle = rule.casefold().strip()
     matches = sorted(rid for rid, (rec, _) in records.items() if needle and needle in rec.title.casefold())
     if len(matches) == 1:

@@ -224,7 +224,7 @@ def load_traces(
 
     paths = [str(p) for p in paths]
     if not paths:
-        raise NoInputError("no input paths given")
+        raise NoInputError("no input paths given; pass PATHS or set `sources` in trace2skill.toml")
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise NoInputError(f"input path does not exist: {', '.join(repr(p) for p in missing)}")
@@ -305,19 +305,31 @@ def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None
     paths = [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing or not paths:
-        raise NoInputError(f"no such file or folder: {', '.join(map(repr, missing))}" if missing else "no input paths given")
-    redactor = Redactor((config or Config()).redact)
+        raise NoInputError(f"no such file or folder: {', '.join(map(repr, missing))}" if missing
+                           else "no input paths given; pass PATHS or set `sources` in trace2skill.toml")
+    from ..labels import build_label_book
+
+    config = config or Config()
+    book = build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
+    redactor = Redactor(config.redact)
     skips: list[Skip] = []
     formats: dict[str, int] = {}
     outcomes = {"success": 0, "failure": 0, "unknown": 0}
+    seen: dict[tuple[str, str], str] = {}
+    explicit = str(config.analyse.labels) if config.analyse.labels is not None else None
+    matched = 0
 
     def traces() -> Iterator[Trace]:
-        for item in iter_traces(paths, config, redactor=redactor):
+        nonlocal matched
+        for item in iter_traces(paths, config, labels=book, redactor=redactor):
+            if not isinstance(item, Skip):
+                item = _unless_duplicate(item, seen)
             if isinstance(item, Skip):
                 skips.append(item)
                 continue
             formats[item.format] = formats.get(item.format, 0) + 1
             outcomes[item.outcome] += 1
+            matched += explicit is not None and item.extra.get("label_source") == explicit
             yield item
 
     if emit_to is not None:
@@ -327,5 +339,18 @@ def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None
             pass
     return {
         "traces": sum(outcomes.values()), "skipped": len(skips), "formats": formats, "outcomes": outcomes,
-        "redactions": dict(redactor.counts), "label_sources": [], "skips": [s.model_dump() for s in skips],
+        "redactions": dict(redactor.counts), "label_sources": list(book.sources), "labels_matched": matched,
+        "skips": [s.model_dump() for s in skips],
     }
+
+
+def _unless_duplicate(trace: Trace, seen: dict[tuple[str, str], str]) -> Trace | Skip:
+    """The streaming form of `_unique_ids`' duplicate rule, so `ingest --check` counts what
+    `distill` reads: an exact copy of a trace already seen is a skip (same id and content).
+    `seen` keeps only where each (id, digest) was first read, never the traces."""
+    key = (trace.id, trace.digest())
+    if key not in seen:
+        seen[key] = trace.source.path + (f" ({trace.source.record})" if trace.source.record else "")
+        return trace
+    where = seen[key]
+    return Skip(path=trace.source.path, record=trace.source.record, reason=f"exact duplicate of trace {trace.id!r} from {where}")

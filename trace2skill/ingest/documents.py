@@ -49,16 +49,22 @@ class Source:
 
 
 def iter_sources(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Source | Skip]:
-    """Expand paths into byte sources: folders walked, archives opened, order deterministic."""
+    """Expand paths into byte sources: folders walked, archives opened, order deterministic.
+
+    A file reached twice (the same path given twice, or a file inside a folder also given) is
+    read once: its records would otherwise all come back as duplicates of themselves.
+    """
+    seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             yield Skip(path=str(path), reason="path does not exist")
-        elif path.is_dir():
-            for file in walk_folder(path):
+            continue
+        for file in walk_folder(path) if path.is_dir() else [path]:
+            real = file.resolve()
+            if real not in seen:
+                seen.add(real)
                 yield from _file_sources(file)
-        else:
-            yield from _file_sources(path)
 
 
 def walk_folder(folder: Path) -> Iterator[Path]:
@@ -227,7 +233,7 @@ def _parse_line(path: str, line_no: int, line: bytes) -> tuple[int, Any] | Skip:
     try:
         return line_no, json.loads(text)
     except json.JSONDecodeError as exc:
-        return Skip(path=path, record=f"line {line_no}", reason=f"invalid JSON: {exc.msg} at column {exc.colno}")
+        return Skip(path=path, record=f"line {line_no}", reason=f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
     except RecursionError:
         return Skip(path=path, record=f"line {line_no}", reason="JSON is nested too deeply to parse (recursion limit)")
 
@@ -277,7 +283,7 @@ def _decode(data: bytes) -> tuple[str, str | None]:
 def _json_error(exc: json.JSONDecodeError, text: str) -> str:
     if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
         return f"truncated JSON: input ends before the value is complete ({exc.msg}, line {exc.lineno})"
-    return f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    return f"invalid JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"
 
 
 def _mib(size: int) -> str:

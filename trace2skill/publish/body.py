@@ -205,7 +205,7 @@ def _view(content: PRContent, *, quotes: bool, evidence: bool) -> dict:
         })
     review = [{"skill": _inline(i.skill, 64), "kind": i.kind, "summary": _inline(i.summary, 300), "detail": _block(i.detail)}
               for i in content.review]
-    cost = "unknown" if content.cost is None else f"${content.cost:.4f}"
+    cost = "n/a (offline)" if content.model == "offline" else "unknown" if content.cost is None else f"${content.cost:.4f}"
     window = f"{content.window_start or 'beginning'} → {content.window_end or 'now'}"
     return {
         "title": render_pr_title(content), "skills": skills, "review": review, "evidence": evidence,

@@ -99,18 +99,21 @@ def bot_trailers(
         "Trace2Skill-Trajectories": str(trajectories),
         "Trace2Skill-Model": model,
         "Trace2Skill-Tokens": f"{input_tokens} in, {output_tokens} out",
-        "Trace2Skill-Cost": "unknown" if cost is None else f"${cost:.4f}",
+        "Trace2Skill-Cost": "n/a (offline)" if model == "offline" else "unknown" if cost is None else f"${cost:.4f}",
     }
 
 
 def open_repo(path: Path | str) -> Repo:
-    """The git repository containing `path`.
+    """The git repository containing `path`. The path itself need not exist (a skill folder
+    that lives only on the bot branch, or is not created yet): its nearest existing ancestor
+    is searched instead.
 
     Raises:
         PublishError: `path` is not inside a git repository.
     """
+    anchor = next((p for p in [Path(path), *Path(path).absolute().parents] if p.exists()), Path(path))
     try:
-        return Repo(path, search_parent_directories=True)
+        return Repo(anchor, search_parent_directories=True)
     except (InvalidGitRepositoryError, NoSuchPathError):
         raise PublishError(f"{str(path)!r} is not inside a git repository; run `git init` or set publish.repo") from None
 
