@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 import json
 import zipfile
 from pathlib import Path
@@ -387,3 +388,17 @@ def test_invalid_json_reason_reads_naturally(tmp_path):
     (tmp_path / "dump.jsonl").write_bytes(good.encode() + b'\n{"id": "tab\there"}\n')
     (skip,) = load_traces([tmp_path]).skips
     assert skip.record == "line 2" and skip.reason.startswith("invalid JSON: Invalid control character at column "), skip.reason
+
+
+def test_a_swe_bench_predictions_file_beside_trajectories_is_not_a_skip(tmp_path):
+    from trace2skill.ingest import load_traces
+
+    folder = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "traces" / "mini-swe-agent-swebench-verified", folder)
+    instance = next((folder / "trajs").iterdir()).name
+    (folder / "trajs" / "preds.json").write_text(json.dumps(
+        {instance: {"instance_id": instance, "model_name_or_path": "m", "model_patch": "diff --git a/x b/x"}}))
+    result = load_traces([folder])
+    assert len(result.traces) == 40 and result.skips == []
+    (folder / "trajs" / "other.json").write_text(json.dumps({"a": {"instance_id": "b", "model_patch": ""}}))
+    assert [s.path.endswith("other.json") for s in load_traces([folder]).skips] == [True]

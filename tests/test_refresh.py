@@ -276,3 +276,14 @@ def test_refresh_killed_with_sigkill_resumes_and_never_repeats_an_analysis(world
     assert outcome.changed
     assert scripted.count("analyse-failure") + scripted.count("analyse-success") == 9 - 4
     assert len(load_state(world["state"]).skill(SKILL).trace_digests) == 9
+
+
+def test_publishing_a_pr_without_a_remote_fails_before_any_analysis(world):
+    world["repo"].delete_remote("origin")
+    add_traces(world, ALL_IDS[:3])
+    llm = ScriptedLLM(responder)
+    from trace2skill.errors import PublishError
+
+    with pytest.raises(PublishError, match="remote"):
+        refresh(config_for(world, **{"publish.mode": "gh", "llm.model": "scripted"}), llm, [world["traces"]])
+    assert llm.count() == 0

@@ -162,6 +162,9 @@ class _GitTarget:
         from .publish import has_remote, prepare_branch
 
         remote = config.publish.remote if has_remote(self.repo_path, config.publish.remote) else None
+        if remote is None and config.publish.mode in {"gh", "github"}:
+            raise PublishError(f"--publish {config.publish.mode} needs the remote {config.publish.remote!r} to push the bot branch to; "
+                               "add it (git remote add) or use --publish branch")
         return prepare_branch(self.repo_path, config.skill.name, self.skill_rel, config.publish.base,
                               remote=remote, state_dir=config.state_dir.resolve())
 

@@ -23,6 +23,9 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         print(json.dumps(payload, indent=2, sort_keys=True))
         return
     console = Console(highlight=False)
+    if result.rules_written == 0:
+        Console(stderr=True, highlight=False).print(
+            "note: no lesson had enough evidence to become a rule; are the trajectories labelled (--labels)?", markup=False)
     table = Table(title=f"trace2skill: {result.skill_dir}", show_header=False, title_justify="left")
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
     needs_review = sum(1 for c in result.conflicts if c.status == "needs-review")

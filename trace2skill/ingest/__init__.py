@@ -157,6 +157,8 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
         if not forced and label_document(sample, doc.path) is not None:
             yield doc.skip("a results (labels) file, not a trajectory; pass it with --labels to use it")
             return
+        if not forced and is_predictions_file(sample):
+            return
     else:
         first = openai_chat.first_record(doc)
         if first is None:
@@ -179,6 +181,17 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
         return
     if produced == 0:
         yield doc.skip(f"reader {reader.NAME!r} found no trajectory in this file")
+
+
+def is_predictions_file(sample: Any) -> bool:
+    """A SWE-bench predictions file (`preds.json`: instance id -> submitted patch).
+
+    Agent run folders ship one beside the trajectories. It holds no trajectory and no label,
+    so it is passed over without counting as a skip (the patches are also in the trajectories).
+    """
+    if not isinstance(sample, dict) or not sample:
+        return False
+    return all(isinstance(v, dict) and "model_patch" in v and v.get("instance_id", k) == k for k, v in sample.items())
 
 
 def _describe(sample: Any) -> str:
