@@ -47,3 +47,13 @@ def test_skill_name_is_checked_when_the_config_is_built(tmp_path, name):
 def test_valid_skill_names_pass(tmp_path):
     for name in ("agent-lessons", "v2", "ünïcode-skill"):
         assert load_config(overrides={"skill.name": name}, env={}, cwd=tmp_path).skill.name == name
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_the_file(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "trace2skill.toml").write_text('sources = ["traces"]\nstate_dir = ".state"\n[skill]\nout = "skills"\n')
+    config = load_config(project / "trace2skill.toml", env={}, cwd=tmp_path)
+    assert config.sources == [str(project / "traces")]
+    assert config.state_dir == project / ".state"
+    assert config.skill.out == project / "skills"

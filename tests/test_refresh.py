@@ -1,6 +1,5 @@
 """The scheduled refresh on real git repositories (a bare on-disk "remote", no network)."""
 
-import json
 import multiprocessing
 import shutil
 import subprocess

@@ -217,12 +217,25 @@ def _read_file(path: Path | None, cwd: Path) -> dict[str, Any]:
             parsed = parsed.get("tool", {}).get("trace2skill", {})
             if not parsed:
                 continue
-        base = candidate.parent
-        for key in ("sources",):
-            if key in parsed:
-                parsed[key] = [str((base / s)) if not Path(s).is_absolute() else s for s in parsed[key]]
-        return parsed
+        return _anchor_paths(parsed, candidate.parent)
     return {}
+
+
+_FILE_PATHS = (("state_dir",), ("skill", "out"), ("analyse", "labels"), ("publish", "repo"))
+
+
+def _anchor_paths(parsed: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in a config file mean relative to that file, wherever the command runs."""
+    if isinstance(parsed.get("sources"), list):
+        parsed["sources"] = [s if Path(s).is_absolute() else str(base / s) for s in parsed["sources"]]
+    for path in _FILE_PATHS:
+        node = parsed
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node.get(part), dict) else {}
+        value = node.get(path[-1])
+        if isinstance(value, str) and not Path(value).is_absolute():
+            node[path[-1]] = str(base / value)
+    return parsed
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -12,7 +12,6 @@ evidence section, are dropped (provenance.json keeps them).
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
@@ -21,7 +20,7 @@ import jinja2
 
 from ..types import Conflict
 from .merge import Clash
-from .skilltext import read_version, rule_lines, rule_title
+from .skilltext import provenance_entries, read_version, rule_lines, rule_title
 
 MAX_BODY = 60_000
 BASE_LABELS = ("skills", "automated")
@@ -140,7 +139,7 @@ def describe_change(name: str, before: str | None, after: str, provenance: str |
         provenance: the new provenance.json text, for evidence (trace ids, supports, quotes).
     """
     old, new = rule_lines(before or ""), rule_lines(after)
-    entries = _provenance_entries(provenance)
+    entries = provenance_entries(provenance)
     rules = []
     for rid, line in new.items():
         if rid not in old or old[rid] != line:
@@ -161,17 +160,6 @@ def _rule_change(rid: str, change: str, line: str, entry: dict) -> RuleChange:
         failing_support=int(entry.get("failing_support", 0) or 0),
         succeeding_support=int(entry.get("succeeding_support", 0) or 0),
     )
-
-
-def _provenance_entries(text: str | None) -> dict[str, dict]:
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    rules = data.get("rules", data) if isinstance(data, dict) else data
-    if isinstance(rules, list):
-        return {str(e.get("id") or e.get("rule_id")): e for e in rules if isinstance(e, dict)}
-    return {k: v for k, v in rules.items() if isinstance(v, dict)} if isinstance(rules, dict) else {}
 
 
 def _inline(text: object, limit: int = 200) -> str:

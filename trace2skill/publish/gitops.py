@@ -28,7 +28,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -39,7 +38,7 @@ from git.exc import HookExecutionError, InvalidGitRepositoryError, NoSuchPathErr
 
 from ..errors import PublishError
 from .merge import Clash, merge3, merge_json, merge_text
-from .skilltext import parse_version, read_version, rule_lines, rule_title
+from .skilltext import parse_version, provenance_entries, read_version, rule_lines, rule_title
 
 BOT_ACTOR = Actor("trace2skill[bot]", "trace2skill-bot@users.noreply.github.com")
 """Author and committer of every bot commit and tag."""
@@ -242,7 +241,7 @@ def detect_review_removals(repo: Repo | Path | str, skill_dir_rel: str, branch: 
     if base_commit is not None and _landed(repo, bot, base_commit, skill_dir_rel):
         at_base = rule_lines(read_blob(base_commit, skill_md) or "")
         gone.update({rid: "base" for rid in proposed if rid not in at_base and rid not in gone})
-    evidence = _provenance(read_blob(bot, f"{_posix(skill_dir_rel)}/provenance.json"))
+    evidence = provenance_entries(read_blob(bot, f"{_posix(skill_dir_rel)}/provenance.json"))
     return [_removed(rid, proposed[rid], evidence.get(rid, {}), where) for rid, where in gone.items()]
 
 
@@ -414,18 +413,6 @@ def _landed(repo: Repo, bot: Commit, base_commit: Commit, skill_dir_rel: str) ->
         return ours is not None and theirs is not None and parse_version(theirs) >= parse_version(ours)
     except ValueError:
         return False
-
-
-def _provenance(text: str | None) -> dict[str, dict]:
-    """Rule id -> provenance entry, from `{id: entry}`, `{"rules": {...}}` or `{"rules": [...]}`."""
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    rules = data.get("rules", data) if isinstance(data, dict) else data
-    if isinstance(rules, list):
-        return {str(e.get("id") or e.get("rule_id")): e for e in rules if isinstance(e, dict)}
-    return {k: v for k, v in rules.items() if isinstance(v, dict)} if isinstance(rules, dict) else {}
 
 
 def _removed(rid: str, line: str, entry: dict, where: str) -> RemovedRule:

@@ -8,6 +8,8 @@ history and rollback code work on blobs read straight from git without touching 
 
 from __future__ import annotations
 
+import json
+
 import re
 
 import yaml
@@ -107,3 +109,18 @@ def bump(version: str, part: str) -> str:
     if part == "minor":
         return f"{major}.{minor + 1}.0"
     return f"{major}.{minor}.{patch + 1}"
+
+
+def provenance_entries(text: str | None) -> dict[str, dict]:
+    """Rule id -> provenance entry, from `{id: entry}`, `{"rules": {...}}` or `{"rules": [...]}`.
+
+    Read defensively: a missing or damaged provenance.json means no evidence to show, not a crash.
+    """
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    rules = data.get("rules", data) if isinstance(data, dict) else data
+    if isinstance(rules, list):
+        return {str(e.get("id") or e.get("rule_id")): e for e in rules if isinstance(e, dict)}
+    return {k: v for k, v in rules.items() if isinstance(v, dict)} if isinstance(rules, dict) else {}
