@@ -140,7 +140,7 @@ def _read_existing(skill_dir: Path, config: Config) -> _Existing:
     files = read_skill_files(skill_dir) if skill_dir.is_dir() else {}
     references = {name: parse(text) for name, text in files.items() if name.startswith(REFERENCES_DIR)}
     if SKILL_FILE not in files:
-        title = config.skill.name.replace("-", " ").capitalize()
+        title = skill_title(config.skill.name)
         workspace = {SKILL_FILE: parse(f"\n# {title}\n\n{INTRO}\n"), **references}
         return _Existing({}, [], {}, workspace, Provenance(), None)
     front, body = split_frontmatter(files[SKILL_FILE])
@@ -224,6 +224,16 @@ def _line_polarity(line: str) -> Literal["do", "avoid"] | None:
     if _AVOID_WORDS.search(line):
         return "avoid"
     return "do" if _DO_WORDS.search(line) else None
+
+
+_ACRONYMS = frozenset({"ai", "api", "aws", "ci", "cli", "css", "db", "gpu", "html", "http", "json", "llm", "mcp",
+                       "pr", "qa", "sdk", "sql", "sre", "swe", "ui", "url", "xml", "yaml"})
+
+
+def skill_title(name: str) -> str:
+    """`swe-agent-lessons` -> `SWE agent lessons`: the H1 of a new skill."""
+    words = [w.upper() if w in _ACRONYMS else w for w in name.split("-")]
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
 
 
 def _hand_written_lesson(title: str, line: str, polarity: Literal["do", "avoid"], record: RuleRecord) -> Lesson:
