@@ -111,6 +111,7 @@ def distill(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip; default: `sources` from the config).", show_default=False, metavar="PATHS")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds skill folders.")] = None,
     skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name (lowercase, digits, hyphens).")] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="Frontmatter description: what the skill does and when to use it (derived from the lessons when unset).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="litellm model string, or 'offline' (no LLM; the default).")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of a local OpenAI-compatible server.")] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Analysts running at once.")] = None,
@@ -132,7 +133,7 @@ def distill(
     from .pipeline import distill as run_distill
 
     overrides = {
-        "skill.out": out, "skill.name": skill, "skill.layout": layout, "llm.model": model, "llm.api_base": api_base,
+        "skill.out": out, "skill.name": skill, "skill.layout": layout, "skill.description": description, "llm.model": model, "llm.api_base": api_base,
         "analyse.concurrency": concurrency, "analyse.format": trace_format, "analyse.labels": labels,
         "analyse.success_threshold": success_threshold, "analyse.sidechains": "drop" if drop_sidechains else None,
         "consolidate.fan_in": fan_in, "consolidate.min_support": min_support,
