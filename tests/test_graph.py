@@ -46,13 +46,13 @@ def responder(messages, output, purpose):
 
 
 def run_graph(traces, llm, config, concurrency):
-    graph = build_graph(llm, config, InMemorySaver())
+    graph = build_graph(llm, config, {t.id: t for t in traces}, InMemorySaver())
     cfg = run_config(len(traces), config, "test-thread")
     cfg["max_concurrency"] = concurrency
 
     async def go():
         counts = {"analyse": 0, "merge": 0}
-        async for update in graph.astream({"traces": [t.model_dump(mode="json") for t in traces], "level": 0}, cfg, stream_mode="updates"):
+        async for update in graph.astream({"traces": [t.id for t in traces], "level": 0}, cfg, stream_mode="updates"):
             for node in update:
                 counts[node] = counts.get(node, 0) + 1
         return counts, (await graph.aget_state(cfg)).values

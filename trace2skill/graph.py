@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Mapping
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -27,7 +28,8 @@ from .types import LessonSet, Trace
 
 
 class State(TypedDict, total=False):
-    traces: list[dict[str, Any]]
+    traces: list[str]
+    """Ids of the traces to analyse; the traces themselves stay outside the checkpointed state."""
     pool: Annotated[list[dict[str, Any]], operator.add]
     staged: list[dict[str, Any]]
     level: int
@@ -36,17 +38,20 @@ class State(TypedDict, total=False):
 
 
 def build_graph(
-    llm: LLMClient | None, config: Config, checkpointer: Any = None,
+    llm: LLMClient | None, config: Config, traces: Mapping[str, Trace], checkpointer: Any = None,
     journal: AnalysisJournal | None = None, control: Any = None,
 ):
     """Compile the analyse-and-merge graph for one run.
+
+    The graph carries trace ids, not trace contents: a run id is derived from the inputs, so a
+    resumed run has the same traces at hand, and checkpoints stay small.
 
     `control` is the run's LangGraph `RunControl`: LangGraph drains only between supersteps,
     and every analysis shares one superstep, so analysts also check it before calling the model.
     """
 
     async def analyse(payload: dict[str, Any]) -> dict[str, Any]:
-        trace = Trace.model_validate(payload["trace"])
+        trace = traces[payload["trace_id"]]
         recorded = journal.get(trace.digest()) if journal is not None else None
         if recorded is not None:
             return {"pool": [recorded.model_dump(mode="json")]}
@@ -94,7 +99,7 @@ def build_graph(
     builder.add_node("gate", gate)
     builder.add_node("merge", merge)
     builder.add_node("finish", finish)
-    builder.add_conditional_edges(START, lambda s: [Send("analyse", {"trace": t}) for t in s["traces"]] or "gate", ["analyse", "gate"])
+    builder.add_conditional_edges(START, lambda s: [Send("analyse", {"trace_id": t}) for t in s["traces"]] or "gate", ["analyse", "gate"])
     builder.add_edge("analyse", "gate")
     builder.add_conditional_edges("gate", route, ["merge", "finish"])
     builder.add_edge("merge", "gate")

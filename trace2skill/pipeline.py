@@ -161,9 +161,9 @@ async def _consolidate(
             # (and the database lock) open for the resumed run.
             connection = await stack.enter_async_context(aiosqlite.connect(str(checkpoint), isolation_level=None))
             saver = AsyncSqliteSaver(connection)
-        graph = build_graph(llm, config, saver, journal, control)
+        graph = build_graph(llm, config, {t.id: t for t in ingested.traces}, saver, journal, control)
         cfg = run_config(len(ingested.traces), config, thread_id)
-        inputs: Any = {"traces": [t.model_dump(mode="json") for t in ingested.traces], "level": 0}
+        inputs: Any = {"traces": [t.id for t in ingested.traces], "level": 0}
         previous = await graph.aget_state(cfg) if checkpoint is not None else None
         finished = previous is not None and not previous.next and "final" in previous.values
         if previous is not None and previous.next:
