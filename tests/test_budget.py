@@ -38,6 +38,16 @@ def test_a_run_quoted_above_the_budget_is_refused_before_any_call(demo_traces):
     traces = load_traces([demo_traces], config).traces
     with pytest.raises(BudgetExceeded, match="exceeds --budget"):
         preflight(traces, config, "openai/gpt-4o-mini")
+    assert preflight(traces, config, "scripted").cost is None, "an unpriced model cannot be refused on price"
+
+
+def test_a_run_above_the_approval_threshold_needs_yes(demo_traces):
+    traces = load_traces([demo_traces], load_config(env={})).traces
+    needs_approval = load_config(overrides={"budget.approve_above": 0.0001}, env={})
+    with pytest.raises(BudgetExceeded, match="--yes"):
+        preflight(traces, needs_approval, "openai/gpt-4o-mini")
+    approved = load_config(overrides={"budget.approve_above": 0.0001, "budget.approved": True}, env={})
+    assert preflight(traces, approved, "openai/gpt-4o-mini").cost > 0.0001
 
 
 def test_call_cap_halts_with_exit_75_and_a_larger_cap_resumes(demo_traces, tmp_path):

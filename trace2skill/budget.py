@@ -66,17 +66,22 @@ def quote(traces: list[Trace], config: Config, price: tuple[float, float] | None
 
 
 def preflight(traces: list[Trace], config: Config, model: str) -> Quote:
-    """Quote the run before any call; refuse it when the quote already exceeds the cost cap.
+    """Quote the run before any call; refuse it when the quote exceeds the cap or needs approval.
 
     Raises:
-        BudgetExceeded: the estimated cost is above `budget.max_cost`.
+        BudgetExceeded: the estimated cost is above `budget.max_cost`, or above
+            `budget.approve_above` without approval.
     """
     from .llm import model_price
 
     estimate = quote(traces, config, model_price(model))
-    cap = config.budget.max_cost
-    if cap is not None and estimate.cost is not None and estimate.cost > cap:
+    cap, threshold = config.budget.max_cost, config.budget.approve_above
+    if estimate.cost is None:
+        return estimate
+    if cap is not None and estimate.cost > cap:
         raise BudgetExceeded(f"quoted ${estimate.cost:.4f} for {estimate.calls} calls exceeds --budget ${cap:.4f}; raise the budget or analyse fewer traces")
+    if threshold is not None and estimate.cost > threshold and not config.budget.approved:
+        raise BudgetExceeded(f"quoted ${estimate.cost:.4f} for {estimate.calls} calls is above the approval threshold ${threshold:.4f}; rerun with --yes to approve")
     return estimate
 
 

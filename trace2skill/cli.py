@@ -125,6 +125,7 @@ def distill(
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="Hard cap on model calls.")] = None,
     layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Quote the cost and show what would change; write nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Approve a run quoted above budget.approve_above.")] = False,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
@@ -137,7 +138,7 @@ def distill(
         "analyse.concurrency": concurrency, "analyse.format": trace_format, "analyse.labels": labels,
         "analyse.success_threshold": success_threshold, "analyse.sidechains": "drop" if drop_sidechains else None,
         "consolidate.fan_in": fan_in, "consolidate.min_support": min_support,
-        "budget.max_cost": budget, "budget.max_calls": max_calls,
+        "budget.max_cost": budget, "budget.max_calls": max_calls, "budget.approved": True if yes else None,
     }
     from .budget import preflight
     from .ingest import load_traces

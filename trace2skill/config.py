@@ -102,6 +102,10 @@ class BudgetConfig(_Section):
     """Hard cap on model calls in one run."""
     max_cost: float | None = None
     """Hard cap on spend (US dollars) in one run."""
+    approve_above: float | None = None
+    """A run quoted above this many dollars needs `--yes` (or `budget.approved = true`)."""
+    approved: bool = False
+    """Approve a run whose quote is above `approve_above`."""
 
 
 class PublishConfig(_Section):
