@@ -47,6 +47,19 @@ def _block_model_requests(request, monkeypatch, tmp_path):
     allow_model_requests.allowed = previous
 
 
+def init_repo(path: Path):
+    """A real git repository with a `main` branch, a human identity and one commit."""
+    import git
+
+    repo = git.Repo.init(path, initial_branch="main")
+    with repo.config_writer() as cfg:
+        cfg.set_value("user", "name", "Human").set_value("user", "email", "human@example.com")
+    (path / "README.md").write_text("skills repo\n")
+    repo.index.add(["README.md"])
+    repo.index.commit("init")
+    return repo
+
+
 @pytest.fixture
 def demo_traces(tmp_path) -> Path:
     """A private copy of the bundled demo corpus (40 real mini-swe-agent trajectories)."""

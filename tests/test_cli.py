@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from trace2skill.cli import app
 from trace2skill.testing import ScriptedLLM
 
-from conftest import ROOT
+from conftest import ROOT, init_repo
 from test_graph import responder
 
 runner = CliRunner()
@@ -126,14 +126,7 @@ def test_ingest_check_strict_and_atif_round_trip(demo_traces, tmp_path):
 
 
 def test_history_and_rollback_commands(demo_traces, tmp_path):
-    import git
-
-    repo = git.Repo.init(tmp_path / "repo", initial_branch="main")
-    with repo.config_writer() as cfg:
-        cfg.set_value("user", "name", "Human").set_value("user", "email", "human@example.com")
-    (tmp_path / "repo" / "README.md").write_text("skills\n")
-    repo.index.add(["README.md"])
-    repo.index.commit("init")
+    repo = init_repo(tmp_path / "repo")
     trajs = demo_traces / "mini-swe-agent-swebench-verified" / "trajs"
     later = sorted(trajs.iterdir())[20:]
     parked = tmp_path / "parked"
@@ -309,14 +302,7 @@ def test_explain_takes_ids_in_any_case_and_survives_binary_provenance(tmp_path):
 
 
 def test_history_works_where_the_skill_folder_is_only_on_the_bot_branch(demo_traces, tmp_path):
-    import git
-
-    repo = git.Repo.init(tmp_path / "repo", initial_branch="main")
-    with repo.config_writer() as cfg:
-        cfg.set_value("user", "name", "Human").set_value("user", "email", "human@example.com")
-    (tmp_path / "repo" / "README.md").write_text("skills\n")
-    repo.index.add(["README.md"])
-    repo.index.commit("init")
+    repo = init_repo(tmp_path / "repo")
     common = ["--skill", "demo", "--out", str(tmp_path / "repo" / "skills"), "--state-dir", str(tmp_path / "state")]
     assert runner.invoke(app, ["refresh", str(TAU), *common, "--publish", "branch"]).exit_code == 0
     skill_dir = tmp_path / "repo" / "skills" / "demo"

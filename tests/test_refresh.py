@@ -16,7 +16,7 @@ from trace2skill.refresh import refresh
 from trace2skill.state import load_state, run_lock
 from trace2skill.testing import ScriptedLLM
 
-from conftest import DEMO_TRACES, ROOT
+from conftest import DEMO_TRACES, ROOT, init_repo
 from test_graph import responder
 
 SKILL = "swe-demo"
@@ -29,12 +29,7 @@ def world(tmp_path):
     """A skills repo with main pushed to a bare remote, a trace folder and a state folder."""
     remote = tmp_path / "remote.git"
     git.Repo.init(remote, bare=True, initial_branch="main")
-    repo = git.Repo.init(tmp_path / "repo", initial_branch="main")
-    with repo.config_writer() as cfg:
-        cfg.set_value("user", "name", "Human").set_value("user", "email", "human@example.com")
-    (tmp_path / "repo" / "README.md").write_text("skills repo\n")
-    repo.index.add(["README.md"])
-    repo.index.commit("init")
+    repo = init_repo(tmp_path / "repo")
     repo.create_remote("origin", str(remote)).push("main")
     traces = tmp_path / "traces"
     (traces / "trajs").mkdir(parents=True)

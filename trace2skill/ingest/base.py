@@ -53,6 +53,28 @@ class Document:
         return Skip(path=self.path, record=None if record is None else str(record), reason=reason)
 
 
+def read_each(
+    doc: Document, read_one: Callable[[Document, Any, str | None], Iterator[Trace | Skip]], *, split_lists: bool = False,
+) -> Iterator[Trace | Skip]:
+    """Apply `read_one(doc, value, where)` to the document's value, or to each JSONL line.
+
+    With `split_lists`, a JSON list is read as one record per item (`item N`).
+    """
+    if doc.kind == "json":
+        value = doc.value()
+        if split_lists and isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from read_one(doc, item, f"item {index}")
+        else:
+            yield from read_one(doc, value, None)
+        return
+    for entry in doc.records():
+        if isinstance(entry, Skip):
+            yield entry
+        else:
+            yield from read_one(doc, entry[1], f"line {entry[0]}")
+
+
 class Reader(Protocol):
     NAME: str
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
 from ._steps import kind_of, text_of
-from .base import Document
+from .base import Document, read_each
 
 NAME = "mini_swe_agent"
 _ACTION = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
@@ -58,14 +58,7 @@ def sniff(sample: Any) -> bool:
 
 
 def read(doc: Document) -> Iterator[Trace | Skip]:
-    if doc.kind == "json":
-        yield from _read_one(doc, doc.value(), None)
-        return
-    for item in doc.records():
-        if isinstance(item, Skip):
-            yield item
-        else:
-            yield from _read_one(doc, item[1], f"line {item[0]}")
+    return read_each(doc, _read_one)
 
 
 def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace | Skip]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
 from ._steps import kind_of, text_of
-from .base import Document
+from .base import Document, read_each
 from .openai_chat import build_steps, looks_like_error
 
 NAME = "swe_agent"
@@ -50,14 +50,7 @@ def sniff(sample: Any) -> bool:
 
 
 def read(doc: Document) -> Iterator[Trace | Skip]:
-    if doc.kind == "json":
-        yield from _read_one(doc, doc.value(), None)
-        return
-    for item in doc.records():
-        if isinstance(item, Skip):
-            yield item
-        else:
-            yield from _read_one(doc, item[1], f"line {item[0]}")
+    return read_each(doc, _read_one)
 
 
 def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace | Skip]:

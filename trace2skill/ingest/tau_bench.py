@@ -17,7 +17,7 @@ from typing import Any
 
 from ..types import Skip, SourceRef, Trace
 from ._steps import kind_of
-from .base import Document
+from .base import Document, read_each
 from .openai_chat import build_steps
 
 NAME = "tau_bench"
@@ -34,17 +34,7 @@ def sniff(sample: Any) -> bool:
 
 
 def read(doc: Document) -> Iterator[Trace | Skip]:
-    if doc.kind == "json":
-        value = doc.value()
-        records = enumerate(value) if isinstance(value, list) else [(None, value)]
-        for index, record in records:
-            yield from _read_record(doc, record, None if index is None else f"item {index}")
-        return
-    for item in doc.records():
-        if isinstance(item, Skip):
-            yield item
-        else:
-            yield from _read_record(doc, item[1], f"line {item[0]}")
+    return read_each(doc, _read_record, split_lists=True)
 
 
 def _read_record(doc: Document, record: Any, where: str | None) -> Iterator[Trace | Skip]:
