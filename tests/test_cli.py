@@ -324,3 +324,49 @@ def test_refresh_lists_what_it_skipped(tmp_path):
                                  "--state-dir", str(tmp_path / "state")])
     assert result.exit_code == 3, result.output
     assert "skipped: " in result.stdout and "junk.json" in result.stdout
+
+
+def test_sigterm_drains_a_model_run_and_the_same_command_resumes_it(demo_traces, tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    answers = tmp_path / "answers.json"
+    lesson = {"title": "Run one test file first", "rule": "Run the narrowest test.", "when": "When testing.", "kind": "procedure",
+              "subject": "pytest", "polarity": "do", "steps": [1], "quote": ""}
+    answers.write_text(json.dumps({"_delay": 0.1, "analyse-failure": {"lessons": [lesson]}, "analyse-success": {"lessons": [lesson]},
+                                   "merge": {"groups": [], "contradictions": []}}))
+    command = [sys.executable, str(ROOT / "cli.py"), "distill", str(demo_traces), "--out", str(tmp_path / "out"), "--skill", "demo",
+               "--model", f"scripted:{answers}", "--concurrency", "1", "--json", "--set", f"state_dir={tmp_path / 'state'}"]
+    env = {**os.environ, "CI": "1"}
+    child = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    journal = tmp_path / "state" / "checkpoints.journal.sqlite"
+    deadline = time.monotonic() + 60
+    while True:
+        assert child.poll() is None and time.monotonic() < deadline, "the run ended before it could be interrupted"
+        try:
+            with sqlite3.connect(journal) as db:
+                if db.execute("SELECT COUNT(*) FROM analyses").fetchone()[0] >= 3:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 75, stderr
+    assert "drained" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out" / "demo").exists()
+
+    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["analysed"] == 40
+    assert summary["usage"]["calls"] <= 40 - 3 + 11, "analyses finished before SIGTERM are not repeated"
+
+
+def test_the_scripted_model_is_chosen_by_name_and_needs_its_answers_file(demo_traces, tmp_path):
+    bare = runner.invoke(app, ["distill", str(demo_traces), "--out", str(tmp_path / "o"), "--model", "scripted"])
+    assert bare.exit_code == 78 and "scripted:PATH.json" in bare.output
+    missing = runner.invoke(app, ["distill", str(demo_traces), "--out", str(tmp_path / "o"), "--model", f"scripted:{tmp_path / 'nope.json'}"])
+    assert missing.exit_code == 78

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -155,9 +156,10 @@ def distill(
             print_quote(estimate)
             if dry_run:
                 return
-        with _progress_reporter(_show_progress(json_out)) as progress:
+        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
             checkpoint = config.state_dir / "checkpoints.sqlite" if llm is not None else None
-            result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run, checkpoint=checkpoint)
+            result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,
+                                        checkpoint=checkpoint, control=control)
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
 
@@ -261,26 +263,18 @@ def refresh(
     json_out: JsonOpt = False,
 ) -> None:
     """Fold new trajectories into a skill and publish the change (commit, branch or pull request)."""
-    import signal
-
-    from langgraph.runtime import RunControl
-
     from .refresh import refresh as run_refresh
     from .report import print_refresh
 
     overrides = {"skill.name": skill, "skill.out": out, "skill.layout": layout, "llm.model": model,
                  "publish.mode": publish, "publish.base": base, "state_dir": state_dir}
-    control = RunControl()
-    previous = signal.signal(signal.SIGTERM, lambda *_: control.request_drain("sigterm"))
     try:
         config = _config(config_path, overrides, settings)
-        with _progress_reporter(_show_progress(json_out)) as progress:
+        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
             outcome = run_refresh(config, _llm(ctx, config), paths or None, since=since, pr_body_path=pr_body,
                                   progress=progress, control=control)
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     print_refresh(outcome, json_out=json_out)
     if outcome.result is not None and outcome.result.skipped:
         raise typer.Exit(EXIT_PARTIAL)
@@ -315,6 +309,21 @@ def rollback(
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     typer.echo(f"restored {rel} {result.restored} as {result.version} in commit {result.sha[:12]} (tag {result.tag})")
+
+
+@contextmanager
+def _drain_on_sigterm():
+    """SIGTERM asks the run to stop at the next safe point (exit 75, resumable) instead of killing it."""
+    import signal
+
+    from langgraph.runtime import RunControl
+
+    control = RunControl()
+    previous = signal.signal(signal.SIGTERM, lambda *_: control.request_drain("sigterm"))
+    try:
+        yield control
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _progress_reporter:

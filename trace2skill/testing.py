@@ -11,6 +11,7 @@ import asyncio
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -39,13 +40,44 @@ class ScriptedLLM:
         model: name reported in summaries and provenance.
     """
 
-    def __init__(self, responder: Responder | None = None, model: str = "scripted"):
+    def __init__(self, responder: Responder | None = None, model: str = "scripted", delay: float = 0.0):
         self.model = model
+        self.delay = delay
         self.usage = Usage()
         self.calls: list[RecordedCall] = []
         self._queues: dict[str, deque[Any]] = defaultdict(deque)
         self._responder = responder
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_file(cls, path: "Path", model: str | None = None) -> "ScriptedLLM":
+        """A scripted model answering every call of a purpose with that purpose's answer in a JSON file.
+
+        The file maps purposes (`analyse-failure`, `analyse-success`, `merge`) to one answer
+        each, so `--model scripted:answers.json` replays a fixed script whatever the call order.
+        An optional `"_delay": seconds` makes every call take that long (for interruption tests).
+
+        Raises:
+            ConfigError: the file cannot be read or is not a JSON object.
+        """
+        import json
+
+        from .errors import ConfigError
+
+        try:
+            script = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"cannot read the scripted model's answers {str(path)!r}: {exc}") from None
+        if not isinstance(script, dict):
+            raise ConfigError(f"{str(path)!r} must map purposes to answers, e.g. {{\"merge\": {{...}}}}")
+
+        def answer(messages: list[dict[str, str]], output: type[BaseModel], purpose: str) -> Any:
+            if purpose not in script:
+                raise LLMError(f"the script {str(path)!r} has no answer for {purpose!r}")
+            return script[purpose]
+
+        delay = float(script.pop("_delay", 0.0))
+        return cls(answer, model=model or f"scripted:{path}", delay=delay)
 
     def enqueue(self, purpose: str, *answers: Any) -> "ScriptedLLM":
         """Queue answers for calls with this purpose, consumed in order."""
@@ -57,6 +89,8 @@ class ScriptedLLM:
 
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
         self.calls.append(RecordedCall(purpose, messages, output.__name__))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self._queues[purpose]:
             answer = self._queues[purpose].popleft()
         elif self._responder is not None:

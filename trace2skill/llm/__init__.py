@@ -52,6 +52,16 @@ def build_llm(config: Config) -> LLMClient | None:
     """
     if config.offline:
         return None
+    if config.llm.model.startswith("scripted"):
+        from pathlib import Path
+
+        from ..errors import ConfigError
+        from ..testing import ScriptedLLM
+
+        _, _, script = config.llm.model.partition(":")
+        if not script:
+            raise ConfigError("the scripted model replays a file of answers: use --model scripted:PATH.json")
+        return with_budget(ScriptedLLM.from_file(Path(script)), config)
     if config.llm.model.startswith("llamacpp/"):
         from .llamacpp_backend import LlamaCppClient
 
@@ -76,7 +86,7 @@ def with_budget(client: LLMClient, config: Config) -> LLMClient:
 
 def model_price(model: str) -> tuple[float, float] | None:
     """Per-token (input, output) price of `model`, None when unknown or offline."""
-    if model in {"offline", "scripted"} or model.startswith("llamacpp/"):
+    if model == "offline" or model.startswith(("scripted", "llamacpp/")):
         return None
     from .litellm_backend import price_per_token
 
