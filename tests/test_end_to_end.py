@@ -173,3 +173,37 @@ def test_a_planted_secret_never_reaches_prompts_lessons_skill_or_output(demo_tra
     assert llm.count() > 0
     assert all(SECRET not in m["content"] for call in llm.calls for m in call.messages)
     assert any("[REDACTED" in m["content"] for call in llm.calls for m in call.messages)
+
+
+def test_a_reworded_model_lesson_updates_the_existing_rule_instead_of_duplicating_it(demo_traces, tmp_path):
+    def wording(variant):
+        def respond(messages, output, purpose):
+            if output is MergeDecision:
+                return MergeDecision(groups=[], contradictions=[])
+            step = int(re.search(r"\[step (\d+)\]", messages[1]["content"]).group(1))
+            title = "Run the narrowest tests first" if variant else "Run the narrowest test first"
+            rule = ("Run a single test file before the whole suite, read its failures from the bottom up, fix the first "
+                    "one, and only then widen the run to the module and finally to the package that owns the change.")
+            return AnalystReport(lessons=[dict(title=title, rule=rule,
+                                               when="When verifying a fix.", kind="procedure", subject="pytest", polarity="do",
+                                               steps=[step], quote="")])
+        return respond
+
+    trajs = demo_traces / "mini-swe-agent-swebench-verified" / "trajs"
+    parked = tmp_path / "parked"
+    parked.mkdir()
+    for folder in sorted(trajs.iterdir())[20:]:
+        folder.rename(parked / folder.name)
+    config = load_config(overrides={"llm.model": "scripted", "skill.out": tmp_path / "out", "skill.name": "demo"}, env={})
+    distill(config, ScriptedLLM(wording(False)), [demo_traces])
+    first = tmp_path / "first"
+    first.mkdir()
+    for folder in list(trajs.iterdir()):
+        folder.rename(first / folder.name)
+    for folder in parked.iterdir():
+        folder.rename(trajs / folder.name)
+    result, build = distill(config, ScriptedLLM(wording(True)), [demo_traces])
+    ids = rule_ids(build.files["SKILL.md"])
+    assert len(ids) == 1, "the reworded lesson landed on the existing rule"
+    assert json.loads(build.files["provenance.json"])["rules"][ids[0]]["succeeding_support"] + \
+        json.loads(build.files["provenance.json"])["rules"][ids[0]]["failing_support"] == 40

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -179,6 +179,31 @@ def _finish(lessons: list[Lesson], conflicts: list[Conflict], sets: list[LessonS
     unique = {(c.a.signature, c.b.signature): c for c in sorted(conflicts, key=lambda c: c.id)}
     sources = tuple(sorted({t for s in sets for t in s.sources}))
     return LessonSet(lessons=tuple(lessons), conflicts=tuple(sorted(unique.values(), key=lambda c: c.id)), level=level, sources=sources)
+
+
+def anchor_to_existing(lessons: Iterable[Lesson], existing: Iterable[Any]) -> list[Lesson]:
+    """Give a new lesson the signature of an existing rule it restates, so the rule is updated, not duplicated.
+
+    `existing` holds anything with `title`, `rule`, `kind`, `polarity` and `signature`: the
+    rules a previous build recorded in provenance.json.
+
+    Models word the same insight differently from run to run; without this, every incremental
+    refresh would add a near-copy of a rule the skill already has. Only lessons of the same kind
+    and polarity whose wording is near-identical (the threshold used for dedup) are anchored.
+    """
+    known = [(e, _shingles(f"{e.title} {e.rule}")) for e in sorted(existing, key=lambda e: e.signature)]
+    signatures = {e.signature for e, _ in known}
+    anchored = []
+    for lesson in lessons:
+        if lesson.signature not in signatures:
+            words = _shingles(f"{lesson.title} {lesson.rule}")
+            match = next((e for e, sh in known if (e.kind, e.polarity) == (lesson.kind, lesson.polarity)
+                          and _jaccard(words, sh) >= NEAR_DUPLICATE), None)
+            if match is not None:
+                lesson = Lesson.create(**{**lesson.model_dump(exclude={"id", "signature", "evidence"}),
+                                          "signature": match.signature, "evidence": lesson.evidence})
+        anchored.append(lesson)
+    return anchored
 
 
 def detect_polarity_conflicts(lessons: list[Lesson]) -> list[Conflict]:

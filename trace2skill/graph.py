@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -20,7 +20,7 @@ from langgraph.types import Overwrite, Send
 
 from .analyse import analyse_trace
 from .config import Config
-from .consolidate import chunk, merge_sets, merge_sets_llm
+from .consolidate import anchor_to_existing, chunk, merge_sets, merge_sets_llm
 from .errors import BudgetExceeded, Interrupted, LLMError, LLMRequestsBlocked
 from .journal import AnalysisJournal
 from .llm import LLMClient
@@ -39,7 +39,7 @@ class State(TypedDict, total=False):
 
 def build_graph(
     llm: LLMClient | None, config: Config, traces: Mapping[str, Trace], checkpointer: Any = None,
-    journal: AnalysisJournal | None = None, control: Any = None,
+    journal: AnalysisJournal | None = None, control: Any = None, existing: Sequence[Any] = (),
 ):
     """Compile the analyse-and-merge graph for one run.
 
@@ -48,6 +48,8 @@ def build_graph(
 
     `control` is the run's LangGraph `RunControl`: LangGraph drains only between supersteps,
     and every analysis shares one superstep, so analysts also check it before calling the model.
+    `existing` are the rules the skill already has; a model's lesson restating one is anchored
+    to it (see `consolidate.anchor_to_existing`).
     """
 
     async def analyse(payload: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +61,8 @@ def build_graph(
             raise Interrupted("run drained on request; rerun the same command to resume from the checkpoint")
         try:
             lessons = await analyse_trace(trace, llm, config)
+            if existing and llm is not None:
+                lessons = lessons.model_copy(update={"lessons": tuple(anchor_to_existing(lessons.lessons, existing))})
         except (BudgetExceeded, LLMRequestsBlocked):
             raise
         except LLMError as exc:

@@ -161,7 +161,7 @@ async def _consolidate(
             # (and the database lock) open for the resumed run.
             connection = await stack.enter_async_context(aiosqlite.connect(str(checkpoint), isolation_level=None))
             saver = AsyncSqliteSaver(connection)
-        graph = build_graph(llm, config, {t.id: t for t in ingested.traces}, saver, journal, control)
+        graph = build_graph(llm, config, {t.id: t for t in ingested.traces}, saver, journal, control, existing_rules(config))
         cfg = run_config(len(ingested.traces), config, thread_id)
         inputs: Any = {"traces": [t.id for t in ingested.traces], "level": 0}
         previous = await graph.aget_state(cfg) if checkpoint is not None else None
@@ -188,6 +188,17 @@ def _report(update: dict, counts: dict[str, int], progress: Progress | None, tot
             progress(node, counts[node], totals[node])
 
 
+
+
+def existing_rules(config: Config) -> list[Any]:
+    """The rules the target skill already records in provenance.json (none for a new skill)."""
+    from .provenance import load_provenance
+
+    source = config.skill_dir() / "provenance.json"
+    if not source.is_file():
+        return []
+    provenance = load_provenance(source.read_text(encoding="utf-8"))
+    return [*provenance.rules.values(), *provenance.withheld.values()]
 
 
 async def _close_clients(llm: LLMClient | None) -> None:
