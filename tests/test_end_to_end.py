@@ -207,3 +207,21 @@ def test_a_reworded_model_lesson_updates_the_existing_rule_instead_of_duplicatin
     assert len(ids) == 1, "the reworded lesson landed on the existing rule"
     assert json.loads(build.files["provenance.json"])["rules"][ids[0]]["succeeding_support"] + \
         json.loads(build.files["provenance.json"])["rules"][ids[0]]["failing_support"] == 40
+
+
+def test_lessons_quoting_task_specific_literals_are_reported(demo_traces, tmp_path):
+    leaky = "astropy__astropy-13453"
+
+    def respond(messages, output, purpose):
+        if output is MergeDecision:
+            return MergeDecision(groups=[], contradictions=[])
+        step = int(re.search(r"\[step (\d+)\]", messages[1]["content"]).group(1))
+        title = f"Fix {leaky} by editing html.py" if leaky in messages[1]["content"] else "Reproduce before editing"
+        return AnalystReport(lessons=[dict(title=title, rule="Write a reproduction script first.", when="Always.", kind="procedure",
+                                           subject="repro", polarity="do", steps=[step], quote="")])
+
+    config = load_config(overrides={"llm.model": "scripted", "skill.out": tmp_path / "out", "skill.name": "demo"}, env={})
+    result, _ = distill(config, ScriptedLLM(respond), [demo_traces])
+    assert len(result.warnings) == 1 and leaky in result.warnings[0]
+    offline, _ = distill(load_config(overrides={"skill.out": tmp_path / "off", "skill.name": "demo"}, env={}), None, [demo_traces])
+    assert offline.warnings == ()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
 from .skill import check_skill_target
 from .config import Config
@@ -100,6 +101,7 @@ def distill(
         usage=llm.usage if llm is not None else Usage(),
         seconds=round(time.monotonic() - started, 2),
         redactions=dict(ingested.redactions),
+        warnings=tuple(leakage(final.lessons, ingested.traces)),
     )
     return result, build
 

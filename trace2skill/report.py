@@ -47,6 +47,8 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         table.add_row(key, value)
     console.print(table)
     _print_skips(console, result.skipped)
+    for warning in result.warnings:
+        Console(stderr=True, highlight=False).print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
 def _print_skips(console: Console, skips: Any) -> None:

@@ -263,3 +263,5 @@ class RunResult(_Frozen):
     usage: Usage
     seconds: float
     redactions: dict[str, int] = Field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """Things a reviewer should look at, such as lessons quoting task-specific literals."""

@@ -1,0 +1,40 @@
+"""Leakage audit: rules must transfer, so they must not quote what only one task contains.
+
+A lesson that names a trajectory's id, or a literal that appears only in one task statement
+(a test id, a dotted path, a file path), is likely to encode that task's answer rather than a
+transferable rule. Such lessons are reported, with the literal and the trace it came from, so a
+reviewer can judge them; nothing is rewritten or dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from .types import Lesson, Trace
+
+_LITERAL = re.compile(r"\b(?:test_[A-Za-z0-9_]{4,}|[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*){2,}|[\w.-]+/[\w./-]+\.\w{1,4})\b")
+
+
+def task_literals(traces: Iterable[Trace]) -> dict[str, str]:
+    """Literal -> trace id, for literals that occur in exactly one task statement (or are trace ids)."""
+    traces = list(traces)
+    found = {t.id: set(_LITERAL.findall(t.task)) for t in traces}
+    seen = Counter(literal for literals in found.values() for literal in literals)
+    unique = {literal: tid for tid, literals in found.items() for literal in literals if seen[literal] == 1}
+    unique.update({t.id: t.id for t in traces if len(t.id) >= 6})
+    return unique
+
+
+def leakage(lessons: Iterable[Lesson], traces: Iterable[Trace]) -> list[str]:
+    """One warning per lesson that quotes a task-specific literal in its title, rule or when."""
+    literals = task_literals(traces)
+    warnings = []
+    for lesson in sorted(lessons, key=lambda l: l.id):
+        text = " ".join((lesson.title, lesson.rule, lesson.when))
+        hits = sorted(literal for literal in literals if literal in text)
+        if hits:
+            sources = ", ".join(f"{hit!r} (from {literals[hit]})" for hit in hits[:3])
+            warnings.append(f"lesson {lesson.title!r} quotes task-specific literals: {sources}")
+    return warnings
