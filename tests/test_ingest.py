@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -14,11 +14,11 @@ from trace2skill.config import AnalyseConfig, Config
 from trace2skill.errors import ConfigError, NoInputError
 from trace2skill.ingest import (
     READERS,
-    check_report,
     detect_format,
     iter_documents,
     iter_traces,
     load_traces,
+    stream_report,
 )
 from trace2skill.types import Skip, Trace
 
@@ -362,8 +362,7 @@ def test_detect_format_and_streaming_api(tmp_path):
 
 def test_check_report_is_json_ready(tmp_path):
     (tmp_path / "bad.json").write_text("{")
-    result = load_traces([DATA / "tau_bench", tmp_path])
-    report = json.loads(json.dumps(check_report(result)))
+    report = json.loads(json.dumps(stream_report([DATA / "tau_bench", tmp_path])))
     assert report["traces"] == 3 and report["skipped"] == 1 and report["formats"] == {"tau_bench": 3}
     assert report["skips"][0]["path"] == str(tmp_path / "bad.json")
 

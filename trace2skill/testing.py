@@ -47,7 +47,6 @@ class ScriptedLLM:
         self.calls: list[RecordedCall] = []
         self._queues: dict[str, deque[Any]] = defaultdict(deque)
         self._responder = responder
-        self._lock = asyncio.Lock()
 
     @classmethod
     def from_file(cls, path: "Path", model: str | None = None) -> "ScriptedLLM":

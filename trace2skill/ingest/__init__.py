@@ -54,7 +54,6 @@ __all__ = [
     "Document",
     "IngestResult",
     "Reader",
-    "check_report",
     "detect_format",
     "iter_documents",
     "iter_traces",
@@ -291,21 +290,8 @@ def _unique_ids(traces: list[Trace]) -> tuple[list[Trace], list[Skip]]:
     return kept, skips
 
 
-def check_report(result: IngestResult) -> dict[str, Any]:
-    """JSON-able data for `trace2skill ingest --check`: counts, label files, every skip."""
-    return {
-        "traces": len(result.traces),
-        "skipped": len(result.skips),
-        "formats": result.formats,
-        "outcomes": result.outcomes,
-        "redactions": result.redactions,
-        "label_sources": result.label_sources,
-        "skips": [skip.model_dump() for skip in result.skips],
-    }
-
-
 def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None = None, *, emit_to: Path | None = None) -> dict[str, Any]:
-    """Read `paths` one trajectory at a time, optionally writing ATIF, and report like `check_report`.
+    """Read `paths` one trajectory at a time, optionally writing ATIF, and report counts and skips.
 
     Nothing is held but counts and skips, so a dump larger than memory can be checked or
     converted.
