@@ -143,6 +143,7 @@ def distill(
     }
     from .budget import preflight
     from .ingest import load_traces
+    from .journal import checkpoint_path
     from .report import print_quote, print_summary
 
     try:
@@ -157,7 +158,7 @@ def distill(
             if dry_run:
                 return
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
-            checkpoint = config.state_dir / "checkpoints.sqlite" if llm is not None else None
+            checkpoint = checkpoint_path(config.state_dir) if llm is not None else None
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,
                                         checkpoint=checkpoint, control=control)
     except (Trace2SkillError, OSError) as exc:

@@ -54,7 +54,8 @@ def build_graph(
 
     async def analyse(payload: dict[str, Any]) -> dict[str, Any]:
         trace = traces[payload["trace_id"]]
-        recorded = journal.get(trace.digest()) if journal is not None else None
+        digest = trace.digest() if journal is not None else ""
+        recorded = journal.get(digest) if journal is not None else None
         if recorded is not None:
             return {"pool": [recorded.model_dump(mode="json")]}
         if control is not None and control.drain_requested:
@@ -68,7 +69,7 @@ def build_graph(
         except LLMError as exc:
             return {"failed": [{"trace_id": trace.id, "reason": str(exc)}], "pool": [LessonSet(sources=(trace.id,)).model_dump(mode="json")]}
         if journal is not None:
-            journal.put(trace.digest(), lessons)
+            journal.put(digest, lessons)
         return {"pool": [lessons.model_dump(mode="json")]}
 
     def gate(state: State) -> dict[str, Any]:

@@ -14,6 +14,19 @@ from pathlib import Path
 from .types import LessonSet
 
 
+CHECKPOINT_FILE = "checkpoints.sqlite"
+
+
+def checkpoint_path(state_dir: Path) -> Path:
+    """The LangGraph checkpoint database of runs that keep state in `state_dir`."""
+    return state_dir / CHECKPOINT_FILE
+
+
+def journal_path(checkpoint: Path) -> Path:
+    """The analysis journal kept beside a checkpoint database."""
+    return checkpoint.with_suffix(".journal.sqlite")
+
+
 class AnalysisJournal:
     """SQLite table of (run id, trace digest) -> the analyst's `LessonSet`."""
 

@@ -151,9 +151,9 @@ async def _consolidate(
         saver: Any = InMemorySaver()
         journal = None
         if checkpoint is not None:
-            from .journal import AnalysisJournal
+            from .journal import AnalysisJournal, journal_path
 
-            journal = AnalysisJournal(checkpoint.with_suffix(".journal.sqlite"), thread_id)
+            journal = AnalysisJournal(journal_path(checkpoint), thread_id)
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
             import aiosqlite

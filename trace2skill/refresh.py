@@ -21,13 +21,11 @@ from . import __version__
 from .config import Config
 from .errors import NoInputError, PublishError
 from .ingest import IngestResult, load_traces
+from .journal import AnalysisJournal, checkpoint_path, journal_path
 from .llm import LLMClient
 from .pipeline import Progress, distill, no_input_message
 from .state import RefreshState, load_state, run_lock, save_state
 from .types import RunResult, Trace
-
-CHECKPOINT_FILE = "checkpoints.sqlite"
-
 
 @dataclass(frozen=True)
 class RefreshOutcome:
@@ -82,7 +80,7 @@ def refresh(
                 save_state(config.state_dir, state)
             rejected = {rid: r.support for rid, r in state.skill(name).rejected.items()}
             result, build = distill(config, llm, ingested=fresh, progress=progress, control=control,
-                                    checkpoint=config.state_dir / CHECKPOINT_FILE, rejected=rejected)
+                                    checkpoint=checkpoint_path(config.state_dir), rejected=rejected)
             digests = [t.digest() for t in fresh.traces]
             if not build.changed:
                 save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
@@ -116,9 +114,7 @@ def select_new(ingested: IngestResult, state: RefreshState, skill: str, since: d
 
 
 def _forget_journal(config: Config, run_id: str) -> None:
-    from .journal import AnalysisJournal
-
-    AnalysisJournal((config.state_dir / CHECKPOINT_FILE).with_suffix(".journal.sqlite"), run_id).forget()
+    AnalysisJournal(journal_path(checkpoint_path(config.state_dir)), run_id).forget()
 
 
 def _modified(trace: Trace) -> float:
