@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,16 +31,21 @@ class CachedClient:
         self._params = sampling_params(config)
         self._path = path
         self.hits = 0
+        self._ready = False
 
     @property
     def usage(self):
         return self.inner.usage
 
-    def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self._path)
-        db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
-        return db
+    def _run(self, sql: str, params: tuple) -> tuple | None:
+        """One statement on a short-lived connection, so concurrent analysts never share one."""
+        if not self._ready:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self._path, timeout=30)) as db, db:
+            if not self._ready:
+                db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+                self._ready = True
+            return db.execute(sql, params).fetchone()
 
     def key(self, messages: list[dict[str, str]], output: type[BaseModel]) -> str:
         return content_hash(
@@ -48,12 +54,10 @@ class CachedClient:
 
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
         key = self.key(messages, output)
-        with self._connect() as db:
-            row = db.execute("SELECT reply FROM responses WHERE key = ?", (key,)).fetchone()
+        row = self._run("SELECT reply FROM responses WHERE key = ?", (key,))
         if row is not None:
             self.hits += 1
             return output.model_validate_json(row[0])
         value = await self.inner.complete(messages, output=output, purpose=purpose)
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, json.dumps(value.model_dump(mode="json"))))
+        self._run("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, json.dumps(value.model_dump(mode="json"))))
         return value
