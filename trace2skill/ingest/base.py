@@ -15,11 +15,49 @@ reader yields a `Skip` with a precise reason for each record it cannot use, and 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..types import Skip, Trace
+
+
+@dataclass
+class Ledger:
+    """What one document holds and what its reader did with it: the fidelity accounting.
+
+    A reader counts the raw records of its input as it meets them (`saw`), independently of
+    what it turns into steps, and explains every record it does not use: `ignore` for records
+    left out on purpose (with the rule, e.g. "hook progress events carry no agent action"),
+    `drop` for records it could not use (`ingest --check --strict` fails on those). What was
+    read (steps, calls, results paired, errors flagged) is counted by the ingest core from the
+    traces the reader yields, so the two sides are independent.
+    """
+
+    version: str | None = None
+    """The format version the file declares or the reader recognised, when known."""
+    records: int = 0
+    """Raw records in the file: lines, messages, events or spans (the reader's unit)."""
+    calls: int = 0
+    """Tool calls present in the raw file."""
+    results: int = 0
+    """Tool results present in the raw file."""
+    ignored: Counter[str] = field(default_factory=Counter)
+    """Records left out on purpose, by rule."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Records that could not be used, by reason."""
+
+    def saw(self, records: int = 0, calls: int = 0, results: int = 0) -> None:
+        self.records += records
+        self.calls += calls
+        self.results += results
+
+    def ignore(self, rule: str, n: int = 1) -> None:
+        self.ignored[rule] += n
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] += n
 
 
 @dataclass
@@ -32,6 +70,8 @@ class Document:
     _value: Any = None
     _records: Callable[[], Iterator[tuple[int, Any] | Skip]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)
+    """The reader's accounting for this document (see `Ledger`)."""
 
     def value(self) -> Any:
         """The parsed JSON value (json documents only)."""
