@@ -1,6 +1,6 @@
 import asyncio
 
-from trace2skill.analyse import AnalystReport, analyse_trace, analyst_messages
+from trace2skill.analyse import AnalystReport, ModelAnalyst, analyst_messages
 from trace2skill.config import load_config
 from trace2skill.testing import ScriptedLLM
 from trace2skill.types import Observation, SourceRef, Step, ToolCall, Trace
@@ -20,7 +20,7 @@ def analyse_with(quote, steps):
                  subject="PyTest", polarity="do", steps=steps, quote=quote)
     llm = ScriptedLLM().enqueue("analyse-failure", AnalystReport(lessons=[draft]))
     config = load_config(overrides={"llm.model": "scripted"}, env={})
-    return asyncio.run(analyse_trace(TRACE, llm, config)), llm
+    return asyncio.run(ModelAnalyst(llm, config).analyse(TRACE)), llm
 
 
 def test_failures_go_to_the_error_analyst_with_step_numbers_in_the_prompt():

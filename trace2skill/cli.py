@@ -94,11 +94,12 @@ def _warn_unmatched_labels(config, matched: int, total: int) -> None:
 
 
 def _llm(ctx: typer.Context, config):
-    from .llm import build_llm, with_budget
+    """The model client (the library puts it under the run's caps), or None offline."""
+    from .llm import build_llm
 
     factory = (ctx.obj or {}).get("llm_factory")
     if factory is not None:
-        return with_budget(factory(config), config)
+        return factory(config)
     return build_llm(config)
 
 
@@ -141,28 +142,29 @@ def distill(
         "consolidate.fan_in": fan_in, "consolidate.min_support": min_support,
         "budget.max_cost": budget, "budget.max_calls": max_calls, "budget.approved": True if yes else None,
     }
-    from .budget import preflight
     from .ingest import load_traces
     from .journal import checkpoint_path
+    from .pipeline import plan
     from .report import print_quote, print_summary
 
     try:
         config = _config(config_path, overrides, settings)
         llm = _llm(ctx, config)
-        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
+        with _reading(_show_progress(json_out)):
+            ingested = load_traces(paths or [Path(p) for p in config.sources], config)
         labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
         _warn_unmatched_labels(config, labelled, len(ingested.traces))
-        if llm is not None:
-            estimate = preflight(ingested.traces, config, llm.model)
-            print_quote(estimate)
-            if dry_run:
-                return
+        checkpoint = checkpoint_path(config.state_dir) if llm is not None else None
+        if llm is not None and dry_run and ingested.traces:
+            print_quote(plan(config, llm, ingested, checkpoint).quote)
+            return
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
-            checkpoint = checkpoint_path(config.state_dir) if llm is not None else None
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,
-                                        checkpoint=checkpoint, control=control)
+                                        checkpoint=checkpoint, control=control, on_quote=print_quote)
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        raise _interrupted() from None
 
     print_summary(result, build, json_out=json_out, dry_run=dry_run)
     if result.skipped:
@@ -276,6 +278,8 @@ def refresh(
                                   progress=progress, control=control)
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        raise _interrupted() from None
     print_refresh(outcome, json_out=json_out)
     if outcome.result is not None and outcome.result.skipped:
         raise typer.Exit(EXIT_PARTIAL)
@@ -327,8 +331,30 @@ def _drain_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _interrupted() -> typer.Exit:
+    """Ctrl-C: one line and exit 75 (the journal keeps finished work), no tracebacks or warnings."""
+    import warnings
+
+    from .errors import Interrupted
+
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    return _fail(Interrupted("interrupted; rerun the same command to resume"))
+
+
+@contextmanager
+def _reading(enabled: bool):
+    """A spinner on stderr while trajectories are read (large corpora take a while)."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("reading trajectories..."):
+        yield
+
+
 class _progress_reporter:
-    """A rich progress bar on stderr driven by graph events; a no-op when not wanted."""
+    """A rich progress bar on stderr driven by graph events: count, rate, ETA, spend, failures."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -339,17 +365,24 @@ class _progress_reporter:
         if not self.enabled:
             return None
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                  console=Console(stderr=True), transient=False)
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[rate]}"),
+                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                  TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False)
         self._progress.__enter__()
         return self.update
 
-    def update(self, stage: str, done: int, total: int) -> None:
+    def update(self, stage: str, done: int, total: int, *, failed: int = 0, cost: float | None = None) -> None:
         if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(f"{stage:8}", total=total or None)
-        self._progress.update(self._tasks[stage], completed=done, total=total or None)
+            self._tasks[stage] = self._progress.add_task(f"{stage:8}", total=total or None, rate="", status="")
+        task = self._tasks[stage]
+        elapsed = self._progress.tasks[task].elapsed or 0.0
+        rate = f"{done / elapsed:5.1f}/s" if elapsed > 0 else ""
+        status = (f"${cost:.4f}" if cost is not None else "") + (f"  {failed} failed" if failed else "")
+        self._progress.update(task, completed=done, total=total or None, rate=rate, status=status)
 
     def __exit__(self, *exc_info):
         if self._progress is not None:

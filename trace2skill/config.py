@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -26,15 +26,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
+class RateLimit(_Section):
+    requests: int | None = Field(default=None, ge=1)
+    """Most requests sent per minute."""
+    tokens: int | None = Field(default=None, ge=1)
+    """Most prompt tokens (estimated) sent per minute."""
+
+
 class LLMConfig(_Section):
     model: str = OFFLINE_MODEL
     """litellm model string (`openai/gpt-4.1-mini`, `ollama_chat/qwen3`), `offline` for the LLM-free analyst, or `scripted` in tests."""
     api_base: str | None = None
     """Base URL of a local OpenAI-compatible server (ollama, vLLM, llama.cpp)."""
+    api_key_env: str | None = None
+    """Environment variable whose value is sent as the key to `api_base`. An `api_base` read from a
+    configuration file gets a key only when the same file names this variable."""
+    structured: Literal["json_schema", "tool", "json"] = "json_schema"
+    """How replies are constrained: a JSON schema, a forced tool call, or plain JSON mode (schema in the prompt)."""
+    price_in: float | None = Field(default=None, ge=0)
+    """US dollars per million input tokens, for models whose price litellm does not know."""
+    price_out: float | None = Field(default=None, ge=0)
+    """US dollars per million output tokens, for models whose price litellm does not know."""
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    """Requests and tokens per minute this run may send (unset: no limit)."""
+    min_support: int = Field(default=2, ge=1)
+    """Distinct tasks a model-written lesson needs before it may enter SKILL.md."""
+    _api_base_from_file: bool = PrivateAttr(default=False)
+    """True when `api_base` was read from a configuration file (set by `load_config`, never by a file)."""
     timeout: float = 120.0
     """Seconds allowed for one model call."""
     num_retries: int = 2
-    """Transport retries per call (rate limits, timeouts, 5xx)."""
+    """Retries per request on rate limits, timeouts, connection errors and 5xx (never on key, permission or bad-request errors)."""
     temperature: float | None = None
     """Sent only when set; the provider's default applies otherwise."""
     seed: int | None = None
@@ -177,6 +199,8 @@ def load_config(
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = _read_file(path, cwd or Path.cwd())
+    file_llm = data.get("llm") if isinstance(data.get("llm"), dict) else {}
+    file_base, file_key_env = file_llm.get("api_base"), file_llm.get("api_key_env")
     from_env: dict[str, str] = {}
     for key, value in sorted(env.items()):
         if not key.startswith(ENV_PREFIX):
@@ -192,10 +216,15 @@ def load_config(
     if token:
         data.setdefault("publish", {})["token"] = token
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(_describe_problem(e, from_env) for e in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None
+    base_from_file = file_base is not None and "llm.api_base" not in from_env and (overrides or {}).get("llm.api_base") is None
+    if base_from_file and config.llm.api_key_env != file_key_env:
+        config.llm.api_key_env = None  # the file's api_base may only receive a key variable the same file names
+    config.llm._api_base_from_file = base_from_file
+    return config
 
 
 def _describe_problem(error: Any, from_env: Mapping[str, str]) -> str:

@@ -37,6 +37,36 @@ class LLMError(Trace2SkillError):
     exit_code = 69
 
 
+class ProviderUnavailable(LLMError):
+    """The provider could not be reached or failed (connection, timeout, 5xx); retried with back-off."""
+
+    exit_code = 69
+
+
+class RateLimited(ProviderUnavailable):
+    """The provider kept refusing for rate limits; a later rerun can succeed."""
+
+    exit_code = 75
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderRejected(LLMError):
+    """The provider refused the request as configured (key, permission, model, parameters).
+
+    Never retried: the same request would be refused again. The message carries the
+    provider's whole text and what to set.
+    """
+
+    exit_code = 78
+
+
+class ContextTooLong(ProviderRejected):
+    """The prompt exceeds the model's context window; the analyst shrinks the trajectory once."""
+
+
 class LLMRequestsBlocked(LLMError):
     """A real model call was attempted while requests are blocked (the test suite)."""
 
@@ -70,6 +100,13 @@ class BudgetExceeded(Trace2SkillError):
     """A hard cost or call cap was reached; the run stops and stays resumable."""
 
     exit_code = 75
+
+
+class BudgetRefused(BudgetExceeded):
+    """The quote is above the cap or needs approval: nothing was sent, and rerunning the same
+    command cannot succeed, so this is a configuration error, not a temporary one."""
+
+    exit_code = 78
 
 
 class Interrupted(Trace2SkillError):

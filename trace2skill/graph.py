@@ -4,53 +4,82 @@
 
 `gate` stages the pool and empties it (`Overwrite`), sorted by content hash so merge groups
 never depend on completion order; it ends the loop when one set is left. Node bodies are thin
-adapters over `analyse` and `consolidate`; state holds plain dicts so a SQLite checkpoint can
-resume a run without re-running finished analysts.
+adapters over the run's `Analyst`; the journal answers what was already paid for (see
+`journal`), and only successful work is written to it.
+
+Failure policy: one trajectory whose analysis fails is recorded in `failed` and the run goes on
+(exit 3, retried by the next run). A refusal that every later request would share (key,
+permission, model, parameters, rate limits that outlast the retries, a budget cap) stops the
+run at once, and so does a run of `STOP_AFTER` identical errors, so a broken provider costs a
+handful of requests, not one per trajectory.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Overwrite, Send
 
-from .analyse import analyse_trace
+from .analyse import Analyst
 from .config import Config
-from .consolidate import anchor_to_existing, chunk, merge_sets, merge_sets_llm
-from .errors import BudgetExceeded, Interrupted, LLMError, LLMRequestsBlocked
+from .consolidate import chunk, merge_sets
+from .errors import (BudgetExceeded, ContextTooLong, Interrupted, LessonParseError, LLMError, LLMRequestsBlocked,
+                     ProviderRejected, RateLimited)
 from .journal import AnalysisJournal
-from .llm import LLMClient
-from .types import LessonSet, Trace
+from .types import LessonSet, Trace, content_hash
+
+STOP_AFTER = 5
+"""Identical consecutive analysis errors after which the run stops instead of trying every trace."""
 
 
 class State(TypedDict, total=False):
     traces: list[str]
-    """Ids of the traces to analyse; the traces themselves stay outside the checkpointed state."""
+    """Ids of the traces to analyse; the traces themselves stay outside the graph state."""
     pool: Annotated[list[dict[str, Any]], operator.add]
     staged: list[dict[str, Any]]
     level: int
     final: dict[str, Any]
     failed: Annotated[list[dict[str, str]], operator.add]
+    notes: Annotated[list[str], operator.add]
+    """Things the summary must say (a merge that fell back to the deterministic merge)."""
 
 
-def build_graph(
-    llm: LLMClient | None, config: Config, traces: Mapping[str, Trace], checkpointer: Any = None,
-    journal: AnalysisJournal | None = None, control: Any = None, existing: Sequence[Any] = (),
-):
+class FailureStreak:
+    """Stops the run after `limit` consecutive analysis errors with the same message."""
+
+    def __init__(self, limit: int = STOP_AFTER):
+        self.limit, self.last, self.count = limit, "", 0
+
+    def failed(self, exc: LLMError) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.count = self.count + 1 if message == self.last else 1
+        self.last = message
+        if self.count >= self.limit:
+            raise type(exc)(f"stopped after {self.count} identical errors in a row: {exc}") from exc
+
+    def succeeded(self) -> None:
+        self.last, self.count = "", 0
+
+
+def fatal(exc: Exception) -> bool:
+    """Errors every later request would share: the run stops instead of recording a failure."""
+    if isinstance(exc, ContextTooLong):
+        return False
+    return isinstance(exc, (BudgetExceeded, LLMRequestsBlocked, ProviderRejected, RateLimited))
+
+
+def build_graph(analyst: Analyst, config: Config, traces: Mapping[str, Trace], checkpointer: Any = None,
+                journal: AnalysisJournal | None = None, control: Any = None):
     """Compile the analyse-and-merge graph for one run.
-
-    The graph carries trace ids, not trace contents: a run id is derived from the inputs, so a
-    resumed run has the same traces at hand, and checkpoints stay small.
 
     `control` is the run's LangGraph `RunControl`: LangGraph drains only between supersteps,
     and every analysis shares one superstep, so analysts also check it before calling the model.
-    `existing` are the rules the skill already has; a model's lesson restating one is anchored
-    to it (see `consolidate.anchor_to_existing`).
     """
+    streak = FailureStreak()
 
     async def analyse(payload: dict[str, Any]) -> dict[str, Any]:
         trace = traces[payload["trace_id"]]
@@ -59,15 +88,15 @@ def build_graph(
         if recorded is not None:
             return {"pool": [recorded.model_dump(mode="json")]}
         if control is not None and control.drain_requested:
-            raise Interrupted("run drained on request; rerun the same command to resume from the checkpoint")
+            raise Interrupted("interrupted; rerun the same command to resume")
         try:
-            lessons = await analyse_trace(trace, llm, config)
-            if existing and llm is not None:
-                lessons = lessons.model_copy(update={"lessons": tuple(anchor_to_existing(lessons.lessons, existing))})
-        except (BudgetExceeded, LLMRequestsBlocked):
-            raise
+            lessons = await analyst.analyse(trace)
         except LLMError as exc:
+            if fatal(exc):
+                raise
+            streak.failed(exc)
             return {"failed": [{"trace_id": trace.id, "reason": str(exc)}], "pool": [LessonSet(sources=(trace.id,)).model_dump(mode="json")]}
+        streak.succeeded()
         if journal is not None:
             journal.put(digest, lessons)
         return {"pool": [lessons.model_dump(mode="json")]}
@@ -84,15 +113,17 @@ def build_graph(
 
     async def merge(payload: dict[str, Any]) -> dict[str, Any]:
         sets = [LessonSet.model_validate(s) for s in payload["sets"]]
-        if llm is None:
-            merged = merge_sets(sets, payload["level"])
-        else:
-            try:
-                merged = await merge_sets_llm(sets, payload["level"], llm)
-            except (BudgetExceeded, LLMRequestsBlocked):
-                raise
-            except LLMError:
-                merged = merge_sets(sets, payload["level"])
+        key = content_hash([payload["level"], [s.key() for s in sets]])
+        recorded = journal.get_merge(key) if journal is not None else None
+        if recorded is not None:
+            return {"pool": [recorded.model_dump(mode="json")]}
+        try:
+            merged = await analyst.merge(sets, payload["level"])
+        except LessonParseError as exc:
+            note = f"a merge at level {payload['level']} used the deterministic merge: the model's reply was unusable ({exc})"
+            return {"pool": [merge_sets(sets, payload["level"]).model_dump(mode="json")], "notes": [note]}
+        if journal is not None:
+            journal.put_merge(key, merged)
         return {"pool": [merged.model_dump(mode="json")]}
 
     def finish(state: State) -> dict[str, Any]:

@@ -68,10 +68,6 @@ def refresh(
         fresh = select_new(ingested, state, name, since)
         if not fresh.traces:
             return RefreshOutcome(name, False, f"no changes: all {len(ingested.traces)} trajectories were already distilled")
-        if llm is not None:
-            from .budget import preflight
-
-            preflight(fresh.traces, config, llm.model)
         git = _GitTarget.open(config) if config.publish.mode != "none" else None
         branch = git.prepare(config) if git else None
         try:
