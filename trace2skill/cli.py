@@ -156,7 +156,7 @@ def distill(
         _warn_unmatched_labels(config, labelled, len(ingested.traces))
         checkpoint = checkpoint_path(config.state_dir) if llm is not None else None
         if llm is not None and dry_run and ingested.traces:
-            print_quote(plan(config, llm, ingested, checkpoint).quote)
+            print_quote(plan(config, llm, ingested, checkpoint, check=False).quote)
             return
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,

@@ -9,9 +9,11 @@ adapters over the run's `Analyst`; the journal answers what was already paid for
 
 Failure policy: one trajectory whose analysis fails is recorded in `failed` and the run goes on
 (exit 3, retried by the next run). A refusal that every later request would share (key,
-permission, model, parameters, rate limits that outlast the retries, a budget cap) stops the
-run at once, and so does a run of `STOP_AFTER` identical errors, so a broken provider costs a
-handful of requests, not one per trajectory.
+permission, model, parameters, rate limits that outlast the retries, a budget cap) halts the
+run, and so does a run of `STOP_AFTER` identical provider errors, so a broken provider costs a
+handful of requests, not one per trajectory. Halting sends nothing new but lets requests
+already in flight finish and be journaled (cancelling them would waste what the cap allowed);
+the graph then skips the merges and `Halt.raise_if_halted` re-raises the first cause.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .analyse import Analyst
 from .config import Config
 from .consolidate import chunk, merge_sets
 from .errors import (BudgetExceeded, ContextTooLong, Interrupted, LessonParseError, LLMError, LLMRequestsBlocked,
-                     ProviderRejected, RateLimited)
+                     ProviderRejected, ProviderUnavailable, RateLimited)
 from .journal import AnalysisJournal
 from .types import LessonSet, Trace, content_hash
 
@@ -44,6 +46,8 @@ class State(TypedDict, total=False):
     level: int
     final: dict[str, Any]
     failed: Annotated[list[dict[str, str]], operator.add]
+    halted: Annotated[list[str], operator.add]
+    """Why the run stopped early (see `Halt`); no merge runs once set."""
     notes: Annotated[list[str], operator.add]
     """Things the summary must say (a merge that fell back to the deterministic merge)."""
 
@@ -55,6 +59,9 @@ class FailureStreak:
         self.limit, self.last, self.count = limit, "", 0
 
     def failed(self, exc: LLMError) -> None:
+        if not isinstance(exc, ProviderUnavailable):
+            self.last, self.count = "", 0
+            return
         message = f"{type(exc).__name__}: {exc}"
         self.count = self.count + 1 if message == self.last else 1
         self.last = message
@@ -65,6 +72,21 @@ class FailureStreak:
         self.last, self.count = "", 0
 
 
+class Halt:
+    """The first error that stops the run; analysts check it before sending anything."""
+
+    def __init__(self):
+        self.cause: Exception | None = None
+
+    def stop(self, exc: Exception) -> dict[str, Any]:
+        self.cause = self.cause or exc
+        return {"halted": [str(exc)]}
+
+    def raise_if_halted(self) -> None:
+        if self.cause is not None:
+            raise self.cause
+
+
 def fatal(exc: Exception) -> bool:
     """Errors every later request would share: the run stops instead of recording a failure."""
     if isinstance(exc, ContextTooLong):
@@ -73,13 +95,15 @@ def fatal(exc: Exception) -> bool:
 
 
 def build_graph(analyst: Analyst, config: Config, traces: Mapping[str, Trace], checkpointer: Any = None,
-                journal: AnalysisJournal | None = None, control: Any = None):
+                journal: AnalysisJournal | None = None, control: Any = None, halt: Halt | None = None):
     """Compile the analyse-and-merge graph for one run.
 
     `control` is the run's LangGraph `RunControl`: LangGraph drains only between supersteps,
     and every analysis shares one superstep, so analysts also check it before calling the model.
+    `halt` receives the error that stopped the run early, if any.
     """
     streak = FailureStreak()
+    halt = halt if halt is not None else Halt()
 
     async def analyse(payload: dict[str, Any]) -> dict[str, Any]:
         trace = traces[payload["trace_id"]]
@@ -89,12 +113,17 @@ def build_graph(analyst: Analyst, config: Config, traces: Mapping[str, Trace], c
             return {"pool": [recorded.model_dump(mode="json")]}
         if control is not None and control.drain_requested:
             raise Interrupted("interrupted; rerun the same command to resume")
+        if halt.cause is not None:
+            return {"halted": ["not analysed: the run stopped"]}
         try:
             lessons = await analyst.analyse(trace)
-        except LLMError as exc:
+        except (LLMError, BudgetExceeded) as exc:
             if fatal(exc):
-                raise
-            streak.failed(exc)
+                return halt.stop(exc)
+            try:
+                streak.failed(exc)
+            except LLMError as stopped:
+                return halt.stop(stopped)
             return {"failed": [{"trace_id": trace.id, "reason": str(exc)}], "pool": [LessonSet(sources=(trace.id,)).model_dump(mode="json")]}
         streak.succeeded()
         if journal is not None:
@@ -107,7 +136,7 @@ def build_graph(analyst: Analyst, config: Config, traces: Mapping[str, Trace], c
 
     def route(state: State):
         staged = state["staged"]
-        if len(staged) <= 1:
+        if len(staged) <= 1 or state.get("halted"):
             return "finish"
         return [Send("merge", {"sets": group, "level": state["level"]}) for group in chunk(list(staged), config.consolidate.fan_in)]
 

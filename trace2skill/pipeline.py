@@ -27,7 +27,7 @@ from .budget import Quote, preflight
 from .config import Config
 from .consolidate import merge_count
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
-from .graph import build_graph, run_config
+from .graph import Halt, build_graph, run_config
 from .ingest import IngestResult, load_traces
 from .journal import AnalysisJournal, journal_path
 from .llm import LLMClient, close_clients
@@ -59,10 +59,14 @@ class Plan:
     quote: Quote | None
 
 
-def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoint: Path | None) -> Plan:
-    """Choose the analyst and quote the work left; refuse a run the caps cannot cover.
+def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoint: Path | None,
+         check: bool = True) -> Plan:
+    """Choose the analyst, check the model (when `check` and work is left), quote the work left,
+    and refuse a run the caps cannot cover. The check comes first: it is one tiny request and
+    fails fast on a wrong key or model, before the quote reads every trajectory.
 
     Raises:
+        ProviderRejected: the model, key or structured output does not work (exit 78).
         ConfigError: `--budget` with an unknown price and no `llm.price_in` / `llm.price_out`.
         BudgetRefused: the quote is above `--budget`, or above `budget.approve_above` without `--yes`.
     """
@@ -75,6 +79,8 @@ def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoi
     if analyst.mode == "llm":
         analysed = journal.analysed() if journal is not None else set()
         merges = journal.merges_done() if journal is not None else 0
+        if check and len(analysed) < len(ingested.traces):
+            asyncio.run(_check(analyst))
         estimate = preflight(ingested.traces, config, analyst.model, analysed=analysed, merges_done=merges)
     return Plan(analyst, run, journal, estimate)
 
@@ -201,10 +207,8 @@ async def _consolidate(ingested: IngestResult, analyst: Analyst, config: Config,
     from langgraph.checkpoint.memory import InMemorySaver
 
     try:
-        left = len(ingested.traces) - (len(journal.analysed()) if journal is not None else 0)
-        if left > 0:
-            await analyst.check()
-        graph = build_graph(analyst, config, {t.id: t for t in ingested.traces}, InMemorySaver(), journal, control)
+        halt = Halt()
+        graph = build_graph(analyst, config, {t.id: t for t in ingested.traces}, InMemorySaver(), journal, control, halt)
         cfg = run_config(len(ingested.traces), config, thread_id)
         totals = {"analyse": len(ingested.traces), "merge": merge_count(len(ingested.traces), config.consolidate.fan_in)}
         counts = {"analyse": 0, "merge": 0, "failed": 0}
@@ -214,11 +218,19 @@ async def _consolidate(ingested: IngestResult, analyst: Analyst, config: Config,
                 _report(update, counts, progress, totals, analyst)
         except GraphDrained:
             raise Interrupted("interrupted (drained on request); rerun the same command to resume") from None
+        halt.raise_if_halted()
         state = (await graph.aget_state(cfg)).values
     finally:
         await close_clients()
     failed = [Skip(path=f["trace_id"], record=None, reason=f"analysis failed: {f['reason']}") for f in state.get("failed", [])]
     return LessonSet.model_validate(state["final"]), failed, list(state.get("notes", []))
+
+
+async def _check(analyst: Analyst) -> None:
+    try:
+        await analyst.check()
+    finally:
+        await close_clients()
 
 
 def _report(update: dict, counts: dict[str, int], progress: Progress | None, totals: dict[str, int], analyst: Analyst) -> None:

@@ -114,6 +114,7 @@ class LiteLLMClient:
             kwargs["tools"] = [{"type": "function", "function": {"name": output.__name__, "parameters": schema,
                                                                  "description": (output.__doc__ or "").strip()[:500]}}]
             kwargs["tool_choice"] = {"type": "function", "function": {"name": output.__name__}}
+            kwargs["_skip_mcp_handler"] = True  # litellm 1.106 otherwise imports its MCP proxy (needs `mcp`) for any tools
         else:
             kwargs["response_format"] = {"type": "json_object"}
             hint = "\n\nReply with one JSON object matching this JSON schema:\n" + json.dumps(schema)
