@@ -4,8 +4,9 @@ It answers `POST /v1/chat/completions` (and `/chat/completions`) and `GET /v1/mo
 OpenAI does, and lets a test script the ways a real provider fails:
 
 - `key`: the bearer key it accepts; anything else gets OpenAI's 401 body.
-- `fail(status, times=N, retry_after=S, message=...)`: the next N requests get that status
-  (429 with a `Retry-After` header, 500, 400 ...); `fail_always(...)` for an outage.
+- `fail(status, times=N, retry_after=S, message=..., code=..., when=...)`: the next N requests
+  (that `when(body)` accepts) get that status (429 with a `Retry-After` header, 500, 400 with
+  `context_length_exceeded` ...); `fail_always(...)` for an outage, `heal()` to end it.
 - `latency`: seconds each answer takes (applied without holding other requests back).
 - `reply`: a function `reply(request_json) -> dict | str` giving the assistant's content
   (a dict is sent as JSON text). When the request forces a tool call, the content is returned
@@ -41,6 +42,8 @@ class Fault:
     message: str
     retry_after: float | None = None
     code: str | None = None
+    when: Callable[[dict[str, Any]], bool] | None = None
+    """Only requests whose JSON body this accepts get the fault (None: the next request)."""
 
 
 @dataclass
@@ -73,9 +76,11 @@ class FakeServer:
 
     # -- scripting ------------------------------------------------------------------------
     def fail(self, status: int, times: int = 1, *, retry_after: float | None = None, message: str | None = None,
-             code: str | None = None) -> "FakeServer":
+             code: str | None = None, when: Callable[[dict[str, Any]], bool] | None = None) -> "FakeServer":
+        """The next `times` requests (that `when` accepts, if given) get this error."""
         with self._lock:
-            self._faults.extend(Fault(status, message or _default_message(status), retry_after, code) for _ in range(times))
+            self._faults.extend(Fault(status, message or _default_message(status), retry_after, code, when)
+                                for _ in range(times))
         return self
 
     def fail_always(self, status: int, *, retry_after: float | None = None, message: str | None = None) -> "FakeServer":
@@ -159,7 +164,10 @@ class FakeServer:
             return 401, _error(f"Incorrect API key provided: {shown}. You can find your API key at "
                                "https://platform.openai.com/account/api-keys.", "invalid_request_error", "invalid_api_key"), {}
         with self._lock:
-            fault = self._faults.popleft() if self._faults else self._always
+            fault = next((f for f in self._faults if f.when is None or f.when(entry.body)), None)
+            if fault is not None:
+                self._faults.remove(fault)
+            fault = fault or self._always
         if fault is not None:
             headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             return fault.status, _error(fault.message, "server_error" if fault.status >= 500 else "invalid_request_error",

@@ -50,3 +50,37 @@ def test_success_prompt_differs_from_failure_prompt():
     success = TRACE.model_copy(update={"outcome": "success"})
     assert "SUCCEEDED" in analyst_messages(success, config)[1]["content"]
     assert "FAILED" in analyst_messages(TRACE, config)[1]["content"]
+
+
+def test_an_analyst_given_the_skill_amends_a_rule_by_id_and_the_provenance_keeps_both(demo_traces, tmp_path):
+    import json
+    import re
+
+    from test_llm_path import corpus
+    from trace2skill.pipeline import distill
+
+    first, second = corpus(demo_traces, tmp_path / "a", 4), corpus(demo_traces, tmp_path / "b", 4, start=4)
+    config = load_config(overrides={"llm.model": "scripted", "skill.out": tmp_path / "out", "skill.name": "demo"}, env={})
+    lesson = dict(title="Run the narrowest test first", rule="Run only the failing test file before the full suite.",
+                  when="When checking a fix.", kind="procedure", subject="pytest", polarity="do", steps=[1], quote="")
+    merge = {"groups": [], "contradictions": []}
+    distill(config, ScriptedLLM(lambda m, o, p: {"lessons": [lesson]} if p.startswith("analyse") else merge), [first])
+    provenance = tmp_path / "out" / "demo" / "provenance.json"
+    [(rid, before)] = [(k, r) for k, r in json.loads(provenance.read_text())["rules"].items() if r["title"] == lesson["title"]]
+
+    def amend(messages, output, purpose):
+        if not purpose.startswith("analyse"):
+            return merge
+        shown = re.search(r"^- (r-[0-9a-f]{8}): Run the narrowest test first: ", messages[1]["content"], re.M)
+        return {"lessons": [dict(lesson, title="Run the narrowest failing test first", relation="amends",
+                                 rule="Run only the failing test, then its file, then the full suite.", rule_id=shown.group(1))]}
+
+    llm = ScriptedLLM(amend)
+    distill(config, llm, [second])
+    assert llm.count() >= 4 and all(rid in call.messages[1]["content"] for call in llm.calls if call.purpose.startswith("analyse"))
+    after = json.loads(provenance.read_text())["rules"][rid]
+    assert after["title"] == "Run the narrowest failing test first"
+    names = lambda folder: {p.name for p in (folder / "trajs").iterdir()}  # trajectory ids are the folder names
+    assert {e["trace_id"] for e in after["evidence"]} == names(first) | names(second)
+    assert set(before["lesson_ids"]) < set(after["lesson_ids"]), "the original lessons stay in the rule's provenance"
+    assert "Run the narrowest failing test first" in (tmp_path / "out" / "demo" / "SKILL.md").read_text()

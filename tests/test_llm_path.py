@@ -288,3 +288,48 @@ def test_an_injected_command_the_model_obeys_is_held_for_review_not_written(demo
     [record] = [r for r in withheld.values() if EVIL in r["rule"]]
     assert record["reason"] == "needs-review" and len({e["trace_id"] for e in record["evidence"]}) == 2, \
         "two trajectories meet the default minimum support: only the safety hold keeps it out"
+
+
+def test_identical_provider_errors_stop_the_run_after_five(demo_traces, tmp_path, local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 12)
+    with FakeServer(reply=answer) as server:
+        server.fail(500, times=100, message="upstream model crashed", when=lambda body: "connection works" not in str(body))
+        down = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url, "--concurrency", "1",
+                                               "--set", "llm.num_retries=0"))
+        assert down.exit_code == 69, down.output
+        assert "stopped after 5 identical errors" in down.output and "upstream model crashed" in down.output
+        assert len(server.requests) == 1 + 5
+
+
+def test_a_context_length_error_shrinks_the_trajectory_and_retries_once(demo_traces, tmp_path, local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 1)
+    too_long = "This model's maximum context length is 4096 tokens. However, your messages resulted in 9000 tokens."
+    with FakeServer(reply=answer) as server:
+        server.fail(400, times=1, message=too_long, code="context_length_exceeded", when=lambda body: "<trajectory>" in str(body))
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url))
+        assert result.exit_code == 0, result.output
+        first, second = [r for r in server.completions() if is_analysis(r)]
+        assert first.status == 400 and second.status == 200
+        assert len(second.body["messages"][1]["content"]) < len(first.body["messages"][1]["content"])
+
+
+def test_the_rate_limiter_spaces_requests_by_requests_and_tokens_per_minute():
+    import asyncio
+
+    from trace2skill.llm.retry import RateLimiter
+
+    now = [0.0]
+    waits: list[float] = []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(requests=2, tokens=1000, clock=lambda: now[0], sleep=sleep)
+
+    async def go():
+        for tokens in (100, 100, 100, 950):
+            await limiter.acquire(tokens)
+
+    asyncio.run(go())
+    assert waits == [60.0, 60.0], "third request waits for the window; the 950-token one until 100 + 950 fits in 1000"
