@@ -111,8 +111,8 @@ def build_graph(analyst: Analyst, config: Config, traces: Mapping[str, Trace], c
         recorded = journal.get(digest) if journal is not None else None
         if recorded is not None:
             return {"pool": [recorded.model_dump(mode="json")]}
-        if control is not None and control.drain_requested:
-            raise Interrupted("interrupted; rerun the same command to resume")
+        if control is not None and control.drain_requested and halt.cause is None:
+            halt.stop(Interrupted("interrupted (run drained on request); rerun the same command to resume"))
         if halt.cause is not None:
             return {"halted": ["not analysed: the run stopped"]}
         try:

@@ -172,10 +172,10 @@ def no_input_message(ingested: IngestResult) -> str:
 
 def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInfo:
     source_digest = content_hash(sorted(t.digest() for t in ingested.traces))
-    settings = config.model_dump(mode="json", include=ANSWER_SETTINGS)
-    run_id = "run-" + content_hash([source_digest, analyst.model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
-    sent = {k: v for k, v in settings["llm"].items() if k in {"temperature", "seed", "max_tokens"} and v is not None}
     model_run = analyst.mode == "llm"
+    settings = config.model_dump(mode="json", include={k: v for k, v in ANSWER_SETTINGS.items() if model_run or k != "llm"})
+    run_id = "run-" + content_hash([source_digest, analyst.model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
+    sent = {k: v for k, v in settings.get("llm", {}).items() if k in {"temperature", "seed", "max_tokens"} and v is not None}
     return RunInfo(
         settings={
             "sampling": sent if model_run else {},
