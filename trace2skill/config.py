@@ -64,7 +64,7 @@ class LLMConfig(_Section):
     max_tokens: int | None = None
     """Sent only when set."""
     cache: bool = True
-    """Reuse recorded responses for identical requests (keyed on every sampling parameter)."""
+    """Reuse the journal of successful analyses and merges of the same run id (inputs, model, sampling, prompts)."""
 
 
 class AnalyseConfig(_Section):
