@@ -94,79 +94,92 @@ def fatal(exc: Exception) -> bool:
     return isinstance(exc, (BudgetExceeded, LLMRequestsBlocked, ProviderRejected, RateLimited))
 
 
-def build_graph(analyst: Analyst, config: Config, traces: Mapping[str, Trace], checkpointer: Any = None,
-                journal: AnalysisJournal | None = None, control: Any = None, halt: Halt | None = None):
-    """Compile the analyse-and-merge graph for one run.
+class Nodes:
+    """The graph's node bodies for one run: thin adapters over the analyst and the journal.
 
     `control` is the run's LangGraph `RunControl`: LangGraph drains only between supersteps,
     and every analysis shares one superstep, so analysts also check it before calling the model.
-    `halt` receives the error that stopped the run early, if any.
     """
-    streak = FailureStreak()
-    halt = halt if halt is not None else Halt()
 
-    async def analyse(payload: dict[str, Any]) -> dict[str, Any]:
-        trace = traces[payload["trace_id"]]
-        digest = trace.digest() if journal is not None else ""
-        recorded = journal.get(digest) if journal is not None else None
+    def __init__(self, analyst: Analyst, config: Config, traces: Mapping[str, Trace],
+                 journal: AnalysisJournal | None, control: Any, halt: Halt):
+        self.analyst, self.config, self.traces = analyst, config, traces
+        self.journal, self.control, self.halt = journal, control, halt
+        self.streak = FailureStreak()
+
+    async def analyse(self, payload: dict[str, Any]) -> dict[str, Any]:
+        trace = self.traces[payload["trace_id"]]
+        digest = trace.digest() if self.journal is not None else ""
+        recorded = self.journal.get(digest) if self.journal is not None else None
         if recorded is not None:
             return {"pool": [recorded.model_dump(mode="json")]}
-        if control is not None and control.drain_requested and halt.cause is None:
-            halt.stop(Interrupted("interrupted (run drained on request); rerun the same command to resume"))
-        if halt.cause is not None:
+        if self.control is not None and self.control.drain_requested and self.halt.cause is None:
+            self.halt.stop(Interrupted("interrupted (run drained on request); rerun the same command to resume"))
+        if self.halt.cause is not None:
             return {"halted": ["not analysed: the run stopped"]}
         try:
-            lessons = await analyst.analyse(trace)
+            lessons = await self.analyst.analyse(trace)
         except (LLMError, BudgetExceeded) as exc:
-            if fatal(exc):
-                return halt.stop(exc)
-            try:
-                streak.failed(exc)
-            except LLMError as stopped:
-                return halt.stop(stopped)
-            return {"failed": [{"trace_id": trace.id, "reason": str(exc)}], "pool": [LessonSet(sources=(trace.id,)).model_dump(mode="json")]}
-        streak.succeeded()
-        if journal is not None:
-            journal.put(digest, lessons)
+            return self._failed(trace, exc)
+        self.streak.succeeded()
+        if self.journal is not None:
+            self.journal.put(digest, lessons)
         return {"pool": [lessons.model_dump(mode="json")]}
 
-    def gate(state: State) -> dict[str, Any]:
+    def _failed(self, trace: Trace, exc: Exception) -> dict[str, Any]:
+        """Record one failed analysis (retried by the next run), or halt the run."""
+        if fatal(exc):
+            return self.halt.stop(exc)
+        try:
+            self.streak.failed(exc)
+        except LLMError as stopped:
+            return self.halt.stop(stopped)
+        return {"failed": [{"trace_id": trace.id, "reason": str(exc)}],
+                "pool": [LessonSet(sources=(trace.id,)).model_dump(mode="json")]}
+
+    def gate(self, state: State) -> dict[str, Any]:
         staged = sorted(state.get("pool", []), key=lambda s: LessonSet.model_validate(s).key())
         return {"staged": staged, "pool": Overwrite([]), "level": state.get("level", 0) + 1}
 
-    def route(state: State):
+    def route(self, state: State):
         staged = state["staged"]
         if len(staged) <= 1 or state.get("halted"):
             return "finish"
-        return [Send("merge", {"sets": group, "level": state["level"]}) for group in chunk(list(staged), config.consolidate.fan_in)]
+        return [Send("merge", {"sets": group, "level": state["level"]})
+                for group in chunk(list(staged), self.config.consolidate.fan_in)]
 
-    async def merge(payload: dict[str, Any]) -> dict[str, Any]:
-        sets = [LessonSet.model_validate(s) for s in payload["sets"]]
-        key = content_hash([payload["level"], [s.key() for s in sets]])
-        recorded = journal.get_merge(key) if journal is not None else None
+    async def merge(self, payload: dict[str, Any]) -> dict[str, Any]:
+        sets, level = [LessonSet.model_validate(s) for s in payload["sets"]], payload["level"]
+        key = content_hash([level, [s.key() for s in sets]])
+        recorded = self.journal.get_merge(key) if self.journal is not None else None
         if recorded is not None:
             return {"pool": [recorded.model_dump(mode="json")]}
         try:
-            merged = await analyst.merge(sets, payload["level"])
+            merged = await self.analyst.merge(sets, level)
         except LessonParseError as exc:
-            note = f"a merge at level {payload['level']} used the deterministic merge: the model's reply was unusable ({exc})"
-            return {"pool": [merge_sets(sets, payload["level"]).model_dump(mode="json")], "notes": [note]}
-        if journal is not None:
-            journal.put_merge(key, merged)
+            note = f"a merge at level {level} used the deterministic merge: the model's reply was unusable ({exc})"
+            return {"pool": [merge_sets(sets, level).model_dump(mode="json")], "notes": [note]}
+        if self.journal is not None:
+            self.journal.put_merge(key, merged)
         return {"pool": [merged.model_dump(mode="json")]}
 
-    def finish(state: State) -> dict[str, Any]:
+    def finish(self, state: State) -> dict[str, Any]:
         staged = state.get("staged") or [LessonSet().model_dump(mode="json")]
         return {"final": staged[0]}
 
+
+def build_graph(analyst: Analyst, config: Config, traces: Mapping[str, Trace], checkpointer: Any = None,
+                journal: AnalysisJournal | None = None, control: Any = None, halt: Halt | None = None):
+    """Compile the analyse-and-merge graph for one run; `halt` receives the error that stopped it early."""
+    nodes = Nodes(analyst, config, traces, journal, control, halt if halt is not None else Halt())
     builder = StateGraph(State)
-    builder.add_node("analyse", analyse)
-    builder.add_node("gate", gate)
-    builder.add_node("merge", merge)
-    builder.add_node("finish", finish)
+    builder.add_node("analyse", nodes.analyse)
+    builder.add_node("gate", nodes.gate)
+    builder.add_node("merge", nodes.merge)
+    builder.add_node("finish", nodes.finish)
     builder.add_conditional_edges(START, lambda s: [Send("analyse", {"trace_id": t}) for t in s["traces"]] or "gate", ["analyse", "gate"])
     builder.add_edge("analyse", "gate")
-    builder.add_conditional_edges("gate", route, ["merge", "finish"])
+    builder.add_conditional_edges("gate", nodes.route, ["merge", "finish"])
     builder.add_edge("merge", "gate")
     builder.add_edge("finish", END)
     return builder.compile(checkpointer=checkpointer)

@@ -136,7 +136,14 @@ def distill(
         raise SkillValidationError(problems)
     if write and build.changed:
         write_skill_dir(config.skill_dir(), build.files)
-    result = RunResult(
+    result = _result(config, ingested, run, final, build, failed, analyst,
+                     time.monotonic() - started, tuple(leakage(final.lessons, ingested.traces)) + tuple(notes))
+    return result, build
+
+
+def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonSet, build: SkillBuild,
+            failed: list[Skip], analyst: Analyst, seconds: float, warnings: tuple[str, ...]) -> RunResult:
+    return RunResult(
         skill_dir=str(config.skill_dir()),
         run_id=run.run_id,
         mode=run.mode,
@@ -153,11 +160,10 @@ def distill(
         previous_version=build.previous_version,
         changed=build.changed,
         usage=analyst.usage,
-        seconds=round(time.monotonic() - started, 2),
+        seconds=round(seconds, 2),
         redactions=dict(ingested.redactions),
-        warnings=tuple(leakage(final.lessons, ingested.traces)) + tuple(notes),
+        warnings=warnings,
     )
-    return result, build
 
 
 def no_input_message(ingested: IngestResult) -> str:
