@@ -344,3 +344,46 @@ def test_the_rate_limiter_spaces_requests_by_requests_and_tokens_per_minute():
 
     asyncio.run(go())
     assert waits == [60.0, 60.0], "third request waits for the window; the 950-token one until 100 + 950 fits in 1000"
+
+
+def test_ctrl_c_says_how_to_resume_without_warnings_and_the_rerun_finishes(demo_traces, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    traces = corpus(demo_traces, tmp_path / "c", 10)
+    lesson = {"title": "Run one test file first", "rule": "Run the narrowest test.", "when": "When testing.",
+              "kind": "procedure", "subject": "pytest", "polarity": "do", "steps": [1], "quote": ""}
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"_delay": 0.3, "analyse-failure": {"lessons": [lesson]},
+                                   "analyse-success": {"lessons": [lesson]}, "merge": {"groups": [], "contradictions": []}}))
+    command = [sys.executable, str(ROOT / "cli.py"), "distill", str(traces), "--out", str(tmp_path / "out"), "--skill", "demo",
+               "--model", f"scripted:{answers}", "--concurrency", "1", "--json", "--set", f"state_dir={tmp_path / 'state'}"]
+    env = {**os.environ, "CI": "1", "PYTHONWARNINGS": "default"}
+    child = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    journal = tmp_path / "state" / "checkpoints.journal.sqlite"
+    deadline = time.monotonic() + 60
+    while not journal.exists() or not _analyses(journal):
+        assert child.poll() is None and time.monotonic() < deadline, child.stderr.read() if child.poll() is not None else ""
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 75, stderr
+    assert "interrupted; rerun the same command to resume" in stderr
+    assert "never awaited" not in stderr and "Traceback" not in stderr
+    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["analysed"] == 10
+
+
+def _analyses(journal: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(journal) as db:
+            return db.execute("SELECT COUNT(*) FROM analyses").fetchone()[0]
+    except sqlite3.Error:
+        return 0
