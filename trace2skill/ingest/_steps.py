@@ -239,16 +239,24 @@ _ERROR_WORDS = re.compile(
     re.MULTILINE | re.IGNORECASE,
 )
 _EXIT_WORDS = re.compile(
-    r"\b(?:exit(?:ed with)?|process exited with|return)[ _]?(?:code|status)\b[\s:=]*(-?\d+)",
+    r"\b(?:exit(?:ed with)?|return)[ _]?(?:code|status)\b[\s:=]*(-?\d+)",
     re.IGNORECASE,
 )
 
 
 def exit_code_in(text: str) -> int | None:
-    """The first exit status a tool result states in words (`Exit code: 1`, `exit status 2`,
-    `Process exited with code 0`, `returncode=1`), or None when it states none."""
-    match = _EXIT_WORDS.search(text)
-    return int(match.group(1)) if match else None
+    """The exit status a tool result states in words (`Exit code: 1`, `exit status 2`,
+    `Process exited with code 0`, `[Command finished with exit code 1]`, `returncode=1`) in
+    its first or last three lines, or None. Only the head and tail are read, where tools
+    report the status, so a file listing that mentions an exit code mid-way is not taken."""
+    if not isinstance(text, str):
+        return None
+    lines = text.strip().splitlines()
+    for line in lines[:3] + lines[-3:] if len(lines) > 6 else lines:
+        match = _EXIT_WORDS.search(line)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def looks_like_error(text: str) -> bool:
