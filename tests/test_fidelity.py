@@ -79,6 +79,27 @@ def raw_mini_swe_v2(path: Path) -> tuple[int, int]:
     return calls, results
 
 
+def raw_mini_swe_v1(path: Path) -> tuple[int, int]:
+    """1.x: an assistant message with exactly one ```bash block is a call; the user message
+    right after an assistant message is its result."""
+    messages = json.loads(path.read_text(encoding="utf-8"))["messages"]
+    calls = sum(m["role"] == "assistant" and m["content"].count("```bash") == 1 for m in messages)
+    results = sum(a["role"] == "assistant" and b["role"] == "user" for a, b in zip(messages, messages[1:]))
+    return calls, results
+
+
+def raw_swe_agent(path: Path) -> tuple[int, int]:
+    """An entry of `trajectory` with an action is a call and its observation the result; a
+    file with only `history` holds chat messages (`tool_calls`, `tool` replies)."""
+    value = json.loads(path.read_text(encoding="utf-8"))
+    entries = value.get("trajectory") or []
+    if entries:
+        return (sum(bool(e["action"].strip()) for e in entries),
+                sum(bool(e["observation"] or e["action"].strip()) for e in entries))
+    history = [m for m in value["history"] if not m.get("is_demo")]
+    return sum(len(m.get("tool_calls") or []) for m in history), sum(m["role"] == "tool" for m in history)
+
+
 def emitted(tmp_path: Path, *paths: Path, extra: tuple[str, ...] = ()) -> tuple[dict[str, list[int]], dict]:
     """Run `ingest --emit atif --json`; calls and results written, per source file, and the report."""
     out = tmp_path / "out.atif.jsonl"
@@ -125,6 +146,19 @@ def test_every_real_file_is_read_whole(tmp_path, fmt, raw, pattern):
         assert (row["calls_in_file"], row["results_in_file"]) == (calls, results), path
     assert all(row["clean"] for row in report["fidelity"])
     assert runner.invoke(app, ["ingest", str(folder), "--check", "--strict"]).exit_code == 0
+
+
+@pytest.mark.parametrize("folder, raw, pattern", [
+    (Path(__file__).parent.parent / "traces", raw_mini_swe_v1, "*.traj.json"),
+    (Path(__file__).parent / "data" / "formats" / "swe_agent", raw_swe_agent, "*.traj"),
+])
+def test_the_older_corpora_are_read_whole(tmp_path, folder, raw, pattern):
+    per_file, report = emitted(tmp_path, folder)
+    files = sorted(folder.rglob(pattern))
+    assert files
+    for path in files:
+        assert per_file[str(path)] == list(raw(path)), path
+    assert report["fidelity_summary"]["unexplained_calls"] == 0 and report["fidelity_summary"]["dropped"] == 0
 
 
 def test_the_five_long_claude_code_sessions_lose_no_call(tmp_path):
