@@ -36,6 +36,7 @@ from . import (
     codex,
     mini_swe_agent,
     openai_chat,
+    openhands,
     otlp,
     responses,
     swe_agent,
@@ -64,6 +65,7 @@ __all__ = [
 
 _DETECTION_ORDER = (
     atif,
+    openhands,
     mini_swe_agent,
     swe_agent,
     tau_bench,
@@ -151,7 +153,9 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
 
     if book.is_source(doc.path):
         return
-    if doc.kind == "json":
+    if doc.kind in ("zip", "text"):
+        sample = doc.value()
+    elif doc.kind == "json":
         sample = doc.value()
         if not forced and label_document(sample, doc.path) is not None:
             yield doc.skip("a results (labels) file, not a trajectory; pass it with --labels to use it")
