@@ -34,6 +34,7 @@ from . import (
     atif,
     claude_code,
     codex,
+    inspect_ai,
     mini_swe_agent,
     openai_chat,
     openhands,
@@ -65,6 +66,7 @@ __all__ = [
 
 _DETECTION_ORDER = (
     atif,
+    inspect_ai,
     openhands,
     mini_swe_agent,
     swe_agent,
