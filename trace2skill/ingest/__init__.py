@@ -41,6 +41,7 @@ from . import (
     otlp,
     responses,
     swe_agent,
+    tau2,
     tau_bench,
 )
 from ._steps import kind_of
@@ -70,6 +71,7 @@ _DETECTION_ORDER = (
     openhands,
     mini_swe_agent,
     swe_agent,
+    tau2,
     tau_bench,
     claude_code,
     codex,
