@@ -223,7 +223,8 @@ def _listify(node: Any) -> Any:
     return node
 
 
-def _emit(doc: Document, trace_id: str, spans: list[Span]) -> Iterator[Trace | Skip]:
+def _emit(doc: Document, trace_id: str, spans: list[Span], format_name: str = NAME) -> Iterator[Trace | Skip]:
+    """One trajectory from the spans of one trace (also used by the Langfuse reader)."""
     ordered = span_order(spans)
     conversation = _Conversation()
     for span in ordered:
@@ -246,9 +247,13 @@ def _emit(doc: Document, trace_id: str, spans: list[Span]) -> Iterator[Trace | S
         steps=steps,
         outcome="failure" if root.failed else "unknown",
         source=SourceRef(path=doc.path, record=where),
-        format=NAME,
+        format=format_name,
         extra=extra,
     )
+
+
+trace_from_spans = _emit
+"""Public name for readers that map other span stores onto `Span` (langfuse.py)."""
 
 
 def span_order(spans: list[Span]) -> list[Span]:
