@@ -30,6 +30,7 @@ from ..errors import ConfigError, NoInputError
 from ..redact import Redactor
 from ..types import Skip, Trace
 from . import (
+    aider,
     anthropic,
     atif,
     claude_code,
@@ -83,6 +84,7 @@ _DETECTION_ORDER = (
     responses,
     anthropic,
     openai_chat,
+    aider,
 )
 READERS: dict[str, Any] = {module.NAME: module for module in _DETECTION_ORDER}
 """Reader modules by `--format` name, in detection order (most specific shape first)."""
