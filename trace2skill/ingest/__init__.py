@@ -43,6 +43,7 @@ from . import (
     openhands,
     otlp,
     responses,
+    specstory,
     swe_agent,
     tau2,
     tau_bench,
@@ -85,6 +86,7 @@ _DETECTION_ORDER = (
     anthropic,
     openai_chat,
     aider,
+    specstory,
 )
 READERS: dict[str, Any] = {module.NAME: module for module in _DETECTION_ORDER}
 """Reader modules by `--format` name, in detection order (most specific shape first)."""
