@@ -34,6 +34,7 @@ from . import (
     anthropic,
     atif,
     claude_code,
+    cline,
     codex,
     gemini_cli,
     inspect_ai,
@@ -82,6 +83,7 @@ _DETECTION_ORDER = (
     gemini_cli,
     otlp,
     langfuse,
+    cline,
     responses,
     anthropic,
     openai_chat,
@@ -165,6 +167,8 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
 
     if book.is_source(doc.path):
         return
+    if not forced and cline.is_side_file(doc.path):
+        return  # a Cline task folder's UI log or settings: the conversation beside it is read
     if doc.kind in ("zip", "text"):
         sample = doc.value()
     elif doc.kind == "json":
