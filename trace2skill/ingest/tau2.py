@@ -62,7 +62,7 @@ def _simulation(doc: Document, sim: Any, where: str, info: dict[str, Any], tasks
     messages = sim.get("messages") or []
     if not messages and isinstance(sim.get("ticks"), list):
         doc.ledger.saw(records=len(sim["ticks"]))
-        messages = [m for tick in sim["ticks"] if isinstance(tick, dict) for m in _tick_messages(tick)]
+        messages = _join_chunks([m for tick in sim["ticks"] if isinstance(tick, dict) for m in _tick_messages(tick)])
     else:
         doc.ledger.saw(records=len(messages))
     steps = _steps(doc, messages)
@@ -101,6 +101,18 @@ def _tick_messages(tick: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"role": role, "content": chunk.get("content"), "tool_calls": calls, "chunk": True})
         out.extend(r for r in tick.get(f"{who}_tool_results") or [] if isinstance(r, dict))
     return out
+
+
+def _join_chunks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Streamed chunks of one speaker, one after another, joined into one message (as tau2 does)."""
+    joined: list[dict[str, Any]] = []
+    for message in messages:
+        last = joined[-1] if joined else None
+        if last is not None and message.get("chunk") and last.get("chunk") and last["role"] == message["role"] and not last["tool_calls"]:
+            joined[-1] = {**message, "content": (last.get("content") or "") + (message.get("content") or "")}
+        else:
+            joined.append(message)
+    return joined
 
 
 def _steps(doc: Document, messages: list[Any]) -> StepList:
