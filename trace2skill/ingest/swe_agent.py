@@ -8,7 +8,7 @@ preceded by the system prompt and the task taken from `history`. Demonstration m
 `history` (some demonstrations) are read from it as OpenAI-style messages.
 
 SWE-agent records no exit code, so `is_error` comes from the text (see
-`openai_chat.looks_like_error`), plus SWE-agent's own edit-linter rejection message.
+`_steps.looks_like_error`), plus SWE-agent's own edit-linter rejection message.
 `info.exit_status` is kept in `extra`; it says how the run ended (`submitted`,
 `exit_cost`, ...), not whether the fix was right, so the outcome stays `unknown` unless a
 results file or labels file says otherwise. The trace id is the file name without `.traj`,
@@ -24,9 +24,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
-from ._steps import kind_of, text_of
+from ._steps import kind_of, looks_like_error, text_of
 from .base import Document, read_each
-from .openai_chat import build_steps, looks_like_error
+from .openai_chat import build_steps
 
 NAME = "swe_agent"
 _ISSUE = re.compile(r"ISSUE:\s*\n(.*?)\n\s*INSTRUCTIONS:", re.DOTALL)
