@@ -183,6 +183,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
         doc.meta["format"] = "labels"
         return
     if not forced and cline.is_side_file(doc.path):
+        doc.meta["format"] = "cline side file"
         return  # a Cline task folder's UI log or settings: the conversation beside it is read
     if doc.kind in ("zip", "text"):
         sample = doc.value()

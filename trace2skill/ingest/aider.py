@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, derived_id
+from ._steps import StepList, derived_id, looks_like_error
 from .base import Document, Ledger
 
 NAME = "aider"
@@ -130,5 +130,6 @@ def _notices(ledger: Ledger, steps: StepList, lines: list[str], info: dict[str, 
 
 
 def _finish(steps: StepList, pending: list[str]) -> None:
-    call_id, flag, *content = pending
-    steps.attach(Observation(call_id=call_id, content="\n".join(c for c in content if c).strip(), is_error=flag == "error"))
+    call_id, flag, *lines = pending
+    content = "\n".join(c for c in lines if c).strip()
+    steps.attach(Observation(call_id=call_id, content=content, is_error=flag == "error" or looks_like_error(content)))

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, derived_id, kind_of, string_id, text_of
+from ._steps import StepList, arguments_text, derived_id, kind_of, looks_like_error, string_id, text_of
 from .base import Document, Ledger
 
 NAME = "cline"
@@ -169,7 +169,7 @@ def _user(ledger: Ledger, steps: StepList, blocks: list[Any], pending: list[Tool
         if kind == "tool_result":
             ledger.saw(results=1)
             content = text_of(block.get("content"))
-            failed = block.get("is_error") is True or any(e in content[:600] for e in _ERRORS)
+            failed = block.get("is_error") is True or any(e in content[:600] for e in _ERRORS) or looks_like_error(content)
             steps.attach(Observation(call_id=string_id(block.get("tool_use_id")), content=content, is_error=failed))
             continue
         text = text_of(block)
@@ -198,4 +198,4 @@ def _attach_text_result(steps: StepList, pending: list[ToolCall], text: str) -> 
     call = next((c for c in pending if c.name == name), pending[0] if pending else None)
     if call is not None:
         pending.remove(call)
-    steps.attach(Observation(call_id=call.id if call else None, content=text, is_error=any(e in text[:600] for e in _ERRORS)))
+    steps.attach(Observation(call_id=call.id if call else None, content=text, is_error=any(e in text[:600] for e in _ERRORS) or looks_like_error(text)))

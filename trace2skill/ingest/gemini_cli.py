@@ -3,8 +3,8 @@
 1. The chat history (`/chat save` checkpoints, exported trajectories): the Gemini API's own
    `Content[]`, a list of `{role: "user" | "model", parts: [...]}`. Model parts are `text`
    (with `thought: true` for thinking), `functionCall {id, name, args}`; user parts are `text`
-   and `functionResponse {id, name, response: {output} | {error}}` (an `error` key flags an
-   error). Calls and responses pair by `id`, else by name in order.
+   and `functionResponse {id, name, response: {output} | {error}}` (an `error` key, or words
+   such as `Error:`, flag an error). Calls and responses pair by `id`, else by name in order.
 2. The automatic session record (`~/.gemini/tmp/<project>/chats/session-*.json`,
    `chatRecordingService.ts`): `{sessionId, projectHash, startTime, lastUpdated, messages}`,
    where a `gemini` message carries `toolCalls [{id, name, args, result, status,
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, derived_id, kind_of, string_id, text_of
+from ._steps import StepList, arguments_text, derived_id, kind_of, looks_like_error, string_id, text_of
 from .base import Document, Ledger
 
 NAME = "gemini_cli"
@@ -122,8 +122,8 @@ def _observation(response: dict[str, Any], pending: list[ToolCall]) -> Observati
         call_id = match.id
     body = response.get("response") if isinstance(response.get("response"), dict) else {}
     failed = "error" in body
-    content = text_of(body.get("error") if failed else body.get("output", body.get("content")))
-    return Observation(call_id=call_id, content=content or arguments_text(body), is_error=failed)
+    content = text_of(body.get("error") if failed else body.get("output", body.get("content"))) or arguments_text(body)
+    return Observation(call_id=call_id, content=content, is_error=failed or looks_like_error(content))
 
 
 def _from_record(ledger: Ledger, messages: list[Any]) -> StepList:
@@ -151,7 +151,7 @@ def _gemini_message(ledger: Ledger, steps: StepList, message: dict[str, Any]) ->
     for call in message.get("toolCalls") or []:
         ledger.saw(calls=1)
         if not isinstance(call, dict):
-            ledger.drop("tool call is not an object")
+            ledger.drop("tool call is not an object", calls=1)
             continue
         call_id = string_id(call.get("id")) or f"{message.get('id')}-{call.get('name')}"
         steps.add_call(index, ToolCall(id=call_id, name=str(call.get("name") or "tool"), arguments=arguments_text(call.get("args"))))
@@ -159,7 +159,8 @@ def _gemini_message(ledger: Ledger, steps: StepList, message: dict[str, Any]) ->
             continue
         ledger.saw(results=1)
         content = _record_result(call.get("result")) or text_of(call.get("resultDisplay"))
-        steps.attach(Observation(call_id=call_id, content=content, is_error=call.get("status") in ("error", "cancelled")))
+        steps.attach(Observation(call_id=call_id, content=content,
+                                 is_error=call.get("status") in ("error", "cancelled") or looks_like_error(content)))
 
 
 def _record_result(result: Any) -> str:

@@ -6,7 +6,8 @@ A `.json` log is one object `{version, status, eval, plan, results, stats, sampl
 sample at a time. A sample (`EvalSample`) keeps the conversation in `messages`
 (`ChatMessageSystem/User/Assistant/Tool`): assistant `tool_calls` (`{id, function,
 arguments}`) and `tool` messages (`{tool_call_id, function, content, error}`); a tool
-message with an `error` (`{type, message}`) is flagged as an error. Reasoning parts become the
+message with an `error` (`{type, message}`), or whose text says it failed
+(`_steps.looks_like_error`), is flagged as an error. Reasoning parts become the
 step's reasoning. The sample's `events` transcript repeats the messages and the zip's
 `_journal/`, `summaries.json` and `reductions.json` repeat the scores: they are ignored by
 rule (counted in the ledger).
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, kind_of, string_id, text_of
+from ._steps import StepList, arguments_text, kind_of, looks_like_error, string_id, text_of
 from .base import Document, Ledger
 from .documents import ZipLog
 
@@ -135,7 +136,7 @@ def _steps(doc: Document, messages: list[Any]) -> StepList:
             content = text_of(message.get("content"))
             if isinstance(error, dict) and error.get("message") and error["message"] not in content:
                 content = f"{content}\n{error['message']}".strip()
-            steps.attach(Observation(call_id=string_id(message.get("tool_call_id")), content=content, is_error=bool(error)))
+            steps.attach(Observation(call_id=string_id(message.get("tool_call_id")), content=content, is_error=bool(error) or looks_like_error(content)))
             continue
         text, reasoning = _content(message.get("content"))
         if role != "assistant":
@@ -145,7 +146,7 @@ def _steps(doc: Document, messages: list[Any]) -> StepList:
         for call in message.get("tool_calls") or []:
             doc.ledger.saw(calls=1)
             if not isinstance(call, dict):
-                doc.ledger.drop("tool call is not an object")
+                doc.ledger.drop("tool call is not an object", calls=1)
                 continue
             steps.add_call(index, ToolCall(id=string_id(call.get("id")), name=str(call.get("function") or "tool"),
                                            arguments=arguments_text(call.get("arguments"))))

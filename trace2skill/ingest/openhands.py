@@ -13,7 +13,8 @@ Mapping: every agent action other than `message` and `system` is a tool call (`r
 (`tool_call_metadata.function_name`) or the action, with the model's own argument string
 when the model response is kept, else the action's `args`; calls made in one model response
 share a step. An observation whose `cause` is such a call is its result; an `error`
-observation, a non-zero (or `-1`: timed out) `exit_code`, or `success: false` flag an error.
+observation, a non-zero (or `-1`: timed out) `exit_code`, `success: false`, or a result that
+says so in words (`_steps.looks_like_error`) flag an error.
 Agent and user `message`s and the `system` prompt become steps. Environment bookkeeping
 (`agent_state_changed`, `change_agent_state`, `recall` and its observation, `null`
 observations) is ignored by rule and counted in the ledger.
@@ -31,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, as_int, derived_id, kind_of, text_of
+from ._steps import StepList, arguments_text, as_int, derived_id, exit_code_in, kind_of, looks_like_error, text_of
 from .base import Document, Ledger
 
 NAME = "openhands"
@@ -185,9 +186,10 @@ class _State:
         self.ledger.saw(results=1)
         extras = event.get("extras") if isinstance(event.get("extras"), dict) else {}
         meta = extras.get("metadata") if isinstance(extras.get("metadata"), dict) else {}
-        code = as_int(meta.get("exit_code", extras.get("exit_code")))
-        failed = kind == "error" or (code is not None and code != 0) or event.get("success") is False
         content = text_of(event.get("content")) or text_of(event.get("message"))
+        code = as_int(meta.get("exit_code", extras.get("exit_code")))
+        code = exit_code_in(content) if code is None else code
+        failed = kind == "error" or (code is not None and code != 0) or event.get("success") is False or looks_like_error(content)
         steps.attach(Observation(call_id=call_id, content=content, is_error=failed, exit_code=code))
 
 

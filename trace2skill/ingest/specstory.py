@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, derived_id
+from ._steps import StepList, derived_id, looks_like_error
 from .base import Document, Ledger
 
 NAME = "specstory"
@@ -95,7 +95,7 @@ def _agent_turn(ledger: Ledger, steps: StepList, body: str) -> None:
         ledger.saw(calls=1, results=1)
         call_id = f"specstory-{ledger.calls}"
         steps.add_call(index, ToolCall(id=call_id, name=name, arguments=""))
-        steps.attach(Observation(call_id=call_id, content=content, is_error=failed))
+        steps.attach(Observation(call_id=call_id, content=content, is_error=failed or looks_like_error(content)))
     steps.append_text(index, body[position:].strip())
 
 

@@ -4,7 +4,7 @@ Distinct from tau-bench v1 (`tau_bench.py`, `[{task_id, reward, traj}]`). Each s
 one trajectory (`tau2/data_model/simulation.py`). Two schemas are read:
 - half duplex (all versions): `messages`, a list of `{role, content, tool_calls, ...}` where a
   tool call is `{id, name, arguments, requestor}` and a result is a `tool` message `{id,
-  content, requestor, error}` (`error: true` flags it);
+  content, requestor, error}` (`error: true`, or words such as `Error:`, flag it);
 - full duplex (newer versions, with `ticks`, `review`, `mode`): `messages` is empty and the
   conversation is in `ticks`, each `{agent_chunk, agent_tool_calls, agent_tool_results,
   user_chunk, user_tool_calls, user_tool_results}`; streamed chunks of one speaker are joined.
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, kind_of, string_id, text_of
+from ._steps import StepList, arguments_text, kind_of, looks_like_error, string_id, text_of
 from .base import Document
 
 NAME = "tau2"
@@ -135,7 +135,7 @@ def _steps(doc: Document, messages: list[Any]) -> StepList:
                                                arguments=arguments_text(call.get("arguments"))))
         else:
             for call in calls:
-                doc.ledger.ignore(_USER_CALLS)
+                doc.ledger.ignore(_USER_CALLS, calls=1)
                 user_calls[str(call.get("id"))] = f"[user tool] {call.get('name')}({json.dumps(call.get('arguments'), sort_keys=True)})"
             last = steps.last()
             if message.get("chunk") and last is not None and last.source == role and not calls:
@@ -149,7 +149,7 @@ def _result(doc: Document, steps: StepList, message: dict[str, Any], user_calls:
     call_id = string_id(message.get("id"))
     content = text_of(message.get("content"))
     if message.get("requestor") == "user" or (call_id is not None and call_id in user_calls):
-        doc.ledger.ignore(_USER_CALLS)
+        doc.ledger.ignore(_USER_CALLS, results=1)
         line = f"{user_calls.pop(str(call_id), '[user tool]')} -> {content}"
         last = steps.last()
         if last is not None and last.source == "user":
@@ -157,7 +157,7 @@ def _result(doc: Document, steps: StepList, message: dict[str, Any], user_calls:
         else:
             steps.add("user", line)
         return
-    steps.attach(Observation(call_id=call_id, content=content, is_error=message.get("error") is True))
+    steps.attach(Observation(call_id=call_id, content=content, is_error=message.get("error") is True or looks_like_error(content)))
 
 
 def _task_text(task: Any) -> str:
