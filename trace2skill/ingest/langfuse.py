@@ -70,9 +70,13 @@ def _read_export(doc: Document, export: dict[str, Any], observations: list[Any])
         if not isinstance(observation, dict) or not isinstance(observation.get("id"), str):
             doc.ledger.drop("observation without an id")
             continue
-        if observation.get("type") == "TOOL":
-            doc.ledger.saw(calls=1, results=1)
         spans.append(_span(observation))
+    executed = {str(s.attrs.get("gen_ai.tool.call.id") or s.span_id) for s in spans if s.attrs.get("gen_ai.operation.name") == "execute_tool"
+                or str(s.attrs.get("openinference.span.kind", "")).upper() == "TOOL"}
+    requested = {part.get("id") for s in spans for message in _list(s.attrs.get("gen_ai.output.messages"))
+                 for part in _list(message.get("parts") if isinstance(message, dict) else None)
+                 if isinstance(part, dict) and part.get("type") == "tool_call" and part.get("id") not in executed}
+    doc.ledger.saw(calls=len(executed) + len(requested), results=len(executed))
     if not spans:
         yield doc.skip("no observations in the export")
         return
@@ -120,6 +124,10 @@ def _span(observation: dict[str, Any]) -> Span:
         status_message=str(observation.get("statusMessage") or ""),
         resource=resource,
     )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _json(value: Any) -> Any:
