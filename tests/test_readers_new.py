@@ -301,3 +301,23 @@ def test_cline_task_folders(tmp_path):
     assert native.model == "claude-sonnet-4-5-20250929" and native.agent == "Cline 3.32.7"
     assert [o.is_error for s in native.steps for o in s.observations] == [False, True, False, False, False]
     assert "environment_details" not in " ".join(s.message for s in native.steps)
+
+
+# --- VS Code Copilot OTel SQLite store --------------------------------------------------
+
+
+def test_copilot_sqlite_counts_match_the_raw_file(tmp_path):
+    import sqlite3
+
+    path = REAL / "copilot_otel" / "git-ai_copilot-otel_traces.db"
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    tools = db.execute("SELECT count(*) FROM spans WHERE operation_name = 'execute_tool'").fetchone()[0]
+    traces = db.execute("SELECT count(DISTINCT trace_id) FROM spans WHERE operation_name != 'execute_hook'").fetchone()[0]
+    db.close()
+    before = sorted(path.parent.iterdir())
+    calls, results, trajectories = emitted(path, tmp_path)
+    assert sorted(path.parent.iterdir()) == before  # opened immutable: no -wal / -shm left beside it
+    assert (calls, results) == (tools, tools) == (5, 5)
+    assert len(trajectories) == traces
+    ledger = ledger_of(path, "copilot_otel")
+    assert ledger.records == 24 and sum(ledger.ignored.values()) == 8  # 4 PreToolUse + 4 PostToolUse hook spans

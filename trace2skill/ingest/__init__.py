@@ -36,6 +36,7 @@ from . import (
     claude_code,
     cline,
     codex,
+    copilot_otel,
     gemini_cli,
     inspect_ai,
     langfuse,
@@ -76,6 +77,7 @@ __all__ = [
 _DETECTION_ORDER = (
     atif,
     inspect_ai,
+    copilot_otel,
     openhands,
     mini_swe_agent,
     swe_agent,
@@ -185,7 +187,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
     if not forced and cline.is_side_file(doc.path):
         doc.meta["format"] = "cline side file"
         return  # a Cline task folder's UI log or settings: the conversation beside it is read
-    if doc.kind in ("zip", "text"):
+    if doc.kind in ("zip", "text", "sqlite"):
         sample = doc.value()
     elif doc.kind == "json":
         sample = doc.value()

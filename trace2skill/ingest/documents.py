@@ -7,7 +7,8 @@ READMEs and logs sit beside real dumps; a file named explicitly is always read. 
 not JSON text (see `_open_special`): an Inspect AI `.eval` log is a zip read as ONE document
 (`kind == "zip"`, members parsed on demand by `ZipLog`), and a Markdown chat history (`.md`
 starting with a known signature: Aider, SpecStory) is one `kind == "text"` document; other
-`.md` files in a folder are passed over, since every repository has READMEs. A file is JSONL when its name says
+`.md` files in a folder are passed over, since every repository has READMEs; a SQLite file
+(`.db`) named on the command line is one `kind == "sqlite"` document (`SQLiteFile`). A file is JSONL when its name says
 so (`.jsonl`, `.ndjson`) or when its content is several JSON values on separate lines;
 otherwise it is one JSON value. JSONL is read line by line, so a dump of any size costs
 memory for one line at a time; a whole-file JSON parse, and any single JSONL line, is capped
@@ -25,9 +26,11 @@ import gzip
 import io
 import json
 import os
+import sqlite3
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -346,9 +349,42 @@ class ZipLog:
         return document.value() if isinstance(document, Document) else document
 
 
+@dataclass(frozen=True)
+class SQLiteFile:
+    """A SQLite trace store named on the command line (e.g. VS Code Copilot's OTel `traces.db`).
+
+    Readers open it read-only and immutable (`connect()`), so nothing is written beside it.
+    """
+
+    path: str
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+
+    def tables(self) -> set[str]:
+        try:
+            with closing(self.connect()) as db:
+                return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+        except sqlite3.Error:
+            return set()
+
+
 def _open_special(source: Source, max_bytes: int) -> Document | Skip | None:
-    """A `zip` document for a `.eval` file, a `text` one for a signed `.md`; None otherwise."""
+    """A `zip` document for a `.eval` file, a `text` one for a signed `.md`, a `sqlite` one for a
+    `.db` / `.sqlite` file named on the command line (folders are not searched for them); None
+    otherwise."""
     lower = source.name.lower()
+    if lower.endswith((".db", ".sqlite", ".sqlite3")):
+        if "!" in source.path:
+            return Skip(path=source.path, reason="SQLite stores inside archives are not read; extract it first")
+        try:
+            with source.open() as stream:
+                magic = stream.read(16)
+        except OSError as exc:
+            return Skip(path=source.path, reason=f"cannot read: {exc}")
+        if magic != b"SQLite format 3\x00":
+            return Skip(path=source.path, reason="not a SQLite database")
+        return Document(path=source.path, kind="sqlite", _value=SQLiteFile(source.path))
     if lower.endswith(".eval"):
         log = ZipLog(source, max_bytes)
         try:
