@@ -78,6 +78,8 @@ _DETECTION_ORDER = (
     atif,
     inspect_ai,
     copilot_otel,
+    aider,
+    specstory,
     openhands,
     mini_swe_agent,
     swe_agent,
@@ -92,8 +94,6 @@ _DETECTION_ORDER = (
     responses,
     anthropic,
     openai_chat,
-    aider,
-    specstory,
 )
 READERS: dict[str, Any] = {module.NAME: module for module in _DETECTION_ORDER}
 """Reader modules by `--format` name, in detection order (most specific shape first)."""
