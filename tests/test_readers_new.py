@@ -85,6 +85,32 @@ def test_openhands_exit_codes_and_ignored_bookkeeping():
     assert sum(ledger.ignored.values()) == 8
 
 
+def test_openhands_v1_sdk_events(tmp_path):
+    """V1 (`openhands-sdk`) events, fields as in `openhands/sdk/event/llm_convertible/*.py`."""
+    text = lambda t: [{"type": "text", "text": t}]
+    call = lambda i, name: {"id": i, "name": name, "arguments": '{"command": "ls"}', "origin": "completion"}
+    history = [
+        {"kind": "SystemPromptEvent", "id": "e0", "timestamp": "t", "source": "agent", "system_prompt": {"type": "text", "text": "You are OpenHands."}, "tools": []},
+        {"kind": "MessageEvent", "id": "e1", "timestamp": "t", "source": "user", "llm_message": {"role": "user", "content": text("Fix the bug")}},
+        {"kind": "ActionEvent", "id": "e2", "timestamp": "t", "source": "agent", "thought": text("Look first."), "tool_name": "terminal",
+         "tool_call_id": "c1", "tool_call": call("c1", "terminal"), "llm_response_id": "r1", "action": {"kind": "TerminalAction", "command": "ls"}},
+        {"kind": "ActionEvent", "id": "e3", "timestamp": "t", "source": "agent", "thought": [], "tool_name": "file_editor",
+         "tool_call_id": "c2", "tool_call": call("c2", "file_editor"), "llm_response_id": "r1", "action": None},
+        {"kind": "ObservationEvent", "id": "e4", "timestamp": "t", "source": "environment", "tool_name": "terminal", "tool_call_id": "c1",
+         "action_id": "e2", "observation": {"kind": "TerminalObservation", "content": text("a.py"), "is_error": False, "exit_code": 0}},
+        {"kind": "AgentErrorEvent", "id": "e5", "timestamp": "t", "source": "agent", "tool_name": "file_editor", "tool_call_id": "c2", "error": "missing command"},
+        {"kind": "ConversationStateUpdateEvent", "id": "e6", "timestamp": "t", "source": "environment", "key": "execution_status", "value": "finished"},
+    ]
+    path = tmp_path / "output.jsonl"
+    path.write_text(json.dumps({"instance_id": "x__y-1", "instruction": "Fix the bug", "history": history, "test_result": {"report": {"resolved": False}}}) + "\n")
+    trace = load_traces([path]).traces[0]
+    assert trace.id == "x__y-1" and trace.outcome == "failure"
+    assert [s.source for s in trace.steps] == ["system", "user", "agent"]  # both calls came from response r1
+    agent = trace.steps[2]
+    assert [c.id for c in agent.tool_calls] == ["c1", "c2"] and [o.is_error for o in agent.observations] == [False, True]
+    assert ledger_of(path, "openhands").ignored  # the state update
+
+
 # --- Inspect AI -------------------------------------------------------------------------
 
 

@@ -22,7 +22,14 @@ observations) is ignored by rule and counted in the ledger.
 Outcome: an evaluation record is `success`/`failure` when `test_result.report.resolved` is
 a boolean (written by OpenHands' SWE-bench evaluation); otherwise, and for event streams,
 it is `unknown` (a `report.json` beside the file still labels it through `trace2skill.labels`).
-The newer V1 SDK event format (`kind` discriminator) is not read yet.
+The V1 SDK (`openhands-sdk`, events with a `kind` discriminator, e.g. the `history` of
+OpenHands/benchmarks `output.jsonl`) is read too: `SystemPromptEvent` and `MessageEvent`
+become steps, each `ActionEvent` is a tool call (`tool_call_id`, `tool_name`, the model's
+`tool_call.arguments`; its `thought` the step text, calls of one `llm_response_id` share a
+step), and `ObservationEvent` (`observation.is_error` flags an error), `UserRejectObservation`
+and `AgentErrorEvent` (both errors) are its results. Other V1 events (state updates,
+condensation, pauses, tokens) are ignored by rule. A folder of one-event-per-file JSON (a V1
+conversation's `events/`) is not joined into one trajectory.
 """
 
 from __future__ import annotations
@@ -50,12 +57,18 @@ _IGNORED_OBSERVATIONS = {
 
 
 def _is_event(value: Any) -> bool:
-    return isinstance(value, dict) and "id" in value and "source" in value and ("action" in value or "observation" in value)
+    if not isinstance(value, dict) or "id" not in value or "source" not in value:
+        return False
+    return "action" in value or "observation" in value or str(value.get("kind", "")).endswith(_V1_KINDS)
 
 
 def _is_record(value: Any) -> bool:
     history = value.get("history") if isinstance(value, dict) else None
     return isinstance(history, list) and bool(history) and _is_event(history[0]) and ("instance_id" in value or "test_result" in value)
+
+
+_V1_KINDS = ("Event", "Observation", "Condensation", "CondensationRequest")
+_V1_IGNORED = "V1 events without a message, call or result (state updates, condensation, pauses, tokens)"
 
 
 def sniff(sample: Any) -> bool:
@@ -94,6 +107,8 @@ def _trace(doc: Document, events: list[Any], where: str | None, record: dict[str
         if not _is_event(event):
             doc.ledger.drop("event without id, source and action/observation")
             yield doc.skip(f"history item {index} is not an OpenHands event ({kind_of(event)})", where)
+        elif isinstance(event.get("kind"), str):  # V1 SDK event; V0 events have no `kind`
+            _v1_event(state, steps, event)
         elif "action" in event:
             state.action(steps, event)
         else:
@@ -213,3 +228,51 @@ def _response_message(response: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(choices, list) and choices and isinstance(choices[0], dict) and isinstance(choices[0].get("message"), dict):
         return choices[0]["message"]
     return None
+
+
+# --- V1 SDK events (`kind` discriminator) ---
+
+def _v1_event(state: _State, steps: StepList, event: dict[str, Any]) -> None:
+    kind = event.get("kind")
+    if kind == "SystemPromptEvent":
+        steps.add("system", text_of(event.get("system_prompt")))
+    elif kind == "MessageEvent":
+        message = event.get("llm_message") if isinstance(event.get("llm_message"), dict) else {}
+        text = text_of(message.get("content"))
+        if event.get("source") == "agent" or message.get("role") == "assistant":
+            steps.append_text(steps.open_agent_step(after_calls=True, after_message=True), text)
+        else:
+            steps.add("user", text)
+        state.last_response = None
+    elif kind == "ActionEvent":
+        _v1_action(state, steps, event)
+    elif kind in ("ObservationEvent", "UserRejectObservation", "AgentErrorEvent"):
+        state.ledger.saw(results=1)
+        observation = event.get("observation") if isinstance(event.get("observation"), dict) else {}
+        if kind == "ObservationEvent":
+            content, flagged = text_of(observation.get("content")), observation.get("is_error") is True
+        elif kind == "UserRejectObservation":
+            content, flagged = f"Action rejected: {text_of(event.get('rejection_reason'))}", True
+        else:
+            content, flagged = text_of(event.get("error")), True
+        code = as_int(observation.get("exit_code"))
+        code = exit_code_in(content) if code is None else code
+        steps.attach(Observation(call_id=str(event.get("tool_call_id") or ""), content=content, exit_code=code,
+                                 is_error=flagged or (code is not None and code != 0) or looks_like_error(content)))
+    else:
+        state.ledger.ignore(_V1_IGNORED)
+
+
+def _v1_action(state: _State, steps: StepList, event: dict[str, Any]) -> None:
+    state.ledger.saw(calls=1)
+    call = event.get("tool_call") if isinstance(event.get("tool_call"), dict) else {}
+    response_id = event.get("llm_response_id") if isinstance(event.get("llm_response_id"), str) else None
+    same_turn = response_id is not None and response_id == state.last_response
+    index = len(steps) - 1 if same_turn else steps.open_agent_step(after_calls=True, after_message=True)
+    if not same_turn:
+        steps.append_text(index, text_of(event.get("thought")))
+        steps.append_reasoning(index, text_of(event.get("reasoning_content")))
+    arguments = call.get("arguments")
+    steps.add_call(index, ToolCall(id=str(event.get("tool_call_id") or call.get("id") or ""), name=str(event.get("tool_name") or call.get("name") or "tool"),
+                                   arguments=arguments if isinstance(arguments, str) else arguments_text(arguments or event.get("action"))))
+    state.last_response = response_id
