@@ -346,6 +346,8 @@ class ZipLog:
         except (KeyError, *_READ_ERRORS) as exc:
             return Skip(path=shown, reason=f"cannot read archive member: {exc}")
         document = _json_document(Source(shown, member, lambda: io.BytesIO(data)), data, self._max_bytes)
+        if isinstance(document, Document) and document.kind != "json":
+            return Skip(path=shown, reason="archive member holds several JSON values, not one")
         return document.value() if isinstance(document, Document) else document
 
 
