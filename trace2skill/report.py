@@ -47,6 +47,7 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         table.add_row(key, value)
     console.print(table)
     _print_skips(console, result.skipped)
+    _print_fidelity_line(result)
     for warning in result.warnings:
         Console(stderr=True, highlight=False).print(f"warning: {warning}", markup=False, soft_wrap=True)
 
@@ -116,6 +117,17 @@ def print_refresh(outcome: Any, *, json_out: bool) -> None:
         console.print(f"needs review: {item}", markup=False)
     if outcome.result is not None:
         _print_skips(console, outcome.result.skipped)
+        _print_fidelity_line(outcome.result)
+        for warning in outcome.result.warnings:
+            Console(stderr=True, highlight=False).print(f"warning: {warning}", markup=False, soft_wrap=True)
+
+
+def _print_fidelity_line(result: RunResult) -> None:
+    """The one-line fidelity summary of a run, on stderr (files lost from are in the warnings)."""
+    if result.fidelity:
+        from .ingest.fidelity import summary_line
+
+        Console(stderr=True, highlight=False).print(summary_line(result.fidelity), markup=False, soft_wrap=True)
 
 
 def print_history(versions: list, *, json_out: bool) -> None:

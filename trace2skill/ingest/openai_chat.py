@@ -22,7 +22,7 @@ from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, derived_id, kind_of, looks_like_error, text_of
-from .base import Document
+from .base import Document, Ledger
 
 NAME = "openai_chat"
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -97,7 +97,7 @@ def conversation_trace(doc: Document, record: str | None, value: Any) -> Iterato
         yield doc.skip(f"expected a list of messages, got {kind_of(messages)}", record)
         return
     problems: list[Skip] = []
-    steps = build_steps(messages, lambda i, why: problems.append(doc.skip(why, _where(record, i)))).build()
+    steps = build_steps(messages, lambda i, why: problems.append(doc.skip(why, _where(record, i))), doc.ledger).build()
     yield from problems
     if not steps:
         yield doc.skip("conversation has no usable messages", record)
@@ -115,10 +115,15 @@ def conversation_trace(doc: Document, record: str | None, value: Any) -> Iterato
     )
 
 
-def build_steps(messages: list[Any], problem: Callable[[int, str], None]) -> StepList:
-    """Convert OpenAI-style messages into steps; `problem(index, reason)` gets each bad one."""
+def build_steps(messages: list[Any], problem: Callable[[int, str], None], ledger: Ledger | None = None) -> StepList:
+    """Convert OpenAI-style messages into steps; `problem(index, reason)` gets each bad one.
+
+    With a `ledger`, each message is counted as a record, with the tool calls and tool
+    results it holds (`ingest.fidelity`)."""
     steps = StepList()
     for i, message in enumerate(messages):
+        if ledger is not None:
+            ledger.saw(records=1, **count_message(message))
         if not isinstance(message, dict):
             problem(i, f"message is {kind_of(message)}, expected an object")
             continue
@@ -135,6 +140,16 @@ def build_steps(messages: list[Any], problem: Callable[[int, str], None]) -> Ste
         else:
             problem(i, f"unknown role {role!r}; expected one of {sorted(ROLES)}")
     return steps
+
+
+def count_message(message: Any) -> dict[str, int]:
+    """Raw tool calls and tool results one OpenAI-style message holds."""
+    if not isinstance(message, dict):
+        return {"calls": 0, "results": 0}
+    calls = message.get("tool_calls")
+    n_calls = sum(isinstance(c, dict) for c in calls) if isinstance(calls, list) else 0
+    n_calls += isinstance(message.get("function_call"), dict)
+    return {"calls": n_calls, "results": int(message.get("role") in ("tool", "function"))}
 
 
 def _add_assistant(steps: StepList, message: dict[str, Any], text: str) -> None:
