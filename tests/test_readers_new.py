@@ -304,6 +304,8 @@ def test_langfuse_counts_match_the_raw_file(name, tmp_path):
     calls, results, trajectories = emitted(path, tmp_path)
     assert (calls, results) == (want_calls, want_results)
     assert trajectories[0]["extra"]["trace2skill"]["format"] == "langfuse"
+    ledger = ledger_of(path, "langfuse")
+    assert (ledger.records, ledger.calls, ledger.results) == (len(json.loads(path.read_text())["observations"]), want_calls, want_results)
 
 
 # --- Cline ------------------------------------------------------------------------------
