@@ -234,6 +234,12 @@ def is_predictions_file(sample: Any) -> bool:
 
 
 def _describe(sample: Any) -> str:
+    from .documents import SQLiteFile, ZipLog
+
+    if isinstance(sample, ZipLog):
+        return f"a zip log with members {sample.names()[:5]}"
+    if isinstance(sample, SQLiteFile):
+        return f"a SQLite database with tables {sorted(sample.tables())[:8]}"
     if isinstance(sample, dict):
         return f"an object with keys {sorted(map(str, sample))[:10]}"
     if isinstance(sample, list):
