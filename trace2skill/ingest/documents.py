@@ -1,8 +1,9 @@
 """Turn input paths into decoded `Document`s, streaming, without trusting a single byte.
 
-Inputs are files, folders (walked recursively in sorted order, hidden entries left out),
-`.gz` files and `.zip` archives (members in name order). Inside folders and archives only
-names ending in `.json`, `.jsonl`, `.ndjson`, `.traj`, `.gz` or `.zip` are considered, since
+Inputs are files, folders (walked recursively in sorted order, hidden entries left out except
+`.specstory/` and `.aider.chat.history.md`), `.gz` files and `.zip` archives (members in name
+order). Inside folders and archives only names ending in `.json`, `.jsonl`, `.ndjson`,
+`.traj`, `.gz`, `.zip` or `.eval` (and, in folders, signed `.md`) are considered, since
 READMEs and logs sit beside real dumps; a file named explicitly is always read. Two kinds are
 not JSON text (see `_open_special`): an Inspect AI `.eval` log is a zip read as ONE document
 (`kind == "zip"`, members parsed on demand by `ZipLog`), and a Markdown chat history (`.md`
@@ -317,7 +318,7 @@ def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):g} MiB"
 
 
-# --- Documents that are not JSON text: Inspect `.eval` zips and Markdown chat histories ---
+# --- Documents that are not JSON text: Inspect `.eval` zips, Markdown chat histories, SQLite ---
 
 
 class ZipLog:
@@ -340,10 +341,11 @@ class ZipLog:
         shown = f"{self._source.path}!{member}"
         try:
             with self._source.open() as stream, zipfile.ZipFile(stream) as archive:
-                if archive.getinfo(member).file_size > self._max_bytes:
-                    return Skip(path=shown, reason=f"member is larger than the {_mib(self._max_bytes)} cap for a single JSON value")
-                data = archive.read(member)
-        except (KeyError, *_READ_ERRORS) as exc:
+                with archive.open(member) as stream_in:
+                    data = stream_in.read(self._max_bytes + 1)
+            if len(data) > self._max_bytes:
+                return Skip(path=shown, reason=f"member is larger than the {_mib(self._max_bytes)} cap for a single JSON value")
+        except (KeyError, RuntimeError, NotImplementedError, *_READ_ERRORS) as exc:  # missing, encrypted, odd compression
             return Skip(path=shown, reason=f"cannot read archive member: {exc}")
         document = _json_document(Source(shown, member, lambda: io.BytesIO(data)), data, self._max_bytes)
         if isinstance(document, Document) and document.kind != "json":

@@ -223,8 +223,7 @@ def _listify(node: Any) -> Any:
     return node
 
 
-def _emit(doc: Document, trace_id: str, spans: list[Span], format_name: str = NAME) -> Iterator[Trace | Skip]:
-    """One trajectory from the spans of one trace (also used by the Langfuse reader)."""
+def _emit(doc: Document, trace_id: str, spans: list[Span]) -> Iterator[Trace | Skip]:
     ordered = span_order(spans)
     conversation = _Conversation()
     for span in ordered:
@@ -247,13 +246,16 @@ def _emit(doc: Document, trace_id: str, spans: list[Span], format_name: str = NA
         steps=steps,
         outcome="failure" if root.failed else "unknown",
         source=SourceRef(path=doc.path, record=where),
-        format=format_name,
+        format=NAME,
         extra=extra,
     )
 
 
-trace_from_spans = _emit
-"""Public name for readers that map other span stores onto `Span` (langfuse.py)."""
+def trace_from_spans(doc: Document, trace_id: str, spans: list[Span], format_name: str) -> Iterator[Trace | Skip]:
+    """One trajectory from the spans of one trace, for readers that map other span stores onto
+    `Span` (Langfuse exports, Copilot's SQLite store) and name their own format."""
+    for item in _emit(doc, trace_id, spans):
+        yield item.model_copy(update={"format": format_name}) if isinstance(item, Trace) else item
 
 
 def span_order(spans: list[Span]) -> list[Span]:
