@@ -275,8 +275,12 @@ def test_specstory_v2_tool_use_blocks(tmp_path):
 def test_markdown_in_folders_is_read_only_with_a_signature(tmp_path):
     (tmp_path / "README.md").write_text("# A project\n")
     (tmp_path / ".aider.chat.history.md").write_text("\n# aider chat started at 2025-01-01 10:00:00\n\n#### hi\n\nHello.\n")
+    (tmp_path / ".specstory" / "history").mkdir(parents=True)
+    (tmp_path / ".specstory" / "history" / "chat.md").write_text("## SpecStory\n\n_**User**_\n\nhi\n\n---\n\n_**Assistant**_\n\nHello.\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "notes.md").write_text("## SpecStory\n\n_**User**_\n\nnot walked\n")
     result = load_traces([tmp_path])
-    assert [t.format for t in result.traces] == ["aider"] and result.skips == []
+    assert sorted(t.format for t in result.traces) == ["aider", "specstory"] and result.skips == []
     named = load_traces([tmp_path / "README.md"])
     assert named.traces == [] and "signature" in named.skips[0].reason
 
