@@ -57,6 +57,9 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
 
 
 def _spans(doc: Document, db: sqlite3.Connection) -> list[Span]:
+    if "schema_version" in {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
+        version = db.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        doc.ledger.version = f"store schema v{version}" if version is not None else None
     attrs: dict[str, dict[str, Any]] = defaultdict(dict)
     for span_id, key, value in db.execute("SELECT span_id, key, value FROM span_attributes ORDER BY span_id, key"):
         attrs[span_id][key] = value

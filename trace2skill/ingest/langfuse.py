@@ -71,6 +71,7 @@ def _read_export(doc: Document, export: dict[str, Any], observations: list[Any])
             doc.ledger.drop("observation without an id")
             continue
         spans.append(_span(observation))
+        doc.ledger.version = doc.ledger.version or _scope(observation)
     executed = {str(s.attrs.get("gen_ai.tool.call.id") or s.span_id) for s in spans if s.attrs.get("gen_ai.operation.name") == "execute_tool"
                 or str(s.attrs.get("openinference.span.kind", "")).upper() == "TOOL"}
     requested = {part.get("id") for s in spans for message in _list(s.attrs.get("gen_ai.output.messages"))
@@ -124,6 +125,16 @@ def _span(observation: dict[str, Any]) -> Span:
         status_message=str(observation.get("statusMessage") or ""),
         resource=resource,
     )
+
+
+def _scope(observation: dict[str, Any]) -> str | None:
+    """The instrumentation that wrote the span (`pydantic-ai 1.26.0`), not Langfuse's own SDK."""
+    metadata = _json(observation.get("metadata"))
+    scope = metadata.get("scope") if isinstance(metadata, dict) and isinstance(metadata.get("scope"), dict) else {}
+    name = scope.get("name")
+    if not isinstance(name, str) or name.startswith("langfuse"):
+        return None
+    return f"{name} {scope.get('version')}" if scope.get("version") else name
 
 
 def _list(value: Any) -> list[Any]:

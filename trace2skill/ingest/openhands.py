@@ -118,6 +118,10 @@ def _trace(doc: Document, events: list[Any], where: str | None, record: dict[str
         yield doc.skip("no messages, actions or observations to read", where)
         return
     metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    if isinstance(metadata.get("git_commit"), str):
+        doc.ledger.version = f"evaluation record, OpenHands git {metadata['git_commit'][:10]}"
+    elif not doc.ledger.version:
+        doc.ledger.version = "V1 SDK events" if any(isinstance(e, dict) and "kind" in e for e in events[:5]) else "V0 events"
     llm = metadata.get("llm_config") if isinstance(metadata.get("llm_config"), dict) else {}
     instruction = record.get("instruction")
     extra: dict[str, Any] = {}

@@ -50,7 +50,9 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
         return
     info = value.get("info") if isinstance(value.get("info"), dict) else {}
     tasks = {str(t.get("id")): t for t in value.get("tasks") or [] if isinstance(t, dict)}
-    doc.ledger.version = "full duplex (ticks)" if any(isinstance(s, dict) and s.get("ticks") for s in value["simulations"]) else "half duplex"
+    mode = "full duplex (ticks)" if any(isinstance(s, dict) and s.get("ticks") for s in value["simulations"]) else "half duplex"
+    commit = info.get("git_commit")
+    doc.ledger.version = f"{mode}, tau2 git {commit[:10]}" if isinstance(commit, str) else mode
     for index, sim in enumerate(value["simulations"]):
         yield _simulation(doc, sim, f"simulation {index}", info, tasks)
 
