@@ -224,9 +224,13 @@ def test_gemini_session_record(tmp_path):
          "toolCalls": [{"id": "c1", "name": "run_shell_command", "args": {"command": "ls"}, "status": "error", "timestamp": "t1",
                         "result": [{"functionResponse": {"id": "c1", "name": "run_shell_command", "response": {"error": "denied"}}}]}]},
         {"id": "3", "timestamp": "t2", "type": "info", "content": "Request cancelled."}]}
-    path = tmp_path / "session-1.json"
+    (tmp_path / "chats").mkdir()
+    path = tmp_path / "chats" / "session-1.json"
     path.write_text(json.dumps(record))
-    trace = load_traces([path]).traces[0]
+    (tmp_path / "logs.json").write_text(json.dumps([{"sessionId": "abc", "messageId": 0, "type": "user", "message": "list files", "timestamp": "t0"}]))
+    result = load_traces([tmp_path])
+    assert result.skips == [] and len(result.traces) == 1  # the prompt log is passed over by rule
+    trace = result.traces[0]
     assert trace.id == "abc" and trace.model == "gemini-2.5-pro" and trace.task == "list files"
     observation = trace.steps[1].observations[0]
     assert observation.is_error and observation.content == "denied" and trace.steps[1].reasoning == "Plan: use ls"

@@ -35,9 +35,14 @@ def _is_record(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("messages"), list) and "sessionId" in value and "projectHash" in value
 
 
+def _is_prompt_log(value: Any) -> bool:
+    first = value[0] if isinstance(value, list) and value else None
+    return isinstance(first, dict) and isinstance(first.get("message"), str) and isinstance(first.get("messageId"), int) and "sessionId" in first
+
+
 def sniff(sample: Any) -> bool:
     if isinstance(sample, list):
-        return bool(sample) and _is_content(sample[0])
+        return bool(sample) and (_is_content(sample[0]) or _is_prompt_log(sample))
     return _is_record(sample)
 
 
@@ -47,6 +52,9 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
         steps = _from_history(doc.ledger, value)
         doc.ledger.version = "chat history (Content[])"
         yield from _trace(doc, steps, None, {})
+    elif _is_prompt_log(value):
+        doc.ledger.saw(records=len(value))
+        doc.ledger.ignore("logs.json repeats the sessions' user prompts (the CLI's input history)", len(value))
     elif _is_record(value):
         doc.ledger.version = "session record"
         yield from _trace(doc, _from_record(doc.ledger, value["messages"]), string_id(value.get("sessionId")), value)
