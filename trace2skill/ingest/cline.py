@@ -61,7 +61,8 @@ def _is_cline(value: Any) -> bool:
     if not (isinstance(value, list) and value and isinstance(value[0], dict) and value[0].get("role") == "user"):
         return False
     first = value[0].get("content")
-    text = first if isinstance(first, str) else " ".join(b.get("text", "") for b in first or [] if isinstance(b, dict) and isinstance(b.get("text"), str))
+    blocks = first if isinstance(first, list) else []
+    text = first if isinstance(first, str) else " ".join(b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str))
     return text.lstrip().startswith(("<task>", "<feedback>")) or "<environment_details>" in text
 
 

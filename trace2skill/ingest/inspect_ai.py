@@ -134,8 +134,9 @@ def _steps(doc: Document, messages: list[Any]) -> StepList:
             doc.ledger.saw(results=1)
             error = message.get("error")
             content = text_of(message.get("content"))
-            if isinstance(error, dict) and error.get("message") and error["message"] not in content:
-                content = f"{content}\n{error['message']}".strip()
+            detail = text_of(error.get("message")) if isinstance(error, dict) else ""
+            if detail and detail not in content:
+                content = f"{content}\n{detail}".strip()
             steps.attach(Observation(call_id=string_id(message.get("tool_call_id")), content=content, is_error=bool(error) or looks_like_error(content)))
             continue
         text, reasoning = _content(message.get("content"))

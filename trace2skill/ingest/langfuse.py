@@ -74,9 +74,9 @@ def _read_export(doc: Document, export: dict[str, Any], observations: list[Any])
         doc.ledger.version = doc.ledger.version or _scope(observation)
     executed = {str(s.attrs.get("gen_ai.tool.call.id") or s.span_id) for s in spans if s.attrs.get("gen_ai.operation.name") == "execute_tool"
                 or str(s.attrs.get("openinference.span.kind", "")).upper() == "TOOL"}
-    requested = {part.get("id") for s in spans for message in _list(s.attrs.get("gen_ai.output.messages"))
+    requested = {str(part.get("id")) for s in spans for message in _list(s.attrs.get("gen_ai.output.messages"))
                  for part in _list(message.get("parts") if isinstance(message, dict) else None)
-                 if isinstance(part, dict) and part.get("type") == "tool_call" and part.get("id") not in executed}
+                 if isinstance(part, dict) and part.get("type") == "tool_call" and str(part.get("id")) not in executed}
     doc.ledger.saw(calls=len(executed) + len(requested), results=len(executed))
     if not spans:
         yield doc.skip("no observations in the export")

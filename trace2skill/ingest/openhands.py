@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, as_int, derived_id, exit_code_in, kind_of, looks_like_error, text_of
+from ._steps import StepList, arguments_text, as_int, derived_id, exit_code_in, kind_of, looks_like_error, string_id, text_of
 from .base import Document, Ledger
 
 NAME = "openhands"
@@ -153,14 +153,16 @@ class _State:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self.calls: dict[int | str, str] = {}
+        self.calls: dict[str, str] = {}
         self.last_response: str | None = None
         self.model: str | None = None
 
     def action(self, steps: StepList, event: dict[str, Any]) -> None:
         action, source = event.get("action"), event.get("source")
         args = event.get("args") if isinstance(event.get("args"), dict) else {}
-        if action == "system":
+        if not isinstance(action, str):
+            self.ledger.drop("action is not a string")
+        elif action == "system":
             steps.add("system", text_of(args.get("content")) or text_of(event.get("message")))
         elif action == "message":
             text = text_of(args.get("content")) or text_of(event.get("message"))
@@ -184,18 +186,18 @@ class _State:
         index = len(steps) - 1 if same_turn else steps.open_agent_step(after_calls=True, after_message=True)
         if not same_turn:
             steps.append_text(index, text_of(args.get("thought")) or _response_text(response))
-        call_id = meta.get("tool_call_id") if isinstance(meta.get("tool_call_id"), str) else f"event-{event['id']}"
+        call_id = meta.get("tool_call_id") if isinstance(meta.get("tool_call_id"), str) else f"event-{string_id(event.get('id'))}"
         name = meta.get("function_name") if isinstance(meta.get("function_name"), str) else str(event.get("action"))
         arguments = _response_arguments(response, call_id)
         if arguments is None:
             arguments = arguments_text({k: v for k, v in args.items() if k != "thought"})
         steps.add_call(index, ToolCall(id=call_id, name=name, arguments=arguments))
-        self.calls[event["id"]] = call_id
+        self.calls[string_id(event.get("id")) or f"event-{len(self.calls)}"] = call_id
         self.last_response = response_id
 
     def observation(self, steps: StepList, event: dict[str, Any]) -> None:
         kind = str(event.get("observation"))
-        call_id = self.calls.get(event.get("cause"))  # type: ignore[arg-type]
+        call_id = self.calls.get(string_id(event.get("cause")) or "")
         if call_id is None:
             if kind == "error":
                 steps.add("system", text_of(event.get("content")) or text_of(event.get("message")), extra={"error": True})
@@ -220,7 +222,8 @@ def _response_text(response: dict[str, Any]) -> str:
 def _response_arguments(response: dict[str, Any], call_id: str) -> str | None:
     """The argument string the model wrote for `call_id`, when the response is kept."""
     message = _response_message(response)
-    for call in (message or {}).get("tool_calls") or []:
+    calls = (message or {}).get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
         if isinstance(call, dict) and call.get("id") == call_id and isinstance(call.get("function"), dict):
             value = call["function"].get("arguments")
             return value if isinstance(value, str) else json.dumps(value)

@@ -49,7 +49,8 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
         yield doc.skip(f"expected a tau2-bench results object with 'simulations', got {kind_of(value)}")
         return
     info = value.get("info") if isinstance(value.get("info"), dict) else {}
-    tasks = {str(t.get("id")): t for t in value.get("tasks") or [] if isinstance(t, dict)}
+    raw_tasks = value.get("tasks") if isinstance(value.get("tasks"), list) else []
+    tasks = {str(t.get("id")): t for t in raw_tasks if isinstance(t, dict)}
     mode = "full duplex (ticks)" if any(isinstance(s, dict) and s.get("ticks") for s in value["simulations"]) else "half duplex"
     commit = info.get("git_commit")
     doc.ledger.version = f"{mode}, tau2 git {commit[:10]}" if isinstance(commit, str) else mode
@@ -61,7 +62,7 @@ def _simulation(doc: Document, sim: Any, where: str, info: dict[str, Any], tasks
     if not isinstance(sim, dict):
         doc.ledger.drop("simulation is not an object")
         return doc.skip(f"expected a simulation object, got {kind_of(sim)}", where)
-    messages = sim.get("messages") or []
+    messages = sim.get("messages") if isinstance(sim.get("messages"), list) else []
     if not messages and isinstance(sim.get("ticks"), list):
         doc.ledger.saw(records=len(sim["ticks"]))
         messages = _join_chunks([m for tick in sim["ticks"] if isinstance(tick, dict) for m in _tick_messages(tick)])
@@ -98,10 +99,11 @@ def _tick_messages(tick: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for who, role in (("agent", "assistant"), ("user", "user")):
         chunk = tick.get(f"{who}_chunk") if isinstance(tick.get(f"{who}_chunk"), dict) else {}
-        calls = tick.get(f"{who}_tool_calls") or []
+        calls = tick.get(f"{who}_tool_calls") if isinstance(tick.get(f"{who}_tool_calls"), list) else []
         if chunk or calls:
             out.append({"role": role, "content": chunk.get("content"), "tool_calls": calls, "chunk": True})
-        out.extend(r for r in tick.get(f"{who}_tool_results") or [] if isinstance(r, dict))
+        results = tick.get(f"{who}_tool_results")
+        out.extend(r for r in results if isinstance(r, dict)) if isinstance(results, list) else None
     return out
 
 
@@ -125,7 +127,8 @@ def _steps(doc: Document, messages: list[Any]) -> StepList:
             doc.ledger.drop("message without a known role")
             continue
         role, text = message["role"], text_of(message.get("content"))
-        calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+        raw_calls = message.get("tool_calls")
+        calls = [c for c in raw_calls if isinstance(c, dict)] if isinstance(raw_calls, list) else []
         doc.ledger.saw(calls=len(calls), results=role == "tool")
         if role == "tool":
             _result(doc, steps, message, user_calls)
