@@ -188,8 +188,9 @@ def print_fidelity(console: Console, rows: list[dict]) -> None:
         for reason, n in row["dropped"].items():
             console.print(f"dropped: {row['file']}: {n} x {reason}", markup=False, soft_wrap=True)
         if row["unexplained_calls"] or row["unexplained_results"]:
+            hint = " (the dropped records above may hold them)" if row["dropped"] else ""
             console.print(f"lost: {row['file']}: {row['unexplained_calls']} tool call(s) and {row['unexplained_results']} "
-                          "result(s) neither read nor explained", markup=False, soft_wrap=True)
+                          f"result(s) not read and in no ignored record{hint}", markup=False, soft_wrap=True)
 
 
 def _fidelity_cells(row: dict) -> tuple[str, ...]:

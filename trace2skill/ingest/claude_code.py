@@ -57,7 +57,7 @@ _RULES = {
 _ABANDONED = "messages on an abandoned branch: the conversation was rewound or retried from an earlier message"
 _REPEATED = "repeated line: same uuid as an earlier line"
 _DROPPED_SIDE = "sub-agent messages left out (--drop-sidechains)"
-_AGENT_REPEATS = "agent progress lines repeat a subagents/agent-*.jsonl file read with the session"
+_AGENT_REPEATS = "agent progress lines repeat a subagents/agent-*.jsonl file (counted in that file or read with the session)"
 _WITH_PARENT = "sub-agent session: read with its parent session file (its calls are counted there)"
 _COMPACTION = "compaction sub-agent: the request and the summary the parent session continues from"
 
@@ -206,7 +206,7 @@ def _account_line(
     progress = data.get("type") if kind == "progress" else None
     if progress == "agent_progress":
         agent = data.get("agentId")
-        if isinstance(agent, str) and agent in agent_files and sidechains:
+        if isinstance(agent, str) and agent in agent_files:
             ledger.ignore(_AGENT_REPEATS)
         elif isinstance(agent, str):
             index.agents.setdefault(session, set()).add(agent)
