@@ -29,8 +29,14 @@ from .consolidate import merge_count
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
 from .graph import Halt, build_graph, run_config
 from .ingest import IngestResult, load_traces
+<<<<<<< HEAD
 from .journal import AnalysisJournal, journal_path
 from .llm import LLMClient, close_clients
+=======
+from .ingest.fidelity import loss_warnings
+from .ingest.fidelity import summary as fidelity_summary
+from .llm import LLMClient
+>>>>>>> main
 from .prompts import version as prompt_version
 from .rules import RuleRecord
 from .skill import check_skill_target
@@ -162,7 +168,12 @@ def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonS
         usage=analyst.usage,
         seconds=round(seconds, 2),
         redactions=dict(ingested.redactions),
+<<<<<<< HEAD
         warnings=warnings,
+=======
+        warnings=tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces)),
+        fidelity=fidelity_summary(ingested.fidelity),
+>>>>>>> main
     )
 
 
