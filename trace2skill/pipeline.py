@@ -29,14 +29,10 @@ from .consolidate import merge_count
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
 from .graph import Halt, build_graph, run_config
 from .ingest import IngestResult, load_traces
-<<<<<<< HEAD
-from .journal import AnalysisJournal, journal_path
-from .llm import LLMClient, close_clients
-=======
 from .ingest.fidelity import loss_warnings
 from .ingest.fidelity import summary as fidelity_summary
-from .llm import LLMClient
->>>>>>> main
+from .journal import AnalysisJournal, journal_path
+from .llm import LLMClient, close_clients
 from .prompts import version as prompt_version
 from .rules import RuleRecord
 from .skill import check_skill_target
@@ -142,8 +138,8 @@ def distill(
         raise SkillValidationError(problems)
     if write and build.changed:
         write_skill_dir(config.skill_dir(), build.files)
-    result = _result(config, ingested, run, final, build, failed, analyst,
-                     time.monotonic() - started, tuple(leakage(final.lessons, ingested.traces)) + tuple(notes))
+    warnings = tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces)) + tuple(notes)
+    result = _result(config, ingested, run, final, build, failed, analyst, time.monotonic() - started, warnings)
     return result, build
 
 
@@ -168,12 +164,8 @@ def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonS
         usage=analyst.usage,
         seconds=round(seconds, 2),
         redactions=dict(ingested.redactions),
-<<<<<<< HEAD
         warnings=warnings,
-=======
-        warnings=tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces)),
         fidelity=fidelity_summary(ingested.fidelity),
->>>>>>> main
     )
 
 
