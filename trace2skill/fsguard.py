@@ -6,8 +6,9 @@ lstat's every component below the root, so a symlink on the way, planted by a me
 request or a hostile provenance.json, is refused instead of followed. `no_symlinks` refuses a
 folder that contains any symlink at all (a skill folder is plain files). `exclusive` is the
 one lock primitive: an flock on a file that is unlinked on release, so no lock file is left
-in a working tree. `crash_point` is a test hook: `TRACE2SKILL_TEST_CRASH_AT=NAME` kills the
-process with SIGKILL at the point called NAME, so tests can show a kill at each step is safe.
+in a working tree. `crash_point` is a test hook: `T2S_TEST_CRASH_AT=NAME` kills the
+process with SIGKILL at the point called NAME (the variable sits outside the `TRACE2SKILL_` config
+namespace on purpose), so tests can show a kill at each step is safe.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import LockHeld, SkillValidationError
 
-CRASH_ENV = "TRACE2SKILL_TEST_CRASH_AT"
+CRASH_ENV = "T2S_TEST_CRASH_AT"
 
 
 def safe_relative(name: str, what: str = "file path") -> PurePosixPath:
@@ -153,6 +154,6 @@ def exclusive(path: Path, busy: str) -> Iterator[Path]:
 
 
 def crash_point(name: str) -> None:
-    """Test hook: SIGKILL this process here when `TRACE2SKILL_TEST_CRASH_AT` names this point."""
+    """Test hook: SIGKILL this process here when `T2S_TEST_CRASH_AT` names this point."""
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
