@@ -175,8 +175,10 @@ def test_sigkill_at_each_step_of_a_deepening_write_is_completed_by_the_next_run(
         assert snapshot(work / "previous") == old, "and so does the old one"
     else:
         assert snapshot(skill) == snapshot(reference / NAME)
-    dry = run_cli([*args, "--dry-run"], built["tmp"])
-    assert dry.returncode == 0, dry.stderr
+    if point == "after-first-rename":
+        dry = run_cli([*args, "--dry-run", "--json"], built["tmp"])
+        assert dry.returncode == 0 and not json.loads(dry.stdout)["changed"], "reads the waiting new folder"
+        assert not skill.exists(), "and moves nothing"
 
     again = run_cli(args, built["tmp"])
     assert again.returncode == 0, again.stderr
