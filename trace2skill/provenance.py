@@ -77,6 +77,8 @@ def dump_provenance(provenance: Provenance) -> str:
 
 def _record_json(record: RuleRecord) -> dict[str, Any]:
     data = record.model_dump(mode="json")
+    if not data.get("rendered"):
+        data.pop("rendered", None)  # only hand-edited rules carry it; other records stay as they were
     data.update(trace_ids=list(record.trace_ids), support=record.support,
                 failing_support=record.failing_support, succeeding_support=record.succeeding_support)
     return data

@@ -181,7 +181,7 @@ class _GitTarget:
         change = describe_change(config.skill.name, before, build.files["SKILL.md"], build.files.get("provenance.json"), self.skill_rel)
         return PRContent(
             skills=(change,), run_id=result.run_id, model=result.model, trajectories_read=result.traces_read,
-            review=review_items(config.skill.name, result.conflicts, branch.clashes),
+            review=review_items(config.skill.name, result.conflicts, branch.clashes, build.hand_edits),
             input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens, cost=result.usage.cost,
             tool_version=__version__,
         )
