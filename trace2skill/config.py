@@ -113,8 +113,8 @@ class PublishConfig(_Section):
     """How a refresh publishes: nothing, a commit on the bot branch, or a PR via gh / GitHub REST."""
     repo: Path | None = None
     """Git repository holding the skills; defaults to the one containing the skill folder."""
-    base: str = "main"
-    """Branch pull requests target."""
+    base: str | None = None
+    """Branch pull requests target; by default the remote's HEAD branch (`main`, `master`, ...)."""
     remote: str = "origin"
     """Remote the bot branch is pushed to."""
     repository: str | None = None

@@ -1,30 +1,40 @@
-"""The scheduled skill refresh: only new trajectories, one run at a time, resumable, reviewed.
+"""The scheduled skill refresh: only new trajectories, one run per repository, resumable, reviewed.
 
-    lock -> state -> ingest -> keep unseen trajectories -> bot branch (human edits merged in)
-         -> distil in deepen mode (checkpointed) -> commit / PR -> advance the watermark
+    locks -> state -> preflight (gh, token, remote, base) -> repair what a killed run left
+         -> finish a pending publish -> ingest -> keep unseen trajectories
+         -> bot branch (human edits merged in) -> distil in deepen mode (checkpointed)
+         -> record the pending publish -> commit / push / PR -> advance the watermark
 
-The watermark and the consumed trajectory digests advance only after the skill is written and
-committed (or written, with `--publish none`), so a crash at any point leaves the next run to
-redo exactly what did not finish; the LangGraph checkpoint, keyed by a run id derived from the
-inputs, makes that redo skip analyses that already completed.
+Publishing is a transaction. Everything that can refuse (the gh tool and its login, the token,
+the remote, the base branch, read from the remote's HEAD) is checked before anything is
+written. The change is recorded as pending in the state before it is committed; the watermark
+and the consumed trajectory digests advance only once it is published, and the next run
+finishes a pending publish (push, pull request) before anything else. A run killed on the bot
+branch is repaired by the next one: the half-written skill folder is discarded (it is written
+again from the checkpoint) and the branch it started from is checked out again. Refreshes lock
+the state folder and the repository (a lock file in its git folder), so two refreshes with
+different state folders never work in one checkout at once.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import __version__
 from .config import Config
 from .errors import NoInputError, PublishError
+from .fsguard import crash_point
 from .ingest import IngestResult, load_traces
 from .journal import AnalysisJournal, checkpoint_path, journal_path
 from .llm import LLMClient
 from .pipeline import Progress, distill, no_input_message
-from .state import RefreshState, load_state, run_lock, save_state
+from .state import PendingPublish, RefreshState, load_state, run_lock, save_state
 from .types import RunResult, Trace
 
 @dataclass(frozen=True)
@@ -55,13 +65,18 @@ def refresh(
     """Fold trajectories that no earlier refresh consumed into the skill, and publish it.
 
     Raises:
-        LockHeld: another refresh holds the lock (exit 75, nothing touched).
+        LockHeld: another refresh holds the state folder or the repository (exit 75, nothing touched).
         NoInputError: no trajectory could be read.
-        PublishError: git refused (dirty tree, hook, push, PR API).
+        PublishError: a publishing check failed before anything was written, or git, the push
+            or the PR API refused (the change stays pending and the next run finishes it).
     """
     name = config.skill.name
-    with run_lock(config.state_dir):
+    git = _GitTarget.open(config) if config.publish.mode != "none" else None
+    with run_lock(config.state_dir), (git.lock() if git is not None else nullcontext()):
         state = load_state(config.state_dir)
+        plan = git.preflight(config) if git is not None else None
+        if git is not None:
+            state = git.finish_pending(config, git.repair(config, state, plan), plan)
         ingested = load_traces(paths or [Path(p) for p in config.sources], config)
         if not ingested.traces:
             raise NoInputError(no_input_message(ingested))
@@ -72,33 +87,44 @@ def refresh(
             from .budget import preflight
 
             preflight(fresh.traces, config, llm.model)
-        git = _GitTarget.open(config) if config.publish.mode != "none" else None
-        branch = git.prepare(config) if git else None
-        try:
-            if branch is not None:
-                state = state.with_rejections(name, branch.removals)
-                save_state(config.state_dir, state)
-            rejected = {rid: r.support for rid, r in state.skill(name).rejected.items()}
-            result, build = distill(config, llm, ingested=fresh, progress=progress, control=control,
-                                    checkpoint=checkpoint_path(config.state_dir), rejected=rejected)
-            digests = [t.digest() for t in fresh.traces]
-            if not build.changed:
-                save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
-                return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result)
-            content = git.pr_content(config, result, build, branch) if git else None
-            body = _render_body(content, pr_body_path)
-            commit = pr_url = None
-            if git is not None:
-                outcome = git.publish(config, content, result, build, branch)
-                commit, pr_url = (outcome.commit.sha if outcome.commit else None), outcome.pr_url
+        return _fold(config, llm, fresh, state, git, plan, pr_body_path, progress, control)
+
+
+def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: RefreshState, git: _GitTarget | None,
+          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: Any) -> RefreshOutcome:
+    """Distil the new trajectories on the bot branch and publish the change."""
+    name = config.skill.name
+    branch = git.prepare(config, plan) if git is not None else None
+    try:
+        if branch is not None:
+            state = state.with_checkout(name, branch.original).with_rejections(name, branch.removals)
+            save_state(config.state_dir, state)
+        rejected = {rid: r.support for rid, r in state.skill(name).rejected.items()}
+        result, build = distill(config, llm, ingested=fresh, progress=progress, control=control,
+                                checkpoint=checkpoint_path(config.state_dir), rejected=rejected)
+        digests = [t.digest() for t in fresh.traces]
+        if not build.changed:
             save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
-            _forget_journal(config, result.run_id)
-            review = tuple(item.summary for item in content.review) if content is not None else ()
-            return RefreshOutcome(name, True, f"{build.previous_version or 'new'} -> {build.version}", len(fresh.traces),
-                                  result, commit, pr_url, body, review)
-        finally:
-            if git is not None and branch is not None:
-                git.restore(config, branch)
+            return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result)
+        content = git.pr_content(config, result, build, branch) if git is not None else None
+        body = _render_body(content, pr_body_path)
+        commit = pr_url = None
+        if git is not None:
+            request = git.request(config, content, result, branch, plan)
+            pending = PendingPublish(run_id=result.run_id, version=build.version, branch=branch.name, digests=tuple(digests),
+                                     tag=git.tag(build.version), title=request.title, body=request.body, labels=request.labels)
+            save_state(config.state_dir, state.with_pending(name, pending))
+            crash_point("refresh-before-commit")
+            outcome = plan.publisher.publish(request)
+            commit, pr_url = (outcome.commit.sha if outcome.commit else None), outcome.pr_url
+        save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
+        _forget_journal(config, result.run_id)
+        review = tuple(item.summary for item in content.review) if content is not None else ()
+        return RefreshOutcome(name, True, f"{build.previous_version or 'new'} -> {build.version}", len(fresh.traces),
+                              result, commit, pr_url, body, review)
+    finally:
+        if git is not None and branch is not None:
+            git.restore(config, branch)
 
 
 def select_new(ingested: IngestResult, state: RefreshState, skill: str, since: datetime | None) -> IngestResult:
@@ -138,6 +164,15 @@ def _render_body(content: Any, pr_body_path: Path | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class _Plan:
+    """What the preflight settled: the branch PRs target, the remote (None: none), the publisher."""
+
+    base: str
+    remote: str | None
+    publisher: Any
+
+
+@dataclass(frozen=True)
 class _GitTarget:
     """The repository holding the skill folder, and the folder's path inside it."""
 
@@ -145,10 +180,10 @@ class _GitTarget:
     skill_rel: str
 
     @classmethod
-    def open(cls, config: Config) -> "_GitTarget":
+    def open(cls, config: Config, skill_dir: Path | None = None) -> "_GitTarget":
         from .publish import open_repo
 
-        skill_dir = config.skill_dir()
+        skill_dir = Path(skill_dir or config.skill_dir())
         anchor = config.publish.repo or next(p for p in [skill_dir, *skill_dir.resolve().parents] if p.exists())
         repo = open_repo(anchor)
         root = Path(repo.working_tree_dir).resolve()
@@ -158,20 +193,100 @@ class _GitTarget:
             raise PublishError(f"skill folder {str(skill_dir)!r} is not inside the repository {str(root)!r}") from None
         return cls(root, rel.as_posix())
 
-    def prepare(self, config: Config):
-        from .publish import has_remote, prepare_branch
+    @property
+    def skill_dir(self) -> Path:
+        return self.repo_path / self.skill_rel
+
+    def tag(self, version: str) -> str:
+        return f"{PurePosixPath(self.skill_rel).name}/v{version}"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One refresh per repository: a lock file in its (common) git folder."""
+        from .fsguard import exclusive
+        from .publish import open_repo
+
+        common = Path(open_repo(self.repo_path).common_dir)
+        with exclusive(common / "trace2skill-refresh.lock",
+                       f"another refresh is running in the repository {str(self.repo_path)!r}; try again when it has finished"):
+            yield
+
+    def preflight(self, config: Config) -> _Plan:
+        """Everything that can refuse a publish, checked before anything is written.
+
+        Raises:
+            PublishError: no remote for a PR, gh missing or logged out, no token, remote unreachable.
+        """
+        from .publish import default_branch, has_remote, make_publisher
 
         remote = config.publish.remote if has_remote(self.repo_path, config.publish.remote) else None
         if remote is None and config.publish.mode in {"gh", "github"}:
             raise PublishError(f"--publish {config.publish.mode} needs the remote {config.publish.remote!r} to push the bot branch to; "
                                "add it (git remote add) or use --publish branch")
-        return prepare_branch(self.repo_path, config.skill.name, self.skill_rel, config.publish.base,
-                              remote=remote, state_dir=config.state_dir.resolve())
+        publisher = make_publisher(config.publish.mode, gh=config.publish.gh, token=config.publish.token,
+                                   api_url=config.publish.api_url, repository=config.publish.repository)
+        publisher.check(self.repo_path)
+        return _Plan(config.publish.base or default_branch(self.repo_path, remote), remote, publisher)
+
+    def repair(self, config: Config, state: RefreshState, plan: _Plan) -> RefreshState:
+        """Undo what a refresh killed on the bot branch left: a half-written skill folder, a stale
+        lock, the bot branch checked out. Its work is redone from the checkpoint."""
+        from .pipeline import lock_path, skill_lock
+        from .publish import bot_branch_name, ensure_clean, open_repo
+        from .skill import recover_write
+
+        recover_write(self.skill_dir)
+        if lock_path(self.skill_dir).exists():
+            with skill_lock(self.skill_dir):  # a live writer raises; a dead one's lock file goes
+                pass
+        name, repo = config.skill.name, open_repo(self.repo_path)
+        original = state.skill(name).checkout
+        if original is None or repo.head.is_detached or repo.active_branch.name != bot_branch_name(name):
+            return state
+        repo.git.reset("-q", "--", self.skill_rel)
+        repo.git.clean("-fdq", "--", self.skill_rel)
+        if _tracked(repo, self.skill_rel):
+            repo.git.checkout("-q", "HEAD", "--", self.skill_rel)
+        ensure_clean(repo, ignore=config.state_dir.resolve())
+        repo.git.checkout(original, "--")
+        state = state.with_checkout(name, None)
+        save_state(config.state_dir, state)
+        return state
+
+    def finish_pending(self, config: Config, state: RefreshState, plan: _Plan) -> RefreshState:
+        """Push and open the pull request for a change an earlier run committed but did not
+        publish, then count its trajectories as used; a change never committed is dropped (its
+        trajectories are read again)."""
+        from .publish import PublishRequest, bot_commit_of_run
+
+        name = config.skill.name
+        pending = state.skill(name).pending
+        if pending is None:
+            return state
+        commit = bot_commit_of_run(self.repo_path, pending.branch, pending.run_id, pending.tag)
+        if commit is not None:
+            request = PublishRequest(repo_path=self.repo_path, skill_dir_rel=self.skill_rel, branch=pending.branch, base=plan.base,
+                                     message="", trailers={}, title=pending.title, body=pending.body, labels=pending.labels,
+                                     remote=config.publish.remote, run_hooks=config.publish.run_hooks)
+            plan.publisher.deliver(request, commit)
+            state = state.with_success(name, version=pending.version, digests=pending.digests, run_id=pending.run_id)
+            _forget_journal(config, pending.run_id)
+        else:
+            state = state.with_pending(name, None)
+        save_state(config.state_dir, state)
+        return state
+
+    def prepare(self, config: Config, plan: _Plan):
+        from .publish import prepare_branch
+
+        return prepare_branch(self.repo_path, config.skill.name, self.skill_rel, plan.base,
+                              remote=plan.remote, state_dir=config.state_dir.resolve())
 
     def restore(self, config: Config, branch: Any) -> None:
         from .publish import return_to
 
-        return_to(self.repo_path, branch, discard=self.skill_rel, state_dir=config.state_dir.resolve())
+        if return_to(self.repo_path, branch, discard=self.skill_rel, state_dir=config.state_dir.resolve()):
+            save_state(config.state_dir, load_state(config.state_dir).with_checkout(config.skill.name, None))
 
     def pr_content(self, config: Config, result: RunResult, build: Any, branch: Any):
         from .publish import PRContent, describe_change, open_repo, read_blob, review_items
@@ -186,16 +301,17 @@ class _GitTarget:
             tool_version=__version__,
         )
 
-    def publish(self, config: Config, content: Any, result: RunResult, build: Any, branch: Any):
-        from .publish import PublishRequest, bot_trailers, make_publisher, pr_labels, render_commit_message, render_pr_body, render_pr_title
+    def request(self, config: Config, content: Any, result: RunResult, branch: Any, plan: _Plan):
+        from .publish import PublishRequest, bot_trailers, pr_labels, render_commit_message, render_pr_body, render_pr_title
 
         trailers = bot_trailers(run_id=result.run_id, trajectories=result.traces_read, model=result.model,
                                 input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens, cost=result.usage.cost)
-        request = PublishRequest(
-            repo_path=self.repo_path, skill_dir_rel=self.skill_rel, branch=branch.name, base=config.publish.base,
+        return PublishRequest(
+            repo_path=self.repo_path, skill_dir_rel=self.skill_rel, branch=branch.name, base=plan.base,
             message=render_commit_message(content), trailers=trailers, title=render_pr_title(content),
             body=render_pr_body(content), labels=pr_labels(content), remote=config.publish.remote, run_hooks=config.publish.run_hooks,
         )
-        publisher = make_publisher(config.publish.mode, gh=config.publish.gh, token=config.publish.token,
-                                   api_url=config.publish.api_url, repository=config.publish.repository)
-        return publisher.publish(request)
+
+
+def _tracked(repo: Any, rel: str) -> bool:
+    return bool(repo.git.ls_files("--", rel).strip())
