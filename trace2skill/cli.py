@@ -298,18 +298,21 @@ def history(skill_dir: Annotated[Path, typer.Argument(help="A skill folder insid
 def rollback(
     skill_dir: Annotated[Path, typer.Argument(help="A skill folder inside a git repository.")],
     version: Annotated[str, typer.Argument(help="Version to restore, e.g. 1.2.0.")],
+    publish: Annotated[Optional[str], typer.Option("--publish", help="branch | gh | github (none means branch)")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Branch pull requests target (default: the remote's HEAD).")] = None,
+    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Folder for state and the lock.")] = None,
+    config_path: ConfigOpt = None,
 ) -> None:
-    """Restore an earlier version of a skill as a new commit (history is never rewritten)."""
-    from .publish import open_repo
-    from .publish import rollback as restore
+    """Restore an earlier version of a skill as a new commit on the bot branch, published like any change."""
+    from .refresh import rollback as restore
 
     try:
-        repo = open_repo(skill_dir)
-        rel = skill_dir.resolve().relative_to(Path(repo.working_tree_dir).resolve()).as_posix()
-        result = restore(repo.working_tree_dir, rel, version.removeprefix("v"))
+        config = _config(config_path, {"publish.mode": publish, "publish.base": base, "state_dir": state_dir})
+        result = restore(config, skill_dir, version.removeprefix("v"))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
-    typer.echo(f"restored {rel} {result.restored} as {result.version} in commit {result.sha[:12]} (tag {result.tag})")
+    typer.echo(f"restored {skill_dir} {result.restored} as {result.version} in commit {result.commit[:12]} (tag {result.tag})"
+               + (f"; pull request {result.pr_url}" if result.pr_url else ""))
 
 
 @contextmanager

@@ -127,6 +127,77 @@ def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: Ref
             git.restore(config, branch)
 
 
+@dataclass(frozen=True)
+class RollbackOutcome:
+    restored: str
+    version: str
+    tag: str
+    commit: str
+    pr_url: str | None
+    removed: tuple[str, ...]
+    """Rules the rollback took out; recorded as rejected so re-read evidence does not bring them back."""
+
+
+def rollback(config: Config, skill_dir: Path, version: str) -> RollbackOutcome:
+    """Restore an earlier version of the skill through the bot branch and a pull request, like
+    any change (`--publish none` means `branch`: commit on the bot branch, push if there is a
+    remote). The evidence state follows: trajectories folded into later versions are read again
+    by the next refresh, and the rules the rollback removed count as rejected with the support
+    they had, so that evidence does not simply bring them back.
+
+    Raises:
+        LockHeld, PublishError: as for `refresh`; an unknown version is a PublishError.
+    """
+    from .publish import PublishRequest, RemovedRule, SkillCommit, open_repo, read_blob
+    from .publish import rollback as restore
+    from .publish.skilltext import parse_version, provenance_entries, rule_lines, rule_title
+
+    mode = config.publish.mode if config.publish.mode != "none" else "branch"
+    config = config.model_copy(update={"publish": config.publish.model_copy(update={"mode": mode}),
+                                       "skill": config.skill.model_copy(update={"name": Path(skill_dir).name})})
+    name, git = config.skill.name, _GitTarget.open(config, Path(skill_dir))
+    with run_lock(config.state_dir), git.lock():
+        plan = git.preflight(config)
+        state = git.finish_pending(config, git.repair(config, load_state(config.state_dir), plan), plan)
+        branch = git.prepare(config, plan)
+        try:
+            save_state(config.state_dir, state.with_checkout(name, branch.original))
+            repo = open_repo(git.repo_path)
+            before = rule_lines(read_blob(repo.head.commit, f"{git.skill_rel}/SKILL.md") or "")
+            evidence = provenance_entries(read_blob(repo.head.commit, f"{git.skill_rel}/provenance.json"))
+            run_id = f"rollback-{version}-{repo.head.commit.hexsha[:12]}"
+            result = restore(git.repo_path, git.skill_rel, version.removeprefix("v"), state_dir=config.state_dir.resolve(),
+                             run_hooks=config.publish.run_hooks, trailers={"Trace2Skill-Run": run_id})
+            after = rule_lines((git.skill_dir / "SKILL.md").read_text(encoding="utf-8"))
+            removed = [RemovedRule(rid, str(evidence.get(rid, {}).get("title") or rule_title(line)),
+                                   len(evidence.get(rid, {}).get("trace_ids") or []), "branch")
+                       for rid, line in sorted(before.items()) if rid not in after]
+            title = f"chore(skills): roll {name} back to v{result.restored} as v{result.version}"
+            body = _rollback_body(name, result.restored, result.version, [r.title for r in removed])
+            state = state.with_rejections(name, removed).without_versions_after(name, parse_version(result.restored))
+            pending = PendingPublish(run_id=run_id, version=result.version, branch=branch.name, tag=result.tag,
+                                     title=title, body=body, labels=("skills", "automated"))
+            save_state(config.state_dir, state.with_pending(name, pending))
+            request = PublishRequest(repo_path=git.repo_path, skill_dir_rel=git.skill_rel, branch=branch.name, base=plan.base,
+                                     message="", trailers={}, title=title, body=body, labels=pending.labels,
+                                     remote=config.publish.remote, run_hooks=config.publish.run_hooks)
+            outcome = plan.publisher.deliver(request, SkillCommit(result.sha, result.version, result.tag, branch.name))
+            save_state(config.state_dir, state.with_success(name, version=result.version, digests=(), run_id=run_id))
+            return RollbackOutcome(result.restored, result.version, result.tag, result.sha, outcome.pr_url,
+                                   tuple(r.rule_id for r in removed))
+        finally:
+            git.restore(config, branch)
+
+
+def _rollback_body(name: str, restored: str, version: str, removed: list[str]) -> str:
+    lines = [f"Rollback: restores `{name}` as it was in version {restored}, as version {version}.", ""]
+    if removed:
+        lines += ["Rules this takes out (they stay out until new evidence outnumbers what they had):", ""]
+        lines += [f"- {title}" for title in removed] + [""]
+    lines.append("Trajectories folded into later versions will be read again by the next refresh.")
+    return "\n".join(lines) + "\n"
+
+
 def select_new(ingested: IngestResult, state: RefreshState, skill: str, since: datetime | None) -> IngestResult:
     """Trajectories no earlier refresh consumed; with `since`, those whose file changed since then."""
     if since is not None:
