@@ -20,6 +20,7 @@ from typing import Any
 from . import __version__
 from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
+from .fsguard import no_symlinks
 from .skill import check_skill_target, recover_write, staging_dir
 from .config import Config
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
@@ -61,7 +62,9 @@ def distill(
 
     Raises:
         NoInputError: no trajectory could be read.
-        SkillValidationError: the rendered skill fails validation (nothing is written).
+        LockHeld: another run is writing the skill folder (exit 75; dry runs take no lock).
+        SkillValidationError: the rendered skill fails validation, the folder holds a symlink,
+            or provenance.json lists a path outside it (nothing is written).
     """
     started = time.monotonic()
     if write:
@@ -106,6 +109,7 @@ def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progre
         recover_write(source)
     else:
         source = pending_source(source)
+    no_symlinks(source)  # before any model call: a linked file would stop the run at the end anyway
     run = run_info(config, llm, ingested)
     final, failed = asyncio.run(_consolidate(ingested, llm, config, run.run_id, progress, checkpoint, control, source))
     if len(failed) == len(ingested.traces):
