@@ -21,7 +21,7 @@ from . import __version__
 from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
 from .fsguard import no_symlinks
-from .skill import check_skill_target, recover_write, staging_dir
+from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
 from .config import Config
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
 from langgraph.errors import GraphDrained
@@ -155,7 +155,7 @@ def pending_source(skill_dir: Path) -> Path:
     if os.path.lexists(skill_dir) or not work.is_dir():
         return Path(skill_dir)
     staged = work / Path(skill_dir).name
-    if (work / "READY").is_file() and staged.is_dir():
+    if (work / READY_MARK).is_file() and staged.is_dir():
         return staged
     return work / "previous" if (work / "previous").is_dir() else Path(skill_dir)
 

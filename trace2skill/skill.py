@@ -444,7 +444,8 @@ def check_skill_target(path: Path) -> None:
 
 WRITE_SUFFIX = ".trace2skill-write"
 """`.<skill>.trace2skill-write`, beside the skill folder: the one staging folder of a write."""
-_READY = "READY"
+READY_MARK = "READY"
+"""Written in the staging folder once the new version is complete and valid."""
 
 
 def staging_dir(path: Path) -> Path:
@@ -484,7 +485,7 @@ def write_skill_dir(path: Path, files: Mapping[str, str], *, validate: bool = Tr
         if problems:
             raise SkillValidationError(problems)
         crash_point("staged")
-        write_bytes(work, _READY, b"")
+        write_bytes(work, READY_MARK, b"")
         _swap(staged, path, work / "previous")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -506,7 +507,7 @@ def recover_write(path: Path) -> bool:
         return False
     staged, previous = work / path.name, work / "previous"
     if not os.path.lexists(path):
-        if (work / _READY).is_file() and staged.is_dir():
+        if (work / READY_MARK).is_file() and staged.is_dir():
             os.rename(staged, path)
         elif previous.is_dir():
             os.rename(previous, path)
