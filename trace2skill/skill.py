@@ -44,6 +44,8 @@ _TOP_KEY = re.compile(r"^([A-Za-z0-9_-]+)[ \t]*:(.*)$")
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)]*)?\)")
 _LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
+_CITED_PATH = re.compile(r"`(?:\./)?(references/[^`\s]+)`")
+"""A reference file's path in backticks (`references/schemas.md`): skills often cite them so."""
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:|^//")
 
 
@@ -204,42 +206,55 @@ def body_overage(body: str) -> tuple[int, int]:
 
 
 def validate_skill_dir(path: Path) -> list[str]:
-    """Every problem with a skill folder: skills-ref's checks plus ours.
+    """Every problem with a skill folder, errors and warnings alike (see `check_skill_dir`).
 
-    Ours: body under 500 lines and at most 5,000 tokens, metadata values are strings, description
-    without `<` or `>`, every relative link resolves inside the folder, every file under
-    references/ is linked from SKILL.md and sits directly in references/, no empty, generic or
-    duplicate sibling heading, and reference files over 300 lines start with a table of contents.
+    trace2skill holds what it writes to both: a skill it writes fits every recommended limit.
 
     Returns:
         Problem descriptions; empty when the folder is valid.
     """
+    errors, warnings = check_skill_dir(path)
+    return errors + warnings
+
+
+def check_skill_dir(path: Path) -> tuple[list[str], list[str]]:
+    """`(errors, warnings)` for a skill folder.
+
+    Errors break the Agent Skills spec or make the skill unusable: skills-ref's checks, metadata
+    values that are not strings, `<` or `>` in the description, relative links that do not
+    resolve or leave the folder, a file that is not UTF-8. Warnings are recommended limits and
+    house style: body under 500 lines and at most 5,000 tokens, reference files over 300 lines
+    start with a table of contents, every file under references/ sits directly there and is
+    cited from SKILL.md (a Markdown link, or its path in backticks), no empty, generic or
+    duplicate sibling heading.
+    """
     path = Path(path)
     try:
-        problems = list(skills_ref.validate(path))
+        errors = list(skills_ref.validate(path))
     except UnicodeDecodeError as exc:
-        problems = [f"SKILL.md is not UTF-8 ({exc.reason} at byte {exc.start})"]
+        errors = [f"SKILL.md is not UTF-8 ({exc.reason} at byte {exc.start})"]
     skill_md = path / SKILL_FILE
     if not skill_md.is_file():
-        return problems
+        return errors, []
     front, body = split_frontmatter(skill_md.read_bytes().decode("utf-8", errors="replace"))
     ours = _frontmatter_problems(front)
     if any("not valid block-style YAML" in p for p in ours):  # the same fault, said in one line
-        problems = [p for p in problems if not p.startswith("Invalid YAML in frontmatter")]
-    problems += ours
+        errors = [p for p in errors if not p.startswith("Invalid YAML in frontmatter")]
+    errors += ours
+    warnings = []
     lines, tokens = body_size(body)
     if lines >= MAX_BODY_LINES:
-        problems.append(f"SKILL.md body has {lines} lines; keep it under {MAX_BODY_LINES} (move detail to references/)")
+        warnings.append(f"SKILL.md body has {lines} lines; keep it under {MAX_BODY_LINES} (move detail to references/)")
     if tokens > MAX_BODY_TOKENS:
-        problems.append(f"SKILL.md body is {tokens} tokens; keep it at or under {MAX_BODY_TOKENS} (move detail to references/)")
+        warnings.append(f"SKILL.md body is {tokens} tokens; keep it at or under {MAX_BODY_TOKENS} (move detail to references/)")
     documents = {SKILL_FILE: body}
     documents.update(_reference_texts(path))
     for name, text in documents.items():
-        problems += [f"{name}: {p}" for p in heading_problems(text)]
-        problems += [f"{name}: {p}" for p in _link_problems(path, name, text)]
+        warnings += [f"{name}: {p}" for p in heading_problems(text)]
+        errors += [f"{name}: {p}" for p in _link_problems(path, name, text)]
         if name != SKILL_FILE and len(split_lines(text)) > TOC_AFTER_LINES and not has_toc(text):
-            problems.append(f"{name}: over {TOC_AFTER_LINES} lines without a table of contents")
-    return problems + _reference_layout_problems(path, body)
+            warnings.append(f"{name}: over {TOC_AFTER_LINES} lines without a table of contents")
+    return errors, warnings + _reference_layout_problems(path, body)
 
 
 def validate_build(build: Any, name: str, existing: Path | None = None) -> list[str]:
@@ -344,7 +359,8 @@ def _reference_layout_problems(path: Path, body: str) -> list[str]:
     folder = path / REFERENCES_DIR
     if not folder.is_dir():
         return []
-    linked = {(path / urllib.parse.unquote(t.split("#", 1)[0])).resolve() for t in links(body) if not _SCHEME.match(t)}
+    cited = [t for t in links(body) if not _SCHEME.match(t)] + _CITED_PATH.findall(body)
+    linked = {(path / urllib.parse.unquote(t.split("#", 1)[0])).resolve() for t in cited}
     problems = []
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = file.relative_to(path).as_posix()
