@@ -102,6 +102,7 @@ def distill(
         seconds=round(time.monotonic() - started, 2),
         redactions=dict(ingested.redactions),
         warnings=tuple(leakage(final.lessons, ingested.traces)),
+        sources={t.id: t.source.path + (f" [{t.source.record}]" if t.source.record else "") for t in ingested.traces},
     )
     return result, build
 

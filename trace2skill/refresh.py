@@ -40,6 +40,12 @@ class RefreshOutcome:
     pr_url: str | None = None
     pr_body: str | None = None
     review: tuple[str, ...] = field(default_factory=tuple)
+    branch: str | None = None
+    """The bot branch the change was committed on (None with `--publish none`)."""
+    remote: str | None = None
+    """The remote the bot branch was pushed to (None when not pushed)."""
+    build: Any = None
+    """The `SkillBuild` behind `result` (files, rule changes), for the report."""
 
 
 def refresh(
@@ -84,18 +90,20 @@ def refresh(
             digests = [t.digest() for t in fresh.traces]
             if not build.changed:
                 save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
-                return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result)
+                return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result,
+                                      build=build)
             content = git.pr_content(config, result, build, branch) if git else None
             body = _render_body(content, pr_body_path)
-            commit = pr_url = None
+            commit = pr_url = remote = None
             if git is not None:
                 outcome = git.publish(config, content, result, build, branch)
                 commit, pr_url = (outcome.commit.sha if outcome.commit else None), outcome.pr_url
+                remote = config.publish.remote if outcome.pushed else None
             save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
             _forget_journal(config, result.run_id)
             review = tuple(item.summary for item in content.review) if content is not None else ()
             return RefreshOutcome(name, True, f"{build.previous_version or 'new'} -> {build.version}", len(fresh.traces),
-                                  result, commit, pr_url, body, review)
+                                  result, commit, pr_url, body, review, branch.name if branch else None, remote, build)
         finally:
             if git is not None and branch is not None:
                 git.restore(config, branch)
