@@ -48,38 +48,43 @@ app = typer.Typer(
 _DEFAULTS = {key.dotted: key.default for key in config_keys()}
 
 
-def _default(key: str) -> str:
-    """`[default: ...]` text for a flag whose default comes from the configuration."""
+def _config_default(key: str) -> str:
+    """The default of a flag that sets config key `key`, naming the key."""
     value = _DEFAULTS.get(key)
-    return f"{'unset' if value is None else value} ({key})"
+    return f"{'unset' if value is None else value}, from {key}"
+
+
+def _h(text: str, default: str) -> str:
+    """Help text ending in `[default: ...]` (the bracket escaped from rich markup)."""
+    return f"{text} \\[default: {default}]"
 
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip).", show_default=False, metavar="PATHS")]
-RunPathsArg = Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip).", show_default="`sources` from the config", metavar="PATHS")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file.", show_default="./trace2skill.toml, else \\[tool.trace2skill] in ./pyproject.toml")]
+RunPathsArg = Annotated[Optional[list[Path]], typer.Argument(help=_h("Trace files or folders (JSON, JSONL, .gz, .zip).", "`sources` from the config"), show_default=False, metavar="PATHS")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help=_h("TOML config file.", "./trace2skill.toml, else \\[tool.trace2skill] in ./pyproject.toml"), show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="Say more (repeat for debug logging).", show_default=False)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
-ThresholdOpt = Annotated[Optional[float], typer.Option("--success-threshold", help="A reward at or above this counts as success.", show_default=_default("analyse.success_threshold"))]
+ThresholdOpt = Annotated[Optional[float], typer.Option("--success-threshold", help=_h("A reward at or above this counts as success.", _config_default("analyse.success_threshold")), show_default=False)]
 SidechainsOpt = Annotated[bool, typer.Option("--drop-sidechains", help="Drop Claude Code sub-agent conversations instead of keeping them apart.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. --set analyse.token_budget=2000 (repeatable).", show_default=False)]
-FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.", show_default="detect")]
-LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.", show_default="none")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder that holds skill folders (with --layout agents|claude: the project root).", show_default="skills_out, or . with --layout agents|claude")]
-SkillOpt = Annotated[Optional[str], typer.Option("--skill", help="Skill name (lowercase, digits, hyphens).", show_default=_default("skill.name"))]
-DescriptionOpt = Annotated[Optional[str], typer.Option("--description", help="Frontmatter description: what the skill does and when to use it.", show_default="derived from the rules")]
-LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="flat: OUT/NAME; agents: OUT/.agents/skills/NAME; claude: OUT/.claude/skills/NAME.", show_default=_default("skill.layout"))]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="litellm model string, 'offline' (no LLM) or 'scripted:FILE.json'.", show_default=_default("llm.model"))]
-ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help="Base URL of a local OpenAI-compatible server.", show_default="provider default")]
-ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Analysts running at once.", show_default=_default("analyse.concurrency"))]
-FanInOpt = Annotated[Optional[int], typer.Option("--fan-in", help="Lesson sets per merge.", show_default=_default("consolidate.fan_in"))]
-MinSupportOpt = Annotated[Optional[int], typer.Option("--min-support", help="Trajectories a rule needs to enter SKILL.md.", show_default=_default("consolidate.min_support"))]
-BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help="Hard cap on model spend in US dollars.", show_default="no cap")]
-MaxCallsOpt = Annotated[Optional[int], typer.Option("--max-calls", help="Hard cap on model calls.", show_default="no cap")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help=_h("Force a trace reader instead of detecting by shape.", "detect"), show_default=False)]
+LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help=_h("JSON or CSV file of outcomes by trajectory id.", "none"), show_default=False)]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help=_h("Folder that holds skill folders (with --layout agents|claude: the project root).", "skills_out, or . with --layout agents|claude"), show_default=False)]
+SkillOpt = Annotated[Optional[str], typer.Option("--skill", help=_h("Skill name (lowercase, digits, hyphens).", _config_default("skill.name")), show_default=False)]
+DescriptionOpt = Annotated[Optional[str], typer.Option("--description", help=_h("Frontmatter description: what the skill does and when to use it.", "derived from the rules"), show_default=False)]
+LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help=_h("flat: OUT/NAME; agents: OUT/.agents/skills/NAME; claude: OUT/.claude/skills/NAME.", _config_default("skill.layout")), show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help=_h("litellm model string, 'offline' (no LLM) or 'scripted:FILE.json'.", _config_default("llm.model")), show_default=False)]
+ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help=_h("Base URL of a local OpenAI-compatible server.", "provider default"), show_default=False)]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help=_h("Analysts running at once.", _config_default("analyse.concurrency")), show_default=False)]
+FanInOpt = Annotated[Optional[int], typer.Option("--fan-in", help=_h("Lesson sets per merge.", _config_default("consolidate.fan_in")), show_default=False)]
+MinSupportOpt = Annotated[Optional[int], typer.Option("--min-support", help=_h("Trajectories a rule needs to enter SKILL.md.", _config_default("consolidate.min_support")), show_default=False)]
+BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help=_h("Hard cap on model spend in US dollars.", "no cap"), show_default=False)]
+MaxCallsOpt = Annotated[Optional[int], typer.Option("--max-calls", help=_h("Hard cap on model calls.", "no cap"), show_default=False)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Quote the cost and print the diff of every file that would change; write nothing.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve a run quoted above budget.approve_above.")]
-ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Also write the HTML report of the run to this file.", show_default="only STATE_DIR/reports/")]
-StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help="Folder for state, checkpoints, reports and the lock.", show_default=_default("state_dir"))]
+ReportOpt = Annotated[Optional[Path], typer.Option("--report", help=_h("Also write the HTML report of the run to this file.", "only STATE_DIR/reports/"), show_default=False)]
+StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help=_h("Folder for state, checkpoints, reports and the lock.", _config_default("state_dir")), show_default=False)]
 
 RUN_FLAGS = ("paths", "out", "skill", "description", "layout", "model", "api_base", "concurrency", "fan_in", "min_support",
              "trace_format", "labels", "success_threshold", "drop_sidechains", "budget", "max_calls", "dry_run", "yes",
@@ -312,10 +317,10 @@ def refresh(
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
-    publish: Annotated[Optional[str], typer.Option("--publish", help="none | branch | gh | github", show_default=_default("publish.mode"))] = None,
-    base: Annotated[Optional[str], typer.Option("--base", help="Branch pull requests target.", show_default=_default("publish.base"))] = None,
-    since: Annotated[Optional[datetime], typer.Option("--since", help="Re-read trajectories whose files changed since this time, instead of only unseen ones.", show_default="unseen ones only")] = None,
-    pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help="Also write the pull-request body to this file.", show_default="not written")] = None,
+    publish: Annotated[Optional[str], typer.Option("--publish", help=_h("none | branch | gh | github", _config_default("publish.mode")), show_default=False)] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help=_h("Branch pull requests target.", _config_default("publish.base")), show_default=False)] = None,
+    since: Annotated[Optional[datetime], typer.Option("--since", help=_h("Re-read trajectories whose files changed since this time, instead of only unseen ones.", "unseen ones only"), show_default=False)] = None,
+    pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help=_h("Also write the pull-request body to this file.", "not written"), show_default=False)] = None,
 ) -> None:
     """Fold new trajectories into a skill and publish the change (commit, branch or pull request)."""
     from .refresh import refresh as run_refresh
@@ -581,7 +586,7 @@ def init(
     path: Annotated[Path, typer.Option("--path", help="Config file to write.")] = Path("trace2skill.toml"),
     skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name to set.", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model to set (litellm string).", show_default=False)] = None,
-    sources: Annotated[Optional[list[str]], typer.Option("--source", help="Trace folder to read (repeatable).", show_default="the trace folders found, if you confirm them")] = None,
+    sources: Annotated[Optional[list[str]], typer.Option("--source", help=_h("Trace folder to read (repeatable).", "the trace folders found, if you confirm them"), show_default=False)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Use every trace folder found without asking.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     verbose: VerboseOpt = 0,
@@ -620,7 +625,7 @@ def doctor(
     ctx: typer.Context,
     model: ModelOpt = None,
     api_base: ApiBaseOpt = None,
-    publish: Annotated[Optional[str], typer.Option("--publish", help="none | branch | gh | github", show_default=_default("publish.mode"))] = None,
+    publish: Annotated[Optional[str], typer.Option("--publish", help=_h("none | branch | gh | github", _config_default("publish.mode")), show_default=False)] = None,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,

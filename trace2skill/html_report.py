@@ -23,7 +23,9 @@ from typing import Any
 
 import jinja2
 
-from .rules import RuleRecord, rank_key
+from markupsafe import Markup, escape
+
+from .rules import RuleRecord, clean, rank_key, sentence, when_clause
 from .types import RunResult
 
 REPORTS_DIR = "reports"
@@ -57,7 +59,7 @@ def _rule(record: RuleRecord, top: int, sources: Mapping[str, str]) -> dict[str,
     unlabelled = record.support - record.failing_support - record.succeeding_support
     scale = 100.0 / top
     return {
-        "id": record.id, "title": record.title, "text": record.text or record.rule, "when": record.when,
+        "id": record.id, "title": record.title, "text": sentence(clean(record.rule)), "when": when_clause(clean(record.when)),
         "kind": record.kind, "where": f"{record.file} > {record.section}" if record.file else "",
         "reason": record.reason, "support": record.support, "failed": record.failing_support,
         "succeeded": record.succeeding_support, "unlabelled": unlabelled,
@@ -101,8 +103,18 @@ def _stages(quote: Any, calls: Mapping[str, int]) -> list[dict[str, Any]]:
 
 @cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("trace2skill", "templates"), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("trace2skill", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["code"] = _code_spans
+    return env
+
+
+def _code_spans(text: str) -> Markup:
+    """Escaped text with `code` spans as <code> elements (nothing else of Markdown is read)."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: show the text as it is
+        return Markup(escape(text))
+    return Markup("".join(str(escape(p)) if i % 2 == 0 else f"<code>{escape(p)}</code>" for i, p in enumerate(parts)))
 
 
 def render_report(context: Mapping[str, Any], eval: Mapping[str, Any] | None = None) -> str:
