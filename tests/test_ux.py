@@ -412,5 +412,7 @@ def test_docs_install_from_a_clone_and_name_real_commands():
     docs = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     assert not re.search(r"pip install trace2skill\b", docs)  # not on the package index under that name
     commands = set(typer.main.get_command(app).commands)
-    for used in set(re.findall(r"\btrace2skill ([a-z]+)\b", docs)):
-        assert used in commands or used in {"toml", "is", "turns", "implements", "on", "reads", "with"}, used
+    code = "\n".join(re.findall(r"```.*?```", docs, re.S) + re.findall(r"`[^`\n]+`", docs))
+    used = set(re.findall(r"(?:^[ \t]*(?:- run: )?|`|/bin/|&& )trace2skill ([a-z]+)\b", code, re.M))
+    assert {"distill", "refresh", "install", "init", "doctor"} <= used
+    assert used <= commands, used - commands
