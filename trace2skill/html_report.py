@@ -148,6 +148,9 @@ def write_report(path: Path, html: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(html)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(partial, 0o666 & ~mask)  # a report to share, not a private temporary file
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
