@@ -500,7 +500,7 @@ def _rules_for_trace(skill_dir: Path, trace_id: str) -> list[dict[str, Any]]:
             if hits:
                 rows.append({"id": record.id, "title": record.title, "status": status if status == "in skill" else f"withheld: {record.reason}",
                              "file": record.file, "section": record.section, "outcome": hits[0].outcome,
-                             "steps": sorted({s + 1 for e in hits for s in e.steps}), "quotes": [e.quote for e in hits if e.quote]})
+                             "step_numbers": sorted({s + 1 for e in hits for s in e.steps}), "quotes": [e.quote for e in hits if e.quote]})
     if not rows:
         known = {e.trace_id for table in (provenance.rules, provenance.withheld) for r in table.values() for e in r.evidence}
         hint = "" if known else " (the skill records no evidence)"
@@ -635,13 +635,13 @@ def doctor(
     """Check Python, the config, the model and its key (one cheap call), git, gh or a token, and paths; say what to fix."""
     from .doctor import Check, run_checks
 
-    _verbosity(ctx, verbose, quiet)
+    level = _verbosity(ctx, verbose, quiet)
     try:
         config = _config(config_path, {"llm.model": model, "llm.api_base": api_base, "publish.mode": publish}, settings)
     except Trace2SkillError as exc:
         checks = [Check("config", "fail", str(exc), "fix trace2skill.toml, the TRACE2SKILL_* variables or the flags")]
     else:
-        checks = [Check("config", "ok", "configuration loads"), *run_checks(config, lambda c: _llm(ctx, c))]
+        checks = [Check("config", "ok", "configuration loads"), *run_checks(config, lambda c: _llm(ctx, c), verbose=level > 0)]
     if json_out:
         typer.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:

@@ -37,9 +37,9 @@ class Ping(BaseModel):
     ok: bool
 
 
-def run_checks(config: Config, make_llm: Callable[[Config], Any]) -> list[Check]:
-    """Every check, in the order a run meets them."""
-    return [_python(), *_model(config, make_llm), _git(config), _github(config), *_paths(config)]
+def run_checks(config: Config, make_llm: Callable[[Config], Any], *, verbose: bool = False) -> list[Check]:
+    """Every check, in the order a run meets them; `verbose` keeps a model error whole."""
+    return [_python(), *_model(config, make_llm, verbose), _git(config), _github(config), *_paths(config)]
 
 
 def _python() -> Check:
@@ -49,7 +49,7 @@ def _python() -> Check:
     return Check("python", "ok", f"Python {version} ({sys.executable})")
 
 
-def _model(config: Config, make_llm: Callable[[Config], Any]) -> list[Check]:
+def _model(config: Config, make_llm: Callable[[Config], Any], verbose: bool = False) -> list[Check]:
     if config.offline:
         return [Check("model", "ok", "offline analyst: no model, no key, no network needed")]
     checks = []
@@ -63,7 +63,8 @@ def _model(config: Config, make_llm: Callable[[Config], Any]) -> list[Check]:
         reply = asyncio.run(llm.complete([{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}],
                                          output=Ping, purpose="doctor"))
     except Exception as exc:  # every failure of the one call is the finding, whatever its type
-        return checks + [Check("model", "fail", f"{config.llm.model}: one test call failed: {' '.join(str(exc).split())[:300]}",
+        said = " ".join(str(exc).split())
+        return checks + [Check("model", "fail", f"{config.llm.model}: one test call failed: {said if verbose else said[:300]}",
                                "check llm.model, llm.api_base and the key; `trace2skill doctor -v` shows the full error")]
     usage = llm.usage
     return checks + [Check("model", "ok", f"{config.llm.model} answered one call (ok={reply.ok}; "

@@ -80,7 +80,8 @@ def print_explanation(info: dict, *, json_out: bool, skill_dir: Any = None, verb
     """Evidence first (trajectory, outcome, steps from 1, quote, then the rule and where it is
     written, with the file's path); lesson ids only with -v, as a count otherwise."""
     if json_out:
-        print(json.dumps(info, indent=2, sort_keys=True))
+        evidence = [{**item, "step_numbers": [step + 1 for step in item["steps"]]} for item in info["evidence"]]
+        print(json.dumps({**info, "evidence": evidence}, indent=2, sort_keys=True))
         return
     console = Console(highlight=False)
     console.print(f"{info['id']}: {info['title']}", markup=False)
@@ -118,7 +119,7 @@ def print_trace_rules(rows: list[dict], trace_id: str, *, json_out: bool) -> Non
     for number, row in enumerate(rows, 1):
         where = f"{row['file']} > {row['section']}" if row["file"] else row["status"]
         console.print(f"  {number}. {row['id']} {row['title']}", markup=False, soft_wrap=True)
-        console.print(f"     step {', '.join(map(str, row['steps'])) or '-'}; {where}", markup=False, soft_wrap=True)
+        console.print(f"     step {', '.join(map(str, row['step_numbers'])) or '-'}; {where}", markup=False, soft_wrap=True)
         for quote in row["quotes"][:2]:
             console.print(f"     \"{quote}\"", markup=False, soft_wrap=True)
 
