@@ -129,6 +129,12 @@ def test_install_into_claude_and_agents_project_folders(tmp_path):
     assert _tree(project / ".agents" / "skills" / "brand-guidelines") == _tree(skill)
     again = runner.invoke(app, ["install", str(skill), "--agent", "claude", "--project", str(project)])
     assert again.exit_code == 0 and "unchanged" in again.stdout
+    assert runner.invoke(app, ["install", str(tmp_path / "missing"), "--project", str(project)]).exit_code == 66
+    invalid = tmp_path / "Bad-Name"
+    invalid.mkdir()
+    (invalid / "SKILL.md").write_text("---\nname: other\ndescription: d\n---\n# Body\n")
+    assert runner.invoke(app, ["install", str(invalid), "--project", str(project)]).exit_code == 65
+    assert not (project / ".claude" / "skills" / "Bad-Name").exists()
 
 
 def test_install_refuses_a_different_skill_of_the_same_name_unless_forced(tmp_path):

@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, InstallConflict, SkillValidationError
+from .errors import ConfigError, InstallConflict, NoInputError, SkillValidationError
+from .skill import check_skill_dir
 
 AGENT_DIRS: dict[str, tuple[str, str]] = {
     "claude": (".claude/skills", "~/.claude/skills"),
@@ -56,12 +57,19 @@ def install_skill(skill_dir: Path, folder: Path, *, link: bool = False, force: b
     """Copy (or symlink) `skill_dir` to `folder/<its name>`.
 
     Raises:
-        SkillValidationError: `skill_dir` holds no SKILL.md.
+        NoInputError: `skill_dir` is not a folder.
+        SkillValidationError: `skill_dir` holds no SKILL.md, or breaks the spec (warnings
+            such as a long body do not stop an install).
         InstallConflict: a different skill is installed under that name and `force` is false.
     """
     source = Path(skill_dir).resolve()
+    if not source.is_dir():
+        raise NoInputError(f"{str(skill_dir)!r} is not a folder; give the skill folder (the one holding SKILL.md)")
     if not (source / "SKILL.md").is_file():
         raise SkillValidationError([f"{str(skill_dir)!r} holds no SKILL.md; give the skill folder itself"])
+    errors, _ = check_skill_dir(source)
+    if errors:
+        raise SkillValidationError(errors)
     target = Path(folder) / source.name
     if target.resolve() == source and not target.is_symlink():
         return Installed(target, "unchanged")
