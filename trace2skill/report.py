@@ -184,7 +184,7 @@ def print_ingest(report: dict, *, json_out: bool, verbose: bool = False) -> None
     console = Console(highlight=False)
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes"].items()))
     formats = ", ".join(f"{k} {v}" for k, v in sorted(report["formats"].items())) or "none"
-    console.print(f"read {report['traces']} trajectories ({outcomes}); formats: {formats}; skipped {report['skipped']}", markup=False)
+    console.print(f"read {report['traces']} trajectories ({outcomes}); formats: {formats}; skipped {report['skipped']}", markup=False, soft_wrap=True)
     if report["redactions"]:
         console.print("redacted: " + ", ".join(f"{k} {v}" for k, v in sorted(report["redactions"].items())), markup=False)
     sources = report["label_sources"]
