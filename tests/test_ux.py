@@ -337,7 +337,10 @@ def test_init_writes_every_config_key_and_offers_the_trace_folders_found(tmp_pat
     config = load_config(tmp_path / "trace2skill.toml")
     assert config.skill.name == "my-lessons" and config.llm.model == Config().llm.model
     assert runner.invoke(app, ["init"]).exit_code == 1  # never overwrites without --force
-    assert runner.invoke(app, ["init", "--force", "--source", "traces"]).exit_code == 0
+    (tmp_path / "trace2skill.toml").write_text("[llm]\nno_such_key = 1\n")
+    assert runner.invoke(app, ["init", "--skill", "Bad Name", "--force"]).exit_code == 78
+    assert runner.invoke(app, ["init", "--force", "--source", "traces"]).exit_code == 0  # replaces a broken file
+    assert tomllib.loads((tmp_path / "trace2skill.toml").read_text())["sources"] == ["traces"]
 
 
 def test_doctor_offline_scripted_and_what_to_fix(tmp_path, monkeypatch):

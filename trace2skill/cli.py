@@ -611,13 +611,27 @@ def init(
     if model:
         chosen["llm.model"] = model
     try:
-        _config(None, {**chosen, "sources": None})  # a bad --skill or --model fails here, before writing
+        _check_values({key: value for key, value in chosen.items() if key != "sources"})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(config_template(chosen, [f for f in found if f not in chosen_sources]), encoding="utf-8")
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     typer.echo(f"wrote {path}" + (f" (sources: {', '.join(chosen_sources)})" if chosen_sources else ""))
     _note(ctx, "next: trace2skill doctor, then trace2skill distill --dry-run")
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    """Validate `values` alone (not the existing file, which init may be replacing).
+
+    Raises:
+        ConfigError: a value the config model refuses.
+    """
+    import tempfile
+
+    from .config import load_config
+
+    with tempfile.TemporaryDirectory() as empty:
+        load_config(None, values, env={}, cwd=Path(empty))
 
 
 @app.command(epilog="Example: trace2skill doctor --model openai/gpt-4.1-mini")
