@@ -29,6 +29,8 @@ from .rules import RuleRecord, clean, rank_key, sentence, when_clause
 from .types import RunResult
 
 REPORTS_DIR = "reports"
+MAX_EVIDENCE = 25
+"""Evidence rows shown per rule (failures first); `explain` and provenance.json have them all."""
 
 
 def report_context(result: RunResult, provenance_text: str | None, *, added: list[str] = (), changed: list[str] = (),
@@ -58,6 +60,8 @@ def report_context(result: RunResult, provenance_text: str | None, *, added: lis
 def _rule(record: RuleRecord, top: int, sources: Mapping[str, str]) -> dict[str, Any]:
     unlabelled = record.support - record.failing_support - record.succeeding_support
     scale = 100.0 / top
+    order = {"failure": 0, "success": 1}
+    shown = sorted(record.evidence, key=lambda e: (order.get(e.outcome, 2), e.trace_id, e.steps))[:MAX_EVIDENCE]
     return {
         "id": record.id, "title": record.title, "text": sentence(clean(record.rule)), "when": when_clause(clean(record.when)),
         "kind": record.kind, "where": f"{record.file} > {record.section}" if record.file else "",
@@ -66,7 +70,8 @@ def _rule(record: RuleRecord, top: int, sources: Mapping[str, str]) -> dict[str,
         "bar": {"failed": record.failing_support * scale, "succeeded": record.succeeding_support * scale,
                 "unlabelled": unlabelled * scale},
         "evidence": [{"trace_id": e.trace_id, "outcome": e.outcome, "steps": [s + 1 for s in e.steps],
-                      "quote": e.quote, "source": sources.get(e.trace_id, "")} for e in record.evidence],
+                      "quote": e.quote, "source": sources.get(e.trace_id, "")} for e in shown],
+        "more_evidence": len(record.evidence) - len(shown),
         "runs": (record.first_seen_run, record.last_seen_run),
     }
 
