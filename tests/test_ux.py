@@ -425,3 +425,14 @@ def test_docs_install_from_a_clone_and_name_real_commands():
     used = set(re.findall(r"(?:^[ \t]*(?:- run: )?|`|/bin/|&& )trace2skill ([a-z]+)\b", code, re.M))
     assert {"distill", "refresh", "install", "init", "doctor"} <= used
     assert used <= commands, used - commands
+
+
+def test_the_state_report_is_never_written_through_a_symlink(demo_traces, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "reports").symlink_to(elsewhere, target_is_directory=True)
+    result = runner.invoke(app, ["distill", str(demo_traces), "--out", str(tmp_path / "s"), "--skill", "swe-demo",
+                                 "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 0, result.output
+    assert "could not write the report" in result.stderr and list(elsewhere.iterdir()) == []

@@ -408,13 +408,13 @@ def _write_reports(ctx, config, result, build, before, estimate, llm, explicit, 
                              calls=llm.calls if llm is not None else None, sources=result.sources,
                              command=command, dry_run=dry_run)
     html = render_report(context)
-    targets = ([] if dry_run else [report_path(config.state_dir, config.skill.name, result.run_id)]) + ([explicit] if explicit else [])
-    for target in targets:
+    targets = ([] if dry_run else [(report_path(config.state_dir, config.skill.name, result.run_id), config.state_dir)])
+    for target, inside in targets + ([(explicit, None)] if explicit else []):
         try:
-            write_report(target, html)
+            write_report(target, html, inside=inside)
             _note(ctx, f"report: {target}")
         except OSError as exc:
-            _note(ctx, f"trace2skill: warning: could not write the report {str(target)!r}: {exc.strerror or exc}")
+            _note(ctx, f"trace2skill: warning: could not write the report {str(target)!r}: {exc.strerror or exc.args[0]}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -145,9 +145,18 @@ def report_path(state_dir: Path, skill: str, run_id: str) -> Path:
     return Path(state_dir) / REPORTS_DIR / f"{skill}-{run_id}.html"
 
 
-def write_report(path: Path, html: str) -> None:
-    """Write the page atomically; a symlink at `path` is replaced, never written through."""
+def write_report(path: Path, html: str, *, inside: Path | None = None) -> None:
+    """Write the page atomically; a symlink at `path` is replaced, never written through.
+
+    Raises:
+        OSError: with `inside`, the page would land outside that folder (a symlinked
+            `reports/`), or the filesystem refused.
+    """
     path = Path(path)
+    if inside is not None:
+        folder = path.parent
+        if folder.is_symlink() or not folder.resolve().is_relative_to(Path(inside).resolve()):
+            raise OSError(f"{str(folder)!r} is a link or leads outside {str(inside)!r}; not writing through it")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
