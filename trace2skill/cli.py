@@ -474,7 +474,7 @@ def explain(
         raise typer.Exit(2)
     try:
         if trace is not None:
-            print_trace_rules(_rules_for_trace(skill_dir, trace), trace, json_out=json_out)
+            print_trace_rules(_rules_for_trace(skill_dir, trace), trace, json_out=json_out, skill_dir=skill_dir)
             return
         info = explain_rule(skill_dir, rule)
     except (Trace2SkillError, OSError) as exc:

@@ -120,6 +120,9 @@ def _paths(config: Config) -> list[Check]:
         exists = Path(source).exists()
         checks.append(Check("sources", "ok" if exists else "fail", f"{source} {'exists' if exists else 'does not exist'}",
                             "" if exists else "fix `sources` in trace2skill.toml or give PATHS on the command line"))
+    labels = config.analyse.labels
+    if labels is not None and not Path(labels).is_file():
+        checks.append(Check("labels", "fail", f"labels file {labels} does not exist", "fix analyse.labels or --labels"))
     if not config.sources:
         checks.append(Check("sources", "warn", "no `sources` configured", "give PATHS to distill, or run `trace2skill init`"))
     for label, path in (("skill folder", config.skill_dir()), ("state folder", config.state_dir)):

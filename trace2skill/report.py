@@ -109,7 +109,7 @@ def print_explanation(info: dict, *, json_out: bool, skill_dir: Any = None, verb
         console.print(line, markup=False, soft_wrap=True)
 
 
-def print_trace_rules(rows: list[dict], trace_id: str, *, json_out: bool) -> None:
+def print_trace_rules(rows: list[dict], trace_id: str, *, json_out: bool, skill_dir: Any = None) -> None:
     """The rules one trajectory supports, with the steps (from 1) and quotes it gave each."""
     if json_out:
         print(json.dumps({"trace_id": trace_id, "rules": rows}, indent=2, sort_keys=True))
@@ -117,7 +117,8 @@ def print_trace_rules(rows: list[dict], trace_id: str, *, json_out: bool) -> Non
     console = Console(highlight=False)
     console.print(f"{trace_id} ({rows[0]['outcome']}) supports {len(rows)} rule(s); steps count from 1", markup=False)
     for number, row in enumerate(rows, 1):
-        where = f"{row['file']} > {row['section']}" if row["file"] else row["status"]
+        path = f"{skill_dir}/{row['file']}" if skill_dir is not None else row["file"]
+        where = f"{path} > {row['section']}" if row["file"] else row["status"]
         console.print(f"  {number}. {row['id']} {row['title']}", markup=False, soft_wrap=True)
         console.print(f"     step {', '.join(map(str, row['step_numbers'])) or '-'}; {where}", markup=False, soft_wrap=True)
         for quote in row["quotes"][:2]:
