@@ -436,3 +436,21 @@ def test_the_state_report_is_never_written_through_a_symlink(demo_traces, tmp_pa
                                  "--state-dir", str(tmp_path / "state")])
     assert result.exit_code == 0, result.output
     assert "could not write the report" in result.stderr and list(elsewhere.iterdir()) == []
+
+
+def test_refresh_with_a_model_quotes_first_and_reports_calls_per_stage(demo_traces, tmp_path):
+    from test_graph import responder
+    from trace2skill.testing import ScriptedLLM
+
+    llm = ScriptedLLM(responder)
+    files = len(list(demo_traces.rglob("*.traj.json")))
+    result = runner.invoke(app, ["refresh", str(demo_traces), "--skill", "swe-demo", "--out", str(tmp_path / "s"),
+                                 "--state-dir", str(tmp_path / "state"), "--model", "scripted", "--max-calls", "500"],
+                           obj={"llm_factory": lambda config: llm})
+    assert result.exit_code == 0, result.output
+    assert f"quote: analyse: {files} call(s)" in result.stderr
+    analysed = llm.count("analyse-failure") + llm.count("analyse-success")
+    merges = llm.count("merge")
+    page = next((tmp_path / "state" / "reports").glob("swe-demo-run-*.html")).read_text()
+    assert f"<td>analyse</td><td>{analysed}</td><td>{files}</td>" in page
+    assert f"<td>merge</td><td>{merges}</td>" in page

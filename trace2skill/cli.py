@@ -334,16 +334,26 @@ def refresh(
         before = _previous_titles(config.skill_dir())
         if dry_run:
             return _refresh_dry_run(ctx, config, llm, paths, since, report, json_out)
+        quoted: list[Any] = []
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
             outcome = run_refresh(config, llm, paths or None, since=since, pr_body_path=pr_body,
-                                  progress=progress, control=control)
+                                  progress=progress, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     print_refresh(outcome, json_out=json_out, publish=config.publish.mode)
     if outcome.result is not None and outcome.build is not None:
-        _write_reports(ctx, config, outcome.result, outcome.build, before, None, llm, report, False, "refresh")
+        _write_reports(ctx, config, outcome.result, outcome.build, before, quoted[0] if quoted else None, llm, report, False, "refresh")
     if outcome.result is not None and outcome.result.skipped:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _quoted(ctx: typer.Context, keep: list, estimate: Any) -> None:
+    """Print the quote (unless -q) and keep it for the report."""
+    from .report import print_quote
+
+    keep.append(estimate)
+    if _level(ctx) >= 0:
+        print_quote(estimate)
 
 
 def _refresh_dry_run(ctx, config, llm, paths, since, report, json_out) -> None:

@@ -57,8 +57,11 @@ def refresh(
     pr_body_path: Path | None = None,
     progress: Progress | None = None,
     control: Any = None,
+    on_quote: Any = None,
 ) -> RefreshOutcome:
     """Fold trajectories that no earlier refresh consumed into the skill, and publish it.
+
+    `on_quote(quote)` is called with the cost quote before the first model call.
 
     Raises:
         LockHeld: another refresh holds the lock (exit 75, nothing touched).
@@ -77,7 +80,9 @@ def refresh(
         if llm is not None:
             from .budget import preflight
 
-            preflight(fresh.traces, config, llm.model)
+            estimate = preflight(fresh.traces, config, llm.model)
+            if on_quote is not None:
+                on_quote(estimate)
         git = _GitTarget.open(config) if config.publish.mode != "none" else None
         branch = git.prepare(config) if git else None
         try:
