@@ -454,3 +454,12 @@ def test_refresh_with_a_model_quotes_first_and_reports_calls_per_stage(demo_trac
     page = next((tmp_path / "state" / "reports").glob("swe-demo-run-*.html")).read_text()
     assert f"<td>analyse</td><td>{analysed}</td><td>{files}</td>" in page
     assert f"<td>merge</td><td>{merges}</td>" in page
+
+
+def test_ingest_check_counts_clean_files_instead_of_listing_them(demo_traces):
+    trajectories = len(list(demo_traces.rglob("*.traj.json")))
+    short = runner.invoke(app, ["ingest", str(demo_traces), "--check"])
+    assert short.exit_code == 0 and len(short.stdout.splitlines()) < 10
+    assert re.search(r"^(\d+) of \1 files read cleanly", short.stdout, re.M)
+    full = runner.invoke(app, ["ingest", str(demo_traces), "--check", "-v"])
+    assert len(full.stdout.splitlines()) > trajectories
