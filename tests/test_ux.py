@@ -76,10 +76,12 @@ def test_distill_and_refresh_share_one_flag_set():
 def test_quiet_leaves_only_results(demo_traces, tmp_path):
     loud = _distill(demo_traces, tmp_path / "a")
     assert "report: " in loud.stderr
+    assert "fidelity:" in loud.stderr
     quiet = runner.invoke(app, ["-q", "distill", str(demo_traces), "--out", str(tmp_path / "b"), "--skill", "swe-demo"])
-    assert quiet.exit_code == 0 and quiet.stderr == "" and "rules written" in quiet.stdout
+    assert quiet.exit_code == 0 and "rules written" in quiet.stdout
+    assert all(line.startswith("warning: ") for line in quiet.stderr.splitlines())  # warnings stay: no silent loss
     also = runner.invoke(app, ["distill", str(demo_traces), "--out", str(tmp_path / "c"), "--skill", "swe-demo", "-q"])
-    assert also.exit_code == 0 and also.stderr == ""
+    assert also.exit_code == 0 and also.stderr == quiet.stderr
 
 
 def test_usage_errors_exit_2_and_bad_config_78(tmp_path):

@@ -64,7 +64,7 @@ RunPathsArg = Annotated[Optional[list[Path]], typer.Argument(help=_h("Trace file
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help=_h("TOML config file.", "./trace2skill.toml, else \\[tool.trace2skill] in ./pyproject.toml"), show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="Say more (repeat for debug logging).", show_default=False)]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results, warnings and errors.")]
 ThresholdOpt = Annotated[Optional[float], typer.Option("--success-threshold", help=_h("A reward at or above this counts as success.", _config_default("analyse.success_threshold")), show_default=False)]
 SidechainsOpt = Annotated[bool, typer.Option("--drop-sidechains", help="Drop Claude Code sub-agent conversations instead of keeping them apart.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. --set analyse.token_budget=2000 (repeatable).", show_default=False)]

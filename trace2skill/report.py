@@ -18,7 +18,8 @@ from .types import RunResult
 
 def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: bool = False,
                   extra: dict | None = None, quiet: bool = False) -> None:
-    """The run's summary table (or JSON with `extra` merged in); notes and warnings unless quiet."""
+    """The run's summary table (or JSON with `extra` merged in); warnings always, notes and the
+    fidelity line unless quiet."""
     if json_out:
         payload = result.model_dump(mode="json")
         payload["dry_run"] = dry_run
@@ -50,8 +51,9 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         table.add_row(key, value)
     console.print(table)
     _print_skips(console, result.skipped)
-    _print_fidelity_line(result)
-    for warning in () if quiet else result.warnings:
+    if not quiet:
+        _print_fidelity_line(result)
+    for warning in result.warnings:  # kept under -q: a loss is never silent
         Console(stderr=True, highlight=False).print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
