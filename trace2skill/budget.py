@@ -181,7 +181,7 @@ class BudgetedClient:
         return self.inner.usage
 
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
-        if purpose == "preflight" and getattr(self.inner, "free_preflight", False):
+        if purpose == "preflight" and getattr(_innermost(self.inner, "free_preflight"), "free_preflight", False):
             return await self.inner.complete(messages, output=output, purpose=purpose)
         reserved = self.meter.reserve(sum(len(m["content"]) for m in messages) // 3, 0)
         before = self.inner.usage.cost
@@ -192,10 +192,19 @@ class BudgetedClient:
             self.meter.settle(reserved, None if after is None else after - (before or 0.0))
 
 
+def _innermost(client, attribute: str):
+    """The client itself or the first wrapped client (`.inner`) that has `attribute`, or None."""
+    while client is not None and not hasattr(client, attribute):
+        client = getattr(client, "inner", None)
+    return client
+
+
 def with_budget(client, config: Config):
-    """`client` under the run's caps: its own per-request meter when it has one, else a wrapper."""
+    """`client` under the run's caps: a backend that meters its own requests (retries and repairs
+    included) gets the meter, even inside wrappers; anything else is wrapped whole."""
     meter = Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
-    if hasattr(client, "meter"):
-        client.meter = meter
+    backend = _innermost(client, "meter")
+    if backend is not None and not isinstance(backend, BudgetedClient):
+        backend.meter = meter
         return client
     return BudgetedClient(client, meter)

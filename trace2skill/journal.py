@@ -28,13 +28,19 @@ CHECKPOINT_FILE = "checkpoints.sqlite"
 
 
 def checkpoint_path(state_dir: Path) -> Path:
-    """The run-state path of runs that keep state in `state_dir` (the journal is derived from it)."""
-    return state_dir / CHECKPOINT_FILE
+    """The run-state path of runs that keep state in `state_dir` (the journal is derived from it; never a symlink)."""
+    from .fsguard import inside
+
+    return inside(Path(state_dir), CHECKPOINT_FILE)
 
 
 def journal_path(checkpoint: Path) -> Path:
-    """The analysis journal kept beside a checkpoint path."""
-    return checkpoint.with_suffix(".journal.sqlite")
+    """The analysis journal kept beside the checkpoint path (never a symlink)."""
+    from .fsguard import refuse_symlink
+
+    path = checkpoint.with_suffix(".journal.sqlite")
+    refuse_symlink(path)
+    return path
 
 
 class AnalysisJournal:

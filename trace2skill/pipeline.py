@@ -10,9 +10,11 @@ the same skill, and a rerun of the same command finds the work already paid for 
 from __future__ import annotations
 
 import asyncio
-import warnings
+import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from .budget import Quote, preflight
 from .config import Config
 from .consolidate import merge_count
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
+from .fsguard import no_symlinks
 from .graph import Halt, build_graph, run_config
 from .ingest import IngestResult, load_traces
 from .ingest.fidelity import loss_warnings
@@ -35,7 +38,7 @@ from .journal import AnalysisJournal, journal_path
 from .llm import LLMClient, close_clients
 from .prompts import version as prompt_version
 from .rules import RuleRecord
-from .skill import check_skill_target
+from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
 from .types import LessonSet, RunResult, Skip, content_hash
 
 warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning, module=r"langgraph\.")
@@ -62,7 +65,7 @@ class Plan:
 
 
 def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoint: Path | None,
-         check: bool = True) -> Plan:
+         check: bool = True, source: Path | None = None) -> Plan:
     """Choose the analyst, check the model (when `check` and work is left), quote the work left,
     and refuse a run the caps cannot cover. The check comes first: it is one tiny request and
     fails fast on a wrong key or model, before the quote reads every trajectory.
@@ -72,7 +75,7 @@ def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoi
         ConfigError: `--budget` with an unknown price and no `llm.price_in` / `llm.price_out`.
         BudgetRefused: the quote is above `--budget`, or above `budget.approve_above` without `--yes`.
     """
-    analyst = analyst_for(config, llm, existing_rules(config))
+    analyst = analyst_for(config, llm, existing_rules(config, source))
     run = run_info(config, analyst, ingested)
     journal = None
     if checkpoint is not None and analyst.mode == "llm" and config.llm.cache:
@@ -116,7 +119,9 @@ def distill(
     Raises:
         NoInputError: no trajectory could be read.
         BudgetRefused, ConfigError: see `plan`; ProviderRejected: the model preflight failed.
-        SkillValidationError: the rendered skill fails validation (nothing is written).
+        LockHeld: another run is writing the skill folder (exit 75; dry runs take no lock).
+        SkillValidationError: the rendered skill fails validation, the folder holds a symlink,
+            or provenance.json lists a path outside it (nothing is written).
     """
     started = time.monotonic()
     if write:
@@ -124,20 +129,11 @@ def distill(
     ingested = ingested or load_traces(paths or [Path(p) for p in config.sources], config)
     if not ingested.traces:
         raise NoInputError(no_input_message(ingested))
-    run_plan = plan(config, llm, ingested, checkpoint)
-    if on_quote is not None and run_plan.quote is not None:
-        on_quote(run_plan.quote)
-    analyst, run = run_plan.analyst, run_plan.run
-    final, failed, notes = _run_graph(ingested, analyst, config, run.run_id, progress, run_plan.journal, control)
-    if len(failed) == len(ingested.traces):
-        raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
-    final = analyst.finish(final, ingested.traces, dict(ingested.outcomes))
-    build = author_skill(config.skill_dir(), final, analyst.author_config(config), run, rejected=rejected)
-    problems = validate_build(build, config.skill.name)
-    if problems:
-        raise SkillValidationError(problems)
-    if write and build.changed:
-        write_skill_dir(config.skill_dir(), build.files)
+    with skill_lock(config.skill_dir()) if write else _nothing():
+        run, analyst, final, failed, notes, build = _build(config, llm, ingested, progress, checkpoint, control,
+                                                          rejected, write, on_quote)
+        if write and build.changed:
+            write_skill_dir(config.skill_dir(), build.files)
     warnings = tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces)) + tuple(notes)
     result = _result(config, ingested, run, final, build, failed, analyst, time.monotonic() - started, warnings)
     return result, build
@@ -166,7 +162,69 @@ def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonS
         redactions=dict(ingested.redactions),
         warnings=warnings,
         fidelity=fidelity_summary(ingested.fidelity),
+        sources={t.id: t.source.path + (f" [{t.source.record}]" if t.source.record else "") for t in ingested.traces},
     )
+
+
+def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progress: Progress | None,
+           checkpoint: Path | None, control: Any, rejected: dict[str, int] | None, write: bool,
+           on_quote: Callable[[Quote], None] | None):
+    """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
+    finishing a killed write; a dry run reads where that write left it, moving nothing)."""
+    source = config.skill_dir()
+    if write:
+        recover_write(source)
+    else:
+        source = pending_source(source)
+    no_symlinks(source)  # before any model call: a linked file would stop the run at the end anyway
+    run_plan = plan(config, llm, ingested, checkpoint, source=source)
+    if on_quote is not None and run_plan.quote is not None:
+        on_quote(run_plan.quote)
+    analyst, run = run_plan.analyst, run_plan.run
+    final, failed, notes = _run_graph(ingested, analyst, config, run.run_id, progress, run_plan.journal, control)
+    if len(failed) == len(ingested.traces):
+        raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
+    final = analyst.finish(final, ingested.traces, dict(ingested.outcomes))
+    build = author_skill(source, final, analyst.author_config(config), run, rejected=rejected)
+    problems = validate_build(build, config.skill.name)
+    if problems:
+        raise SkillValidationError(problems)
+    return run, analyst, final, failed, notes, build
+
+
+def lock_path(skill_dir: Path) -> Path:
+    """`.<skill>.trace2skill.lock` beside the skill folder (unlinked when released)."""
+    return Path(skill_dir).parent / f".{Path(skill_dir).name}.trace2skill.lock"
+
+
+@contextmanager
+def skill_lock(skill_dir: Path) -> Iterator[None]:
+    """Hold the skill folder's lock: one writer at a time, the others exit 75 at once.
+
+    Raises:
+        LockHeld: another run is writing the folder.
+    """
+    from .fsguard import exclusive
+
+    with exclusive(lock_path(skill_dir), f"another run is writing {str(skill_dir)!r}; try again when it has finished"):
+        yield
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def pending_source(skill_dir: Path) -> Path:
+    """The folder a dry run reads: the skill folder, or, when a killed write left it missing,
+    the folder `recover_write` would put in its place (read where it is, nothing moved)."""
+    work = staging_dir(skill_dir)
+    if os.path.lexists(skill_dir) or not work.is_dir():
+        return Path(skill_dir)
+    staged = work / Path(skill_dir).name
+    if (work / READY_MARK).is_file() and staged.is_dir():
+        return staged
+    return work / "previous" if (work / "previous").is_dir() else Path(skill_dir)
 
 
 def no_input_message(ingested: IngestResult) -> str:
@@ -250,11 +308,12 @@ def _report(update: dict, counts: dict[str, int], progress: Progress | None, tot
             progress(node, counts[node], totals[node], failed=counts["failed"], cost=analyst.usage.cost)
 
 
-def existing_rules(config: Config) -> list[RuleRecord]:
-    """The rules the target skill already records in provenance.json (none for a new skill)."""
+def existing_rules(config: Config, folder: Path | None = None) -> list[RuleRecord]:
+    """The rules the target skill (or `folder`) already records in provenance.json (none for a new skill)."""
+    from .fsguard import inside
     from .provenance import load_provenance
 
-    source = config.skill_dir() / "provenance.json"
+    source = inside(folder or config.skill_dir(), "provenance.json")
     if not source.is_file():
         return []
     provenance = load_provenance(source.read_text(encoding="utf-8"))
