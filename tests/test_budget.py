@@ -26,7 +26,7 @@ def test_quote_counts_every_call_the_run_will_make(demo_traces):
     config = load_config(env={})
     traces = load_traces([demo_traces], config).traces
     estimate = quote(traces, config, price=(1e-6, 4e-6))
-    preflight_stage, analyse, merge, repair = estimate.stages
+    analyse, merge, repair, preflight_stage = estimate.stages
     # 40 analyses of at most 3 lessons, fan-in 5: 8 merges of 15 lessons (one window each), then
     # 75 and 45 lessons (two windows of at most 40 each), then 120 lessons (three windows).
     assert preflight_stage.calls == 1 and analyse.calls == 40 and merge.calls == 8 + 2 + 2 + 3

@@ -81,8 +81,8 @@ def quote(traces: list[Trace], config: Config, price: tuple[float, float] | None
     work = analyse.calls + merge.calls
     repairs = math.ceil(REPAIR_SHARE * work)
     per_call_in = (analyse.input_tokens + merge.input_tokens) // max(1, work)
-    stages = (StageQuote("preflight", 1 if work else 0, 60, 10), analyse, merge,
-              StageQuote("repair", repairs, repairs * (per_call_in + 300), repairs * ANALYST_OUTPUT_TOKENS))
+    stages = (analyse, merge, StageQuote("repair", repairs, repairs * (per_call_in + 300), repairs * ANALYST_OUTPUT_TOKENS),
+              StageQuote("preflight", 1 if work else 0, 60, 10))
     cost = None
     if price is not None:
         cost = sum(s.input_tokens * price[0] + s.output_tokens * price[1] for s in stages)
