@@ -90,6 +90,16 @@ class SkillConfig(_Section):
         return name
 
 
+class IngestConfig(_Section):
+    max_record_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest single JSON file, or single JSONL line, that is parsed; larger ones are skipped."""
+    max_file_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1024)
+    """Largest file read, and the most one `.gz` file or zip member may expand to."""
+    max_ratio: int = Field(default=200, ge=1)
+    """Most a `.gz` file or zip member may expand relative to its compressed size (zip bombs);
+    anything may expand to 16 MiB. Real trajectories compress 3 to 25 times."""
+
+
 class RedactConfig(_Section):
     emails: bool = False
     """Also replace e-mail addresses."""
@@ -138,6 +148,7 @@ class Config(_Section):
     analyse: AnalyseConfig = Field(default_factory=AnalyseConfig)
     consolidate: ConsolidateConfig = Field(default_factory=ConsolidateConfig)
     skill: SkillConfig = Field(default_factory=SkillConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     redact: RedactConfig = Field(default_factory=RedactConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
