@@ -402,7 +402,7 @@ def _assignment_at(text: str, at: int, word: str, tail: re.Pattern[str], *, esca
     start = at
     while start and text[start - 1] in _NAME_CHARS and not (escaped and start >= 2 and text[start - 2] == "\\"):
         start -= 1
-    name = text[start:at + len(word)].lstrip("-.")
+    name = text[start:match.start("sep")].lstrip("-.")
     flag = "-" in text[start:at] if escaped else text[start:at].startswith("-")
     if not match.group("sep").strip() and not flag:
         return None  # `NAME value` is an assignment only as a command-line flag
@@ -410,9 +410,10 @@ def _assignment_at(text: str, at: int, word: str, tail: re.Pattern[str], *, esca
     value = match.group(group)
     if not _real_value(value):
         return None
-    if group == "bare" and _is_expression(value, text, match.end(), env_line=escaped or _env_line(text, start, match)):
+    env = escaped or _env_line(text, start, match)
+    if group == "bare" and _is_expression(value, text, match.end(), env_line=env):
         return None
-    if not (name.isupper() or _looks_secret(value, text, match.end(), bare=group == "bare")):
+    if not ((env and name.isupper()) or _looks_secret(value, text, match.end(), bare=group == "bare")):
         return None
     return (*match.span(group), name)
 
@@ -429,11 +430,14 @@ def _refine(kind: str, name: str) -> str:
 
 
 def _env_line(text: str, start: int, match: re.Match[str]) -> bool:
-    """`NAME=value` alone on its line (optionally after `export`): a .env or shell line."""
+    """`NAME=value` or `NAME: value` alone on its line (optionally after `export`): a .env,
+    shell or YAML line, where any value is data. In code (`SECRET_KEY='secret',` in a call,
+    `PASSWORD = 'x'`) a value must look like a secret."""
     line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", match.end())
     head = text[line_start:start].strip()
-    rest = text[match.end():text.find("\n", match.end()) if "\n" in text[match.end():] else len(text)]
-    return head in ("", "export") and match.group("sep") == "=" and not rest.strip(" \t\r;").split("#")[0]
+    rest = text[match.end():len(text) if line_end < 0 else line_end].strip(" \t\r;").split("#")[0]
+    return head in ("", "export") and match.group("sep").rstrip() in ("=", ":") and not rest
 
 
 def _is_expression(value: str, text: str, end: int, *, env_line: bool) -> bool:
