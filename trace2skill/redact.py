@@ -175,9 +175,9 @@ _CONTEXT = (
     *_cased("authorization", "Authorization", r"\\?[\"']?[ \t]*[:=][ \t]*\\?[\"']?(?:(?:[Bb]earer|[Tt]oken|[Bb]asic|[Dd]igest)[ \t]+)?"
             r"([^\s\"'\\,;]{3,})", accept=_header_value),
     _token("url-password", r"://[^\s:/@\"'<>]+:([^\s@/\"'<>\[\]]+)@", "://", group=1),
-    _token("mysql-password", r"mysql(?<![A-Za-z0-9_]mysql)(?:dump|admin|import|show|check|slap|sh)?\b[^\n|;&]*?\s(?:-p|--password=)"
+    _token("mysql-password", r"mysql(?<![A-Za-z0-9_]mysql)(?:dump|admin|import|show|check|slap|sh)?\b[^\n|;&]{0,200}?\s(?:-p|--password=)"
            r"([^\s'\"]+|'[^'\n]+'|\"[^\"\n]+\")", "mysql", group=1),
-    _token("curl-password", r"curl(?<![A-Za-z0-9_]curl)\b[^\n|;&]*?\s(?:-u|--user)[ \t=]+[\"']?[^\s:\"']+:([^\s\"']+)", "curl", group=1,
+    _token("curl-password", r"curl(?<![A-Za-z0-9_]curl)\b[^\n|;&]{0,200}?\s(?:-u|--user)[ \t=]+[\"']?[^\s:\"']+:([^\s\"']+)", "curl", group=1,
            accept=_real_value),
     _token("sshpass-password", r"sshpass(?<![A-Za-z0-9_]sshpass)\s+-p[ \t]*[\"']?([^\s\"']+)", "sshpass", group=1, accept=_real_value),
 )
