@@ -14,9 +14,12 @@ table of resolved and failed runs that did or did not show it and keeps it only 
 
 * at least `MIN_RUNS` runs showed it and `MIN_ARGUING` of them are on the side that argues
   for the rule (resolved runs for a `do` rule, failed runs for an `avoid` rule);
-* the shares differ by at least `MIN_EFFECT` (absolute);
-* Fisher's exact test, two-sided, Benjamini-Hochberg-adjusted over every candidate tested,
-  gives q <= `FDR`.
+* the effect is large enough: the larger share is at least `MIN_RATIO` times the smaller and
+  at least `MIN_DIFFERENCE` above it;
+* Fisher's exact test, two-sided, Benjamini-Hochberg-adjusted over every candidate of the
+  same source tested, gives q <= `FDR`. The generic candidates are one family of hypotheses
+  (hundreds of them, mined from the data); each pack's behaviours, stated in advance, are
+  another, so a pack's few hypotheses are not drowned by the generic n-grams.
 
 The direction of the difference decides the polarity, so no rule can argue against its own
 numbers; the rule states all four counts, the test and what the evidence lists.
@@ -34,7 +37,8 @@ from .stats import benjamini_hochberg, fisher_exact
 
 MIN_RUNS = 5
 MIN_ARGUING = 3
-MIN_EFFECT = 0.2
+MIN_RATIO = 1.5
+MIN_DIFFERENCE = 0.05
 FDR = 0.05
 _SKIPPED_FAMILIES = frozenset({"", "unknown", "shell"})
 
@@ -124,15 +128,20 @@ def contrast(shown: dict[str, list[Shown]], traces: Iterable[Trace], populations
             continue
         p = fisher_exact(did_s, resolved - did_s, did_f, failed - did_f)
         verdicts.append(Verdict(signature, len(population), (did_s, resolved), (did_f, failed), p))
-    adjusted = benjamini_hochberg([v.p for v in verdicts])
-    tested = [Verdict(**{**v.__dict__, "q": q, "tested": len(verdicts)}) for v, q in zip(verdicts, adjusted)]
+    tested = []
+    for source in sorted({source_of(v.signature) for v in verdicts}):
+        family = [v for v in verdicts if source_of(v.signature) == source]
+        adjusted = benjamini_hochberg([v.p for v in family])
+        tested += [Verdict(**{**v.__dict__, "q": q, "tested": len(family)}) for v, q in zip(family, adjusted)]
     return [v for v in tested if _kept(v)]
 
 
 def _kept(verdict: Verdict) -> bool:
     success_share, failure_share = verdict.shares
     arguing = verdict.resolved[0] if verdict.polarity == "do" else verdict.failed[0]
-    return arguing >= MIN_ARGUING and abs(success_share - failure_share) >= MIN_EFFECT and verdict.q <= FDR
+    low, high = sorted((success_share, failure_share))
+    large = high >= MIN_RATIO * low and high - low >= MIN_DIFFERENCE
+    return arguing >= MIN_ARGUING and large and verdict.q <= FDR
 
 
 def source_of(signature: str) -> str:
@@ -153,16 +162,20 @@ def evidence_for(verdict: Verdict, shown: dict[str, list[Shown]], traces: Iterab
     return tuple(found)
 
 
-def numbers(verdict: Verdict) -> str:
-    """The sentence that states a behaviour's four counts, the test, and what the evidence lists."""
+def numbers(verdict: Verdict, shown: str) -> str:
+    """The sentence that states a behaviour's four counts, the test, and what the evidence lists.
+
+    It names the behaviour (`shown`, what a run that showed it did), so an avoid-rule's counts
+    never read as counts of what the rule recommends.
+    """
     success_share, failure_share = verdict.shares
     (did_s, n_s), (did_f, n_f) = verdict.resolved, verdict.failed
-    listed = f"the {did_s} resolved runs that did it" if verdict.polarity == "do" else f"the {did_f} failed runs that did it"
-    return (f"Done in {did_s} of {n_s} resolved runs ({success_share:.0%}) and {did_f} of {n_f} failed runs "
-            f"({failure_share:.0%}); Fisher exact p = {verdict.p:.2g}, Benjamini-Hochberg q = {verdict.q:.2g} over "
-            f"{verdict.tested} candidate behaviours. The evidence lists {listed}.")
+    listed = f"{did_s} resolved runs" if verdict.polarity == "do" else f"{did_f} failed runs"
+    return (f"Runs where {shown}: {did_s} of {n_s} resolved ({success_share:.0%}) and {did_f} of {n_f} failed "
+            f"({failure_share:.0%}); two-sided Fisher exact p = {verdict.p:.2g}, Benjamini-Hochberg q = {verdict.q:.2g} "
+            f"over the {verdict.tested} candidate behaviours of its kind. The evidence lists those {listed}.")
 
 
-def as_lesson(verdict: Verdict, wording: dict[str, str], evidence: tuple[Evidence, ...]) -> Lesson:
-    fields = {**wording, "rule": f"{wording['rule']} {numbers(verdict)}".strip()}
+def as_lesson(verdict: Verdict, wording: dict[str, str], shown: str, evidence: tuple[Evidence, ...]) -> Lesson:
+    fields = {**wording, "rule": f"{wording['rule']} {numbers(verdict, shown)}".strip()}
     return Lesson.create(signature=verdict.signature, evidence=evidence, **fields)

@@ -21,12 +21,16 @@ import re
 
 from . import quotes
 from .runs import Run
-from .shell import LINTERS, TEST_RUNNERS, family_of, real_commands
+from .shell import LINTERS, TEST_RUNNERS, family_of, is_shell, real_commands
 
 NO_MATCH_PROGRAMS = frozenset({"grep", "egrep", "fgrep", "rg", "ag", "git grep", "git diff", "diff", "cmp",
                                "test", "[", "[[", "which", "command", "type", "pgrep", "false"})
 PROBES = frozenset({"ls", "stat", "file", "test", "["})
 """Commands an agent runs to ask whether a path exists; "no" is an answer, not a failure."""
+_FILTERS = frozenset({"head", "tail", "grep", "egrep", "rg", "sort", "uniq", "wc", "tee", "cut", "awk", "less", "more",
+                      "tr", "column", "xargs", "echo", "printf", "true", "cat"})
+"""Programs that only shape or announce another command's output: not the one that failed."""
+_NAMED = re.compile(r"^(?:(?:ba|z)?sh: (?:line \d+: )?)?([\w./+-]+): ")
 _ERROR_OPENING = re.compile(r"^\s*(?:\[?error\]?|exception|fatal|failed|failure)\b\s*[:!-]", re.I)
 _TEST_SUMMARIES = (
     re.compile(r"^=+ .*\b\d+ (?:failed|errors?)\b.*=+$", re.M),                 # pytest
@@ -124,3 +128,19 @@ def _last_match(output: str, patterns) -> str:
             if best is None or match.start() > best.start():
                 best = match
     return quotes.clip(best.group(0).strip()) if best else ""
+
+
+def failing_family(run: Run, line: str) -> str:
+    """The family of the command that failed in a command line of several (`cd x && npm test
+    | tail`): the program the error line names, else a test runner, else the last command that
+    is not a filter. Other tools are their own family."""
+    if not is_shell(run.tool, run.command):
+        return run.family
+    families = [family_of(name, args) for name, args in real_commands(run.command)]
+    if len(families) <= 1:
+        return run.family
+    if (named := _NAMED.match(line)) and (base := named.group(1).rsplit("/", 1)[-1]) in {f.split()[0] for f in families}:
+        return next(f for f in families if f.split()[0] == base)
+    if runners := [f for f in families if f in TEST_RUNNERS]:
+        return runners[-1]
+    return next((f for f in reversed(families) if f not in _FILTERS), families[-1])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..types import Evidence, Lesson, Trace
 from . import quotes
-from .detect import error_line, failed
+from .detect import error_line, failed, failing_family
 from .edits import operands, writes_files
 from .runs import Finding, Run, is_submit
 from .shell import TEST_RUNNERS, is_shell, shape
@@ -34,7 +34,7 @@ def generic_findings(runs: list[Run], judged: set[int]) -> list[Finding]:
         if i in judged or not failed(run):
             continue
         line = error_line(run)
-        signature = error_signature(run.family, mask(line))
+        signature = error_signature(failing_family(run, line), mask(line))
         found.append(Finding(signature, run.step, quotes.failure(called(run), line), run.command, run.tool))
     return found
 

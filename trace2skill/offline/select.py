@@ -25,7 +25,7 @@ from .behaviours import (MIN_RUNS, Shown, as_lesson, contrast, evidence_for, gen
 from .edits import edited_files
 from .runs import read_runs
 from .shell import shape
-from .wording import behaviour_wording, counted_error_rule
+from .wording import behaviour_shown, behaviour_wording, counted_error_rule
 
 MIN_PITFALL_SUPPORT = 2
 MIN_RECOVERY_COUNT = 2
@@ -88,6 +88,8 @@ def _recovery_sentence(lesson: Lesson) -> str:
     common, count = min(shapes.items(), key=lambda kv: (-kv[1], kv[0]))
     if count < MIN_RECOVERY_COUNT or count * RECOVERY_SHARE < lesson.support:
         return ""
+    if lesson.signature.startswith(f"error:{common}|"):
+        return f"In {count} of the {lesson.support} runs that hit this, a later `{common}` call with other arguments worked."
     return f"In {count} of the {lesson.support} runs that hit this, `{common}` was the command that worked next."
 
 
@@ -116,10 +118,10 @@ def behaviour_rules(traces: list[Trace]) -> list[Lesson]:
     lessons = []
     for verdict in sorted(contrast(shown, labelled, populations), key=lambda v: (v.q, v.signature)):
         if source_of(verdict.signature) == "generic":
-            wording = behaviour_wording(verdict.signature, verdict.polarity)
+            wording, what = behaviour_wording(verdict.signature, verdict.polarity), behaviour_shown(verdict.signature)
         else:
-            wording = packs.wording(verdict.signature)
+            wording, what = packs.wording(verdict.signature), packs.shown(verdict.signature)
             if wording is None or wording["polarity"] != verdict.polarity:
                 continue  # the pack's advice points the other way than these numbers
-        lessons.append(as_lesson(verdict, wording, evidence_for(verdict, shown, labelled)))
+        lessons.append(as_lesson(verdict, wording, what, evidence_for(verdict, shown, labelled)))
     return lessons[:MAX_BEHAVIOURS]

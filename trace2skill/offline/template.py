@@ -19,6 +19,7 @@ _MASKS = (
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<id>"),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), "<date>"),
     (re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"), "<time>"),
+    (re.compile(r"\b\d+(?:\.\d+)?(?:ms|s|sec|seconds|m|min|h)\b"), "<duration>"),
     (re.compile(r"\b(?:0x)?[0-9a-f]*\d[0-9a-f]*[a-f][0-9a-f]*\b|\b(?:0x)?[0-9a-f]*[a-f][0-9a-f]*\d[0-9a-f]*\b", re.I),
      "<hash>"),
     (re.compile(r"""(["'`])(?:(?!\1).){1,200}?\1"""), r"\1…\1"),
@@ -33,7 +34,7 @@ _HASH_MIN = 7
 
 def mask(message: str) -> str:
     """The template of one error line: variable parts replaced, spaces folded, clipped."""
-    text = " ".join(message.split())
+    text = " ".join(message.split()).strip("=-*_#~ ")
     for pattern, replacement in _MASKS:
         if replacement == "<hash>":
             text = pattern.sub(lambda m: "<hash>" if len(m.group(0)) >= _HASH_MIN else m.group(0), text)

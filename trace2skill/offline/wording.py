@@ -69,6 +69,13 @@ def _runs(lesson: Lesson) -> str:
     return f"{lesson.support} run{'s' if lesson.support != 1 else ''} ({', '.join(p for p in parts if p)})"
 
 
+def behaviour_shown(signature: str) -> str:
+    """What a run that showed a generic behaviour did: `the run used `cat``."""
+    kind, _, rest = signature.partition(":")
+    names = [display(part) for part in rest.split(" > ")]
+    return "the agent " + _PHRASES[kind][1].format(*names)
+
+
 def behaviour_wording(signature: str, polarity: str) -> dict[str, str]:
     """Title, rule, when of a generic behaviour, in the direction its numbers point."""
     kind, _, rest = signature.partition(":")

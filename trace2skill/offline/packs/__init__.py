@@ -9,7 +9,8 @@ a module with:
 * `applies(trace, runs) -> bool`;
 * `judge(trace, runs, writes) -> (findings, judged run indices)`;
 * `behaviours(trace, runs, writes) -> list[Shown]`;
-* `wording(signature) -> dict | None`, and `is_feedback(text) -> bool` (harness notices).
+* `wording(signature) -> dict | None`, `shown(signature) -> str` (what a run showing a
+  behaviour did) and `is_feedback(text) -> bool` (harness notices).
 
 Today there is one: `swe`, a bash agent fixing a bug in a Python repository (mini-swe-agent,
 SWE-agent on SWE-bench).
@@ -25,6 +26,11 @@ PACKS = (swe,)
 def wording(signature: str) -> dict[str, str] | None:
     """The wording of a pack signature, or None when no pack owns it."""
     return next((w for pack in PACKS if (w := pack.wording(signature)) is not None), None)
+
+
+def shown(signature: str) -> str:
+    """What a run that showed a pack behaviour did, in words."""
+    return next((w for pack in PACKS if (w := pack.shown(signature))), "")
 
 
 def is_noise(output: str) -> bool:

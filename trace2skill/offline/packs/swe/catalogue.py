@@ -37,6 +37,12 @@ def wording(signature: str) -> dict[str, str] | None:
             "subject": _fill(entry.get("subject", "{target}"), fields)}
 
 
+def shown(signature: str) -> str:
+    """What a run that showed a behaviour did, in words (`the submitted patch added scratch files`)."""
+    entry = next((e for e in _catalogue() if fnmatchcase(signature, e["match"])), None)
+    return entry.get("shown", "") if entry else ""
+
+
 def _fill(template: str, fields: dict[str, str]) -> str:
     """Replace only the known placeholders, so rule texts may show Python dicts in braces."""
     return re.sub(r"\{(signature|prefix|target|detail)\}", lambda m: fields[m.group(1)], template).strip()

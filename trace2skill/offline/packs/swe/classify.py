@@ -18,7 +18,7 @@ from ....types import Trace
 from ... import quotes
 from ...detect import failed
 from ...runs import Finding, Run, Verdict
-from ...shell import TEST_RUNNERS
+from ...shell import TEST_RUNNERS, family_of, real_commands
 from .feedback import is_rejection, protocol_findings
 from .tracebacks import python_error
 
@@ -54,7 +54,8 @@ def _verdict(run: Run, edited: frozenset[str]) -> Verdict | None:
     verdict = _shell_error(run) or python_error(run, edited) or _runner_error(run)
     if verdict is not None:
         return verdict
-    if run.family.startswith("python") or run.family in TEST_RUNNERS | _OWN_CODE:
+    families = {family_of(name, args) for name, args in real_commands(run.command)} | {run.family}
+    if any(f.startswith("python") or f in TEST_RUNNERS | _OWN_CODE for f in families):
         return "", ""
     return None
 
