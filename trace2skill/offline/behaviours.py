@@ -14,8 +14,9 @@ table of resolved and failed runs that did or did not show it and keeps it only 
 
 * at least `MIN_RUNS` runs showed it and `MIN_ARGUING` of them are on the side that argues
   for the rule (resolved runs for a `do` rule, failed runs for an `avoid` rule);
-* the effect is large enough: the larger share is at least `MIN_RATIO` times the smaller and
-  at least `MIN_DIFFERENCE` above it;
+* the effect is large enough: the shares differ by at least `MIN_DIFFERENCE`, and one side's
+  share is at least `MIN_RATIO` times the other's, for doing it or for not doing it (so 100 %
+  vs 80 % counts: 0 % vs 20 % of runs skipped it);
 * Fisher's exact test, two-sided, Benjamini-Hochberg-adjusted over every candidate of the
   same source tested, gives q <= `FDR`. The generic candidates are one family of hypotheses
   (hundreds of them, mined from the data); each pack's behaviours, stated in advance, are
@@ -140,7 +141,8 @@ def _kept(verdict: Verdict) -> bool:
     success_share, failure_share = verdict.shares
     arguing = verdict.resolved[0] if verdict.polarity == "do" else verdict.failed[0]
     low, high = sorted((success_share, failure_share))
-    large = high >= MIN_RATIO * low and high - low >= MIN_DIFFERENCE
+    ratio_ok = high >= MIN_RATIO * low or (1 - low) >= MIN_RATIO * (1 - high)
+    large = ratio_ok and high - low >= MIN_DIFFERENCE
     return arguing >= MIN_ARGUING and large and verdict.q <= FDR
 
 

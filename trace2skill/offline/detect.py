@@ -134,8 +134,8 @@ def failing_family(run: Run, line: str) -> str:
     """The family of the command that failed in a command line of several (`cd x && npm test
     | tail`): the program the error line names, else a test runner, else the last command that
     is not a filter. Other tools are their own family."""
-    if not is_shell(run.tool, run.command):
-        return run.family
+    if not is_shell(run.tool, run.command) or run.command.split()[:1] == [run.tool]:
+        return run.family  # another tool, or a SWE-agent command named after its first word
     families = [family_of(name, args) for name, args in real_commands(run.command)]
     if len(families) <= 1:
         return run.family

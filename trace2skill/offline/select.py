@@ -99,22 +99,30 @@ def _restate(original: Lesson, sentence: str) -> Lesson:
     return Lesson.create(evidence=original.evidence, **fields)
 
 
+def observe(trace: Trace) -> tuple[list[Shown], set[str]]:
+    """The behaviours one run showed, generic and from every pack that applies, and the
+    sources (`generic`, pack names) it was judged by."""
+    runs = read_runs(trace)
+    writes = edited_files(runs)
+    shown, sources = generic_behaviours(runs, writes), {"generic"}
+    for pack in packs.PACKS:
+        if pack.applies(trace, runs):
+            shown += pack.behaviours(trace, runs, writes)
+            sources.add(pack.NAME)
+    return shown, sources
+
+
 def behaviour_rules(traces: list[Trace]) -> list[Lesson]:
     """Behaviours that really separate resolved from failed runs, as lessons (module docstring)."""
-    shown: dict[str, list[Shown]] = {}
-    populations: dict[str, set[str]] = {"generic": set(), **{pack.NAME: set() for pack in packs.PACKS}}
     labelled = [t for t in traces if t.outcome in ("success", "failure")]
     if len({t.outcome for t in labelled}) < 2 or len(labelled) < MIN_RUNS:
         return []
+    shown: dict[str, list[Shown]] = {}
+    populations: dict[str, set[str]] = {"generic": set(), **{pack.NAME: set() for pack in packs.PACKS}}
     for trace in labelled:
-        runs = read_runs(trace)
-        writes = edited_files(runs)
-        shown[trace.id] = generic_behaviours(runs, writes)
-        populations["generic"].add(trace.id)
-        for pack in packs.PACKS:
-            if pack.applies(trace, runs):
-                shown[trace.id] += pack.behaviours(trace, runs, writes)
-                populations[pack.NAME].add(trace.id)
+        shown[trace.id], sources = observe(trace)
+        for source in sources:
+            populations[source].add(trace.id)
     lessons = []
     for verdict in sorted(contrast(shown, labelled, populations), key=lambda v: (v.q, v.signature)):
         if source_of(verdict.signature) == "generic":

@@ -34,7 +34,7 @@ _HASH_MIN = 7
 
 def mask(message: str) -> str:
     """The template of one error line: variable parts replaced, spaces folded, clipped."""
-    text = " ".join(message.split()).strip("=-*_#~ ")
+    text = " ".join(re.sub(r"</?[A-Za-z_][\w-]*>", " ", message).split()).strip("=-*_#~ ")
     for pattern, replacement in _MASKS:
         if replacement == "<hash>":
             text = pattern.sub(lambda m: "<hash>" if len(m.group(0)) >= _HASH_MIN else m.group(0), text)

@@ -2,8 +2,8 @@
 
 It was written from a study of 500 mini-swe-agent SWE-bench Verified trajectories, so it is
 optional and speaks only where its signatures fire: a run applies when its harness shows
-(mini-swe-agent's `<returncode>` observations and submit marker, its format feedback, the
-`/testbed` checkout) or when the trace carries a submitted patch. On such runs it adds:
+(mini-swe-agent's `<returncode>` observations and submit marker, its format, timeout and
+overlong-output feedback, the `/testbed` checkout) or when the trace carries a submitted patch. On such runs it adds:
 
 * failure signatures with catalogue wording (`data/swe_pack.toml`): format errors, timeouts,
   overlong output, system Python, Django scratch-script mistakes, edit regressions, ...;
@@ -35,7 +35,7 @@ def applies(trace: Trace, runs: list[Run]) -> bool:
     """The run comes from a SWE harness (see the module docstring)."""
     if any(marker in run.command for run in runs for marker in SUBMIT_MARKERS):
         return True
-    if any("/testbed" in run.command or _HARNESS.match(run.output) for run in runs):
+    if any("/testbed" in run.command or _HARNESS.match(run.output) or is_feedback(run.output) for run in runs):
         return True
     return submission(trace, runs) is not None
 
