@@ -371,8 +371,8 @@ def _table(signature: str, did: tuple[int, int], of: tuple[int, int]) -> tuple[d
 
 
 def test_a_behaviour_needs_a_significant_large_difference_and_takes_the_direction_of_its_numbers():
-    # Fisher exact, two-sided, for [[8, 2], [1, 9]]: p = 0.0055 (hand-checked with the
-    # hypergeometric tables); one candidate, so the Benjamini-Hochberg q equals p.
+    # Fisher exact, two-sided, for [[8, 2], [1, 9]]: p = 0.0055 (cross-checked once with
+    # scipy.stats.fisher_exact, outside the suite); one candidate, so the Benjamini-Hochberg q equals p.
     (verdict,) = contrast(*_table("uses:pytest", (8, 1), (10, 10)))
     assert (verdict.polarity, round(verdict.p, 4), verdict.q) == ("do", 0.0055, verdict.p)
     (verdict,) = contrast(*_table("uses:rm", (1, 8), (10, 10)))

@@ -9,9 +9,10 @@ line is looked for in a fixed order, most specific first:
    Maven/Gradle, RSpec, npm), for test commands;
 2. tracebacks and panics: Python, Node, Go, Rust, Java (the exception line, not the frames);
 3. HTTP errors (a 4xx/5xx status);
-4. the shell's and tools' own words (`command not found`, `No such file or directory`,
+4. the first line, when it names an error (tools often open their reply with it);
+5. the shell's and tools' own words (`command not found`, `No such file or directory`,
    `Error: ...`, `fatal: ...`);
-5. else the first line that names an error, else the last line, else the exit code.
+6. else the first line that names an error, else the last line, else the exit code.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def error_line(run: Run) -> str:
     for patterns in searches:
         if found := _last_match(out, patterns):
             return found
+    first = next((line.strip() for line in out.splitlines() if not quotes.is_markup(line)), "")
+    if quotes.names_error(first):
+        return quotes.clip(first)
     for pattern in (_HTTP, _OWN_WORDS):
         if match := pattern.search(out):
             return quotes.clip(match.group(0).strip())

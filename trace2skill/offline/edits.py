@@ -29,7 +29,8 @@ def edited_files(runs: list[Run]) -> list[set[str]]:
     """The files each run wrote, aligned with `runs`.
 
     Besides shell writes it follows the common indirection of writing a Python script that
-    rewrites a source file and running it later: the script's targets count at its run.
+    rewrites a source file and running it (later, or in the same command line): the script's
+    targets count where it runs without an error.
     """
     scripts: dict[str, set[str]] = {}
     result = []
@@ -44,8 +45,10 @@ def edited_files(runs: list[Run]) -> list[set[str]]:
                 scripts[repo_path(match.group("file"))] = written
         if re.search(r"\bpython[\d.]*\s+(-c|-\s*<<|<<)", run.command):
             targets |= _python_writes(run.command)
-        if run.family == "python script":
-            targets |= scripts.get(repo_path(script_of(run.command)), set())
+        ran_ok = not run.is_error and not run.exit_code
+        ran = re.findall(r"\bpython[\d.]*\s+(?:-\w+\s+)*([\w./-]+\.py)\b", without_heredoc_bodies(run.command))
+        for script in ran if ran_ok else ():
+            targets |= scripts.get(repo_path(script), set())
         result.append({repo_path(t) for t in targets if not t.startswith("/dev/")})
     return result
 
@@ -84,7 +87,18 @@ def _shell_targets(command: str) -> set[str]:
             targets.add("<patch>")
     redirects = _REDIRECT.finditer(without_heredoc_bodies(command))
     targets.update(m.group(1) for m in redirects if _looks_like_path(m.group(1)))
-    return targets
+    folder = _cd_folder(command)
+    return {f"{folder}/{t}" if folder and not t.startswith(("/", "~", "$", "<")) else t for t in targets}
+
+
+def _cd_folder(command: str) -> str:
+    """The workspace-relative folder a command line first `cd`s into ("" for none or the root),
+    so `cd reproduce_issue && cat <<EOF > src/x.py` writes `reproduce_issue/src/x.py`."""
+    for words in simple_commands(command):
+        if words[0] == "cd" and len(words) > 1:
+            folder = repo_path(words[1].rstrip("/") + "/").rstrip("/")
+            return "" if folder.startswith(("/", "~", "$", "-")) or folder in ("", ".") else folder
+    return ""
 
 
 def writes_files(command: str) -> bool:

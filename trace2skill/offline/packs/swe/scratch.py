@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ...edits import repo_path, script_of
+from ...edits import repo_path
 
 SCRATCH_NAME = re.compile(r"(^|/)(reproduc\w*|repro\w*|debug\w*|scratch\w*|tmp\w*|temp\w*|check\w*|verify\w*"
                           r"|test_(fix|issue|repro|bug|patch)\w*)\.(py|sh|txt|json|cfg)$", re.I)
