@@ -38,10 +38,9 @@ _TEST_SUMMARIES = (
     re.compile(r"^FAILED \((?:failures|errors)=\d+.*\)$", re.M),               # unittest
     re.compile(r"^Tests?:\s+\d+ failed\b.*$", re.M),                           # jest / vitest
     re.compile(r"^\s*\d+ failing\b.*$", re.M),                                 # mocha
-    re.compile(r"^--- FAIL: .*$|^FAIL\s+\S+.*$", re.M),                        # go test
+    re.compile(r"^--- FAIL: .*$|^FAIL[ \t]+\S+.*$", re.M),                     # go test
     re.compile(r"^test result: FAILED\..*$", re.M),                            # cargo test
-    re.compile(r"^\[?(?:ERROR|INFO)\]?\s*Tests run: \d+, Failures: [1-9]\d*.*$|^BUILD FAILURE$"
-               r"|^BUILD FAILED\b.*$", re.M),                                  # Maven / Gradle
+    re.compile(r"^(?:\[(?:ERROR|INFO)\] )?Tests run: \d+, Failures: [1-9]\d*.*$", re.M),   # Maven / Gradle
     re.compile(r"^\d+ examples?, [1-9]\d* failures?.*$", re.M),                # RSpec
     re.compile(r"^npm (?:ERR!|error) .*$", re.M),                              # npm
 )
