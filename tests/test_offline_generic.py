@@ -27,7 +27,7 @@ from trace2skill.offline.stats import benjamini_hochberg, fisher_exact
 from trace2skill.offline.template import mask
 
 DATA = Path(__file__).resolve().parent / "data"
-TAU = DATA / "formats" / "tau_bench" / "gpt-4o-airline.json.gz"
+TAU = DATA / "offline" / "tau-bench" / "gpt-4o-airline.json.gz"
 SWE_AGENT = [DATA / "formats" / "swe_agent", DATA / "offline" / "swe-agent"]
 MINI_500 = DATA / "formats" / "mini_swe_agent" / "mini-swe-agent-500.zip"
 runner = CliRunner()
