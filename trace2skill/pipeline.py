@@ -103,9 +103,16 @@ def distill(
         usage=llm.usage if llm is not None else Usage(),
         seconds=round(time.monotonic() - started, 2),
         redactions=dict(ingested.redactions),
-        warnings=tuple(leakage(final.lessons, ingested.traces)),
+        warnings=tuple(leakage(final.lessons, ingested.traces, _catalogue_text() if llm is None else "")),
     )
     return result, build
+
+
+def _catalogue_text() -> str:
+    """The offline packs' hand-written wording, for the leakage audit."""
+    from .offline.packs import catalogue_text
+
+    return catalogue_text()
 
 
 def no_input_message(ingested: IngestResult) -> str:
