@@ -265,3 +265,5 @@ class RunResult(_Frozen):
     redactions: dict[str, int] = Field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     """Things a reviewer should look at, such as lessons quoting task-specific literals."""
+    fidelity: dict[str, Any] = Field(default_factory=dict)
+    """What the input files held and what was read from them, in total (`ingest.fidelity.summary`)."""

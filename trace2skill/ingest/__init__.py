@@ -41,9 +41,11 @@ from . import (
     swe_agent,
     tau_bench,
 )
+from . import fidelity as _fidelity
 from ._steps import kind_of
 from .base import Document, Reader
 from .documents import DEFAULT_MAX_BYTES, iter_documents
+from .fidelity import FileFidelity
 
 if TYPE_CHECKING:
     from ..labels import LabelBook
@@ -52,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "READERS",
     "Document",
+    "FileFidelity",
     "IngestResult",
     "Reader",
     "detect_format",
@@ -109,6 +112,7 @@ def iter_traces(
     labels: LabelBook | None = None,
     redactor: Redactor | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    fidelity: list[FileFidelity] | None = None,
 ) -> Iterator[Trace | Skip]:
     """Stream labelled, redacted traces and skips from `paths`, one document at a time.
 
@@ -119,6 +123,8 @@ def iter_traces(
         labels: a prepared label book; built from `config` and `paths` when None.
         redactor: pass one to read its `counts` afterwards; a new one is made when None.
         max_bytes: cap on a whole-file JSON parse and on one JSONL line.
+        fidelity: when given, one `FileFidelity` row per input file is appended once that
+            file has been read (see `ingest.fidelity`).
 
     Raises:
         ConfigError: unknown forced format, missing labels file, bad redaction pattern.
@@ -132,9 +138,17 @@ def iter_traces(
     book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = redactor or Redactor(config.redact)
     for doc in iter_documents(paths, max_bytes=max_bytes):
+        row = FileFidelity(file=doc.path)
         items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book, config.analyse.sidechains == "keep")
         for item in items:
-            yield redactor.redact_skip(item) if isinstance(item, Skip) else _finish(item, book, redactor)
+            out = redactor.redact_skip(item) if isinstance(item, Skip) else _finish(item, book, redactor)
+            if isinstance(out, Skip):
+                _fidelity.add_skip(row, out)
+            else:
+                _fidelity.add_trace(row, out)
+            yield out
+        if fidelity is not None:
+            fidelity.append(row if isinstance(doc, Skip) else _fidelity.finish(row, doc.ledger, doc.meta.get("format")))
 
 
 def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
@@ -150,6 +164,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
     from ..labels import label_document
 
     if book.is_source(doc.path):
+        doc.meta["format"] = "labels"
         return
     if doc.kind == "json":
         sample = doc.value()
@@ -157,6 +172,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
             yield doc.skip("a results (labels) file, not a trajectory; pass it with --labels to use it")
             return
         if not forced and is_predictions_file(sample):
+            doc.meta["format"] = "predictions"
             return
     else:
         first = openai_chat.first_record(doc)
@@ -169,6 +185,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
     if reader is None:
         yield doc.skip(f"unknown trajectory format: {_describe(sample)}; use --format to force one of {sorted(READERS)}")
         return
+    doc.meta["format"] = reader.NAME
     produced = 0
     try:
         items = reader.read(doc, include_sidechains=sidechains) if reader is claude_code else reader.read(doc)
@@ -178,7 +195,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
     except Exception as exc:  # noqa: BLE001 - see the module docstring
         yield doc.skip(f"reader {reader.NAME!r} failed after {produced} records: {type(exc).__name__}: {exc}")
         return
-    if produced == 0:
+    if produced == 0 and not doc.ledger.ignored:
         yield doc.skip(f"reader {reader.NAME!r} found no trajectory in this file")
 
 
@@ -218,6 +235,8 @@ class IngestResult:
     """Traces per reader name."""
     label_sources: list[str] = field(default_factory=list)
     """Labels and results files whose labels were joined."""
+    fidelity: list[FileFidelity] = field(default_factory=list)
+    """Per input file: what it holds and what was read from it (`ingest.fidelity`)."""
 
 
 def load_traces(
@@ -245,7 +264,8 @@ def load_traces(
     redactor = Redactor(config.redact)
     traces: list[Trace] = []
     skips: list[Skip] = []
-    for item in iter_traces(paths, config, labels=book, redactor=redactor, max_bytes=max_bytes):
+    rows: list[FileFidelity] = []
+    for item in iter_traces(paths, config, labels=book, redactor=redactor, max_bytes=max_bytes, fidelity=rows):
         (skips if isinstance(item, Skip) else traces).append(item)
     traces, duplicates = _unique_ids(traces)
     outcomes = Counter({"success": 0, "failure": 0, "unknown": 0})
@@ -257,6 +277,7 @@ def load_traces(
         redactions=redactor.counts,
         formats=dict(sorted(Counter(t.format for t in traces).items())),
         label_sources=list(book.sources),
+        fidelity=rows,
     )
 
 
@@ -317,10 +338,11 @@ def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None
     seen: dict[tuple[str, str], str] = {}
     explicit = str(config.analyse.labels) if config.analyse.labels is not None else None
     matched = 0
+    rows: list[FileFidelity] = []
 
     def traces() -> Iterator[Trace]:
         nonlocal matched
-        for item in iter_traces(paths, config, labels=book, redactor=redactor):
+        for item in iter_traces(paths, config, labels=book, redactor=redactor, fidelity=rows):
             if not isinstance(item, Skip):
                 item = _unless_duplicate(item, seen)
             if isinstance(item, Skip):
@@ -340,6 +362,8 @@ def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None
         "traces": sum(outcomes.values()), "skipped": len(skips), "formats": formats, "outcomes": outcomes,
         "redactions": dict(redactor.counts), "label_sources": list(book.sources), "labels_matched": matched,
         "skips": [s.model_dump() for s in skips],
+        "fidelity": [row.to_dict() for row in rows],
+        "fidelity_summary": _fidelity.summary(rows),
     }
 
 

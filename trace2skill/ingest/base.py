@@ -46,18 +46,29 @@ class Ledger:
     ignored: Counter[str] = field(default_factory=Counter)
     """Records left out on purpose, by rule."""
     dropped: Counter[str] = field(default_factory=Counter)
-    """Records that could not be used, by reason."""
+    """Records that could not be used, by reason. A `Skip` the reader yields is counted as
+    dropped by the ingest core: do not also `drop` the record it names."""
+    explained_calls: int = 0
+    """Tool calls inside ignored or dropped records (so a call gap they explain is not a loss)."""
+    explained_results: int = 0
+    """Tool results inside ignored or dropped records."""
 
     def saw(self, records: int = 0, calls: int = 0, results: int = 0) -> None:
         self.records += records
         self.calls += calls
         self.results += results
 
-    def ignore(self, rule: str, n: int = 1) -> None:
+    def ignore(self, rule: str, n: int = 1, *, calls: int = 0, results: int = 0) -> None:
+        """Leave `n` records out on purpose, by `rule`; `calls`/`results` they held."""
         self.ignored[rule] += n
+        self.explained_calls += calls
+        self.explained_results += results
 
-    def drop(self, reason: str, n: int = 1) -> None:
+    def drop(self, reason: str, n: int = 1, *, calls: int = 0, results: int = 0) -> None:
+        """`n` records could not be used, for `reason`; `calls`/`results` they held."""
         self.dropped[reason] += n
+        self.explained_calls += calls
+        self.explained_results += results
 
 
 @dataclass
