@@ -30,15 +30,24 @@ from ..errors import ConfigError, NoInputError
 from ..redact import Redactor
 from ..types import Skip, Trace
 from . import (
+    aider,
     anthropic,
     atif,
     claude_code,
+    cline,
     codex,
+    copilot_otel,
+    gemini_cli,
+    inspect_ai,
+    langfuse,
     mini_swe_agent,
     openai_chat,
+    openhands,
     otlp,
     responses,
+    specstory,
     swe_agent,
+    tau2,
     tau_bench,
 )
 from . import fidelity as _fidelity
@@ -67,12 +76,21 @@ __all__ = [
 
 _DETECTION_ORDER = (
     atif,
+    inspect_ai,
+    copilot_otel,
+    aider,
+    specstory,
+    openhands,
     mini_swe_agent,
     swe_agent,
+    tau2,
     tau_bench,
+    gemini_cli,
     claude_code,
     codex,
     otlp,
+    langfuse,
+    cline,
     responses,
     anthropic,
     openai_chat,
@@ -166,7 +184,12 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
     if book.is_source(doc.path):
         doc.meta["format"] = "labels"
         return
-    if doc.kind == "json":
+    if not forced and cline.is_side_file(doc.path):
+        doc.meta["format"] = "cline side file"
+        return  # a Cline task folder's UI log or settings: the conversation beside it is read
+    if doc.kind in ("zip", "text", "sqlite"):
+        sample = doc.value()
+    elif doc.kind == "json":
         sample = doc.value()
         if not forced and label_document(sample, doc.path) is not None:
             yield doc.skip("a results (labels) file, not a trajectory; pass it with --labels to use it")
@@ -211,6 +234,12 @@ def is_predictions_file(sample: Any) -> bool:
 
 
 def _describe(sample: Any) -> str:
+    from .documents import SQLiteFile, ZipLog
+
+    if isinstance(sample, ZipLog):
+        return f"a zip log with members {sample.names()[:5]}"
+    if isinstance(sample, SQLiteFile):
+        return f"a SQLite database with tables {sorted(sample.tables())[:8]}"
     if isinstance(sample, dict):
         return f"an object with keys {sorted(map(str, sample))[:10]}"
     if isinstance(sample, list):

@@ -1,15 +1,19 @@
 """What a trace reader is, and the document it reads.
 
 The ingest core opens files (folders, `.gz`, `.zip`), decodes them and hands each reader a
-`Document`: either one JSON value (`kind == "json"`) or a stream of JSONL records
-(`kind == "jsonl"`), never the raw bytes, so no reader deals with compression, encodings or
-broken lines. A reader module defines:
+`Document`: one JSON value (`kind == "json"`), a stream of JSONL records (`kind == "jsonl"`),
+a zip archive read as one log (`kind == "zip"`: Inspect AI `.eval` files, whose members are
+read as JSON through `doc.archive()`), or Markdown chat history (`kind == "text"`: Aider and
+SpecStory exports, recognised by their signature line) or a SQLite store named on the command
+line (`kind == "sqlite"`, a `SQLiteFile`), never the raw bytes, so no reader
+deals with compression, encodings or broken lines. A reader module defines:
 
     NAME: str                                   # the --format name
     def sniff(sample: Any) -> bool              # does this first value look like my format?
     def read(doc: Document) -> Iterator[Trace | Skip]
 
-`sample` is the whole value for a JSON document and the first parsed record for JSONL. A
+`sample` is the whole value for a JSON document, the first parsed record for JSONL, the
+`ZipLog` for a zip document, the text for a text document and the `SQLiteFile` for sqlite. A
 reader yields a `Skip` with a precise reason for each record it cannot use, and carries on.
 """
 
@@ -77,7 +81,7 @@ class Document:
 
     path: str
     """Path shown to users; for archive members `archive.zip!member.jsonl`."""
-    kind: Literal["json", "jsonl"]
+    kind: Literal["json", "jsonl", "zip", "text", "sqlite"]
     _value: Any = None
     _records: Callable[[], Iterator[tuple[int, Any] | Skip]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -85,8 +89,8 @@ class Document:
     """The reader's accounting for this document (see `Ledger`)."""
 
     def value(self) -> Any:
-        """The parsed JSON value (json documents only)."""
-        if self.kind != "json":
+        """The parsed JSON value (json), the `ZipLog` (zip), the text (text) or the `SQLiteFile` (sqlite)."""
+        if self.kind == "jsonl":
             raise TypeError(f"{self.path!r} is JSONL; iterate records() instead")
         return self._value
 

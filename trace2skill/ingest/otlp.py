@@ -281,6 +281,13 @@ def _emit(doc: Document, trace_id: str, spans: list[Span]) -> Iterator[Trace | S
     )
 
 
+def trace_from_spans(doc: Document, trace_id: str, spans: list[Span], format_name: str) -> Iterator[Trace | Skip]:
+    """One trajectory from the spans of one trace, for readers that map other span stores onto
+    `Span` (Langfuse exports, Copilot's SQLite store) and name their own format."""
+    for item in _emit(doc, trace_id, spans):
+        yield item.model_copy(update={"format": format_name}) if isinstance(item, Trace) else item
+
+
 def span_order(spans: list[Span]) -> list[Span]:
     """Depth-first from the roots, siblings (and roots) by start time then span id."""
     ids = {s.span_id for s in spans}
