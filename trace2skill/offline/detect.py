@@ -139,7 +139,8 @@ def failing_family(run: Run, line: str) -> str:
     is not a filter. Other tools are their own family."""
     if not is_shell(run.tool, run.command) or run.command.split()[:1] == [run.tool]:
         return run.family  # another tool, or a SWE-agent command named after its first word
-    families = [family_of(name, args) for name, args in real_commands(run.command)]
+    families = [f for f in (family_of(name, args) for name, args in real_commands(run.command))
+                if re.fullmatch(r"[\w.+/-]+(?: [\w:.+-]+)?", f)]  # not the rest of a quoted heredoc (`)"`)
     if len(families) <= 1:
         return run.family
     if (named := _NAMED.match(line)) and (base := named.group(1).rsplit("/", 1)[-1]) in {f.split()[0] for f in families}:
