@@ -11,6 +11,11 @@ the record and what is wrong, and every input record ends up either as a trace o
 The result is deterministic: traces are sorted by id, and ids that collide across files are
 disambiguated by a content digest (an exact duplicate is reported as a skip instead).
 
+Fidelity: each document carries a `Ledger` the reader fills (raw records, calls and results,
+what it ignored by rule or dropped); `iter_traces(..., fidelity=rows)` adds the read side and
+appends one `FileFidelity` row per file (`ingest.fidelity`), which `IngestResult.fidelity`,
+`stream_report` (`ingest --check`/`--json`/`--strict`) and the run summary use.
+
 Readers are tried in `READERS` order, most specific shape first, generic chat messages last.
 A reader that raises on some odd input is a bug, but one file must not sink a batch, so the
 exception is turned into a `Skip` that names the reader.
