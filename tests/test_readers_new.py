@@ -357,3 +357,36 @@ def test_copilot_sqlite_counts_match_the_raw_file(tmp_path):
     assert len(trajectories) == traces
     ledger = ledger_of(path, "copilot_otel")
     assert ledger.records == 24 and sum(ledger.ignored.values()) == 8  # 4 PreToolUse + 4 PostToolUse hook spans
+
+
+# --- Robustness: mutated real files never make a new reader raise -----------------------
+
+MUTATED = {"openhands": "openhands/basic_gui_mode.json", "tau2": "tau2/activegraph_20260601-041151-558787_results.json",
+           "gemini_cli": "gemini_cli/gemini-cli_trajectory.json", "langfuse": "langfuse/pydantic-ai-tools-2025-12-04.trace.json",
+           "cline": "cline/tasks/1759140000000/api_conversation_history.json", "inspect_ai": "inspect/log_tool_call_error.json"}
+
+
+@pytest.mark.parametrize("reader", sorted(MUTATED))
+def test_mutated_real_files_do_not_break_a_reader(reader):
+    """Values replaced by junk (None, numbers, lists, dicts) and keys removed at random, seeded:
+    a reader must turn what it cannot use into skips or drops, never raise (the core would
+    then lose the whole file as 'reader failed')."""
+    import copy
+    import random
+
+    from trace2skill.ingest.base import Document
+
+    rng = random.Random(7)
+    junk = [None, 0, 1.5, True, "", "x", [], {}, [None], {"a": None}]
+
+    def mutate(value):
+        if isinstance(value, dict):
+            return {k: rng.choice(junk) if rng.random() < 0.05 else mutate(v) for k, v in value.items() if rng.random() > 0.025}
+        if isinstance(value, list):
+            return [rng.choice(junk) if rng.random() < 0.05 else mutate(v) for v in value]
+        return value
+
+    base = json.loads((REAL / MUTATED[reader]).read_text())
+    for _ in range(25):
+        doc = Document(path="mutated.json", kind="json", _value=mutate(copy.deepcopy(base)))
+        list(reader_for(reader).read(doc))

@@ -6,9 +6,8 @@ attributes) and `span_events` (`span_id, name, timestamp_ms, attributes` JSON).
 Each row becomes the OTLP reader's `Span` (attributes from `span_attributes`, events from
 `span_events`), spans are grouped by `trace_id`, and the OTLP reader builds one trajectory per
 trace, so the GenAI attribute mapping stays in `otlp.py`. `execute_hook` spans (Copilot's
-Pre/PostToolUse hooks) hold no agent action: they are ignored by rule. Tool calls in the file
-are the `execute_tool` spans plus any `tool_call` part a chat span's output requested that no
-`execute_tool` span ran.
+Pre/PostToolUse hooks) hold no agent action: they are ignored by rule. The other spans, and
+the calls and results in them, are counted by the OTLP reader's ledger.
 
 The store is read only when named on the command line (folders are not searched for `.db`
 files). Outcome: none is recorded; `unknown`, except a root span with status ERROR (2).
@@ -69,36 +68,21 @@ def _spans(doc: Document, db: sqlite3.Connection) -> list[Span]:
     spans: list[Span] = []
     rows = db.execute("SELECT span_id, trace_id, parent_span_id, name, start_time_ms, status_code, status_message, operation_name FROM spans")
     for span_id, trace_id, parent, name, start, status, message, operation in rows:
-        doc.ledger.saw(records=1)
         if operation == "execute_hook":
+            doc.ledger.saw(records=1)
             doc.ledger.ignore(_HOOKS)
             continue
         span_attrs = dict(attrs.get(span_id, {}))
         span_attrs.setdefault("gen_ai.operation.name", operation)
         spans.append(Span(trace_id=trace_id, span_id=span_id, parent_id=parent, name=name or "", start=int(float(start or 0) * 1_000_000),
                           attrs=span_attrs, events=events.get(span_id, []), failed=status == 2, status_message=message or ""))
-    _count_calls(doc, spans)
-    return spans
+    return spans  # the OTLP reader's ledger counts these spans, their calls and their results
 
 
-def _count_calls(doc: Document, spans: list[Span]) -> None:
-    """The file's tool calls: executed ones, and requested ones no span executed."""
-    executed = [s for s in spans if s.attrs.get("gen_ai.operation.name") == "execute_tool"]
-    ran = {s.attrs.get("gen_ai.tool.call.id") for s in executed}
-    requested = set()
-    for span in spans:
-        output = _object(span.attrs.get("gen_ai.output.messages"), default=[])
-        for message in output if isinstance(output, list) else []:
-            for part in message.get("parts") or [] if isinstance(message, dict) else []:
-                if isinstance(part, dict) and part.get("type") == "tool_call" and part.get("id") not in ran:
-                    requested.add(part.get("id"))
-    doc.ledger.saw(calls=len(executed) + len(requested), results=len(executed))
-
-
-def _object(raw: Any, default: Any = None) -> Any:
-    if not isinstance(raw, str):
-        return raw if raw is not None else ({} if default is None else default)
+def _object(raw: Any) -> dict[str, Any]:
+    """A span event's attributes (a JSON object in the store); {} when absent or not JSON."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError:
-        return {} if default is None else default
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -6,7 +6,8 @@ level, statusMessage, input, output, model, metadata}`), with the span's attribu
 `metadata.attributes` (a JSON string in some exports) and its resource in
 `metadata.resourceAttributes`. Each observation is turned into the OTLP reader's `Span`, and
 the OTLP reader builds the trajectory, so the `gen_ai.*` (GenAI semantic conventions) and
-`openinference.*` attribute mapping lives in one place (`otlp.py`). Where the attributes lack
+`openinference.*` attribute mapping, and the ledger's count of the spans, calls and results,
+live in one place (`otlp.py`). Where the attributes lack
 what Langfuse moved into its own fields, those fill in: a GENERATION's `input` / `output`
 become `gen_ai.input.messages` / `gen_ai.output.messages`, a TOOL's `input` / `output` its
 call arguments and result, `model` the request model, and `level: ERROR` the error status.
@@ -66,18 +67,12 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
 def _read_export(doc: Document, export: dict[str, Any], observations: list[Any]) -> Iterator[Trace | Skip]:
     spans: list[Span] = []
     for observation in observations:
-        doc.ledger.saw(records=1)
         if not isinstance(observation, dict) or not isinstance(observation.get("id"), str):
+            doc.ledger.saw(records=1)
             doc.ledger.drop("observation without an id")
             continue
         spans.append(_span(observation))
         doc.ledger.version = doc.ledger.version or _scope(observation)
-    executed = {str(s.attrs.get("gen_ai.tool.call.id") or s.span_id) for s in spans if s.attrs.get("gen_ai.operation.name") == "execute_tool"
-                or str(s.attrs.get("openinference.span.kind", "")).upper() == "TOOL"}
-    requested = {str(part.get("id")) for s in spans for message in _list(s.attrs.get("gen_ai.output.messages"))
-                 for part in _list(message.get("parts") if isinstance(message, dict) else None)
-                 if isinstance(part, dict) and part.get("type") == "tool_call" and str(part.get("id")) not in executed}
-    doc.ledger.saw(calls=len(executed) + len(requested), results=len(executed))
     if not spans:
         yield doc.skip("no observations in the export")
         return
@@ -135,10 +130,6 @@ def _scope(observation: dict[str, Any]) -> str | None:
     if not isinstance(name, str) or name.startswith("langfuse"):
         return None
     return f"{name} {scope.get('version')}" if scope.get("version") else name
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _json(value: Any) -> Any:
