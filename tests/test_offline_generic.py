@@ -309,6 +309,11 @@ def test_claude_code_sessions_name_each_recurring_tool_error_with_exact_counts(t
     secret = {s for (tool, shape), ids in groups.items() if tool == "Bash" and "secret_key_base" in shape for s in ids}
     rule = next(r for r in rules.values() if r["signature"].startswith("error:mix|") and "secret_key_base" in r["signature"])
     assert rule["support"] == len(secret) == 2
+    # And the one Bash error that recurs in four sessions: `git push` of a branch with no upstream
+    # (each names its own branch; templates that differ in one word are one message).
+    upstream = {s for (tool, shape), ids in groups.items() if tool == "Bash" and "has no upstream branch" in shape for s in ids}
+    rule = next(r for r in rules.values() if r["signature"].startswith("error:git push|") and "no upstream" in r["signature"])
+    assert rule["support"] == len(upstream) == 4
 
 
 def test_tau2_simulations_teach_only_what_their_numbers_back(tmp_path):

@@ -25,7 +25,8 @@ from .behaviours import (MIN_RUNS, Shown, as_lesson, contrast, evidence_for, gen
 from .edits import edited_files
 from .runs import read_runs
 from .shell import shape
-from .wording import behaviour_shown, behaviour_wording, counted_error_rule
+from .wording import (behaviour_shown, behaviour_wording, counted_error_rule, error_signature, error_wording,
+                      parse_error)
 
 MIN_PITFALL_SUPPORT = 2
 MIN_RECOVERY_COUNT = 2
@@ -46,9 +47,49 @@ def select_offline(lessons: list[Lesson], traces: Iterable[Trace]) -> list[Lesso
         The kept lessons, pitfalls first, each group by descending support then signature.
     """
     traces = list(traces)
-    kept = [judged for lesson in lessons if (judged := _judge_pitfall(lesson)) is not None]
+    kept = [judged for lesson in merge_templates(lessons) if (judged := _judge_pitfall(lesson)) is not None]
     kept += behaviour_rules(traces)
     return sorted(kept, key=lambda x: (x.kind != "pitfall", -x.support, x.signature))
+
+
+MERGE_MIN_TOKENS = 6
+"""Templates this long that differ in one word are one message with an unmasked value."""
+
+
+def merge_templates(lessons: list[Lesson]) -> list[Lesson]:
+    """Merge generic errors of one family whose templates differ in a single word (a value the
+    masker could not recognise, such as a branch name: "fatal: The current branch spotter-fum has
+    no upstream branch."); that word becomes `<value>`. Deterministic: lessons are taken by
+    signature, and a word is only generalised when at least two templates disagree on it."""
+    clusters: dict[tuple[str, int], list[tuple[list[str], list[Lesson]]]] = {}
+    rest = []
+    for lesson in sorted(lessons, key=lambda l: l.signature):
+        family, template = parse_error(lesson.signature) if lesson.signature.startswith("error:") else ("", "")
+        words = template.split()
+        if len(words) < MERGE_MIN_TOKENS:
+            rest.append(lesson)
+            continue
+        for pattern, members in clusters.setdefault((family, len(words)), []):
+            differ = [i for i, (a, b) in enumerate(zip(pattern, words)) if a != b and a != "<value>"]
+            wild = [i for i, a in enumerate(pattern) if a == "<value>"]
+            if len(differ) + len(wild) <= 1 and (not wild or not differ) and (differ or wild):
+                for i in differ:
+                    pattern[i] = "<value>"
+                members.append(lesson)
+                break
+        else:
+            clusters[(family, len(words))].append((list(words), [lesson]))
+    for (family, _), found in sorted(clusters.items()):
+        for pattern, members in found:
+            if len(members) == 1:
+                rest.append(members[0])
+                continue
+            signature = error_signature(family, " ".join(pattern))
+            evidence = {(e.trace_id, e.steps, e.quote): e for m in members for e in m.evidence}
+            rest.append(Lesson.create(signature=signature, evidence=tuple(evidence.values()),
+                                      merged_from=tuple(sorted({i for m in members for i in (m.merged_from or (m.id,))})),
+                                      **error_wording(signature)))
+    return rest
 
 
 def nothing_learned(traces: Iterable[Trace]) -> str:
