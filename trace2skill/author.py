@@ -27,7 +27,7 @@ from .config import Config
 from .errors import ConfigError
 from .layout import Layout, Placement, Rule, fit_layout, pinned_rules, rule_locations
 from .provenance import Provenance, dump_provenance, load_provenance, render_conflicts
-from .rules import RuleRecord, clean, merge_records, rank_key, record_lesson, render_rule, rule_id
+from .rules import RuleRecord, clean, merge_records, rank_key, record_lesson, render_rule, rendered_key, rule_id
 from .sections import (REFERENCES_DIR, SKILL_FILE, Section, Workspace, code_mask, item_locations, item_text, items,
                        parse, render, split_lines, walk)
 from .skill import (CHANGELOG_FILE, CONFLICTS_FILE, GENERATED_FILES, MAX_DESCRIPTION, PROVENANCE_FILE,
@@ -81,7 +81,9 @@ class SkillBuild:
     rejected: dict[str, int]
     """Rules reviewers removed and that stay out -> the support they had when removed."""
     skill_dir: Path | None = field(default=None, compare=False)
-    """The folder the build was authored against; `validate_build` stages its other files."""
+    """The folder the build was authored against; `validate_build` counts its other files."""
+    hand_edits: dict[str, str] = field(default_factory=dict, compare=False)
+    """Rules people reworded, moved or deleted since the last run -> what they did (kept as they left them)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def author_skill(skill_dir: Path, final: LessonSet, config: Config, run: RunInfo
         raise ConfigError(f"skill.name {config.skill.name!r} must equal the skill folder's name {skill_dir.name!r}")
     old = _read_existing(skill_dir, config)
     present = {key[5:] for key in item_locations(old.workspace) if key.startswith("rule:")}
-    pinned = pinned_rules(old.workspace)
+    frozen, edits = hand_edits(old.workspace, old.provenance, present)
+    pinned = pinned_rules(old.workspace) | frozen
     rejections = _rejections(old.provenance, present, rejected or {})
     previous = {**old.provenance.withheld, **old.provenance.rules}
     records = merge_records(_without_losers(final), previous, run.trace_outcomes, run.run_id)
@@ -129,7 +132,7 @@ def author_skill(skill_dir: Path, final: LessonSet, config: Config, run: RunInfo
     layout, targets = fit_layout(old.workspace, rules, targets, ranked, managed,
                                  set(old.provenance.sections), set(old.provenance.files) & set(old.workspace))
     rejections = {rid: s for rid, s in sorted(rejections.items()) if rid not in targets and rid not in pinned}
-    return _finish(skill_dir, old, layout, records, withheld, conflicts, rejections, config, run)
+    return _finish(skill_dir, old, layout, records, withheld, conflicts, rejections, config, run, (frozen, edits))
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +162,34 @@ def _rejections(provenance: Provenance, present: set[str], given: Mapping[str, i
     for rid, support in [*missing.items(), *given.items()]:
         found[rid] = max(found.get(rid, 0), int(support))
     return found
+
+
+def hand_edits(workspace: Workspace, provenance: Provenance, present: set[str]) -> tuple[set[str], dict[str, str]]:
+    """Rules people edited: `(kept, new)`.
+
+    `kept`: rules whose bullet or file differs from what trace2skill last wrote (`text` and
+    `file` in provenance.json, or `rendered` once an edit was recorded); they are left exactly
+    as people left them, like rules in locked sections, while their evidence keeps accruing.
+    `new`: rule id -> what changed since the last run (reworded, moved to another file,
+    deleted), for the changelog and the pull request.
+    """
+    locations = rule_locations(workspace)
+    kept: set[str] = set()
+    new: dict[str, str] = {}
+    for rid, record in sorted(provenance.rules.items()):
+        if rid not in present:
+            new[rid] = "deleted by hand; stays out until new evidence outnumbers what it had"
+            continue
+        if rid not in locations:
+            continue
+        file, text = locations[rid][0], item_text(workspace, f"rule:{rid}")
+        if rendered_key(text, file) != (record.rendered or rendered_key(record.text, record.file)):
+            kept.add(rid)
+            if text != record.text:
+                new[rid] = "reworded by hand; kept as edited"
+            elif file != record.file:
+                new[rid] = f"moved by hand to {file}; kept there"
+    return kept, new
 
 
 def _without_losers(final: LessonSet) -> list[Lesson]:
@@ -290,9 +321,10 @@ def _conflict_sides(conflicts: list[Conflict], present: set[str]) -> tuple[set[s
 
 def _finish(skill_dir: Path, old: _Existing, layout: Layout, records: Mapping[str, RuleRecord],
             withheld: Mapping[str, str], conflicts: list[Conflict], rejections: dict[str, int],
-            config: Config, run: RunInfo) -> SkillBuild:
+            config: Config, run: RunInfo, edited: tuple[set[str], dict[str, str]]) -> SkillBuild:
     workspace = layout.workspace
-    placed = _placed(workspace, {**old.provenance.rules, **records})
+    frozen, edits = edited
+    placed = _placed(workspace, {**old.provenance.rules, **records}, old.provenance.rules, frozen)
     description, derived = _description(config, old, placed.values())
     provenance = Provenance(
         skill=config.skill.name, run=asdict(run), description=derived, rules=placed,
@@ -311,27 +343,33 @@ def _finish(skill_dir: Path, old: _Existing, layout: Layout, records: Mapping[st
         return files
 
     added, changed, removed, reversed_ = _rule_changes(old.provenance.rules, placed)
+    changed = [rid for rid in changed if rid not in frozen]
     rules_written = sum(1 for key in item_locations({SKILL_FILE: workspace[SKILL_FILE]}) if key.startswith("rule:"))
     summary = dict(rules_written=rules_written, added=added, changed_rules=changed, removed=removed,
-                   rejected=rejections, skill_dir=skill_dir)
+                   rejected=rejections, skill_dir=skill_dir, hand_edits=dict(edits))
     if old.version is not None and _content_key(render_files(old.version)) == _content_key(old.files):
         return SkillBuild(files=dict(old.files), version=old.version, previous_version=old.version, changed=False, **summary)
     version = next_version(old.version, added=added, removed=removed, reversed_=reversed_)
     files = render_files(version)
     titles = {rid: clean(record.title) for rid, record in {**old.provenance.rules, **placed}.items()}
     run_line = f"Run `{run.run_id}` ({run.mode}, model `{run.model}`, trace2skill {run.tool_version})."
-    entry = changelog_entry(version, run_line, titles, added=added, changed=changed, removed=removed, reversed_=reversed_)
+    entry = changelog_entry(version, run_line, titles, added=added, changed=changed, removed=removed, reversed_=reversed_,
+                            edited=edits)
     files[CHANGELOG_FILE] = prepend_entry(old.files.get(CHANGELOG_FILE), entry)
     return SkillBuild(files=files, version=version, previous_version=old.version, changed=True, **summary)
 
 
-def _placed(workspace: Workspace, known: Mapping[str, RuleRecord]) -> dict[str, RuleRecord]:
-    """Records of the rules written in the files, with where they sit and their text."""
+def _placed(workspace: Workspace, known: Mapping[str, RuleRecord], before: Mapping[str, RuleRecord],
+            frozen: set[str]) -> dict[str, RuleRecord]:
+    """Records of the rules written in the files, with where they sit and their text; a rule
+    people edited keeps the key of what trace2skill last wrote (`rendered`)."""
     placed = {}
     for rid, (file, path) in sorted(rule_locations(workspace).items()):
         if rid in known:
+            text, prior = item_text(workspace, f"rule:{rid}"), before.get(rid)
+            rendered = (prior.rendered or rendered_key(prior.text, prior.file)) if rid in frozen and prior else ""
             placed[rid] = known[rid].model_copy(update={
-                "file": file, "section": " > ".join(path), "text": item_text(workspace, f"rule:{rid}"), "reason": None})
+                "file": file, "section": " > ".join(path), "text": text, "reason": None, "rendered": rendered})
     return placed
 
 

@@ -73,7 +73,7 @@ class SkillConfig(_Section):
     name: str = "agent-lessons"
     """Skill (and folder) name: lowercase letters, digits and single hyphens."""
     out: Path = Path("skills_out")
-    """Folder that holds skill folders."""
+    """Folder that holds skill folders (with the `agents` or `claude` layout and `out` unset: the current folder)."""
     layout: Literal["flat", "agents", "claude"] = "flat"
     """`flat`: OUT/NAME; `agents`: OUT/.agents/skills/NAME; `claude`: OUT/.claude/skills/NAME."""
     description: str | None = None
@@ -113,8 +113,8 @@ class PublishConfig(_Section):
     """How a refresh publishes: nothing, a commit on the bot branch, or a PR via gh / GitHub REST."""
     repo: Path | None = None
     """Git repository holding the skills; defaults to the one containing the skill folder."""
-    base: str = "main"
-    """Branch pull requests target."""
+    base: str | None = None
+    """Branch pull requests target; by default the remote's HEAD branch (`main`, `master`, ...)."""
     remote: str = "origin"
     """Remote the bot branch is pushed to."""
     repository: str | None = None
@@ -147,7 +147,9 @@ class Config(_Section):
         return self.llm.model == OFFLINE_MODEL
 
     def skill_dir(self) -> Path:
-        base = self.skill.out
+        """Where the skill folder is. With the `agents` or `claude` layout and no `skill.out`
+        set, OUT is the current folder, so the skill lands where agents load project skills."""
+        base = self.skill.out if self.skill.layout == "flat" or "out" in self.skill.model_fields_set else Path(".")
         if self.skill.layout == "agents":
             base = base / ".agents" / "skills"
         elif self.skill.layout == "claude":

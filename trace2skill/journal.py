@@ -18,13 +18,19 @@ CHECKPOINT_FILE = "checkpoints.sqlite"
 
 
 def checkpoint_path(state_dir: Path) -> Path:
-    """The LangGraph checkpoint database of runs that keep state in `state_dir`."""
-    return state_dir / CHECKPOINT_FILE
+    """The LangGraph checkpoint database of runs that keep state in `state_dir` (never a symlink)."""
+    from .fsguard import inside
+
+    return inside(Path(state_dir), CHECKPOINT_FILE)
 
 
 def journal_path(checkpoint: Path) -> Path:
-    """The analysis journal kept beside a checkpoint database."""
-    return checkpoint.with_suffix(".journal.sqlite")
+    """The analysis journal kept beside a checkpoint database (never a symlink)."""
+    from .fsguard import refuse_symlink
+
+    path = checkpoint.with_suffix(".journal.sqlite")
+    refuse_symlink(path)
+    return path
 
 
 class AnalysisJournal:

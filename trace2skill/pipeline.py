@@ -9,17 +9,19 @@ and the same checkpoint thread.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
-from .skill import check_skill_target
+from .fsguard import no_symlinks
+from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
 from .config import Config
 from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillValidationError
 from langgraph.errors import GraphDrained
@@ -62,7 +64,9 @@ def distill(
 
     Raises:
         NoInputError: no trajectory could be read.
-        SkillValidationError: the rendered skill fails validation (nothing is written).
+        LockHeld: another run is writing the skill folder (exit 75; dry runs take no lock).
+        SkillValidationError: the rendered skill fails validation, the folder holds a symlink,
+            or provenance.json lists a path outside it (nothing is written).
     """
     started = time.monotonic()
     if write:
@@ -70,26 +74,10 @@ def distill(
     ingested = ingested or load_traces(paths or [Path(p) for p in config.sources], config)
     if not ingested.traces:
         raise NoInputError(no_input_message(ingested))
-    run = run_info(config, llm, ingested)
-    final, failed = asyncio.run(_consolidate(ingested, llm, config, run.run_id, progress, checkpoint, control))
-    if len(failed) == len(ingested.traces):
-        raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
-    if llm is None:
-        from .offline import nothing_learned, select_offline
-
-        final = final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), ingested.traces))})
-        if not final.lessons and not existing_rules(config):
-            from .ingest.fidelity import summary_line
-
-            totals = fidelity_summary(ingested.fidelity)
-            raise NothingLearned(nothing_learned(ingested.traces), tuple(loss_warnings(ingested.fidelity)),
-                                 (summary_line(totals),) if totals else ())
-    build = author_skill(config.skill_dir(), final, config, run, rejected=rejected)
-    problems = validate_build(build, config.skill.name)
-    if problems:
-        raise SkillValidationError(problems)
-    if write and build.changed:
-        write_skill_dir(config.skill_dir(), build.files)
+    with skill_lock(config.skill_dir()) if write else _nothing():
+        run, final, failed, build = _build(config, llm, ingested, progress, checkpoint, control, rejected, write)
+        if write and build.changed:
+            write_skill_dir(config.skill_dir(), build.files)
     result = RunResult(
         skill_dir=str(config.skill_dir()),
         run_id=run.run_id,
@@ -112,6 +100,7 @@ def distill(
         warnings=tuple(loss_warnings(ingested.fidelity))
         + tuple(leakage(final.lessons, ingested.traces, _catalogue_text() if llm is None else "")),
         fidelity=fidelity_summary(ingested.fidelity),
+        sources={t.id: t.source.path + (f" [{t.source.record}]" if t.source.record else "") for t in ingested.traces},
     )
     return result, build
 
@@ -121,6 +110,72 @@ def _catalogue_text() -> str:
     from .offline.packs import catalogue_text
 
     return catalogue_text()
+
+
+def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progress: Progress | None,
+           checkpoint: Path | None, control: Any, rejected: dict[str, int] | None, write: bool):
+    """Analyse, consolidate, select and author, against the skill folder as it is (after
+    finishing a killed write; a dry run reads where that write left it, moving nothing)."""
+    source = config.skill_dir()
+    if write:
+        recover_write(source)
+    else:
+        source = pending_source(source)
+    no_symlinks(source)  # before any model call: a linked file would stop the run at the end anyway
+    run = run_info(config, llm, ingested)
+    final, failed = asyncio.run(_consolidate(ingested, llm, config, run.run_id, progress, checkpoint, control, source))
+    if len(failed) == len(ingested.traces):
+        raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
+    if llm is None:
+        from .offline import nothing_learned, select_offline
+
+        final = final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), ingested.traces))})
+        if not final.lessons and not existing_rules(config, source):
+            from .ingest.fidelity import summary_line
+
+            totals = fidelity_summary(ingested.fidelity)
+            raise NothingLearned(nothing_learned(ingested.traces), tuple(loss_warnings(ingested.fidelity)),
+                                 (summary_line(totals),) if totals else ())
+    build = author_skill(source, final, config, run, rejected=rejected)
+    problems = validate_build(build, config.skill.name)
+    if problems:
+        raise SkillValidationError(problems)
+    return run, final, failed, build
+
+
+def lock_path(skill_dir: Path) -> Path:
+    """`.<skill>.trace2skill.lock` beside the skill folder (unlinked when released)."""
+    return Path(skill_dir).parent / f".{Path(skill_dir).name}.trace2skill.lock"
+
+
+@contextmanager
+def skill_lock(skill_dir: Path) -> Iterator[None]:
+    """Hold the skill folder's lock: one writer at a time, the others exit 75 at once.
+
+    Raises:
+        LockHeld: another run is writing the folder.
+    """
+    from .fsguard import exclusive
+
+    with exclusive(lock_path(skill_dir), f"another run is writing {str(skill_dir)!r}; try again when it has finished"):
+        yield
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def pending_source(skill_dir: Path) -> Path:
+    """The folder a dry run reads: the skill folder, or, when a killed write left it missing,
+    the folder `recover_write` would put in its place (read where it is, nothing moved)."""
+    work = staging_dir(skill_dir)
+    if os.path.lexists(skill_dir) or not work.is_dir():
+        return Path(skill_dir)
+    staged = work / Path(skill_dir).name
+    if (work / READY_MARK).is_file() and staged.is_dir():
+        return staged
+    return work / "previous" if (work / "previous").is_dir() else Path(skill_dir)
 
 
 def no_input_message(ingested: IngestResult) -> str:
@@ -158,7 +213,7 @@ def run_info(config: Config, llm: LLMClient | None, ingested: IngestResult) -> R
 
 async def _consolidate(
     ingested: IngestResult, llm: LLMClient | None, config: Config, thread_id: str,
-    progress: Progress | None, checkpoint: Path | None, control: Any = None,
+    progress: Progress | None, checkpoint: Path | None, control: Any = None, source: Path | None = None,
 ) -> tuple[LessonSet, list]:
     from .types import Skip
 
@@ -180,7 +235,7 @@ async def _consolidate(
             # (and the database lock) open for the resumed run.
             connection = await stack.enter_async_context(aiosqlite.connect(str(checkpoint), isolation_level=None))
             saver = AsyncSqliteSaver(connection)
-        graph = build_graph(llm, config, {t.id: t for t in ingested.traces}, saver, journal, control, existing_rules(config))
+        graph = build_graph(llm, config, {t.id: t for t in ingested.traces}, saver, journal, control, existing_rules(config, source))
         cfg = run_config(len(ingested.traces), config, thread_id)
         inputs: Any = {"traces": [t.id for t in ingested.traces], "level": 0}
         previous = await graph.aget_state(cfg) if checkpoint is not None else None
@@ -209,11 +264,12 @@ def _report(update: dict, counts: dict[str, int], progress: Progress | None, tot
 
 
 
-def existing_rules(config: Config) -> list[Any]:
-    """The rules the target skill already records in provenance.json (none for a new skill)."""
+def existing_rules(config: Config, folder: Path | None = None) -> list[Any]:
+    """The rules the target skill (or `folder`) already records in provenance.json (none for a new skill)."""
+    from .fsguard import inside
     from .provenance import load_provenance
 
-    source = config.skill_dir() / "provenance.json"
+    source = inside(folder or config.skill_dir(), "provenance.json")
     if not source.is_file():
         return []
     provenance = load_provenance(source.read_text(encoding="utf-8"))

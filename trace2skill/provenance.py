@@ -52,13 +52,19 @@ def load_provenance(text: str) -> Provenance:
     """Parse provenance.json.
 
     Raises:
-        SkillValidationError: not JSON, or not the shape trace2skill writes.
+        SkillValidationError: not JSON, not the shape trace2skill writes, or a `files` entry
+            that is not a plain relative path inside the skill folder.
     """
+    from .fsguard import safe_relative
+
     try:
-        return Provenance.model_validate(json.loads(text))
+        provenance = Provenance.model_validate(json.loads(text))
     except (ValueError, ValidationError) as exc:
         raise SkillValidationError([f"provenance.json is unreadable ({str(exc).splitlines()[0]}); "
                                     "restore it from git or delete it to start a fresh history"]) from None
+    for name in provenance.files:
+        safe_relative(name, "provenance.json lists the file")
+    return provenance
 
 
 def dump_provenance(provenance: Provenance) -> str:
@@ -71,6 +77,8 @@ def dump_provenance(provenance: Provenance) -> str:
 
 def _record_json(record: RuleRecord) -> dict[str, Any]:
     data = record.model_dump(mode="json")
+    if not data.get("rendered"):
+        data.pop("rendered", None)  # only hand-edited rules carry it; other records stay as they were
     data.update(trace_ids=list(record.trace_ids), support=record.support,
                 failing_support=record.failing_support, succeeding_support=record.succeeding_support)
     return data

@@ -62,6 +62,17 @@ class RuleRecord(Supported, BaseModel):
     """The bullet as written, without its marker."""
     reason: str | None = None
     """Why a withheld rule is not written: needs-review, lost-conflict, rejected, below-min-support."""
+    rendered: str = ""
+    """Set once a person has reworded the rule or moved it to another file: `rendered_key` of
+    the bullet and file trace2skill last wrote, so the edit is recognised (and kept) on every
+    later run. Empty while the bullet is as trace2skill wrote it (`text` and `file`)."""
+
+
+def rendered_key(text: str, file: str) -> str:
+    """What identifies a bullet as trace2skill wrote it: its text and the file holding it."""
+    from .types import content_hash
+
+    return content_hash([text, file])[:16]
 
 
 

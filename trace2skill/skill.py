@@ -6,25 +6,33 @@ block-style YAML with quoted values, which strictyaml accepts. `validate_skill_d
 every problem (skills-ref's plus our budget, link, heading and layout checks) instead of
 stopping at the first. `write_skill_dir` stages the new folder next to the old one, validates
 it there and swaps it in with renames, so a reader never sees a half-written folder and a
-failed write leaves the old folder untouched.
+failed write leaves the old folder untouched; a write killed half way is completed or undone
+by `recover_write` at the start of the next one. `validate_build` checks a build in memory
+(nothing is staged, so `--dry-run` writes nothing). Every write and delete goes through
+`fsguard`, and a skill folder holding a symlink is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
-import tempfile
 import urllib.parse
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import skills_ref
 import strictyaml
+from skills_ref.errors import ParseError
+from skills_ref.parser import parse_frontmatter
+from skills_ref.validator import validate_metadata
 
 from .errors import ConfigError, RuleLookupError, SkillValidationError
+from .fsguard import crash_point, inside, no_symlinks, refuse_symlink, remove_file, safe_relative, write_bytes
 from .sections import (REFERENCES_DIR, SKILL_FILE, code_mask, heading_problem, parse, same_title, split_lines,
                        walk)
 
@@ -44,6 +52,8 @@ _TOP_KEY = re.compile(r"^([A-Za-z0-9_-]+)[ \t]*:(.*)$")
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)]*)?\)")
 _LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
+_CITED_PATH = re.compile(r"`(?:\./)?(references/[^`\s]+)`")
+"""A reference file's path in backticks (`references/schemas.md`): skills often cite them so."""
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:|^//")
 
 
@@ -166,9 +176,10 @@ def read_skill_files(skill_dir: Path) -> dict[str, str]:
     `references/*.md`, decoded exactly (no newline translation). Missing files are absent.
 
     Raises:
-        SkillValidationError: a file is not UTF-8. Treating it as absent would overwrite a
-            hand-written SKILL.md, so the run stops instead.
+        SkillValidationError: the folder holds a symlink (named), or a file is not UTF-8.
+            Treating it as absent would overwrite a hand-written SKILL.md, so the run stops.
     """
+    no_symlinks(skill_dir)
     files: dict[str, str] = {}
     candidates = [skill_dir / name for name in GENERATED_FILES]
     references = skill_dir / REFERENCES_DIR
@@ -203,60 +214,142 @@ def body_overage(body: str) -> tuple[int, int]:
 # Validation
 
 
-def validate_skill_dir(path: Path) -> list[str]:
-    """Every problem with a skill folder: skills-ref's checks plus ours.
+@dataclass(frozen=True)
+class _View:
+    """What validation needs of a skill folder, read from disk or assembled from a build."""
 
-    Ours: body under 500 lines and at most 5,000 tokens, metadata values are strings, description
-    without `<` or `>`, every relative link resolves inside the folder, every file under
-    references/ is linked from SKILL.md and sits directly in references/, no empty, generic or
-    duplicate sibling heading, and reference files over 300 lines start with a table of contents.
+    name: str
+    """The folder's name (skills-ref compares it with the skill name)."""
+    paths: frozenset[str]
+    """Every regular file, relative POSIX path."""
+    data: Mapping[str, bytes]
+    """Bytes of SKILL.md (or skill.md) and the Markdown files directly in references/."""
+    links: tuple[str, ...] = ()
+    """Symlinks found (relative paths); a skill folder must hold none."""
+
+    def exists(self, relative: str) -> bool:
+        return relative == "." or relative in self.paths or any(p.startswith(relative + "/") for p in self.paths)
+
+    def text(self, name: str) -> str:
+        return self.data[name].decode("utf-8", errors="replace")
+
+
+def _wanted(relative: str) -> bool:
+    head, _, rest = relative.partition("/")
+    return relative in (SKILL_FILE, "skill.md") or (head + "/" == REFERENCES_DIR and "/" not in rest and rest.endswith(".md"))
+
+
+def _disk_view(path: Path, skip: frozenset[str] = frozenset()) -> _View:
+    paths, data, found_links = set(), {}, []
+    for top, dirs, names in os.walk(path):
+        for name in [*dirs, *names]:
+            full = Path(top, name)
+            relative = full.relative_to(path).as_posix()
+            if full.is_symlink():
+                found_links.append(relative)
+            elif name in names and full.is_file() and relative not in skip:
+                paths.add(relative)
+                if _wanted(relative):
+                    data[relative] = full.read_bytes()
+    return _View(path.name, frozenset(paths), data, tuple(sorted(found_links)))
+
+
+def validate_skill_dir(path: Path) -> list[str]:
+    """Every problem with a skill folder, errors and warnings alike (see `check_skill_dir`).
+
+    trace2skill holds what it writes to both: a skill it writes fits every recommended limit.
 
     Returns:
         Problem descriptions; empty when the folder is valid.
     """
+    errors, warnings = check_skill_dir(path)
+    return errors + warnings
+
+
+def check_skill_dir(path: Path) -> tuple[list[str], list[str]]:
+    """`(errors, warnings)` for a skill folder.
+
+    Errors break the Agent Skills spec or make the skill unusable: skills-ref's checks, metadata
+    values that are not strings, `<` or `>` in the description, relative links that do not
+    resolve or leave the folder, a file that is not UTF-8. Warnings are recommended limits and
+    house style: body under 500 lines and at most 5,000 tokens, reference files over 300 lines
+    start with a table of contents, every file under references/ sits directly there and is
+    cited from SKILL.md (a Markdown link, or its path in backticks), no empty, generic or
+    duplicate sibling heading.
+    """
     path = Path(path)
-    try:
-        problems = list(skills_ref.validate(path))
-    except UnicodeDecodeError as exc:
-        problems = [f"SKILL.md is not UTF-8 ({exc.reason} at byte {exc.start})"]
-    skill_md = path / SKILL_FILE
-    if not skill_md.is_file():
-        return problems
-    front, body = split_frontmatter(skill_md.read_bytes().decode("utf-8", errors="replace"))
-    ours = _frontmatter_problems(front)
-    if any("not valid block-style YAML" in p for p in ours):  # the same fault, said in one line
-        problems = [p for p in problems if not p.startswith("Invalid YAML in frontmatter")]
-    problems += ours
-    lines, tokens = body_size(body)
-    if lines >= MAX_BODY_LINES:
-        problems.append(f"SKILL.md body has {lines} lines; keep it under {MAX_BODY_LINES} (move detail to references/)")
-    if tokens > MAX_BODY_TOKENS:
-        problems.append(f"SKILL.md body is {tokens} tokens; keep it at or under {MAX_BODY_TOKENS} (move detail to references/)")
-    documents = {SKILL_FILE: body}
-    documents.update(_reference_texts(path))
-    for name, text in documents.items():
-        problems += [f"{name}: {p}" for p in heading_problems(text)]
-        problems += [f"{name}: {p}" for p in _link_problems(path, name, text)]
-        if name != SKILL_FILE and len(split_lines(text)) > TOC_AFTER_LINES and not has_toc(text):
-            problems.append(f"{name}: over {TOC_AFTER_LINES} lines without a table of contents")
-    return problems + _reference_layout_problems(path, body)
+    if path.is_symlink() or not path.is_dir():
+        return ([f"{str(path)!r} is a symbolic link"] if path.is_symlink() else list(skills_ref.validate(path))), []
+    return _view_problems(_disk_view(path))
 
 
 def validate_build(build: Any, name: str, existing: Path | None = None) -> list[str]:
-    """Validate a build's files as they would be written, without touching the real folder.
+    """Validate a build's files as they would be written, in memory (nothing is staged).
+
+    Returns errors and warnings together: a skill trace2skill writes fits every recommended limit.
 
     Args:
         build: a `SkillBuild` (anything with a `files` mapping).
-        name: the skill name, used as the staged folder's name (skills-ref compares them).
-        existing: the current skill folder, whose files that are not ours are staged too, as
+        name: the skill name, the folder's name as written (skills-ref compares them).
+        existing: the current skill folder, whose files that are not ours count too, as
             `write_skill_dir` would keep them (so links to scripts/ or hand-written references
             resolve). Defaults to the folder the build was authored against (`build.skill_dir`).
     """
     existing = existing if existing is not None else getattr(build, "skill_dir", None)
-    with tempfile.TemporaryDirectory(prefix="trace2skill-validate-") as tmp:
-        staged = Path(tmp) / name
-        _stage(staged, build.files, existing if existing is not None and existing.is_dir() else None)
-        return validate_skill_dir(staged)
+    base = _View(name, frozenset(), {})
+    if existing is not None and Path(existing).is_dir():
+        stale = frozenset(n for n in _generated_by_us(Path(existing)) if n not in build.files)
+        base = _disk_view(Path(existing), stale)
+    for relative in build.files:
+        safe_relative(relative)
+    encoded = {k: v.encode("utf-8") for k, v in build.files.items()}
+    view = _View(name, base.paths | frozenset(build.files), {**base.data, **{k: v for k, v in encoded.items() if _wanted(k)}},
+                 base.links)
+    errors, warnings = _view_problems(view)
+    return errors + warnings
+
+
+def _view_problems(view: _View) -> tuple[list[str], list[str]]:
+    """`(errors, warnings)` for a skill folder as `view` sees it (see `check_skill_dir`)."""
+    errors = [f"{link}: symbolic links are not allowed in a skill folder" for link in view.links]
+    errors += _spec_problems(view)
+    if SKILL_FILE not in view.data:
+        return errors, []
+    front, body = split_frontmatter(view.text(SKILL_FILE))
+    ours = _frontmatter_problems(front)
+    if any("not valid block-style YAML" in p for p in ours):  # the same fault, said in one line
+        errors = [p for p in errors if not p.startswith("Invalid YAML in frontmatter")]
+    errors += ours
+    warnings = []
+    lines, tokens = body_size(body)
+    if lines >= MAX_BODY_LINES:
+        warnings.append(f"SKILL.md body has {lines} lines; keep it under {MAX_BODY_LINES} (move detail to references/)")
+    if tokens > MAX_BODY_TOKENS:
+        warnings.append(f"SKILL.md body is {tokens} tokens; keep it at or under {MAX_BODY_TOKENS} (move detail to references/)")
+    documents = {SKILL_FILE: body}
+    documents.update({name: view.text(name) for name in sorted(view.data) if name.startswith(REFERENCES_DIR)})
+    for name, text in documents.items():
+        warnings += [f"{name}: {p}" for p in heading_problems(text)]
+        errors += [f"{name}: {p}" for p in _link_problems(view, name, text)]
+        if name != SKILL_FILE and len(split_lines(text)) > TOC_AFTER_LINES and not has_toc(text):
+            warnings.append(f"{name}: over {TOC_AFTER_LINES} lines without a table of contents")
+    return errors, warnings + _reference_layout_problems(view, body)
+
+
+def _spec_problems(view: _View) -> list[str]:
+    """skills-ref's `validate`, on the view: SKILL.md present, frontmatter parsed, metadata valid."""
+    raw = view.data.get(SKILL_FILE, view.data.get("skill.md"))
+    if raw is None:
+        return ["Missing required file: SKILL.md"]
+    try:
+        content = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        return [f"SKILL.md is not UTF-8 ({exc.reason} at byte {exc.start})"]
+    try:
+        metadata, _ = parse_frontmatter(content)
+    except ParseError as exc:
+        return [str(exc)]
+    return list(validate_metadata(metadata, Path(view.name)))
 
 
 def heading_problems(text: str) -> list[str]:
@@ -315,42 +408,38 @@ def _frontmatter_problems(front: list[str]) -> list[str]:
     return problems
 
 
-def _reference_texts(path: Path) -> dict[str, str]:
-    folder = path / REFERENCES_DIR
-    if not folder.is_dir():
-        return {}
-    return {p.relative_to(path).as_posix(): p.read_bytes().decode("utf-8", errors="replace")
-            for p in sorted(folder.iterdir()) if p.is_file() and p.suffix == ".md"}
+def _target(base: str, link: str) -> str:
+    """A link's target relative to the folder root, normalised (`../x` when it leaves)."""
+    relative = urllib.parse.unquote(link.split("#", 1)[0].split("?", 1)[0])
+    if relative.startswith("/"):
+        return "../" + relative
+    return posixpath.normpath(posixpath.join(base, relative)) if relative else ""
 
 
-def _link_problems(root: Path, name: str, text: str) -> list[str]:
+def _link_problems(view: _View, name: str, text: str) -> list[str]:
     problems = []
-    base = (root / name).parent
-    for target in links(text):
-        if target.startswith("#") or _SCHEME.match(target):
+    base = posixpath.dirname(name)
+    for link in links(text):
+        if link.startswith("#") or _SCHEME.match(link):
             continue
-        relative = urllib.parse.unquote(target.split("#", 1)[0].split("?", 1)[0])
-        if not relative:
+        target = _target(base, link)
+        if not target:
             continue
-        resolved = (base / relative).resolve()
-        if not resolved.is_relative_to(root.resolve()):
-            problems.append(f"link {target!r} points outside the skill folder")
-        elif not resolved.exists():
-            problems.append(f"link {target!r} does not resolve")
+        if target == ".." or target.startswith("../"):
+            problems.append(f"link {link!r} points outside the skill folder")
+        elif not view.exists(target):
+            problems.append(f"link {link!r} does not resolve")
     return problems
 
 
-def _reference_layout_problems(path: Path, body: str) -> list[str]:
-    folder = path / REFERENCES_DIR
-    if not folder.is_dir():
-        return []
-    linked = {(path / urllib.parse.unquote(t.split("#", 1)[0])).resolve() for t in links(body) if not _SCHEME.match(t)}
+def _reference_layout_problems(view: _View, body: str) -> list[str]:
+    cited = [t for t in links(body) if not _SCHEME.match(t)] + _CITED_PATH.findall(body)
+    linked = {_target("", t) for t in cited}
     problems = []
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = file.relative_to(path).as_posix()
-        if file.parent.resolve() != folder.resolve():
+    for relative in sorted(p for p in view.paths if p.startswith(REFERENCES_DIR)):
+        if "/" in relative[len(REFERENCES_DIR):]:
             problems.append(f"{relative}: references must sit directly in references/ (one level deep)")
-        elif file.resolve() not in linked:
+        elif relative not in linked:
             problems.append(f"{relative}: orphan reference file; link it from SKILL.md or remove it")
     return problems
 
@@ -373,75 +462,120 @@ def check_skill_target(path: Path) -> None:
         raise ConfigError(f"cannot write the skill folder {str(path)!r}: {str(existing)!r} is not writable; choose another --out")
 
 
+WRITE_SUFFIX = ".trace2skill-write"
+"""`.<skill>.trace2skill-write`, beside the skill folder: the one staging folder of a write."""
+READY_MARK = "READY"
+"""Written in the staging folder once the new version is complete and valid."""
+
+
+def staging_dir(path: Path) -> Path:
+    """Where `write_skill_dir` stages the new version of the skill folder `path`."""
+    return Path(path).parent / f".{Path(path).name}{WRITE_SUFFIX}"
+
+
 def write_skill_dir(path: Path, files: Mapping[str, str], *, validate: bool = True) -> None:
     """Replace the skill folder with `files`, never leaving a half-written folder behind.
 
-    The new folder is staged in a sibling temporary directory: files of the old folder that are
-    not ours (scripts/, assets/, hand-written references; "ours" = the files the old
-    provenance.json lists) are copied over, then `files` are written. When `validate` is true the
-    staged folder must pass `validate_skill_dir`. Only then is the old folder renamed away and
-    the staged one renamed into place, so the path holds either the complete old folder or the
-    complete new one (and, between the two renames, briefly nothing).
+    The new folder is staged in `staging_dir(path)`: files of the old folder that are not ours
+    (scripts/, assets/, hand-written references; "ours" = the files the old provenance.json
+    lists) are copied over, then `files` are written. When `validate` is true the staged folder
+    must pass `validate_skill_dir`. A READY mark is written, then the old folder is renamed
+    away and the staged one renamed into place. A process killed at any point leaves the old
+    folder whole, the new one whole, or (between the renames) both in the staging folder, and
+    `recover_write` (run first here, and by distil before it reads the skill) finishes the job.
+    The caller holds the skill lock (`pipeline.skill_lock`).
 
     Raises:
-        SkillValidationError: the staged folder is invalid or a path escapes it; nothing changed.
+        SkillValidationError: the staged folder is invalid, a path escapes it, or the folder
+            holds a symlink; nothing changed.
         OSError: the filesystem refused; the old folder is restored.
     """
     path = Path(path)
+    for name in files:
+        safe_relative(name)
+    recover_write(path)
+    no_symlinks(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".trace2skill", dir=path.parent))
+    work = staging_dir(path)
+    work.mkdir()
     try:
-        staged = workdir / path.name
+        staged = work / path.name
         _stage(staged, files, path if path.is_dir() else None)
         problems = validate_skill_dir(staged) if validate else []
         if problems:
             raise SkillValidationError(problems)
-        _swap(staged, path, workdir / "previous")
+        crash_point("staged")
+        write_bytes(work, READY_MARK, b"")
+        _swap(staged, path, work / "previous")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def recover_write(path: Path) -> bool:
+    """Finish or undo a write of the skill folder `path` that was killed half way.
+
+    With the folder missing, a READY staged folder is moved into place (the kill came between
+    the two renames), else the previous folder is put back; then the staging folder is removed.
+
+    Returns:
+        True when there was something to clean up.
+    """
+    path = Path(path)
+    work = staging_dir(path)
+    refuse_symlink(work)
+    if not work.is_dir():
+        return False
+    staged, previous = work / path.name, work / "previous"
+    if not os.path.lexists(path):
+        if (work / READY_MARK).is_file() and staged.is_dir():
+            os.rename(staged, path)
+        elif previous.is_dir():
+            os.rename(previous, path)
+    shutil.rmtree(work)
+    return True
 
 
 def _stage(staged: Path, files: Mapping[str, str], old: Path | None) -> None:
     if old is not None:
         shutil.copytree(old, staged, symlinks=True)
         for name in _generated_by_us(old):
-            stale = staged / name
-            if name not in files and stale.is_file():
-                stale.unlink()
-                if stale.parent != staged and not any(stale.parent.iterdir()):
-                    stale.parent.rmdir()
+            if name not in files:
+                remove_file(staged, name)
     staged.mkdir(parents=True, exist_ok=True)
     for name in sorted(files):
-        target = _inside(staged, name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(files[name].encode("utf-8"))
-
-
-def _inside(root: Path, name: str) -> Path:
-    relative = PurePosixPath(name)
-    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise SkillValidationError([f"file path {name!r} must be relative and stay inside the skill folder"])
-    return root.joinpath(*relative.parts)
+        write_bytes(staged, name, files[name].encode("utf-8"))
 
 
 def _generated_by_us(folder: Path) -> list[str]:
+    """The files the folder's provenance.json says trace2skill generated, each checked to be
+    a plain relative path inside the folder (a hostile list must never aim a delete outside).
+
+    Raises:
+        SkillValidationError: an entry is absolute or climbs out with `..`.
+    """
     try:
-        listed = json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8")).get("files", [])
+        listed = json.loads(inside(folder, PROVENANCE_FILE).read_text(encoding="utf-8")).get("files", [])
     except (OSError, ValueError, AttributeError):
         return []
-    return [name for name in listed if isinstance(name, str)]
+    names = [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else []
+    for name in names:
+        safe_relative(name, f"{PROVENANCE_FILE} lists the file")
+    return names
 
 
 def _swap(staged: Path, path: Path, backup: Path) -> None:
     if not path.exists():
         os.rename(staged, path)
+        crash_point("after-rename")
         return
     os.rename(path, backup)
+    crash_point("after-first-rename")
     try:
         os.rename(staged, path)
     except OSError:
         os.rename(backup, path)
         raise
+    crash_point("after-second-rename")
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,7 +599,7 @@ def explain_rule(skill_dir: Path, rule: str) -> dict[str, Any]:
     """
     from .provenance import load_provenance
 
-    source = Path(skill_dir) / PROVENANCE_FILE
+    source = inside(Path(skill_dir), PROVENANCE_FILE)
     if not source.is_file():
         raise RuleLookupError(f"no {PROVENANCE_FILE} in {str(skill_dir)!r}; was this skill written by trace2skill?")
     provenance = load_provenance(source.read_bytes().decode("utf-8", errors="replace"))

@@ -24,10 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Protocol
 
-import filelock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import LockHeld, StateError
+from .errors import StateError
 
 STATE_FILE = "state.json"
 LOCK_FILE = "run.lock"
@@ -46,6 +45,23 @@ class RejectedRule(_Model):
     """When the removal was noticed."""
 
 
+class PendingPublish(_Model):
+    """A change written and (about to be) committed whose push or pull request has not been
+    confirmed; the next refresh finishes it before anything else, and only then counts its
+    trajectories as used."""
+
+    run_id: str
+    version: str
+    branch: str
+    """The bot branch the change is committed on."""
+    tag: str
+    digests: tuple[str, ...] = ()
+    """Trajectories folded into this change."""
+    title: str = ""
+    body: str = ""
+    labels: tuple[str, ...] = ()
+
+
 class SkillState(_Model):
     version: str | None = None
     """The skill's version after the last successful refresh."""
@@ -59,6 +75,10 @@ class SkillState(_Model):
     """Newest trajectory timestamp (or other cursor) the last successful refresh read."""
     rejected: dict[str, RejectedRule] = Field(default_factory=dict)
     """Rule id -> why it must not come back unless new evidence outnumbers the old."""
+    pending: PendingPublish | None = None
+    """A publish a killed or failed run left unfinished."""
+    checkout: str | None = None
+    """The branch checked out before the last refresh took the bot branch, to return to after a kill."""
 
     def new_digests(self, digests: Iterable[str]) -> list[str]:
         """The digests not yet consumed by any version, in the given order, without repeats."""
@@ -105,6 +125,7 @@ class RefreshState(_Model):
         current = self.skill(name)
         update = {
             "version": version,
+            "pending": None,
             "trace_digests": {**current.trace_digests, **{d: version for d in digests}},
             "last_success_at": at or datetime.now(timezone.utc),
             "last_run_id": run_id,
@@ -128,6 +149,23 @@ class RefreshState(_Model):
         current = self.skill(name)
         rejected = {k: v for k, v in current.rejected.items() if k != rule_id}
         return self._replace(name, current.model_copy(update={"rejected": rejected}))
+
+    def with_pending(self, name: str, pending: PendingPublish | None) -> RefreshState:
+        """Record (or, with None, drop) the publish in flight."""
+        return self._replace(name, self.skill(name).model_copy(update={"pending": pending}))
+
+    def with_checkout(self, name: str, branch: str | None) -> RefreshState:
+        """Remember the branch to go back to if this run is killed on the bot branch."""
+        return self._replace(name, self.skill(name).model_copy(update={"checkout": branch}))
+
+    def without_versions_after(self, name: str, version: tuple[int, int, int]) -> RefreshState:
+        """Forget the trajectories folded into versions after `version` (a rollback took their
+        evidence out of the skill), so the next refresh reads them again."""
+        from .versioning import parse_semver
+
+        current = self.skill(name)
+        kept = {d: v for d, v in current.trace_digests.items() if (parse_semver(v) or (0, 0, 0)) <= version}
+        return self._replace(name, current.model_copy(update={"trace_digests": kept}))
 
     def _replace(self, name: str, skill: SkillState) -> RefreshState:
         return self.model_copy(update={"skills": {**self.skills, name: skill}})
@@ -161,7 +199,9 @@ def load_state(state_dir: Path) -> RefreshState:
 
 def save_state(state_dir: Path, state: RefreshState) -> Path:
     """Write the state atomically; returns the file's path."""
-    path = state_path(state_dir)
+    from .fsguard import inside
+
+    path = inside(Path(state_dir), STATE_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     handle, temporary = tempfile.mkstemp(prefix=".state-", suffix=".json", dir=path.parent)
@@ -184,14 +224,8 @@ def run_lock(state_dir: Path) -> Iterator[Path]:
     Raises:
         LockHeld: another process holds the lock (raised at once, without waiting).
     """
+    from .fsguard import exclusive
+
     path = Path(state_dir) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise LockHeld(f"another trace2skill run holds {str(path)!r}; try again when it has finished") from None
-    try:
+    with exclusive(path, f"another trace2skill run holds {str(path)!r}; try again when it has finished"):
         yield path
-    finally:
-        lock.release()

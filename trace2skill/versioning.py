@@ -39,16 +39,23 @@ def next_version(previous: str | None, *, added: Sequence[str], removed: Sequenc
 
 
 def changelog_entry(version: str, run_line: str, titles: Mapping[str, str], *, added: Sequence[str],
-                    changed: Sequence[str], removed: Sequence[str], reversed_: Sequence[str]) -> str:
-    """One `## VERSION` entry listing rules added, changed and removed (titles and ids)."""
+                    changed: Sequence[str], removed: Sequence[str], reversed_: Sequence[str],
+                    edited: Mapping[str, str] | None = None) -> str:
+    """One `## VERSION` entry listing rules added, changed and removed (titles and ids), and
+    the rules people reworded, moved or deleted since the last run (`edited`: id -> what)."""
     lines = [f"## {version}", "", run_line, ""]
-    groups = (("Added", added), ("Changed", changed), ("Removed", removed))
+    edited = edited or {}
+    groups = (("Added", added), ("Changed", changed), ("Removed", [rid for rid in removed if rid not in edited]))
     for heading, ids in groups:
         if ids:
             lines += [f"### {heading}", ""]
             lines += [f"- {titles.get(rid, rid)} (`{rid}`)" + (" - reversed" if rid in reversed_ else "") for rid in ids]
             lines.append("")
-    if not (added or changed or removed):
+    if edited:
+        lines += ["### Edited by hand", ""]
+        lines += [f"- {titles.get(rid, rid)} (`{rid}`): {what}" for rid, what in sorted(edited.items())]
+        lines.append("")
+    if not (added or changed or removed or edited):
         lines += ["No rule added, changed or removed; evidence, support or the conflict ledger changed.", ""]
     return "\n".join(lines)
 

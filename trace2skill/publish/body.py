@@ -12,6 +12,7 @@ evidence section, are dropped (provenance.json keeps them).
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
@@ -60,7 +61,7 @@ class ReviewItem:
     skill: str
     summary: str
     detail: str = ""
-    kind: Literal["conflict", "clash"] = "clash"
+    kind: Literal["conflict", "clash", "hand edit"] = "clash"
 
     @classmethod
     def from_clash(cls, skill: str, clash: Clash) -> ReviewItem:
@@ -75,10 +76,14 @@ class ReviewItem:
         return cls(skill, f"conflicting rules {a.title!r} and {b.title!r}: {conflict.reason}", detail, "conflict")
 
 
-def review_items(skill: str, conflicts: tuple[Conflict, ...] = (), clashes: tuple[Clash, ...] = ()) -> tuple[ReviewItem, ...]:
-    """Needs-review items: unresolved conflict-ledger entries, then merge clashes."""
+def review_items(skill: str, conflicts: tuple[Conflict, ...] = (), clashes: tuple[Clash, ...] = (),
+                 hand_edits: Mapping[str, str] | None = None) -> tuple[ReviewItem, ...]:
+    """Needs-review items: unresolved conflict-ledger entries, merge clashes, then managed rules
+    people reworded, moved or deleted (kept as they left them; a reviewer may want to know)."""
     items = [ReviewItem.from_conflict(skill, c) for c in conflicts if c.status == "needs-review"]
-    return tuple(items + [ReviewItem.from_clash(skill, c) for c in clashes])
+    items += [ReviewItem.from_clash(skill, c) for c in clashes]
+    items += [ReviewItem(skill, f"rule `{rid}` {what}", "", "hand edit") for rid, what in sorted((hand_edits or {}).items())]
+    return tuple(items)
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,45 @@ def has_remote(repo_path: Path | str, remote: str) -> bool:
     return remote in [r.name for r in open_repo(repo_path).remotes]
 
 
+def default_branch(repo_path: Path | str, remote: str | None) -> str:
+    """The branch pull requests target when none is configured: the remote's HEAD (asked with
+    `git ls-remote --symref`, so a `master` repository works), else the branch checked out
+    (unless it is a bot branch), else `main`.
+
+    Raises:
+        PublishError: the remote cannot be reached.
+    """
+    repo = open_repo(repo_path)
+    if remote is not None:
+        if remote.startswith("-") or remote not in [r.name for r in repo.remotes]:
+            raise PublishError(f"no git remote named {remote!r}")
+        try:
+            listing = repo.git.ls_remote("--symref", remote, "HEAD")
+        except GitCommandError as exc:
+            raise PublishError(f"cannot reach the git remote {remote!r}: {exc.stderr.strip()}") from None
+        for line in listing.splitlines():
+            ref, _, name = line.partition("\t")
+            if name == "HEAD" and ref.startswith("ref: refs/heads/"):
+                return ref[len("ref: refs/heads/"):]
+    if not repo.head.is_detached and not repo.active_branch.name.startswith(BRANCH_PREFIX):
+        return repo.active_branch.name
+    return "main"
+
+
+def bot_commit_of_run(repo_path: Path | str, branch: str, run_id: str, tag: str) -> SkillCommit | None:
+    """The commit a run made at the head of the bot branch (tagging it if the run died between
+    committing and tagging), or None when the run never committed."""
+    repo = open_repo(repo_path)
+    if branch not in repo.heads:
+        return None
+    head = repo.heads[branch].commit
+    if _trailer(head, RUN_TRAILER) != run_id:
+        return None
+    if tag not in repo.tags:
+        tag_commit(repo, tag, head, f"{tag} by trace2skill")
+    return SkillCommit(head.hexsha, tag.rsplit("/v", 1)[-1], tag, branch)
+
+
 def push_branch(repo_path: Path | str, remote: str, branch: str, tags: tuple[str, ...] = ()) -> None:
     """Force-push the bot branch (never any other) and push `tags` without force.
 

@@ -117,11 +117,13 @@ def rollback(
     actor: Actor = BOT_ACTOR,
     state_dir: Path | None = None,
     run_hooks: bool = True,
+    trailers: dict[str, str] | None = None,
 ) -> RollbackResult:
     """Restore the skill folder as tagged for `version`, as a new commit with a new version.
 
-    The commit lands on the checked-out branch; run it on the bot branch to propose the
-    rollback through a pull request, or on the default branch to apply it directly.
+    The commit lands on the checked-out branch; `refresh.rollback` checks out the bot branch
+    first and publishes it like any change (the CLI's way). `trailers` are added to the
+    rollback trailer.
 
     Raises:
         PublishError: dirty tree, unknown version, or a SKILL.md without a version line.
@@ -153,7 +155,8 @@ def rollback(
     repo.git.add("-A", "--", rel)
     message = f"chore(skills): roll {skill} back to v{version} as v{new_version}\n"
     try:
-        commit = repo.index.commit(message, author=actor, committer=actor, trailers={ROLLBACK_TRAILER: version}, skip_hooks=not run_hooks)
+        commit = repo.index.commit(message, author=actor, committer=actor, trailers={ROLLBACK_TRAILER: version, **(trailers or {})},
+                                   skip_hooks=not run_hooks)
     except HookExecutionError as exc:
         raise PublishError(f"a commit hook rejected the rollback commit (files left staged): {exc}") from None
     tag = f"{skill}/v{new_version}"

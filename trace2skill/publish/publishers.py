@@ -1,10 +1,13 @@
 """Publishers, chosen by name: `none`, `branch`, `gh` (GitHub CLI) and `github` (REST API).
 
-Each one implements `publish(request) -> PublishOutcome`. `branch` commits the skill folder
-on the bot branch, tags it and pushes when the remote exists; `gh` and `github` also open
-the pull request, or update the open one for the same head branch, so reruns never create
-a duplicate. No publisher ever merges. When the skill folder did not change nothing is
-committed, pushed or opened.
+Each one implements `check(repo_path)` (run before anything is written: is the tool there,
+is there a token), `publish(request) -> PublishOutcome` (commit, then `deliver`) and
+`deliver(request, commit)`, which pushes and opens the pull request for a commit already made,
+so a refresh killed or refused after its commit can finish on the next run. `branch` commits
+the skill folder on the bot branch, tags it and pushes when the remote exists; `gh` and
+`github` also open the pull request, or update the open one for the same head branch, so
+reruns never create a duplicate. No publisher ever merges. When the skill folder did not
+change nothing is committed, pushed or opened.
 
 The `gh` publisher runs a command path given to it (a real executable, which is how tests
 drive it), labels are ensured before `gh pr create` because gh refuses unknown labels, and
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 import urllib.error
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..errors import PublishError
+from ..fsguard import crash_point
 from .gitops import SkillCommit, commit_skill, has_remote, open_repo, push_branch
 
 PublishMode = Literal["none", "branch", "gh", "github"]
@@ -67,10 +72,35 @@ class PublishOutcome:
 class Publisher(Protocol):
     name: PublishMode
 
+    def check(self, repo_path: Path) -> None: ...
+
     def publish(self, request: PublishRequest) -> PublishOutcome: ...
 
+    def deliver(self, request: PublishRequest, commit: SkillCommit) -> PublishOutcome: ...
 
-class NonePublisher:
+
+class _Committing:
+    """`publish` = commit the skill folder, then `deliver` the commit (push, pull request)."""
+
+    name: PublishMode
+    needs_remote = False
+
+    def check(self, repo_path: Path) -> None:
+        """Nothing to check beyond the remote (checked by the caller)."""
+
+    def publish(self, request: PublishRequest) -> PublishOutcome:
+        if self.needs_remote and not has_remote(request.repo_path, request.remote):
+            raise PublishError(f"no git remote named {request.remote!r}; a pull request needs the bot branch pushed")
+        commit = commit_skill(request.repo_path, request.skill_dir_rel, request.message, dict(request.trailers),
+                              branch=request.branch, run_hooks=request.run_hooks)
+        crash_point("after-commit")
+        return PublishOutcome(self.name) if commit is None else self.deliver(request, commit)
+
+    def deliver(self, request: PublishRequest, commit: SkillCommit) -> PublishOutcome:
+        return PublishOutcome(self.name, commit, _push(request, commit, required=self.needs_remote))
+
+
+class NonePublisher(_Committing):
     """Leaves git alone; the skill folder is simply written."""
 
     name: PublishMode = "none"
@@ -79,20 +109,17 @@ class NonePublisher:
         return PublishOutcome("none")
 
 
-class BranchPublisher:
+class BranchPublisher(_Committing):
     """Commit and tag on the bot branch; push when the remote exists."""
 
     name: PublishMode = "branch"
 
-    def publish(self, request: PublishRequest) -> PublishOutcome:
-        commit, pushed = _commit_and_push(request, require_remote=False)
-        return PublishOutcome("branch", commit, pushed)
 
-
-class GhPublisher:
+class GhPublisher(_Committing):
     """Commit, push, then open or update the pull request with the GitHub CLI."""
 
     name: PublishMode = "gh"
+    needs_remote = True
 
     def __init__(self, gh: str = "gh", repository: str | None = None, timeout: float = 120.0):
         self.gh = gh
@@ -100,10 +127,26 @@ class GhPublisher:
         """`OWNER/NAME` passed as `--repo`; gh infers it from the remote when None."""
         self.timeout = timeout
 
-    def publish(self, request: PublishRequest) -> PublishOutcome:
-        commit, pushed = _commit_and_push(request, require_remote=True)
-        if commit is None:
-            return PublishOutcome("gh", None, pushed)
+    def check(self, repo_path: Path) -> None:
+        """gh must be installed and logged in (or given GH_TOKEN) before anything is committed.
+
+        Raises:
+            PublishError: gh is missing or `gh auth status` fails.
+        """
+        if shutil.which(self.gh) is None:
+            raise PublishError(f"the GitHub CLI {self.gh!r} is not installed (or not on PATH); install it, set publish.gh, "
+                               "or use --publish github with GITHUB_TOKEN")
+        try:
+            done = subprocess.run([self.gh, "auth", "status"], cwd=repo_path, capture_output=True, text=True,
+                                  timeout=self.timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PublishError(f"cannot run {self.gh!r}: {exc}; install the GitHub CLI or use --publish github") from None
+        if done.returncode != 0:
+            raise PublishError(f"`gh auth status` failed ({done.returncode}): log in with `gh auth login` or set GH_TOKEN "
+                               f"({(done.stderr or done.stdout).strip()[:200]})")
+
+    def deliver(self, request: PublishRequest, commit: SkillCommit) -> PublishOutcome:
+        pushed = _push(request, commit, required=True)
         with tempfile.TemporaryDirectory(prefix="trace2skill-pr-") as folder:
             body_file = Path(folder, "body.md")
             body_file.write_text(request.body, encoding="utf-8")
@@ -138,10 +181,11 @@ class GhPublisher:
         return done.stdout
 
 
-class GitHubPublisher:
+class GitHubPublisher(_Committing):
     """Commit, push, then open or update the pull request through the GitHub REST API."""
 
     name: PublishMode = "github"
+    needs_remote = True
 
     def __init__(self, token: str, *, api_url: str = "https://api.github.com", repository: str | None = None, timeout: float = 30.0):
         if not token:
@@ -152,11 +196,12 @@ class GitHubPublisher:
         """`OWNER/NAME`; read from the remote's URL when None."""
         self.timeout = timeout
 
-    def publish(self, request: PublishRequest) -> PublishOutcome:
+    def check(self, repo_path: Path) -> None:
+        """Nothing more: the token was checked when this publisher was made."""
+
+    def deliver(self, request: PublishRequest, commit: SkillCommit) -> PublishOutcome:
         slug = self.repository or github_slug(_remote_url(request.repo_path, request.remote))
-        commit, pushed = _commit_and_push(request, require_remote=True)
-        if commit is None:
-            return PublishOutcome("github", None, pushed)
+        pushed = _push(request, commit, required=True)
         owner = slug.split("/", 1)[0]
         pr = self._find(slug, owner, request)
         action: Literal["created", "updated"] = "updated"
@@ -243,13 +288,11 @@ def _remote_url(repo_path: Path, remote: str) -> str:
     return repo.remotes[remote].url
 
 
-def _commit_and_push(request: PublishRequest, *, require_remote: bool) -> tuple[SkillCommit | None, bool]:
-    remote_exists = has_remote(request.repo_path, request.remote)
-    if require_remote and not remote_exists:
-        raise PublishError(f"no git remote named {request.remote!r}; a pull request needs the bot branch pushed")
-    commit = commit_skill(request.repo_path, request.skill_dir_rel, request.message, dict(request.trailers),
-                          branch=request.branch, run_hooks=request.run_hooks)
-    if commit is None or not remote_exists:
-        return commit, False
+def _push(request: PublishRequest, commit: SkillCommit, *, required: bool) -> bool:
+    """Push the bot branch and the commit's tag; False when there is no remote and none is required."""
+    if not has_remote(request.repo_path, request.remote):
+        if required:
+            raise PublishError(f"no git remote named {request.remote!r}; a pull request needs the bot branch pushed")
+        return False
     push_branch(request.repo_path, request.remote, request.branch, (commit.tag,))
-    return commit, True
+    return True
