@@ -98,6 +98,9 @@ class Analyst(Protocol):
     def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
         """The consolidated set as it goes to the author (selection, safety holds)."""
 
+    def nothing_learned(self, traces: Sequence[Trace]) -> str:
+        """Why no lesson came out of `traces` (the run then writes nothing and exits 3)."""
+
     def author_config(self, config: Config) -> Config:
         """The configuration the author applies to this analyst's lessons."""
 
@@ -124,7 +127,12 @@ class OfflineAnalyst:
     def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
         from .offline import select_offline
 
-        return final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), outcomes))})
+        return final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), traces))})
+
+    def nothing_learned(self, traces: Sequence[Trace]) -> str:
+        from .offline import nothing_learned
+
+        return nothing_learned(list(traces))
 
     def author_config(self, config: Config) -> Config:
         return config
@@ -176,6 +184,9 @@ class ModelAnalyst:
 
     def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
         return hold_risky(final, {t.id: content_hash(" ".join(t.task.split()) or t.id) for t in traces})
+
+    def nothing_learned(self, traces: Sequence[Trace]) -> str:
+        return f"the model proposed no lesson from {len(traces)} trajectories; nothing was written"
 
     def author_config(self, config: Config) -> Config:
         """A model lesson needs `llm.min_support` trajectories (default 2) to enter SKILL.md."""

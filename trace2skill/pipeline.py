@@ -28,7 +28,7 @@ from .author import RunInfo, SkillBuild, author_skill, validate_build, write_ski
 from .budget import Quote, preflight
 from .config import Config
 from .consolidate import merge_count
-from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
+from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillValidationError
 from .fsguard import no_symlinks
 from .graph import Halt, build_graph, run_config
 from .ingest import IngestResult, load_traces
@@ -134,7 +134,9 @@ def distill(
                                                           rejected, write, on_quote)
         if write and build.changed:
             write_skill_dir(config.skill_dir(), build.files)
-    warnings = tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces)) + tuple(notes)
+    written_before = _catalogue_text() if analyst.mode == "offline" else ""
+    warnings = (tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces, written_before))
+                + tuple(notes))
     result = _result(config, ingested, run, final, build, failed, analyst, time.monotonic() - started, warnings)
     return result, build
 
@@ -166,6 +168,13 @@ def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonS
     )
 
 
+def _catalogue_text() -> str:
+    """The offline packs' hand-written wording, for the leakage audit."""
+    from .offline.packs import catalogue_text
+
+    return catalogue_text()
+
+
 def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progress: Progress | None,
            checkpoint: Path | None, control: Any, rejected: dict[str, int] | None, write: bool,
            on_quote: Callable[[Quote], None] | None):
@@ -185,6 +194,12 @@ def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progre
     if len(failed) == len(ingested.traces):
         raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
     final = analyst.finish(final, ingested.traces, dict(ingested.outcomes))
+    if not final.lessons and not existing_rules(config, source):
+        from .ingest.fidelity import summary_line
+
+        totals = fidelity_summary(ingested.fidelity)
+        raise NothingLearned(analyst.nothing_learned(ingested.traces), tuple(loss_warnings(ingested.fidelity)),
+                             (summary_line(totals),) if totals else ())
     build = author_skill(source, final, analyst.author_config(config), run, rejected=rejected)
     problems = validate_build(build, config.skill.name)
     if problems:
