@@ -8,7 +8,7 @@ scripted model through the context object (`obj={"llm_factory": ...}`), never by
 Exit codes: 0 success (also "no changes"), 1 failure, 2 usage error, 3 partial success (some
 trajectories skipped or failed, skill produced), 65 bad data or invalid skill, 66 no input,
 69 model provider unavailable, 75 temporary (lock held, budget cap, interrupted; resumable),
-78 bad configuration.
+78 bad configuration, 4 gated (the gate refused the candidate: nothing written or published).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import typer
 from .errors import Trace2SkillError
 
 EXIT_PARTIAL = 3
+EXIT_GATED = 4
 
 app = typer.Typer(
     name="trace2skill",
@@ -40,6 +41,9 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 ThresholdOpt = Annotated[Optional[float], typer.Option("--success-threshold", help="A reward at or above this counts as success (default 1.0).")]
 SidechainsOpt = Annotated[bool, typer.Option("--drop-sidechains", help="Drop Claude Code sub-agent conversations instead of keeping them apart.")]
+GateOpt = Annotated[Optional[str], typer.Option("--gate", help="none | heldout: refuse a candidate whose held-out coverage or false-alarm rate is worse than the current skill's.")]
+GateCmdOpt = Annotated[Optional[str], typer.Option("--gate-cmd", help="Benchmark command run with the current skill and the candidate (folder in TRACE2SKILL_SKILL_DIR); last stdout line is the score.")]
+AblateOpt = Annotated[Optional[int], typer.Option("--ablate", help="With --gate-cmd: also score the candidate without each of its N newest or weakest rules.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. --set analyse.token_budget=2000 (repeatable).", show_default=False)]
 
 
@@ -127,6 +131,9 @@ def distill(
     layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Quote the cost and show what would change; write nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Approve a run quoted above budget.approve_above.")] = False,
+    gate: GateOpt = None,
+    gate_cmd: GateCmdOpt = None,
+    ablate: AblateOpt = None,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
@@ -140,6 +147,7 @@ def distill(
         "analyse.success_threshold": success_threshold, "analyse.sidechains": "drop" if drop_sidechains else None,
         "consolidate.fan_in": fan_in, "consolidate.min_support": min_support,
         "budget.max_cost": budget, "budget.max_calls": max_calls, "budget.approved": True if yes else None,
+        **_gate_overrides(gate, gate_cmd, ablate),
     }
     from .budget import preflight
     from .ingest import load_traces
@@ -157,6 +165,7 @@ def distill(
             print_quote(estimate)
             if dry_run:
                 return
+        _quote_gate(config, dry_run)
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
             checkpoint = checkpoint_path(config.state_dir) if llm is not None else None
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,
@@ -165,7 +174,69 @@ def distill(
         raise _fail(exc) from None
 
     print_summary(result, build, json_out=json_out, dry_run=dry_run)
+    if result.gate is not None and not result.gate["accepted"]:
+        raise typer.Exit(EXIT_GATED)
     if result.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _gate_overrides(gate: str | None, gate_cmd: str | None, ablate: int | None) -> dict[str, Any]:
+    if gate is not None and gate not in ("none", "heldout", "command"):
+        raise typer.BadParameter(f"{gate!r} is not one of none, heldout (or give --gate-cmd CMD)", param_hint="--gate")
+    return {"gate.mode": "command" if gate_cmd and gate is None else gate, "gate.command": gate_cmd, "gate.ablate": ablate}
+
+
+def _quote_gate(config, dry_run: bool = False) -> None:
+    """Say how many benchmark runs the gate will make before any of them starts."""
+    from .gate import quote_runs
+
+    text = quote_runs(config)
+    if text and not dry_run:
+        _err(text)
+
+
+@app.command("eval")
+def eval_command(
+    ctx: typer.Context,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (default: `sources` from the config).", show_default=False, metavar="PATHS")] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds, split by task (no task in two folds).")] = 4,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Where to write the learning-curve SVG (default: STATE/eval/learning-curve.svg).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="litellm model string (judged by the model), or 'offline'.")] = None,
+    api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of a local OpenAI-compatible server.")] = None,
+    trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
+    success_threshold: ThresholdOpt = None,
+    budget: Annotated[Optional[float], typer.Option("--budget", help="Hard cap on model spend in US dollars.")] = None,
+    max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="Hard cap on model calls.")] = None,
+    settings: SetOpt = None,
+    config_path: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Held-out evaluation: distil on K-1 folds, score the rules on the held-out fold."""
+    from .evaluate import curve_svg, evaluate
+    from .ingest import load_traces
+    from .report import print_eval
+
+    overrides = {"llm.model": model, "llm.api_base": api_base, "analyse.format": trace_format, "analyse.labels": labels,
+                 "analyse.success_threshold": success_threshold, "budget.max_cost": budget, "budget.max_calls": max_calls}
+    try:
+        config = _config(config_path, overrides, settings)
+        config = config.model_copy(update={"gate": type(config.gate)()})
+        llm = _llm(ctx, config)
+        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
+        with _progress_reporter(_show_progress(json_out)) as progress:
+            evaluation = evaluate(config, llm, ingested, folds, progress=progress)
+        report = evaluation.as_dict()
+        target = plot or config.state_dir / "eval" / "learning-curve.svg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(curve_svg(report["learning_curve"]), encoding="utf-8")
+    except (Trace2SkillError, OSError) as exc:
+        raise _fail(exc) from None
+    report["plot"] = str(target)
+    if llm is not None:
+        report["usage"] = llm.usage.model_dump(mode="json")
+    print_eval(report, json_out=json_out)
+    if ingested.skips:
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -259,6 +330,9 @@ def refresh(
     since: Annotated[Optional[datetime], typer.Option("--since", help="Re-read trajectories whose files changed since this time, instead of only unseen ones.")] = None,
     pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help="Also write the pull-request body to this file.")] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Folder for state, checkpoints and the lock.")] = None,
+    gate: GateOpt = None,
+    gate_cmd: GateCmdOpt = None,
+    ablate: AblateOpt = None,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
@@ -268,15 +342,19 @@ def refresh(
     from .report import print_refresh
 
     overrides = {"skill.name": skill, "skill.out": out, "skill.layout": layout, "llm.model": model,
-                 "publish.mode": publish, "publish.base": base, "state_dir": state_dir}
+                 "publish.mode": publish, "publish.base": base, "state_dir": state_dir,
+                 **_gate_overrides(gate, gate_cmd, ablate)}
     try:
         config = _config(config_path, overrides, settings)
+        _quote_gate(config)
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
             outcome = run_refresh(config, _llm(ctx, config), paths or None, since=since, pr_body_path=pr_body,
                                   progress=progress, control=control)
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     print_refresh(outcome, json_out=json_out)
+    if outcome.gated:
+        raise typer.Exit(EXIT_GATED)
     if outcome.result is not None and outcome.result.skipped:
         raise typer.Exit(EXIT_PARTIAL)
 

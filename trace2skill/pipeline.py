@@ -1,6 +1,6 @@
 """The whole distil run, top to bottom.
 
-ingest -> analyse + consolidate (the graph) -> select -> author -> validate -> write.
+ingest -> analyse + consolidate (the graph) -> select -> author -> validate -> gate (when configured) -> write.
 Everything the run decides is derived from its inputs: the run id hashes the trace digests,
 the effective configuration and the prompt versions, so the same inputs give the same skill
 and the same checkpoint thread.
@@ -54,13 +54,15 @@ def distill(
         ingested: traces already read (the refresh job filters them first).
         progress: called as `progress(stage, done, total)`.
         checkpoint: SQLite file for a resumable run; None keeps state in memory.
-        write: False computes the build without touching the skill folder.
+        write: False computes the build without touching the skill folder (and runs no gate).
         control: a LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
         rejected: rule ids reviewers removed, with the support they had then.
 
     Raises:
         NoInputError: no trajectory could be read.
         SkillValidationError: the rendered skill fails validation (nothing is written).
+        GateError: the gate's benchmark failed (nothing is written). A candidate the gate refuses
+            is not written either: `result.gate["accepted"]` is False.
     """
     started = time.monotonic()
     if write:
@@ -80,7 +82,12 @@ def distill(
     problems = validate_build(build, config.skill.name)
     if problems:
         raise SkillValidationError(problems)
-    if write and build.changed:
+    decision = None
+    if write and build.changed and config.gate.mode != "none":
+        from .gate import run_gate
+
+        build, decision = run_gate(config, llm, build, ingested, run.run_id)
+    if write and build.changed and (decision is None or decision["accepted"]):
         write_skill_dir(config.skill_dir(), build.files)
     result = RunResult(
         skill_dir=str(config.skill_dir()),
@@ -102,6 +109,7 @@ def distill(
         seconds=round(time.monotonic() - started, 2),
         redactions=dict(ingested.redactions),
         warnings=tuple(leakage(final.lessons, ingested.traces)),
+        gate=decision,
     )
     return result, build
 

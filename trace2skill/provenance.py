@@ -46,6 +46,8 @@ class Provenance(BaseModel):
     """`(file, heading, ...)` of every section trace2skill created and may remove when empty."""
     files: tuple[str, ...] = ()
     """Files trace2skill generated; only these are ever deleted from the folder."""
+    gate: dict[str, Any] | None = None
+    """The gate decision this version passed (kind, both scores, tolerance, command), when gated."""
 
 
 def load_provenance(text: str) -> Provenance:

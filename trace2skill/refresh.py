@@ -1,7 +1,10 @@
 """The scheduled skill refresh: only new trajectories, one run at a time, resumable, reviewed.
 
     lock -> state -> ingest -> keep unseen trajectories -> bot branch (human edits merged in)
-         -> distil in deepen mode (checkpointed) -> commit / PR -> advance the watermark
+         -> distil in deepen mode (checkpointed; gated when configured) -> commit / PR -> advance the watermark
+
+A candidate the gate refuses is neither written nor published, and its trajectories are not
+marked consumed, so the next refresh judges them again together with whatever arrived since.
 
 The watermark and the consumed trajectory digests advance only after the skill is written and
 committed (or written, with `--publish none`), so a crash at any point leaves the next run to
@@ -40,6 +43,8 @@ class RefreshOutcome:
     pr_url: str | None = None
     pr_body: str | None = None
     review: tuple[str, ...] = field(default_factory=tuple)
+    gated: bool = False
+    """True when the gate refused the candidate: nothing was published and the trajectories stay unconsumed."""
 
 
 def refresh(
@@ -82,6 +87,10 @@ def refresh(
             result, build = distill(config, llm, ingested=fresh, progress=progress, control=control,
                                     checkpoint=checkpoint_path(config.state_dir), rejected=rejected)
             digests = [t.digest() for t in fresh.traces]
+            if result.gate is not None and not result.gate["accepted"]:
+                return RefreshOutcome(name, False, f"gated: {build.previous_version or 'new'} -> {build.version} not published "
+                                      f"({result.gate['reason']}); candidate kept in {result.gate['kept_at']}",
+                                      len(fresh.traces), result, gated=True)
             if not build.changed:
                 save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
                 return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result)
@@ -183,7 +192,7 @@ class _GitTarget:
             skills=(change,), run_id=result.run_id, model=result.model, trajectories_read=result.traces_read,
             review=review_items(config.skill.name, result.conflicts, branch.clashes),
             input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens, cost=result.usage.cost,
-            tool_version=__version__,
+            tool_version=__version__, gate=result.gate,
         )
 
     def publish(self, config: Config, content: Any, result: RunResult, build: Any, branch: Any):

@@ -265,3 +265,5 @@ class RunResult(_Frozen):
     redactions: dict[str, int] = Field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     """Things a reviewer should look at, such as lessons quoting task-specific literals."""
+    gate: dict[str, Any] | None = None
+    """The gate's decision on this candidate (`gate.GateDecision.as_dict()`), when a gate ran."""
