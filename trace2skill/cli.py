@@ -241,23 +241,35 @@ def eval_command(
 
 
 @app.command()
-def validate(skill_dir: Annotated[Path, typer.Argument(help="A skill folder (the one holding SKILL.md).")], json_out: JsonOpt = False) -> None:
-    """Check a skill folder against the Agent Skills spec and trace2skill's own rules."""
+def validate(skill_dir: Annotated[Path, typer.Argument(help="A skill folder (the one holding SKILL.md), or a folder of several skills.")], json_out: JsonOpt = False) -> None:
+    """Check skill folders against the Agent Skills spec and trace2skill's own rules; for a folder
+    of several skills, also warn about description budgets and descriptions that collide."""
     from .author import validate_skill_dir
+    from .catalog import catalog_warnings, read_entry, skill_folders
 
     if not skill_dir.is_dir():
         missing = not skill_dir.exists()
         _err(f"error: {str(skill_dir)!r} " + ("does not exist" if missing else "is a file; give the folder that holds SKILL.md"))
         raise typer.Exit(66 if missing else 2)
-    problems = validate_skill_dir(skill_dir)
+    folders = [skill_dir] if (skill_dir / "SKILL.md").exists() else skill_folders(skill_dir) or [skill_dir]
+    problems = {folder: validate_skill_dir(folder) for folder in folders}
+    warnings = catalog_warnings([read_entry(folder) for folder in folders]) if len(folders) > 1 else []
+    invalid = any(problems.values())
     if json_out:
-        typer.echo(json.dumps({"skill_dir": str(skill_dir), "valid": not problems, "problems": problems}, indent=2))
-    elif problems:
-        for problem in problems:
-            typer.echo(f"{skill_dir}: {problem}")
+        payload: dict[str, Any] = {"skill_dir": str(skill_dir), "valid": not invalid, "problems": [p for ps in problems.values() for p in ps],
+                                   "warnings": warnings}
+        if folders != [skill_dir]:
+            payload["skills"] = [{"skill_dir": str(f), "valid": not ps, "problems": ps} for f, ps in problems.items()]
+        typer.echo(json.dumps(payload, indent=2))
     else:
-        typer.echo(f"{skill_dir}: valid")
-    raise typer.Exit(65 if problems else 0)
+        for folder, found in problems.items():
+            for problem in found:
+                typer.echo(f"{folder}: {problem}")
+            if not found:
+                typer.echo(f"{folder}: valid")
+        for warning in warnings:
+            typer.echo(f"warning: {warning}")
+    raise typer.Exit(65 if invalid else 0)
 
 
 @app.command()

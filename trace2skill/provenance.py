@@ -66,6 +66,8 @@ def load_provenance(text: str) -> Provenance:
 def dump_provenance(provenance: Provenance) -> str:
     """Deterministic JSON: sorted keys, indent 2, derived support counts beside the evidence."""
     data = provenance.model_dump(mode="json")
+    if data.get("gate") is None:
+        data.pop("gate", None)  # written only by a gated run (gate.recorded)
     for table in ("rules", "withheld"):
         data[table] = {rid: _record_json(record) for rid, record in getattr(provenance, table).items()}
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
