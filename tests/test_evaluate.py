@@ -182,3 +182,4 @@ def test_the_model_judge_cites_rule_ids_and_unknown_ids_are_dropped(tmp_path):
     # one judge call per held-out labelled run per learning-curve point
     assert llm.count("judge-failure") == 16 * 4 and llm.count("judge-success") == 8 * 4
     assert report["usage"]["calls"] == len(llm.calls)
+    assert "up to 96 judge calls" in result.stderr, "the calls are quoted before they are made"

@@ -163,3 +163,18 @@ def test_heldout_gate_passes_new_trajectories_that_make_the_skill_better(tmp_pat
 def test_gate_flags_are_checked_before_any_work(tmp_path):
     result = CliRunner().invoke(app, ["distill", str(tmp_path), "--ablate", "2"])
     assert result.exit_code == 78 and "--gate-cmd" in result.stderr
+
+
+def test_heldout_gate_on_refresh_puts_both_figures_in_the_pr_body(world, tmp_path):
+    add_traces(world, ALL_IDS[:8])
+    assert CliRunner().invoke(app, refresh_args(world)).exit_code == 0
+    add_traces(world, ALL_IDS[8:20])
+    body = tmp_path / "pr.md"
+    result = CliRunner().invoke(app, refresh_args(world, "--gate", "heldout", "--set", "gate.tolerance=1",
+                                                  "--pr-body", str(body)))
+    assert result.exit_code == 0, result.output
+    assert "heldout gate passed" in result.stdout
+    text = body.read_text()
+    assert "| Held-out failure coverage |" in text and "| False-alarm rate |" in text and "tolerance 1" in text
+    provenance = json.loads(world["repo"].git.show(f"trace2skill/{SKILL}:skills/{SKILL}/provenance.json"))
+    assert provenance["gate"]["kind"] == "heldout" and provenance["gate"]["heldout"]["trajectories"] == 12

@@ -224,6 +224,12 @@ def eval_command(
         config = config.model_copy(update={"gate": type(config.gate)()})
         llm = _llm(ctx, config)
         ingested = load_traces(paths or [Path(p) for p in config.sources], config)
+        if llm is not None:
+            from .evaluate import CURVE
+
+            labelled = sum(t.outcome in ("success", "failure") for t in ingested.traces)
+            _err(f"quote: {folds * len(CURVE)} in-memory distils ({len(ingested.traces)} analyses, answered from the response "
+                 f"cache when repeated, plus merges) and up to {labelled * len(CURVE)} judge calls; capped by --budget / --max-calls")
         with _progress_reporter(_show_progress(json_out)) as progress:
             evaluation = evaluate(config, llm, ingested, folds, progress=progress)
         report = evaluation.as_dict()
