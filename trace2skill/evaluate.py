@@ -199,22 +199,37 @@ class Scorer:
         self.config, self.llm = config, llm
         self._findings: dict[str, set[str]] = {}
 
-    def flags(self, trace: Trace, rules: Sequence[RuleRecord]) -> set[str]:
+    def flags(self, traces: list[Trace], rules: Sequence[RuleRecord]) -> list[set[str]]:
+        """The rule ids flagging each trace: offline findings (cached per trace), or judge calls
+        made `analyse.concurrency` at a time."""
         if self.llm is None:
-            if trace.id not in self._findings:
-                self._findings[trace.id] = offline_findings(trace)
-            return offline_flags(rules, self._findings[trace.id])
-        return asyncio.run(model_flags(trace, rules, self.llm, self.config))
+            for trace in traces:
+                if trace.id not in self._findings:
+                    self._findings[trace.id] = offline_findings(trace)
+            return [offline_flags(rules, self._findings[t.id]) for t in traces]
+        return asyncio.run(self._judge_all(traces, rules))
+
+    async def _judge_all(self, traces: list[Trace], rules: Sequence[RuleRecord]) -> list[set[str]]:
+        limit = asyncio.Semaphore(self.config.analyse.concurrency)
+
+        async def one(trace: Trace) -> set[str]:
+            async with limit:
+                return await model_flags(trace, rules, self.llm, self.config)  # type: ignore[arg-type]
+
+        from .pipeline import _close_clients
+
+        try:
+            return list(await asyncio.gather(*(one(t) for t in traces)))
+        finally:
+            await _close_clients(self.llm)  # litellm's clients are bound to this event loop
 
     def score(self, rules: Sequence[RuleRecord], traces: Iterable[Trace], training: int = 0) -> Scores:
         """Counts over the labelled traces (runs with an unknown outcome are not scored)."""
         failures = successes = covered = alarmed = 0
         hits: Counter[str] = Counter()
         alarms: Counter[str] = Counter()
-        for trace in traces:
-            if trace.outcome not in ("failure", "success"):
-                continue
-            flagged = self.flags(trace, rules)
+        labelled = [t for t in traces if t.outcome in ("failure", "success")]
+        for trace, flagged in zip(labelled, self.flags(labelled, rules)):
             if trace.outcome == "failure":
                 failures += 1
                 covered += bool(flagged)
