@@ -213,6 +213,7 @@ def eval_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Held-out evaluation: distil on K-1 folds, score the rules on the held-out fold."""
+    from .errors import ConfigError
     from .evaluate import curve_svg, evaluate
     from .ingest import load_traces
     from .report import print_eval
@@ -234,6 +235,8 @@ def eval_command(
             evaluation = evaluate(config, llm, ingested, folds, progress=progress)
         report = evaluation.as_dict()
         target = plot or config.state_dir / "eval" / "learning-curve.svg"
+        if target.is_symlink():
+            raise ConfigError(f"{str(target)!r} is a symbolic link; give --plot a regular file")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(curve_svg(report["learning_curve"]), encoding="utf-8")
     except (Trace2SkillError, OSError) as exc:
