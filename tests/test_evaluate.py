@@ -134,10 +134,12 @@ def test_eval_on_the_bundled_demo_prints_the_figures_and_a_plot(tmp_path):
     assert not (tmp_path / "skills_out").exists(), "eval writes no skill"
 
 
-def test_eval_table_names_the_plot(tmp_path):
+def test_eval_table_names_the_plot_and_every_skipped_file(tmp_path):
     corpus = write_corpus(tmp_path / "runs.json", labelled_corpus())
-    result = CliRunner().invoke(app, ["eval", str(corpus), "--folds", "3"])
-    assert result.exit_code == 0, result.output
+    (tmp_path / "broken.json").write_text("{not json")
+    result = CliRunner().invoke(app, ["eval", str(corpus), str(tmp_path / "broken.json"), "--folds", "3"])
+    assert result.exit_code == 3, result.output
+    assert "skipped: " in result.stdout and "broken.json" in result.stdout
     assert "held-out figures" in result.stdout and "learning curve" in result.stdout
     plot = tmp_path / ".trace2skill" / "eval" / "learning-curve.svg"
     assert f"learning curve plot: {plot.relative_to(tmp_path)}" in result.stdout and plot.is_file()

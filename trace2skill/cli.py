@@ -242,6 +242,7 @@ def eval_command(
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     report["plot"] = str(target)
+    report["skipped"] = [{"path": s.path, "record": s.record, "reason": s.reason} for s in ingested.skips]
     if llm is not None:
         report["usage"] = llm.usage.model_dump(mode="json")
     print_eval(report, json_out=json_out)

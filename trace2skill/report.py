@@ -201,6 +201,9 @@ def print_eval(report: dict, *, json_out: bool) -> None:
                       _share(point["heldout_failure_coverage"]), _share(point["false_alarm_rate"]))
     console.print(curve)
     console.print(f"learning curve plot: {report['plot']}", markup=False)
+    for skip in report.get("skipped", []):
+        where = skip["path"] + (f" [{skip['record']}]" if skip.get("record") else "")
+        console.print(f"skipped: {where}: {skip['reason']}", markup=False, soft_wrap=True)
 
 
 def gate_line(gate: dict) -> str:
