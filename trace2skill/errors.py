@@ -25,6 +25,15 @@ class NoInputError(Trace2SkillError):
     exit_code = 66
 
 
+class NothingLearned(Trace2SkillError):
+    """The trajectories were read and analysed but taught nothing that recurs; nothing was written.
+
+    Exit 3 (partial): the run did its work, and more or labelled trajectories can change the answer.
+    """
+
+    exit_code = 3
+
+
 class TraceFormatError(Trace2SkillError):
     """A file or record is not a trajectory in a format we can read."""
 

@@ -21,7 +21,7 @@ from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
 from .skill import check_skill_target
 from .config import Config
-from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
+from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillValidationError
 from langgraph.errors import GraphDrained
 
 from .consolidate import merge_count
@@ -75,9 +75,11 @@ def distill(
     if len(failed) == len(ingested.traces):
         raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
     if llm is None:
-        from .offline import select_offline
+        from .offline import nothing_learned, select_offline
 
-        final = final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), ingested.outcomes))})
+        final = final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), ingested.traces))})
+        if not final.lessons and not existing_rules(config):
+            raise NothingLearned(nothing_learned(ingested.traces))
     build = author_skill(config.skill_dir(), final, config, run, rejected=rejected)
     problems = validate_build(build, config.skill.name)
     if problems:

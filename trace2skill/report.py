@@ -24,8 +24,10 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         return
     console = Console(highlight=False)
     if result.rules_written == 0:
+        unlabelled = not result.outcomes.get("success") and not result.outcomes.get("failure")
+        hint = "; no trajectory is labelled: give outcomes with --labels (see README)" if unlabelled else ""
         Console(stderr=True, highlight=False).print(
-            "note: no lesson had enough evidence to become a rule; are the trajectories labelled (--labels)?", markup=False)
+            f"note: no lesson had enough evidence to become a rule{hint}", markup=False)
     table = Table(title=f"trace2skill: {result.skill_dir}", show_header=False, title_justify="left")
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
     needs_review = sum(1 for c in result.conflicts if c.status == "needs-review")
