@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config import Config
+from .errors import NothingLearned
 from .ingest import IngestResult
 from .llm import LLMClient
 from .provenance import load_provenance
@@ -268,7 +269,10 @@ def distil_rules(config: Config, llm: LLMClient | None, ingested: IngestResult, 
             raise ConfigError(f"{str(scratch)!r} must not exist: held-out evaluation distils from no skill there")
         config = config.model_copy(update={"skill": config.skill.model_copy(update={"out": scratch})})
     outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
-    _, build = distill(config, llm, ingested=replace(ingested, traces=traces, outcomes=outcomes), write=False)
+    try:
+        _, build = distill(config, llm, ingested=replace(ingested, traces=traces, outcomes=outcomes), write=False)
+    except NothingLearned:
+        return [], {}  # a skill with no rules: it flags nothing
     return written_rules(build.files.get("provenance.json")), build.files
 
 
