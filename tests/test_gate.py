@@ -149,7 +149,7 @@ def test_heldout_gate_refuses_new_trajectories_that_make_the_skill_worse(tmp_pat
 def test_heldout_gate_passes_new_trajectories_that_make_the_skill_better(tmp_path):
     old = write_corpus(tmp_path / "in" / "old.json", batch(0, 6, [], ["pytest-missing"]))
     assert CliRunner().invoke(app, distill_args(tmp_path, old, gate=False)).exit_code == 0
-    new = write_corpus(tmp_path / "in" / "new.json", batch(100, 8, [], ["timeout"]))
+    new = write_corpus(tmp_path / "in" / "new.json", batch(100, 8, [], ["file"]))
     result = CliRunner().invoke(app, distill_args(tmp_path, old, new))
     assert result.exit_code == 0, result.output
     gate = json.loads(result.stdout)["gate"]

@@ -9,10 +9,11 @@ a hash of their id: deterministic, balanced, independent of input order.
 
 Scoring asks, for each held-out trajectory, which rules *flag* it:
 
-* offline, the analyst reads the run as its error analyst would (the run relabelled as failed),
-  and a rule flags the run when one of the resulting lesson signatures matches the rule's
-  signature (`addresses`); only generic lesson fields are used, so any analyst that records
-  signatures works;
+* offline, the analyst reads the run as its error analyst would (the run relabelled as failed)
+  and lists the behaviours it showed; a pitfall rule flags the run when one of its failure
+  signatures matches the rule's (`addresses`), a behaviour rule when the run showed what an
+  `avoid` rule warns against or skipped what a `do` rule asks for. Only the rule's signature,
+  kind and polarity are used;
 * with a model, a judge call per held-out trajectory sees the rule list and the run's steps and
   must cite rule ids (`JudgeVerdict`); ids not in the list are dropped. Calls go through the
   run's `LLMClient`, so they are cached and budgeted like any other.
@@ -102,17 +103,57 @@ def _norm(signature: str) -> str:
     return "-".join(signature.casefold().split())
 
 
-def offline_findings(trace: Trace) -> set[str]:
-    """Signatures the offline error analyst finds in the run (read as if it had failed), so a
-    successful run is judged by the same detector as a failed one."""
+@dataclass(frozen=True)
+class Findings:
+    """What the offline analyst sees in one run, whatever its outcome."""
+
+    failures: frozenset[str]
+    """Signatures of the failures (pitfalls) it hit."""
+    shown: frozenset[str]
+    """Signatures of the behaviours it showed."""
+    judged_by: frozenset[str]
+    """Behaviour sources (`generic`, pack names) that judged it."""
+
+
+def offline_findings(trace: Trace) -> Findings:
+    """The run's failures (read as if it had failed, so a successful run meets the same
+    detector as a failed one) and the behaviours it showed."""
     from .offline import analyse_offline
+    from .offline.select import observe
 
     as_failure = trace.model_copy(update={"outcome": "failure"})
-    return {lesson.signature for lesson in analyse_offline(as_failure)}
+    shown, sources = observe(trace)
+    return Findings(frozenset(lesson.signature for lesson in analyse_offline(as_failure)),
+                    frozenset(item.signature for item in shown), frozenset(sources))
 
 
-def offline_flags(rules: Iterable[RuleRecord], findings: set[str]) -> set[str]:
-    return {rule.id for rule in rules if any(addresses(rule.signature, found) for found in findings)}
+def offline_flags(rules: Iterable[RuleRecord], findings: Findings) -> set[str]:
+    """Rules the run breaks: a pitfall it hit; a behaviour an `avoid` rule warns against that it
+    showed; a behaviour a `do` rule asks for that it did not show (when that behaviour's source
+    judged the run)."""
+    flagged = set()
+    for rule in rules:
+        if any(addresses(rule.signature, found) for found in findings.failures):
+            flagged.add(rule.id)
+            continue
+        source = _behaviour_source(rule)
+        if source is None:
+            continue
+        showed = any(addresses(rule.signature, found) for found in findings.shown)
+        if showed if rule.polarity == "avoid" else (not showed and source in findings.judged_by):
+            flagged.add(rule.id)
+    return flagged
+
+
+def _behaviour_source(rule: RuleRecord) -> str | None:
+    """The source of a behaviour rule (`generic` or a pack), None for any other rule."""
+    from .offline import packs
+    from .offline.behaviours import source_of
+
+    if rule.kind == "pitfall":
+        return None
+    source = source_of(rule.signature)
+    return source if source == "generic" or packs.wording(rule.signature) is not None else None
 
 
 class JudgeVerdict(BaseModel):
@@ -198,7 +239,7 @@ class Scorer:
 
     def __init__(self, config: Config, llm: LLMClient | None):
         self.config, self.llm = config, llm
-        self._findings: dict[str, set[str]] = {}
+        self._findings: dict[str, Findings] = {}
 
     def flags(self, traces: list[Trace], rules: Sequence[RuleRecord]) -> list[set[str]]:
         """The rule ids flagging each trace: offline findings (cached per trace), or judge calls
