@@ -111,6 +111,7 @@ def test_heldout_coverage_matches_an_independent_count(tmp_path):
     assert (covered, flagged) == (6, 3)  # failed runs 0, 5, 8, 12, 15, 20; successful runs 4, 10, 16
     assert report["heldout_failure_coverage"] == round(covered / failures, 4) == 0.375
     assert report["false_alarm_rate"] == round(flagged / successes, 4) == 0.375
+    assert report["by_kind"]["pitfall"]["heldout_failure_coverage"] == 0.375, "every rule here is a pitfall"
     got = [(f["covered_failures"], f["heldout_failures"], f["flagged_successes"], f["heldout_successes"]) for f in report["folds"]]
     assert got == per_fold
     for row in report["rule_hits"].values():

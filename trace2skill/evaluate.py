@@ -212,6 +212,8 @@ class Scores:
     rules: int = 0
     training: int = 0
     """Trajectories the skill was distilled from (0 when not known)."""
+    by_kind: dict[str, int] = field(default_factory=dict)
+    """`failure:<kind>` / `success:<kind>` -> held-out runs flagged by at least one rule of that kind."""
 
     @property
     def coverage(self) -> float | None:
@@ -225,7 +227,8 @@ class Scores:
         return Scores(self.failures + other.failures, self.successes + other.successes,
                       self.covered + other.covered, self.alarmed + other.alarmed,
                       dict(Counter(self.hits) + Counter(other.hits)), dict(Counter(self.alarms) + Counter(other.alarms)),
-                      self.rules + other.rules, self.training + other.training)
+                      self.rules + other.rules, self.training + other.training,
+                      dict(Counter(self.by_kind) + Counter(other.by_kind)))
 
     def figures(self) -> dict[str, Any]:
         return {"heldout_failure_coverage": self.coverage, "false_alarm_rate": self.false_alarm_rate,
@@ -270,8 +273,11 @@ class Scorer:
         failures = successes = covered = alarmed = 0
         hits: Counter[str] = Counter()
         alarms: Counter[str] = Counter()
+        by_kind: Counter[str] = Counter()
+        kind_of = {rule.id: rule.kind for rule in rules}
         labelled = [t for t in traces if t.outcome in ("failure", "success")]
         for trace, flagged in zip(labelled, self.flags(labelled, rules)):
+            by_kind.update(f"{trace.outcome}:{kind}" for kind in {kind_of[rid] for rid in flagged})
             if trace.outcome == "failure":
                 failures += 1
                 covered += bool(flagged)
@@ -280,7 +286,7 @@ class Scorer:
                 successes += 1
                 alarmed += bool(flagged)
                 alarms.update(flagged)
-        return Scores(failures, successes, covered, alarmed, dict(hits), dict(alarms), len(rules), training)
+        return Scores(failures, successes, covered, alarmed, dict(hits), dict(alarms), len(rules), training, dict(by_kind))
 
 
 def written_rules(provenance_text: str | None) -> list[RuleRecord]:
@@ -326,6 +332,7 @@ class Evaluation:
     folds: list[Scores]
     curve: list[tuple[float, Scores]]
     titles: dict[str, str]
+    kinds: dict[str, str]
     tasks: int
     trajectories: int
     fold_tasks: list[list[str]]
@@ -344,7 +351,11 @@ class Evaluation:
             "trajectories": self.trajectories, "tasks": self.tasks, "k": len(self.folds),
             "folds": [{"fold": i, "tasks": len(self.fold_tasks[i]), "task_ids": self.fold_tasks[i], **s.figures()}
                       for i, s in enumerate(self.folds)],
-            "rule_hits": {rid: {"title": self.titles.get(rid, ""), "heldout_hits": pooled.hits.get(rid, 0),
+            "by_kind": {kind: {"rules": sum(k == kind for k in self.kinds.values()),
+                               "heldout_failure_coverage": _rate(pooled.by_kind.get(f"failure:{kind}", 0), pooled.failures),
+                               "false_alarm_rate": _rate(pooled.by_kind.get(f"success:{kind}", 0), pooled.successes)}
+                        for kind in sorted(set(self.kinds.values()))},
+            "rule_hits": {rid: {"title": self.titles.get(rid, ""), "kind": self.kinds.get(rid, ""), "heldout_hits": pooled.hits.get(rid, 0),
                                 "false_alarms": pooled.alarms.get(rid, 0),
                                 "hit_rate": round(pooled.hits.get(rid, 0) / pooled.failures, 4) if pooled.failures else None,
                                 "alarm_rate": round(pooled.alarms.get(rid, 0) / pooled.successes, 4) if pooled.successes else None}
@@ -371,6 +382,7 @@ def evaluate(config: Config, llm: LLMClient | None, ingested: IngestResult, k: i
     per_fold: list[Scores] = []
     points: dict[float, Scores] = {share: Scores() for share in curve}
     titles: dict[str, str] = {}
+    kinds: dict[str, str] = {}
     shares = sorted(set(curve) | {1.0})
     for i, heldout in enumerate(folds):
         training = [t for j, fold in enumerate(folds) if j != i for t in fold]
@@ -381,12 +393,17 @@ def evaluate(config: Config, llm: LLMClient | None, ingested: IngestResult, k: i
             if share == 1.0:
                 per_fold.append(scores)
                 titles.update({r.id: r.title for r in rules})
+                kinds.update({r.id: r.kind for r in rules})
             if share in points:
                 points[share] = points[share] + scores
             if progress is not None:
                 progress("eval", i * len(shares) + n + 1, len(folds) * len(shares))
-    return Evaluation(per_fold, sorted(points.items()), titles, len({task_id(t) for t in ingested.traces}),
+    return Evaluation(per_fold, sorted(points.items()), titles, kinds, len({task_id(t) for t in ingested.traces}),
                       len(ingested.traces), [sorted({task_id(t) for t in fold}) for fold in folds])
+
+
+def _rate(count: int, total: int) -> float | None:
+    return round(count / total, 4) if total else None
 
 
 # --------------------------------------------------------------------------------------------

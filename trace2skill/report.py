@@ -189,6 +189,9 @@ def print_eval(report: dict, *, json_out: bool) -> None:
     table.add_row("all", str(report["tasks"]), "", "", f"{report['covered_failures']}/{report['heldout_failures']}",
                   _share(report["heldout_failure_coverage"]), f"{report['flagged_successes']}/{report['heldout_successes']}",
                   _share(report["false_alarm_rate"]), style="bold")
+    for kind, row in report.get("by_kind", {}).items():
+        table.add_row(f"{kind} rules", "", "", str(row["rules"]), "", _share(row["heldout_failure_coverage"]), "",
+                      _share(row["false_alarm_rate"]))
     console.print(table)
     rules = Table("rule", "title", "failures hit", "successes flagged", title="per-rule held-out hits", title_justify="left")
     failures, successes = max(1, report["heldout_failures"]), max(1, report["heldout_successes"])
