@@ -169,8 +169,29 @@ def test_tool_steps_fold_into_the_agent_step_and_come_back():
     assert agent_step["tool_calls"] == [
         {"tool_call_id": "c1", "function_name": "bash", "arguments": {"input": "ls -la"}}
     ]
-    assert agent_step["observation"]["results"] == [{"source_call_id": "c1", "content": "a\nb"}, {"content": "stray"}]
+    assert agent_step["observation"]["results"] == [
+        {"source_call_id": "c1", "content": "a\nb", "extra": {"is_error": True, "exit_code": 2}},
+        {"content": "stray"},
+    ]
     assert atif.trace_from_atif(doc, SourceRef(path="other")) == trace
+
+
+def test_outcome_and_error_flags_sit_in_standard_atif_fields():
+    """ATIF v1.7: a result's own `extra` carries its error flag; `final_metrics.extra` the run's
+    outcome and reward. A reader that knows nothing of our namespace finds them there."""
+    trace = Trace(
+        id="std", source=SourceRef(path="t.json"), outcome="failure", reward=0.25,
+        steps=(Step(index=0, source="agent", tool_calls=(ToolCall(id="c1", name="bash", arguments="{}"),),
+                    observations=(Observation(call_id="c1", content="Exit code: 1", is_error=True, exit_code=1),)),),
+    )
+    doc = atif.trace_to_atif(trace)
+    assert doc["schema_version"] == "ATIF-v1.7"
+    assert doc["final_metrics"] == {"total_steps": 1, "extra": {"outcome": "failure", "reward": 0.25}}
+    assert doc["steps"][0]["observation"]["results"][0]["extra"] == {"is_error": True, "exit_code": 1}
+    del doc["extra"]  # read it as a foreign file: only the standard fields remain
+    foreign = atif.trace_from_atif(doc, SourceRef(path="x"))
+    assert (foreign.outcome, foreign.reward) == ("failure", 0.25)
+    assert foreign.steps[0].observations[0].is_error and foreign.steps[0].observations[0].exit_code == 1
 
 
 def test_reading_our_file_restores_the_original_source_and_format(tmp_path):

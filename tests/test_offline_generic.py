@@ -260,3 +260,75 @@ def test_the_swe_pack_applies_only_where_its_signatures_fire(pack_runs):
     tau = load_traces([TAU], load_config(None, {})).traces[:20]
     assert not any(swe.applies(t, read_runs(t)) for t in tau)
     assert all("behaviour:reproduce-first" in shown for shown in pack_runs.values())
+
+
+# ------------------------------------------------------------------------------------------
+# Claude Code sessions and tau2-bench simulations (real files from tests/data/real/)
+
+REAL = DATA / "real"
+
+
+def _claude_code_errors() -> dict[tuple[str, str], set[str]]:
+    """(tool, normalised first line) -> session ids, for failed tool results of the main chain
+    (Bash results are keyed by their whole text, whose first line is only `Exit code N`)."""
+    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for path in sorted((REAL / "claude_code").rglob("*.jsonl")):
+        if "subagents" in path.parts:
+            continue
+        names: dict[str, str] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            event = json.loads(line) if line.strip() else {}
+            content = (event.get("message") or {}).get("content") if isinstance(event.get("message"), dict) else None
+            if event.get("isSidechain") or not isinstance(content, list):
+                continue
+            for block in content:
+                if block.get("type") == "tool_use":
+                    names[block["id"]] = block["name"]
+                elif block.get("type") == "tool_result" and block.get("is_error"):
+                    text = block.get("content")
+                    text = text if isinstance(text, str) else " ".join(b.get("text", "") for b in text or [])
+                    first = re.sub(r"</?\w+>", "", text).strip().splitlines()[0] if text.strip() else ""
+                    tool = names.get(block.get("tool_use_id"), "?")
+                    groups[(tool, _shape(text if tool == "Bash" else first))].add(event["sessionId"])
+    return groups
+
+
+def test_claude_code_sessions_name_each_recurring_tool_error_with_exact_counts(tmp_path):
+    code, output, rules = _distill(tmp_path, REAL / "claude_code")
+    assert code == 0, output
+    groups = _claude_code_errors()
+    recurring = {key: ids for key, ids in groups.items() if len(ids) >= 2 and key[0] != "Bash"}
+    # The issue's two Edit/Read messages are no longer one `tool-error:edit` lesson.
+    assert {("Edit", "String to replace not found in file."), ("Read", "File does not exist.")} <= set(recurring)
+    for (tool, shape), ids in recurring.items():
+        matches = [r for r in rules.values() if r["signature"].startswith(f"error:{tool.lower()}|")
+                   and _template_shape(r["signature"].split("|", 1)[1]) == shape]
+        assert len(matches) == 1, (tool, shape)
+        assert matches[0]["support"] == len(ids) and f"in {len(ids)} runs ({len(ids)} unlabelled)" in matches[0]["rule"]
+    # A Bash failure keyed by the command that failed: `mix` (`cd ... && mix test ...`) in two sessions.
+    secret = {s for (tool, shape), ids in groups.items() if tool == "Bash" and "secret_key_base" in shape for s in ids}
+    rule = next(r for r in rules.values() if r["signature"].startswith("error:mix|") and "secret_key_base" in r["signature"])
+    assert rule["support"] == len(secret) == 2
+
+
+def test_tau2_simulations_teach_only_what_their_numbers_back(tmp_path):
+    errors: dict[tuple[str, str], set[str]] = defaultdict(set)
+    transfer = {"success": [0, 0], "failure": [0, 0]}
+    for path in sorted((REAL / "tau2").glob("*.json")):
+        for sim in json.loads(path.read_text(encoding="utf-8"))["simulations"]:
+            side = transfer["success" if sim["reward_info"]["reward"] >= 1 else "failure"]
+            side[1] += 1
+            side[0] += any(c["name"] == "transfer_to_human_agents" for m in sim["messages"]
+                           if m["role"] == "assistant" for c in m.get("tool_calls") or [])
+            for message in sim["messages"]:
+                if message["role"] == "tool" and message.get("error") and message.get("requestor") == "assistant":
+                    errors[(message["content"], "")].add(sim["id"])
+    code, output, rules = _distill(tmp_path, REAL / "tau2")
+    assert code == 0, output
+    # One agent tool error in 21 simulations, in one run: nothing recurs, so no error rule.
+    assert sum(len(ids) for ids in errors.values()) == 1
+    assert not [r for r in rules.values() if r["signature"].startswith("error:")]
+    rule = next(r for r in rules.values() if r["signature"] == "uses:transfer_to_human_agents")
+    (s, n_s), (f, n_f) = transfer["success"], transfer["failure"]
+    assert f"{s} of {n_s} resolved" in rule["rule"] and f"{f} of {n_f} failed" in rule["rule"]
+    assert rule["polarity"] == "avoid" and (rule["failing_support"], rule["succeeding_support"]) == (f, 0)

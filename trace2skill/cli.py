@@ -303,7 +303,7 @@ def explain(
 def ingest(
     paths: PathsArg,
     check: Annotated[bool, typer.Option("--check", help="Print what was read, skipped and redacted.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero when anything was skipped.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 65 when any record was skipped, dropped, or neither read nor explained.")] = False,
     emit: Annotated[Optional[tuple[str, Path]], typer.Option("--emit", help="Write the canonical form: `--emit atif OUT.jsonl[.gz]`.", show_default=False)] = None,
     trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
@@ -335,7 +335,8 @@ def ingest(
         print_ingest(report, json_out=json_out)
     if emit is not None:
         _err(f"wrote {report['traces']} trajectories to {emit[1]}")
-    if report["traces"] == 0 or (strict and report["skipped"]):
+    unclean = any(not row["clean"] for row in report["fidelity"])
+    if report["traces"] == 0 or (strict and (report["skipped"] or unclean)):
         raise typer.Exit(65 if report["traces"] else 66)
 
 

@@ -27,6 +27,8 @@ from langgraph.errors import GraphDrained
 from .consolidate import merge_count
 from .graph import build_graph, run_config
 from .ingest import IngestResult, load_traces
+from .ingest.fidelity import loss_warnings
+from .ingest.fidelity import summary as fidelity_summary
 from .llm import LLMClient
 from .prompts import version as prompt_version
 from .types import LessonSet, RunResult, Usage, content_hash
@@ -110,10 +112,19 @@ def distill(
         usage=llm.usage if llm is not None else Usage(),
         seconds=round(time.monotonic() - started, 2),
         redactions=dict(ingested.redactions),
-        warnings=tuple(leakage(final.lessons, ingested.traces)),
+        warnings=tuple(loss_warnings(ingested.fidelity))
+        + tuple(leakage(final.lessons, ingested.traces, _catalogue_text() if llm is None else "")),
+        fidelity=fidelity_summary(ingested.fidelity),
         gate=decision,
     )
     return result, build
+
+
+def _catalogue_text() -> str:
+    """The offline packs' hand-written wording, for the leakage audit."""
+    from .offline.packs import catalogue_text
+
+    return catalogue_text()
 
 
 def no_input_message(ingested: IngestResult) -> str:

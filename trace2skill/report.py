@@ -51,6 +51,7 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         table.add_row(key, value)
     console.print(table)
     _print_skips(console, result.skipped)
+    _print_fidelity_line(result)
     for warning in result.warnings:
         Console(stderr=True, highlight=False).print(f"warning: {warning}", markup=False, soft_wrap=True)
 
@@ -124,6 +125,17 @@ def print_refresh(outcome: Any, *, json_out: bool) -> None:
         console.print(gate_line(outcome.result.gate), markup=False, soft_wrap=True)
     if outcome.result is not None:
         _print_skips(console, outcome.result.skipped)
+        _print_fidelity_line(outcome.result)
+        for warning in outcome.result.warnings:
+            Console(stderr=True, highlight=False).print(f"warning: {warning}", markup=False, soft_wrap=True)
+
+
+def _print_fidelity_line(result: RunResult) -> None:
+    """The one-line fidelity summary of a run, on stderr (files lost from are in the warnings)."""
+    if result.fidelity:
+        from .ingest.fidelity import summary_line
+
+        Console(stderr=True, highlight=False).print(summary_line(result.fidelity), markup=False, soft_wrap=True)
 
 
 def print_history(versions: list, *, json_out: bool) -> None:
@@ -226,3 +238,37 @@ def gate_line(gate: dict) -> str:
         mark = " (no or negative effect)" if effect["no_effect"] else ""
         line += f"\n  without {effect['rule_id']} {effect['title']!r}: {effect['score_without']:g} (effect {effect['effect']:+g}){mark}"
     return line
+    print_fidelity(console, report.get("fidelity", []))
+
+
+def print_fidelity(console: Console, rows: list[dict]) -> None:
+    """The per-file fidelity table of `ingest --check` (plain columns, never wrapped), then each
+    file's ignored and dropped records with their rule or reason, one greppable line each."""
+    if not rows:
+        return
+    header = ("file", "format", "version", "records", "steps", "calls read/file", "results read/file",
+              "paired", "errors", "ignored", "dropped", "lost")
+    table = [header] + [_fidelity_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        console.print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip(), markup=False, soft_wrap=True)
+    for row in rows:
+        for rule, n in row["ignored"].items():
+            console.print(f"ignored: {row['file']}: {n} x {rule}", markup=False, soft_wrap=True)
+        for reason, n in row["dropped"].items():
+            console.print(f"dropped: {row['file']}: {n} x {reason}", markup=False, soft_wrap=True)
+        if row["unexplained_calls"] or row["unexplained_results"]:
+            hint = " (the dropped records above may hold them)" if row["dropped"] else ""
+            console.print(f"lost: {row['file']}: {row['unexplained_calls']} tool call(s) and {row['unexplained_results']} "
+                          f"result(s) not read and in no ignored record{hint}", markup=False, soft_wrap=True)
+
+
+def _fidelity_cells(row: dict) -> tuple[str, ...]:
+    counted = row["counted"]
+    return (
+        row["file"], row["format"] or "-", row["version"] or "-", str(row["records"]) if counted else "?",
+        str(row["steps"]), f"{row['calls_read']}/{row['calls_in_file'] if counted else '?'}",
+        f"{row['results_read']}/{row['results_in_file'] if counted else '?'}", str(row["results_paired"]),
+        str(row["errors"]), str(sum(row["ignored"].values())), str(sum(row["dropped"].values())),
+        str(row["unexplained_calls"] + row["unexplained_results"]),
+    )

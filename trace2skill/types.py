@@ -267,3 +267,5 @@ class RunResult(_Frozen):
     """Things a reviewer should look at, such as lessons quoting task-specific literals."""
     gate: dict[str, Any] | None = None
     """The gate's decision on this candidate (`gate.GateDecision.as_dict()`), when a gate ran."""
+    fidelity: dict[str, Any] = Field(default_factory=dict)
+    """What the input files held and what was read from them, in total (`ingest.fidelity.summary`)."""

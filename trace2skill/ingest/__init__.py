@@ -11,6 +11,11 @@ the record and what is wrong, and every input record ends up either as a trace o
 The result is deterministic: traces are sorted by id, and ids that collide across files are
 disambiguated by a content digest (an exact duplicate is reported as a skip instead).
 
+Fidelity: each document carries a `Ledger` the reader fills (raw records, calls and results,
+what it ignored by rule or dropped); `iter_traces(..., fidelity=rows)` adds the read side and
+appends one `FileFidelity` row per file (`ingest.fidelity`), which `IngestResult.fidelity`,
+`stream_report` (`ingest --check`/`--json`/`--strict`) and the run summary use.
+
 Readers are tried in `READERS` order, most specific shape first, generic chat messages last.
 A reader that raises on some odd input is a bug, but one file must not sink a batch, so the
 exception is turned into a `Skip` that names the reader.
@@ -30,20 +35,31 @@ from ..errors import ConfigError, NoInputError
 from ..redact import Redactor
 from ..types import Skip, Trace
 from . import (
+    aider,
     anthropic,
     atif,
     claude_code,
+    cline,
     codex,
+    copilot_otel,
+    gemini_cli,
+    inspect_ai,
+    langfuse,
     mini_swe_agent,
     openai_chat,
+    openhands,
     otlp,
     responses,
+    specstory,
     swe_agent,
+    tau2,
     tau_bench,
 )
+from . import fidelity as _fidelity
 from ._steps import kind_of
 from .base import Document, Reader
 from .documents import DEFAULT_MAX_BYTES, iter_documents
+from .fidelity import FileFidelity
 
 if TYPE_CHECKING:
     from ..labels import LabelBook
@@ -52,6 +68,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "READERS",
     "Document",
+    "FileFidelity",
     "IngestResult",
     "Reader",
     "detect_format",
@@ -64,12 +81,21 @@ __all__ = [
 
 _DETECTION_ORDER = (
     atif,
+    inspect_ai,
+    copilot_otel,
+    aider,
+    specstory,
+    openhands,
     mini_swe_agent,
     swe_agent,
+    tau2,
     tau_bench,
+    gemini_cli,
     claude_code,
     codex,
     otlp,
+    langfuse,
+    cline,
     responses,
     anthropic,
     openai_chat,
@@ -109,6 +135,7 @@ def iter_traces(
     labels: LabelBook | None = None,
     redactor: Redactor | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    fidelity: list[FileFidelity] | None = None,
 ) -> Iterator[Trace | Skip]:
     """Stream labelled, redacted traces and skips from `paths`, one document at a time.
 
@@ -119,6 +146,8 @@ def iter_traces(
         labels: a prepared label book; built from `config` and `paths` when None.
         redactor: pass one to read its `counts` afterwards; a new one is made when None.
         max_bytes: cap on a whole-file JSON parse and on one JSONL line.
+        fidelity: when given, one `FileFidelity` row per input file is appended once that
+            file has been read (see `ingest.fidelity`).
 
     Raises:
         ConfigError: unknown forced format, missing labels file, bad redaction pattern.
@@ -132,9 +161,17 @@ def iter_traces(
     book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = redactor or Redactor(config.redact)
     for doc in iter_documents(paths, max_bytes=max_bytes):
+        row = FileFidelity(file=doc.path)
         items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book, config.analyse.sidechains == "keep")
         for item in items:
-            yield redactor.redact_skip(item) if isinstance(item, Skip) else _finish(item, book, redactor)
+            out = redactor.redact_skip(item) if isinstance(item, Skip) else _finish(item, book, redactor)
+            if isinstance(out, Skip):
+                _fidelity.add_skip(row, out)
+            else:
+                _fidelity.add_trace(row, out)
+            yield out
+        if fidelity is not None:
+            fidelity.append(row if isinstance(doc, Skip) else _fidelity.finish(row, doc.ledger, doc.meta.get("format")))
 
 
 def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
@@ -150,13 +187,20 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
     from ..labels import label_document
 
     if book.is_source(doc.path):
+        doc.meta["format"] = "labels"
         return
-    if doc.kind == "json":
+    if not forced and cline.is_side_file(doc.path):
+        doc.meta["format"] = "cline side file"
+        return  # a Cline task folder's UI log or settings: the conversation beside it is read
+    if doc.kind in ("zip", "text", "sqlite"):
+        sample = doc.value()
+    elif doc.kind == "json":
         sample = doc.value()
         if not forced and label_document(sample, doc.path) is not None:
             yield doc.skip("a results (labels) file, not a trajectory; pass it with --labels to use it")
             return
         if not forced and is_predictions_file(sample):
+            doc.meta["format"] = "predictions"
             return
     else:
         first = openai_chat.first_record(doc)
@@ -169,6 +213,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
     if reader is None:
         yield doc.skip(f"unknown trajectory format: {_describe(sample)}; use --format to force one of {sorted(READERS)}")
         return
+    doc.meta["format"] = reader.NAME
     produced = 0
     try:
         items = reader.read(doc, include_sidechains=sidechains) if reader is claude_code else reader.read(doc)
@@ -178,7 +223,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
     except Exception as exc:  # noqa: BLE001 - see the module docstring
         yield doc.skip(f"reader {reader.NAME!r} failed after {produced} records: {type(exc).__name__}: {exc}")
         return
-    if produced == 0:
+    if produced == 0 and not doc.ledger.ignored:
         yield doc.skip(f"reader {reader.NAME!r} found no trajectory in this file")
 
 
@@ -194,6 +239,12 @@ def is_predictions_file(sample: Any) -> bool:
 
 
 def _describe(sample: Any) -> str:
+    from .documents import SQLiteFile, ZipLog
+
+    if isinstance(sample, ZipLog):
+        return f"a zip log with members {sample.names()[:5]}"
+    if isinstance(sample, SQLiteFile):
+        return f"a SQLite database with tables {sorted(sample.tables())[:8]}"
     if isinstance(sample, dict):
         return f"an object with keys {sorted(map(str, sample))[:10]}"
     if isinstance(sample, list):
@@ -218,6 +269,8 @@ class IngestResult:
     """Traces per reader name."""
     label_sources: list[str] = field(default_factory=list)
     """Labels and results files whose labels were joined."""
+    fidelity: list[FileFidelity] = field(default_factory=list)
+    """Per input file: what it holds and what was read from it (`ingest.fidelity`)."""
 
 
 def load_traces(
@@ -245,7 +298,8 @@ def load_traces(
     redactor = Redactor(config.redact)
     traces: list[Trace] = []
     skips: list[Skip] = []
-    for item in iter_traces(paths, config, labels=book, redactor=redactor, max_bytes=max_bytes):
+    rows: list[FileFidelity] = []
+    for item in iter_traces(paths, config, labels=book, redactor=redactor, max_bytes=max_bytes, fidelity=rows):
         (skips if isinstance(item, Skip) else traces).append(item)
     traces, duplicates = _unique_ids(traces)
     outcomes = Counter({"success": 0, "failure": 0, "unknown": 0})
@@ -257,6 +311,7 @@ def load_traces(
         redactions=redactor.counts,
         formats=dict(sorted(Counter(t.format for t in traces).items())),
         label_sources=list(book.sources),
+        fidelity=rows,
     )
 
 
@@ -317,10 +372,11 @@ def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None
     seen: dict[tuple[str, str], str] = {}
     explicit = str(config.analyse.labels) if config.analyse.labels is not None else None
     matched = 0
+    rows: list[FileFidelity] = []
 
     def traces() -> Iterator[Trace]:
         nonlocal matched
-        for item in iter_traces(paths, config, labels=book, redactor=redactor):
+        for item in iter_traces(paths, config, labels=book, redactor=redactor, fidelity=rows):
             if not isinstance(item, Skip):
                 item = _unless_duplicate(item, seen)
             if isinstance(item, Skip):
@@ -340,6 +396,8 @@ def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None
         "traces": sum(outcomes.values()), "skipped": len(skips), "formats": formats, "outcomes": outcomes,
         "redactions": dict(redactor.counts), "label_sources": list(book.sources), "labels_matched": matched,
         "skips": [s.model_dump() for s in skips],
+        "fidelity": [row.to_dict() for row in rows],
+        "fidelity_summary": _fidelity.summary(rows),
     }
 
 

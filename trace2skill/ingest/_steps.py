@@ -12,6 +12,7 @@ it becomes a `tool` step flagged `extra["unmatched_call"]`, so nothing is silent
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,3 +228,59 @@ def kind_of(value: Any) -> str:
         if isinstance(value, py_type):
             return name
     return "number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+_ERROR_WORDS = re.compile(
+    r"Traceback \(most recent call last\)"
+    r"|^[\s>*\[]*(?:[A-Za-z_][\w.]*(?:Error|Exception)|error|fatal)\]?(?:\[[^\]\n]*\])?:\s"
+    r"|command not found|No such file or directory|Permission denied"
+    r"|[\"']?is_error[\"']?\s*[:=]\s*true\b"
+    r"|[\"']?status[\"']?\s*[:=]\s*[\"']?(?:error|failed|failure)\b",
+    re.MULTILINE | re.IGNORECASE,
+)
+_EXIT_WORDS = re.compile(
+    r"\b(?:exit(?:ed with)?|return)[ _]?(?:code|status)\b[\s:=]*(-?\d+)",
+    re.IGNORECASE,
+)
+
+
+def exit_code_in(text: str) -> int | None:
+    """The exit status a tool result states in words (`Exit code: 1`, `exit status 2`,
+    `Process exited with code 0`, `[Command finished with exit code 1]`, `returncode=1`) in
+    its first or last three lines, or None. Only the head and tail are read, where tools
+    report the status, so a file listing that mentions an exit code mid-way is not taken."""
+    if not isinstance(text, str):
+        return None
+    lines = text.strip().splitlines()
+    for line in lines[:3] + lines[-3:] if len(lines) > 6 else lines:
+        match = _EXIT_WORDS.search(line)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def looks_like_error(text: str) -> bool:
+    """Whether a tool result's text says it failed, in any case.
+
+    One rule for every reader (formats that flag errors still pass their text through it):
+    a Python traceback; a line opening with `SomethingError:`, `SomethingException:`,
+    `Error:` or `fatal:` (`[ERROR]:` too); a non-zero `exit code` / `exit status` /
+    `return code`; `is_error: true`; `status: error|failed`; a JSON object with a non-empty
+    `error` field; `command not found`, `No such file or directory`, `Permission denied`.
+    Deliberately about the result's own words, so a result that merely quotes a file with
+    the word "error" in it mid-line is not flagged. Stable signature: other readers call it.
+    """
+    if not isinstance(text, str) or not text:
+        return False
+    head = text.lstrip()
+    if head.startswith("{"):
+        try:
+            value = json.loads(head)
+        except (ValueError, RecursionError):
+            value = None
+        if isinstance(value, dict) and value.get("error") not in (None, False, "", [], {}):
+            return True
+    code = exit_code_in(text)
+    if code is not None and code != 0:
+        return True
+    return bool(_ERROR_WORDS.search(text))

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, derived_id, kind_of, string_id, text_of
-from .base import Document
+from ._steps import StepList, arguments_text, derived_id, exit_code_in, kind_of, string_id, text_of
+from .base import Document, Ledger
 
 NAME = "anthropic"
 
@@ -78,7 +78,7 @@ def _read_jsonl(doc: Document) -> Iterator[Trace | Skip]:
             )
         else:
             steps = steps or StepList()
-            for reason in _add_one(steps, value):
+            for reason in _add_one(steps, value, doc.ledger):
                 yield doc.skip(reason, f"line {line}")
     if steps is not None:
         yield from _finish(doc, steps, {}, None)
@@ -98,12 +98,14 @@ def _read_conversation(
     for i, message in enumerate(messages):
         prefix = f"{where} " if where else ""
         record = f"{prefix}{label}[{i}]" if label else f"{prefix}item {i}"
-        for reason in _add_one(steps, message):
+        for reason in _add_one(steps, message, doc.ledger):
             yield doc.skip(reason, record)
     yield from _finish(doc, steps, conversation, where)
 
 
-def _add_one(steps: StepList, message: Any) -> list[str]:
+def _add_one(steps: StepList, message: Any, ledger: Ledger) -> list[str]:
+    calls, results = count_blocks(message.get("content") if isinstance(message, dict) else None)
+    ledger.saw(records=1, calls=calls, results=results)
     if not isinstance(message, dict):
         return [f"expected a message object, got {kind_of(message)}"]
     return add_message(steps, message.get("role"), message.get("content"))
@@ -223,13 +225,26 @@ def _add_user(steps: StepList, blocks: list, extra: dict[str, Any], read_result:
     return problems
 
 
+def count_blocks(content: Any) -> tuple[int, int]:
+    """Raw `(tool calls, tool results)` in a message's content blocks, for the ledger."""
+    if not isinstance(content, list):
+        return 0, 0
+    kinds = [b.get("type") for b in content if isinstance(b, dict) and isinstance(b.get("type"), str)]
+    calls = sum(k in ("tool_use", "server_tool_use", "mcp_tool_use") for k in kinds)
+    return calls, sum(k == "tool_result" or k.endswith("_tool_result") for k in kinds)
+
+
 def result_observation(block: dict) -> Observation:
-    """A `tool_result` (or server tool result) block as an observation."""
+    """A `tool_result` (or server tool result) block as an observation: an error when the
+    block says `is_error`, or its text states a non-zero exit code."""
     call_id = block.get("tool_use_id")
+    content = text_of(block.get("content"))
+    code = exit_code_in(content)
     return Observation(
         call_id=call_id if isinstance(call_id, str) else None,
-        content=text_of(block.get("content")),
-        is_error=block.get("is_error") is True,
+        content=content,
+        is_error=block.get("is_error") is True or code not in (None, 0),
+        exit_code=code,
     )
 
 

@@ -37,12 +37,13 @@ from typing import Any
 
 from ..errors import TraceFormatError
 from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
-from ._steps import as_int, derived_id, kind_of, text_of
+from ._steps import as_int, derived_id, exit_code_in, kind_of, looks_like_error, text_of
 from .base import Document
 
 NAME = "atif"
-SCHEMA_VERSION = "ATIF-v1.4"
-"""The version written; only core fields and the step- and root-level `extra` objects are used."""
+SCHEMA_VERSION = "ATIF-v1.7"
+"""The version written: core fields, `final_metrics.extra` (outcome, reward), the result-level
+`extra` of v1.7 (`is_error`, `exit_code`) and the step- and root-level `extra` objects."""
 NAMESPACE = "trace2skill"
 """Key under ATIF `extra` that holds what ATIF cannot express."""
 NAMESPACE_VERSION = 1
@@ -83,10 +84,37 @@ def _convert(doc: Document, value: Any, where: str | None) -> Trace | Skip:
         return doc.skip(f"not an ATIF trajectory: schema_version {version!r} is not 'ATIF-v1.x'", where)
     if not isinstance(value.get("steps"), list):
         return doc.skip(f"not an ATIF trajectory: 'steps' must be a list, got {kind_of(value.get('steps'))}", where)
+    _count(doc, value)
     try:
         return trace_from_atif(value, SourceRef(path=doc.path, record=where))
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         return doc.skip(f"invalid ATIF trajectory: {_short(error)}", where)
+
+
+def _count(doc: Document, value: dict[str, Any]) -> None:
+    """Ledger: a trajectory's steps are its records, with their calls and results; sidechains
+    we wrote under our namespace are read too; embedded sub-agent trajectories are not."""
+    doc.ledger.version = value["schema_version"]
+    steps = [s for s in value["steps"] if isinstance(s, dict)]
+    namespace = value.get("extra", {}).get(NAMESPACE) if isinstance(value.get("extra"), dict) else None
+    sidechains = namespace.get("extra", {}).get("sidechains") if isinstance(namespace, dict) and isinstance(namespace.get("extra"), dict) else None
+    for side in sidechains if isinstance(sidechains, list) else []:
+        steps += [{"tool_calls": s.get("tool_calls"), "observation": {"results": s.get("observations")}}
+                  for s in (side.get("steps") if isinstance(side, dict) and isinstance(side.get("steps"), list) else []) if isinstance(s, dict)]
+    calls, results = _calls_results(steps)
+    doc.ledger.saw(records=len(value["steps"]), calls=calls, results=results)
+    embedded = value.get("subagent_trajectories")
+    if isinstance(embedded, list) and embedded:
+        inner = [s for t in embedded if isinstance(t, dict) and isinstance(t.get("steps"), list) for s in t["steps"] if isinstance(s, dict)]
+        calls, results = _calls_results(inner)
+        doc.ledger.saw(records=len(inner), calls=calls, results=results)
+        doc.ledger.ignore("embedded subagent_trajectories are kept whole in extra, not read as steps", len(inner), calls=calls, results=results)
+
+
+def _calls_results(steps: list[dict[str, Any]]) -> tuple[int, int]:
+    calls = sum(len(s["tool_calls"]) for s in steps if isinstance(s.get("tool_calls"), list))
+    observations = [s.get("observation") for s in steps]
+    return calls, sum(len(o["results"]) for o in observations if isinstance(o, dict) and isinstance(o.get("results"), list))
 
 
 def _short(error: Exception) -> str:
@@ -162,9 +190,19 @@ def trace_to_atif(trace: Trace) -> dict[str, Any]:
         "session_id": trace.id,
         "agent": agent,
         "steps": steps,
-        "final_metrics": {"total_steps": len(steps)},
+        "final_metrics": _final_metrics(trace, len(steps)),
         "extra": {NAMESPACE: namespace},
     }
+
+
+def _final_metrics(trace: Trace, total_steps: int) -> dict[str, Any]:
+    """`final_metrics` with the outcome and reward in its `extra`, where ATIF consumers (and
+    this reader, for foreign files) look for a run's result; the spec has no field of its own."""
+    metrics: dict[str, Any] = {"total_steps": total_steps}
+    result = {k: v for k, v in (("outcome", trace.outcome), ("reward", trace.reward)) if v not in (None, "unknown")}
+    if result:
+        metrics["extra"] = result
+    return metrics
 
 
 def _atif_step(step: Step, position: int, step_id: int) -> dict[str, Any]:
@@ -244,15 +282,11 @@ def _add_results(atif_step: dict[str, Any], observations: Iterable[Observation])
         linked = observation.call_id if observation.call_id in call_ids else None
         if linked != observation.call_id:
             note["call_id"] = observation.call_id
-        if observation.is_error:
-            note["is_error"] = True
-        if observation.exit_code is not None:
-            note["exit_code"] = observation.exit_code
-        results.append(
-            {"content": observation.content}
-            if linked is None
-            else {"source_call_id": linked, "content": observation.content}
-        )
+        result: dict[str, Any] = {"content": observation.content} if linked is None else {"source_call_id": linked, "content": observation.content}
+        flags = {k: v for k, v in (("is_error", observation.is_error or None), ("exit_code", observation.exit_code)) if v is not None}
+        if flags:
+            result["extra"] = flags
+        results.append(result)
         keep.append(note)
     if not results:
         del atif_step["observation"]
@@ -410,17 +444,22 @@ def _observation(raw: Any, note: dict[str, Any], own: bool) -> Observation:
     content = raw.get("content")
     if content is None and raw.get("subagent_trajectory_ref"):
         content = f"[subagent trajectory: {json.dumps(raw['subagent_trajectory_ref'], ensure_ascii=False)}]"
+    extra = raw.get("extra") if isinstance(raw.get("extra"), dict) else {}
     if own:
         return Observation(
             call_id=note["call_id"] if "call_id" in note else raw.get("source_call_id"),
             content=text_of(content),
-            is_error=note.get("is_error", False),
-            exit_code=note.get("exit_code"),
+            is_error=extra.get("is_error", note.get("is_error", False)) is True,
+            exit_code=as_int(extra.get("exit_code", note.get("exit_code"))),
         )
-    extra = raw.get("extra") if isinstance(raw.get("extra"), dict) else {}
+    text = text_of(content)
     code = as_int(extra.get("exit_code", extra.get("return_code")))
+    flagged = any(k in extra for k in ("is_error", "error", "exit_code", "return_code"))
+    if code is None and not flagged:
+        code = exit_code_in(text)
     failed = extra.get("is_error") is True or extra.get("error") not in (None, False, "") or code not in (None, 0)
-    return Observation(call_id=raw.get("source_call_id"), content=text_of(content), is_error=failed, exit_code=code)
+    failed = failed or (not flagged and looks_like_error(text))
+    return Observation(call_id=raw.get("source_call_id"), content=text, is_error=failed, exit_code=code)
 
 
 def _foreign_step_extra(raw: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,19 @@
 """What a trace reader is, and the document it reads.
 
 The ingest core opens files (folders, `.gz`, `.zip`), decodes them and hands each reader a
-`Document`: either one JSON value (`kind == "json"`) or a stream of JSONL records
-(`kind == "jsonl"`), never the raw bytes, so no reader deals with compression, encodings or
-broken lines. A reader module defines:
+`Document`: one JSON value (`kind == "json"`), a stream of JSONL records (`kind == "jsonl"`),
+a zip archive read as one log (`kind == "zip"`: Inspect AI `.eval` files, whose members are
+read as JSON through `doc.archive()`), or Markdown chat history (`kind == "text"`: Aider and
+SpecStory exports, recognised by their signature line) or a SQLite store named on the command
+line (`kind == "sqlite"`, a `SQLiteFile`), never the raw bytes, so no reader
+deals with compression, encodings or broken lines. A reader module defines:
 
     NAME: str                                   # the --format name
     def sniff(sample: Any) -> bool              # does this first value look like my format?
     def read(doc: Document) -> Iterator[Trace | Skip]
 
-`sample` is the whole value for a JSON document and the first parsed record for JSONL. A
+`sample` is the whole value for a JSON document, the first parsed record for JSONL, the
+`ZipLog` for a zip document, the text for a text document and the `SQLiteFile` for sqlite. A
 reader yields a `Skip` with a precise reason for each record it cannot use, and carries on.
 """
 
@@ -46,18 +50,29 @@ class Ledger:
     ignored: Counter[str] = field(default_factory=Counter)
     """Records left out on purpose, by rule."""
     dropped: Counter[str] = field(default_factory=Counter)
-    """Records that could not be used, by reason."""
+    """Records that could not be used, by reason. A `Skip` the reader yields is counted as
+    dropped by the ingest core: do not also `drop` the record it names."""
+    explained_calls: int = 0
+    """Tool calls inside ignored or dropped records (so a call gap they explain is not a loss)."""
+    explained_results: int = 0
+    """Tool results inside ignored or dropped records."""
 
     def saw(self, records: int = 0, calls: int = 0, results: int = 0) -> None:
         self.records += records
         self.calls += calls
         self.results += results
 
-    def ignore(self, rule: str, n: int = 1) -> None:
+    def ignore(self, rule: str, n: int = 1, *, calls: int = 0, results: int = 0) -> None:
+        """Leave `n` records out on purpose, by `rule`; `calls`/`results` they held."""
         self.ignored[rule] += n
+        self.explained_calls += calls
+        self.explained_results += results
 
-    def drop(self, reason: str, n: int = 1) -> None:
+    def drop(self, reason: str, n: int = 1, *, calls: int = 0, results: int = 0) -> None:
+        """`n` records could not be used, for `reason`; `calls`/`results` they held."""
         self.dropped[reason] += n
+        self.explained_calls += calls
+        self.explained_results += results
 
 
 @dataclass
@@ -66,7 +81,7 @@ class Document:
 
     path: str
     """Path shown to users; for archive members `archive.zip!member.jsonl`."""
-    kind: Literal["json", "jsonl"]
+    kind: Literal["json", "jsonl", "zip", "text", "sqlite"]
     _value: Any = None
     _records: Callable[[], Iterator[tuple[int, Any] | Skip]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -74,8 +89,8 @@ class Document:
     """The reader's accounting for this document (see `Ledger`)."""
 
     def value(self) -> Any:
-        """The parsed JSON value (json documents only)."""
-        if self.kind != "json":
+        """The parsed JSON value (json), the `ZipLog` (zip), the text (text) or the `SQLiteFile` (sqlite)."""
+        if self.kind == "jsonl":
             raise TypeError(f"{self.path!r} is JSONL; iterate records() instead")
         return self._value
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..types import Skip, SourceRef, Trace
 from ._steps import derived_id, kind_of, text_of
-from .base import Document
+from .base import Document, Ledger
 from .responses import ItemAssembler
 
 NAME = "codex"
@@ -39,19 +39,21 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
     if doc.kind != "jsonl":
         yield doc.skip(f"Codex rollouts are JSONL, got a JSON {kind_of(doc.value())}")
         return
-    session = _Session()
+    session = _Session(doc.ledger)
     for entry in doc.records():
         if isinstance(entry, Skip):
+            doc.ledger.saw(records=1)
             yield entry
             continue
         line, event = entry
+        doc.ledger.saw(records=1)
         if (
             isinstance(event, dict)
             and event.get("type") == "session_meta"
             and session.starts_another(event.get("payload"))
         ):
             yield from session.finish(doc)
-            session = _Session()
+            session = _Session(doc.ledger)
         if (reason := session.feed(event)) is not None:
             yield doc.skip(reason, f"line {line}")
     yield from session.finish(doc)
@@ -64,8 +66,9 @@ def _is_injected(role: str, text: str) -> bool:
 class _Session:
     """State of the session being read."""
 
-    def __init__(self) -> None:
-        self.items = ItemAssembler(is_injected=_is_injected)
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.items = ItemAssembler(is_injected=_is_injected, ledger=ledger, count_records=False)
         self.meta: dict[str, Any] = {}
         self.model: str | None = None
         self.extra: dict[str, Any] = {}
@@ -85,11 +88,14 @@ class _Session:
             return f"{kind} payload must be an object, got {kind_of(payload)}"
         if kind == "session_meta":
             self.meta.update(payload)
+            if isinstance(payload.get("cli_version"), str):
+                self.ledger.version = payload["cli_version"]
         elif kind == "turn_context":
             self.model = payload.get("model") if isinstance(payload.get("model"), str) else self.model
         elif kind == "response_item":
             return self._item(payload, event.get("timestamp"))
         elif kind == "event_msg":
+            self.ledger.ignore("event_msg lines repeat the response items for the UI (token counts and aborted turns kept)")
             self._event(payload)
         else:
             text = text_of(payload.get("message")) or "[conversation compacted]"

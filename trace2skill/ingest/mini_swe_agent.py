@@ -1,4 +1,9 @@
-"""mini-swe-agent `.traj.json` trajectories (`trajectory_format: "mini-swe-agent-1"`, `-1.1`).
+"""mini-swe-agent `.traj.json` trajectories: 1.x text (`trajectory_format: "mini-swe-agent-1"`)
+and 2.x (`"mini-swe-agent-1.1"`, `info.mini_version` 2.x), in its tool-call and text modes.
+
+2.x (read by `_read_v2`, see its docstring) is told apart by `info.mini_version` 2.x or by
+what only 2.x writes: `tool` role messages, assistant `tool_calls`, `extra.actions`, an
+`exit` message. Everything below describes 1.x.
 
 mini-swe-agent is bash-only: each assistant message holds a THOUGHT and one fenced ```bash
 block, and the next user message is what the environment answered. So each assistant
@@ -26,13 +31,14 @@ kept, only their reasoning text (as `Step.reasoning`).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
-from ._steps import kind_of, text_of
+from ._steps import StepList, arguments_text, as_int, kind_of, text_of
 from .base import Document, read_each
 
 NAME = "mini_swe_agent"
@@ -65,6 +71,12 @@ def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace |
     if not isinstance(value, dict) or not isinstance(value.get("messages"), list):
         yield doc.skip(f"expected an object with a 'messages' list, got {kind_of(value)}", record)
         return
+    info = value.get("info") if isinstance(value.get("info"), dict) else {}
+    doc.ledger.version = info.get("mini_version") if isinstance(info.get("mini_version"), str) else value.get("trajectory_format")
+    if _is_v2(value, info):
+        yield from _read_v2(doc, value, info, record)
+        return
+    _count_v1(doc, value["messages"])
     messages = value["messages"]
     steps: list[Step] = []
     task = ""
@@ -186,3 +198,141 @@ def _extra(value: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
         if key in info:
             extra[key] = info[key]
     return extra
+
+
+def _count_v1(doc: Document, messages: list[Any]) -> None:
+    """Ledger for 1.x: every message is a record; an assistant message with exactly one
+    ```bash block is a call, and the user message after an assistant message its result."""
+    ledger = doc.ledger
+    ledger.saw(records=len(messages))
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        actions = len(_ACTION.findall(text_of(message.get("content"))))
+        reply = messages[i + 1] if i + 1 < len(messages) else None
+        answered = isinstance(reply, dict) and reply.get("role") == "user"
+        ledger.saw(calls=int(actions == 1), results=int(answered))
+        if actions != 1:
+            ledger.ignore("assistant messages with no or several ```bash blocks run no command (mini-swe-agent answers with a format error)")
+
+
+# ---------------------------------------------------------------- 2.x
+
+_V2_ACTION = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOTALL)
+_JSON_RETURNCODE = re.compile(r'^\s*\{\s*"returncode":\s*(-?\d+)')
+
+
+def _is_v2(value: dict[str, Any], info: dict[str, Any]) -> bool:
+    version = info.get("mini_version")
+    if isinstance(version, str) and version[:1].isdigit() and int(version.split(".")[0]) >= 2:
+        return True
+    for message in value["messages"]:
+        if isinstance(message, dict) and (
+            message.get("role") in ("tool", "exit") or message.get("tool_calls")
+            or (isinstance(message.get("extra"), dict) and "actions" in message["extra"])
+        ):
+            return True
+    return False
+
+
+def _read_v2(doc: Document, value: dict[str, Any], info: dict[str, Any], record: str | None) -> Iterator[Trace | Skip]:
+    """mini-swe-agent 2.x: OpenAI-style messages plus mini-swe-agent's `extra`.
+
+    Tool-call mode: an assistant message's `tool_calls` (the `bash` tool, `{"command": ...}`)
+    are its calls, and each `tool` message (`tool_call_id`, `extra.returncode`,
+    `extra.exception_info`) is joined to its call. Text mode: `extra.actions` (else the
+    fenced ```mswea_bash_command blocks) are the calls, answered in order by the following
+    `user` messages. A result is an error on a non-zero return code (except a predicate's
+    answer, as in 1.x), an exception, or an interrupt (`extra.interrupt_type`, format errors
+    included); the `exit` message carries the exit status and the submitted patch.
+    """
+    steps, pending, task = StepList(), [], ""
+    for i, message in enumerate(value["messages"]):
+        doc.ledger.saw(records=1, **_count_v2(message))
+        if not isinstance(message, dict):
+            yield doc.skip(f"message {i} is {kind_of(message)}, expected an object", record)
+            continue
+        role, text = message.get("role"), text_of(message.get("content"))
+        extra = message.get("extra") if isinstance(message.get("extra"), dict) else {}
+        if role == "assistant":
+            pending = _v2_agent_step(steps, message, text, extra)
+        elif role == "tool" or (role == "user" and ("returncode" in extra or "interrupt_type" in extra) and steps.last() is not None):
+            _v2_result(steps, message, text, extra, pending)
+        elif role == "exit":
+            steps.add("system", text, extra={"exit_status": extra.get("exit_status")})
+        else:
+            if role == "user" and not task:
+                match = _PR.search(text)
+                task = match.group(1).strip() if match else text
+            steps.add("system" if role == "system" else "user", text)
+    built = steps.build()
+    yield Trace(
+        id=_trace_id(value, doc.path), task=task, agent=_agent_name(info), model=_model_name(info),
+        steps=built, source=SourceRef(path=doc.path, record=record), format=NAME, extra=_extra(value, info),
+    )
+
+
+def _count_v2(message: Any) -> dict[str, int]:
+    if not isinstance(message, dict):
+        return {"calls": 0, "results": 0}
+    extra = message.get("extra") if isinstance(message.get("extra"), dict) else {}
+    if message.get("role") == "assistant":
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            return {"calls": len(calls), "results": 0}
+        actions = extra.get("actions")
+        n = len(actions) if isinstance(actions, list) else len(_V2_ACTION.findall(text_of(message.get("content"))))
+        return {"calls": n, "results": 0}
+    answered = message.get("role") == "tool" or (message.get("role") == "user" and ("returncode" in extra or "interrupt_type" in extra))
+    return {"calls": 0, "results": int(answered)}
+
+
+def _v2_agent_step(steps: StepList, message: dict[str, Any], text: str, extra: dict[str, Any]) -> list[ToolCall]:
+    index = steps.add("agent", _V2_ACTION.sub("", text).strip() if "```" in text else text, reasoning=_reasoning(message))
+    calls: list[ToolCall] = []
+    raw_calls = message.get("tool_calls")
+    if isinstance(raw_calls, list) and raw_calls:
+        for j, raw in enumerate(c for c in raw_calls if isinstance(c, dict)):
+            function = raw.get("function") if isinstance(raw.get("function"), dict) else {}
+            arguments = function.get("arguments")
+            command = _command_of(arguments)
+            call_id = raw.get("id") if isinstance(raw.get("id"), str) else f"call-{index}-{j}"
+            calls.append(ToolCall(id=call_id, name=str(function.get("name") or "bash"),
+                                  arguments=command if command is not None else arguments_text(arguments)))
+    else:
+        actions = extra.get("actions")
+        commands = [a.get("command") for a in actions if isinstance(a, dict)] if isinstance(actions, list) else _V2_ACTION.findall(text)
+        calls = [ToolCall(id=f"call-{index}-{j}", name="bash", arguments=str(c)) for j, c in enumerate(commands)]
+    for call in calls:
+        steps.add_call(index, call)
+    return calls
+
+
+def _command_of(arguments: Any) -> str | None:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return None
+    command = arguments.get("command") if isinstance(arguments, dict) else None
+    return command if isinstance(command, str) else None
+
+
+def _v2_result(steps: StepList, message: dict[str, Any], text: str, extra: dict[str, Any], pending: list[ToolCall]) -> None:
+    """Join one result to its call (by `tool_call_id`, else the next unanswered call)."""
+    call_id = message.get("tool_call_id") if isinstance(message.get("tool_call_id"), str) else None
+    call = next((c for c in pending if c.id == call_id), None) if call_id else None
+    if call is None and call_id is None:
+        call = next((c for c in pending if not steps.has_result(c.id)), None)
+    code = as_int(extra.get("returncode"))
+    if code is None:
+        match = _RETURNCODE.match(text) or _JSON_RETURNCODE.match(text)
+        code = int(match.group(1)) if match else None
+    output = extra.get("raw_output") if isinstance(extra.get("raw_output"), str) else None
+    answer = code == 1 and call is not None and _is_predicate_answer(1, call.arguments, _OUTPUT.search(f"<output>{output}</output>") if output is not None else _OUTPUT.search(text))
+    failed = (code not in (None, 0) and not answer) or bool(extra.get("exception_info")) or "interrupt_type" in extra
+    observation = Observation(call_id=call.id if call else call_id, content=text, exit_code=code, is_error=failed)
+    if call is not None or call_id is not None:
+        steps.attach(observation)
+    else:
+        steps.attach_to_step(len(steps) - 1, observation)

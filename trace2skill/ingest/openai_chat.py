@@ -11,47 +11,22 @@ it is never lost. A message of the wrong type or with an unknown role becomes a 
 that message while the rest of the conversation is still read. The tau-bench and SWE-agent
 readers reuse `build_steps` because their trajectories embed the same message shape.
 
-OpenAI tool messages carry no error flag, so `looks_like_error` decides from the text. It is
-deliberately conservative: a Python traceback, a line starting with `SomethingError:`,
-`error:` or `fatal:`, `command not found`, `No such file or directory`, `Permission denied`,
-a non-zero `exit code`, or a JSON object with a non-empty `error` field.
+OpenAI tool messages carry no error flag, so the shared `_steps.looks_like_error` decides
+from the text (a traceback, `Error:`, a non-zero `Exit code: N`, in any case, ...).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, derived_id, kind_of, text_of
-from .base import Document
+from ._steps import StepList, arguments_text, derived_id, kind_of, looks_like_error, text_of
+from .base import Document, Ledger
 
 NAME = "openai_chat"
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _ID_KEYS = ("id", "conversation_id", "session_id", "trace_id", "task_id", "instance_id")
-_ERROR_TEXT = re.compile(
-    r"Traceback \(most recent call last\)"
-    r"|^\s*(?:[A-Za-z_][\w.]*(?:Error|Exception)|[Ee]rror|ERROR|[Ff]atal|FATAL)(?:\[[^\]\n]*\])?:\s"
-    r"|command not found|No such file or directory|Permission denied"
-    r"|exit (?:code|status)[: ]+[1-9]",
-    re.MULTILINE,
-)
-
-
-def looks_like_error(text: str) -> bool:
-    """Whether a tool result's text reports a failure (see the module docstring)."""
-    if text.lstrip().startswith("{"):
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError):
-            value = None
-        if isinstance(value, dict) and value.get("error"):
-            return True
-    return bool(_ERROR_TEXT.search(text))
-
-
 def is_message(value: Any) -> bool:
     return isinstance(value, dict) and value.get("role") in ROLES and ("content" in value or "tool_calls" in value)
 
@@ -122,7 +97,7 @@ def conversation_trace(doc: Document, record: str | None, value: Any) -> Iterato
         yield doc.skip(f"expected a list of messages, got {kind_of(messages)}", record)
         return
     problems: list[Skip] = []
-    steps = build_steps(messages, lambda i, why: problems.append(doc.skip(why, _where(record, i)))).build()
+    steps = build_steps(messages, lambda i, why: problems.append(doc.skip(why, _where(record, i))), doc.ledger).build()
     yield from problems
     if not steps:
         yield doc.skip("conversation has no usable messages", record)
@@ -140,10 +115,15 @@ def conversation_trace(doc: Document, record: str | None, value: Any) -> Iterato
     )
 
 
-def build_steps(messages: list[Any], problem: Callable[[int, str], None]) -> StepList:
-    """Convert OpenAI-style messages into steps; `problem(index, reason)` gets each bad one."""
+def build_steps(messages: list[Any], problem: Callable[[int, str], None], ledger: Ledger | None = None) -> StepList:
+    """Convert OpenAI-style messages into steps; `problem(index, reason)` gets each bad one.
+
+    With a `ledger`, each message is counted as a record, with the tool calls and tool
+    results it holds (`ingest.fidelity`)."""
     steps = StepList()
     for i, message in enumerate(messages):
+        if ledger is not None:
+            ledger.saw(records=1, **count_message(message))
         if not isinstance(message, dict):
             problem(i, f"message is {kind_of(message)}, expected an object")
             continue
@@ -160,6 +140,16 @@ def build_steps(messages: list[Any], problem: Callable[[int, str], None]) -> Ste
         else:
             problem(i, f"unknown role {role!r}; expected one of {sorted(ROLES)}")
     return steps
+
+
+def count_message(message: Any) -> dict[str, int]:
+    """Raw tool calls and tool results one OpenAI-style message holds."""
+    if not isinstance(message, dict):
+        return {"calls": 0, "results": 0}
+    calls = message.get("tool_calls")
+    n_calls = sum(isinstance(c, dict) for c in calls) if isinstance(calls, list) else 0
+    n_calls += isinstance(message.get("function_call"), dict)
+    return {"calls": n_calls, "results": int(message.get("role") in ("tool", "function"))}
 
 
 def _add_assistant(steps: StepList, message: dict[str, Any], text: str) -> None:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, as_int, kind_of, text_of
-from .base import Document
+from ._steps import StepList, arguments_text, as_int, kind_of, looks_like_error, text_of
+from .base import Document, Ledger
 
 NAME = "otlp"
 
@@ -223,7 +223,37 @@ def _listify(node: Any) -> Any:
     return node
 
 
+def _count(ledger: Ledger, spans: list[Span]) -> None:
+    """Ledger: spans are the records; the calls are the distinct calls named in LLM messages
+    and tool spans (every LLM span repeats the history, so each is counted once, by id, else by
+    name and arguments), the results the distinct answers (tool messages, tool spans). A tool
+    span with no call id answers the first call of its name it has not answered yet."""
+    calls: dict[tuple, str] = {}
+    results: set[tuple] = set()
+    tools = []
+    for span in spans:
+        kind = _span_kind(span)
+        if kind == "llm":
+            for message in input_messages(span) + output_messages(span):
+                calls.update({(("id", c.id) if c.id else ("anon", c.name, c.arguments)): c.name for c in message.calls})
+                results.update(("id", r.call_id) if r.call_id else ("anon", r.content) for r in message.results)
+        elif kind == "tool":
+            tools.append(span)
+        else:
+            ledger.ignore("spans that are neither LLM nor tool calls (agent, chain, HTTP) structure the run; no message in them")
+    taken: set[tuple] = set()
+    for span in tools:
+        call_id = _first_str(span.attrs, "gen_ai.tool.call.id", "tool_call.id")
+        name = _first_str(span.attrs, "gen_ai.tool.name", "tool.name", "tool_call.function.name") or span.name
+        key = ("id", call_id) if call_id else next((k for k, n in calls.items() if n == name and k not in taken), ("span", span.span_id))
+        taken.add(key)
+        calls.setdefault(key, name)
+        results.add(key)
+    ledger.saw(records=len(spans), calls=len(calls), results=len(results))
+
+
 def _emit(doc: Document, trace_id: str, spans: list[Span]) -> Iterator[Trace | Skip]:
+    _count(doc.ledger, spans)
     ordered = span_order(spans)
     conversation = _Conversation()
     for span in ordered:
@@ -249,6 +279,13 @@ def _emit(doc: Document, trace_id: str, spans: list[Span]) -> Iterator[Trace | S
         format=NAME,
         extra=extra,
     )
+
+
+def trace_from_spans(doc: Document, trace_id: str, spans: list[Span], format_name: str) -> Iterator[Trace | Skip]:
+    """One trajectory from the spans of one trace, for readers that map other span stores onto
+    `Span` (Langfuse exports, Copilot's SQLite store) and name their own format."""
+    for item in _emit(doc, trace_id, spans):
+        yield item.model_copy(update={"format": format_name}) if isinstance(item, Trace) else item
 
 
 def span_order(spans: list[Span]) -> list[Span]:
@@ -375,10 +412,11 @@ class _Conversation:
         call_id = _first_str(attrs, "gen_ai.tool.call.id", "tool_call.id")
         name = _first_str(attrs, "gen_ai.tool.name", "tool.name", "tool_call.function.name") or span.name
         result = _first_present(attrs, "gen_ai.tool.call.result", "output.value", "traceloop.entity.output")
+        content = arguments_text(result) if isinstance(result, (dict, list)) else text_of(result)
         observation = Observation(
             call_id=call_id,
-            content=arguments_text(result) if isinstance(result, (dict, list)) else text_of(result),
-            is_error=span.failed or "error.type" in attrs,
+            content=content,
+            is_error=span.failed or "error.type" in attrs or looks_like_error(content),
         )
         if self.steps.knows_call(call_id):
             if not self.steps.has_result(call_id):

@@ -14,19 +14,17 @@ the same items.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, ToolCall, Trace
-from ._steps import StepList, arguments_text, as_int, derived_id, kind_of, string_id, text_of
-from .base import Document
+from ._steps import StepList, arguments_text, as_int, derived_id, exit_code_in, kind_of, looks_like_error, string_id, text_of
+from .base import Document, Ledger
 
 NAME = "responses"
 
 _ROLES = {"user": "user", "assistant": "agent", "system": "system", "developer": "system"}
 _PART_TYPES = ("input_text", "output_text", "refusal", "input_image", "input_file", "input_audio")
-_EXIT_LINE = re.compile(r"^(?:Exit code:|Process exited with code)\s*(-?\d+)", re.MULTILINE)
 ENCRYPTED_REASONING = "[encrypted reasoning]"
 """Placeholder kept where the provider returned only encrypted reasoning."""
 
@@ -53,7 +51,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
         for i, record in enumerate(value):
             yield from _read_record(doc, record, f"item {i}")
     elif isinstance(value, list):
-        assembler = ItemAssembler()
+        assembler = ItemAssembler(ledger=doc.ledger)
         for i, item in enumerate(value):
             if (reason := assembler.feed(item)) is not None:
                 yield doc.skip(reason, f"item {i}")
@@ -80,7 +78,7 @@ def _read_jsonl(doc: Document) -> Iterator[Trace | Skip]:
                 f"expected an input/output record like the earlier lines, got {kind_of(value)}", f"line {line}"
             )
         else:
-            assembler = assembler or ItemAssembler()
+            assembler = assembler or ItemAssembler(ledger=doc.ledger)
             if (reason := assembler.feed(value)) is not None:
                 yield doc.skip(reason, f"line {line}")
     if assembler is not None:
@@ -88,7 +86,7 @@ def _read_jsonl(doc: Document) -> Iterator[Trace | Skip]:
 
 
 def _read_record(doc: Document, record: dict, where: str | None) -> Iterator[Trace | Skip]:
-    assembler = ItemAssembler()
+    assembler = ItemAssembler(ledger=doc.ledger)
     instructions = record.get("instructions")
     if isinstance(instructions, str) and instructions:
         assembler.steps.add("system", instructions)
@@ -142,13 +140,18 @@ class ItemAssembler:
             message (Codex injects environment and instruction text as user messages).
     """
 
-    def __init__(self, is_injected: Callable[[str, str], bool] | None = None):
+    def __init__(self, is_injected: Callable[[str, str], bool] | None = None, ledger: Ledger | None = None,
+                 *, count_records: bool = True):
         self.steps = StepList()
         self.injected = 0
         self._is_injected = is_injected
+        self._ledger = ledger
+        self._count_records = count_records
 
     def feed(self, item: Any) -> str | None:
         """Add one item; return why it cannot be used, or None when it was used."""
+        if self._ledger is not None:
+            self._ledger.saw(records=int(self._count_records), **count_item(item))
         if not isinstance(item, dict):
             return f"expected a Responses item object, got {kind_of(item)}"
         kind = item.get("type", "message" if "role" in item else None)
@@ -172,6 +175,8 @@ class ItemAssembler:
         text = text_of(content)
         if self._is_injected is not None and self._is_injected(role, text):
             self.injected += 1
+            if self._ledger is not None:
+                self._ledger.ignore("messages the harness injects (environment, AGENTS.md instructions); counted in extra.injected_messages")
             return None
         if _ROLES[role] == "agent":
             index = self.steps.open_agent_step(after_calls=True, after_message=True)
@@ -218,12 +223,24 @@ class ItemAssembler:
         return None
 
 
+def count_item(item: Any) -> dict[str, int]:
+    """Raw tool calls and results one Responses item holds (a call item may carry its output)."""
+    kind = item.get("type") if isinstance(item, dict) else None
+    if not isinstance(kind, str):
+        return {"calls": 0, "results": 0}
+    if kind.endswith("_call_output"):
+        return {"calls": 0, "results": 1}
+    if kind.endswith("_call"):
+        return {"calls": 1, "results": int(any(k in item for k in ("output", "error", "outputs")))}
+    return {"calls": 0, "results": 0}
+
+
 def parse_output(output: Any) -> tuple[str, int | None, bool]:
     """Split a tool output into `(text, exit_code, is_error)`.
 
     Codex writes shell results as a JSON string `{"output": ..., "metadata": {"exit_code": N}}`
     or as text opening with `Exit code: N`; structured outputs may carry `success: false`.
-    Anything else is plain text with no error signal.
+    A stated exit code decides; plain text without one is judged by `looks_like_error`.
     """
     if isinstance(output, str):
         parsed = _json_object(output)
@@ -231,9 +248,8 @@ def parse_output(output: Any) -> tuple[str, int | None, bool]:
             metadata = parsed.get("metadata")
             code = as_int(metadata.get("exit_code")) if isinstance(metadata, dict) else None
             return parsed["output"], code, code not in (None, 0)
-        match = _EXIT_LINE.match(output)
-        code = int(match.group(1)) if match else None
-        return output, code, code not in (None, 0)
+        code = exit_code_in(output)
+        return output, code, code not in (None, 0) or (code is None and looks_like_error(output))
     if isinstance(output, dict):
         failed = output.get("success") is False or output.get("status") == "failed"
         return text_of(output.get("content", output.get("output"))), None, failed

@@ -8,7 +8,7 @@ preceded by the system prompt and the task taken from `history`. Demonstration m
 `history` (some demonstrations) are read from it as OpenAI-style messages.
 
 SWE-agent records no exit code, so `is_error` comes from the text (see
-`openai_chat.looks_like_error`), plus SWE-agent's own edit-linter rejection message.
+`_steps.looks_like_error`), plus SWE-agent's own edit-linter rejection message.
 `info.exit_status` is kept in `extra`; it says how the run ended (`submitted`,
 `exit_cost`, ...), not whether the fix was right, so the outcome stays `unknown` unless a
 results file or labels file says otherwise. The trace id is the file name without `.traj`,
@@ -24,9 +24,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
-from ._steps import kind_of, text_of
+from ._steps import kind_of, looks_like_error, text_of
 from .base import Document, read_each
-from .openai_chat import build_steps, looks_like_error
+from .openai_chat import build_steps
 
 NAME = "swe_agent"
 _ISSUE = re.compile(r"ISSUE:\s*\n(.*?)\n\s*INSTRUCTIONS:", re.DOTALL)
@@ -57,13 +57,18 @@ def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace |
     if not isinstance(value, dict):
         yield doc.skip(f"expected a SWE-agent trajectory object, got {kind_of(value)}", record)
         return
-    history = [m for m in value.get("history") or [] if not (isinstance(m, dict) and m.get("is_demo"))]
+    raw_history = value.get("history") if isinstance(value.get("history"), list) else []
+    history = [m for m in raw_history if not (isinstance(m, dict) and m.get("is_demo"))]
+    if len(history) < len(raw_history):
+        doc.ledger.saw(records=len(raw_history) - len(history))
+        doc.ledger.ignore("demonstration messages (is_demo) show the agent an example; not this run", len(raw_history) - len(history))
     trajectory = value.get("trajectory")
     if isinstance(trajectory, list) and trajectory:
+        _count_trajectory(doc, history, trajectory)
         steps, problems = _steps_from_trajectory(history, trajectory)
     elif history:
         problems = []
-        built = build_steps(history, lambda i, why: problems.append(f"history message {i}: {why}"))
+        built = build_steps(history, lambda i, why: problems.append(f"history message {i}: {why}"), doc.ledger)
         steps = list(built.build())
     else:
         yield doc.skip("neither 'trajectory' nor 'history' holds any entries", record)
@@ -102,6 +107,17 @@ def _steps_from_trajectory(history: list[Any], trajectory: list[Any]) -> tuple[l
             continue
         steps.append(_agent_step(len(steps), entry))
     return steps, problems
+
+
+def _count_trajectory(doc: Document, history: list[Any], trajectory: list[Any]) -> None:
+    """Ledger: each trajectory entry is a record holding one call (its action) and one result;
+    the history repeats them as messages, and only its first system and user texts are read."""
+    entries = [e for e in trajectory if isinstance(e, dict)]
+    calls = sum(bool(text_of(e.get("action")).strip()) for e in entries)
+    results = sum(bool(text_of(e.get("observation")) or text_of(e.get("action")).strip()) for e in entries)
+    doc.ledger.saw(records=len(trajectory) + len(history), calls=calls, results=results)
+    if history:
+        doc.ledger.ignore("history messages repeat the trajectory entries (its first system and user texts are read)", len(history))
 
 
 def _agent_step(index: int, entry: dict[str, Any]) -> Step:

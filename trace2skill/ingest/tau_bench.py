@@ -42,7 +42,7 @@ def _read_record(doc: Document, record: Any, where: str | None) -> Iterator[Trac
         yield doc.skip(f"expected a record with a 'traj' message list, got {_describe(record)}", where)
         return
     problems: list[Skip] = []
-    built = build_steps(record["traj"], lambda i, why: problems.append(doc.skip(f"traj message {i}: {why}", where)))
+    built = build_steps(record["traj"], lambda i, why: problems.append(doc.skip(f"traj message {i}: {why}", where)), doc.ledger)
     yield from problems
     steps = built.build()
     if not steps:

@@ -28,6 +28,7 @@ NO_MATCH_PROGRAMS = frozenset({"grep", "egrep", "fgrep", "rg", "ag", "git grep",
                                "test", "[", "[[", "which", "command", "type", "pgrep", "false"})
 PROBES = frozenset({"ls", "stat", "file", "test", "["})
 """Commands an agent runs to ask whether a path exists; "no" is an answer, not a failure."""
+LINE_LIMIT = 1000
 _FILTERS = frozenset({"head", "tail", "grep", "egrep", "rg", "sort", "uniq", "wc", "tee", "cut", "awk", "less", "more",
                       "tr", "column", "xargs", "echo", "printf", "true", "cat"})
 """Programs that only shape or announce another command's output: not the one that failed."""
@@ -103,7 +104,16 @@ def _answers_a_question(run: Run) -> bool:
 
 
 def error_line(run: Run) -> str:
-    """The line of a failed run's output that says what went wrong (module docstring order)."""
+    """The line of a failed run's output that says what went wrong (module docstring order);
+    a bare heading such as `ERROR:` takes the line after it, which says what."""
+    line = _error_line(run)
+    if re.fullmatch(r"\W*\w+\W*", line) and (at := run.output.find(line)) >= 0:
+        following = next((l.strip() for l in run.output[at + len(line):].splitlines() if l.strip()), "")
+        return _clip(f"{line} {following}".strip())
+    return line
+
+
+def _error_line(run: Run) -> str:
     out = run.output
     searches = []
     if run.family in TEST_RUNNERS:
@@ -116,10 +126,10 @@ def error_line(run: Run) -> str:
             return found
     first = next((line.strip() for line in out.splitlines() if not quotes.is_markup(line)), "")
     if quotes.names_error(first):
-        return quotes.clip(first)
+        return _clip(first)
     for pattern in (_HTTP, _OWN_WORDS):
         if match := pattern.search(out):
-            return quotes.clip(match.group(0).strip())
+            return _clip(match.group(0).strip())
     return quotes.telling_line(out, run.exit_code)
 
 
@@ -130,7 +140,13 @@ def _last_match(output: str, patterns) -> str:
         for match in pattern.finditer(output):
             if best is None or match.start() > best.start():
                 best = match
-    return quotes.clip(best.group(0).strip()) if best else ""
+    return _clip(best.group(0).strip()) if best else ""
+
+
+def _clip(line: str) -> str:
+    """The line whole up to `LINE_LIMIT`: the template is cut after masking, so two messages
+    that differ only in a long path still meet; quotes clip it to their own limit."""
+    return quotes.clip(line, LINE_LIMIT)
 
 
 def failing_family(run: Run, line: str) -> str:
@@ -139,7 +155,8 @@ def failing_family(run: Run, line: str) -> str:
     is not a filter. Other tools are their own family."""
     if not is_shell(run.tool, run.command) or run.command.split()[:1] == [run.tool]:
         return run.family  # another tool, or a SWE-agent command named after its first word
-    families = [family_of(name, args) for name, args in real_commands(run.command)]
+    families = [f for f in (family_of(name, args) for name, args in real_commands(run.command))
+                if re.fullmatch(r"[\w.+/-]+(?: [\w:.+-]+)?", f)]  # not the rest of a quoted heredoc (`)"`)
     if len(families) <= 1:
         return run.family
     if (named := _NAMED.match(line)) and (base := named.group(1).rsplit("/", 1)[-1]) in {f.split()[0] for f in families}:

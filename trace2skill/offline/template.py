@@ -34,7 +34,8 @@ _HASH_MIN = 7
 
 def mask(message: str) -> str:
     """The template of one error line: variable parts replaced, spaces folded, clipped."""
-    text = " ".join(re.sub(r"</?[A-Za-z_][\w-]*>", " ", message).split()).strip("=-*_#~ ")
+    first = message.split("\\n", 1)[0]  # an escaped newline ends the message as a real one does
+    text = " ".join(re.sub(r"</?[A-Za-z_][\w-]*>", " ", first).split()).strip("=-*_#~ ")
     for pattern, replacement in _MASKS:
         if replacement == "<hash>":
             text = pattern.sub(lambda m: "<hash>" if len(m.group(0)) >= _HASH_MIN else m.group(0), text)

@@ -10,7 +10,8 @@ a module with:
 * `judge(trace, runs, writes) -> (findings, judged run indices)`;
 * `behaviours(trace, runs, writes) -> list[Shown]`;
 * `wording(signature) -> dict | None`, `shown(signature) -> str` (what a run showing a
-  behaviour did) and `is_feedback(text) -> bool` (harness notices).
+  behaviour did), `is_feedback(text) -> bool` (harness notices) and `catalogue_text() -> str`
+  (its hand-written wording, which the leakage audit does not report).
 
 Today there is one: `swe`, a bash agent fixing a bug in a Python repository (mini-swe-agent,
 SWE-agent on SWE-bench).
@@ -31,6 +32,11 @@ def wording(signature: str) -> dict[str, str] | None:
 def shown(signature: str) -> str:
     """What a run that showed a pack behaviour did, in words."""
     return next((w for pack in PACKS if (w := pack.shown(signature))), "")
+
+
+def catalogue_text() -> str:
+    """Every pack's hand-written wording, written before any trace was seen (for the leakage audit)."""
+    return "\n".join(pack.catalogue_text() for pack in PACKS)
 
 
 def is_noise(output: str) -> bool:

@@ -20,7 +20,7 @@ from ....types import Trace
 from ...behaviours import Shown
 from ...runs import Run
 from .behaviours import judge_behaviours
-from .catalogue import shown, wording
+from .catalogue import catalogue_text, shown, wording
 from .classify import judge
 from .feedback import is_feedback
 from .submit import SUBMIT_MARKERS, submission
@@ -28,7 +28,7 @@ from .submit import SUBMIT_MARKERS, submission
 NAME = "swe"
 _HARNESS = re.compile(r"^\s*<returncode>-?\d+</returncode>|^\s*Please always provide EXACTLY ONE action")
 
-__all__ = ["NAME", "applies", "behaviours", "is_feedback", "judge", "shown", "wording"]
+__all__ = ["NAME", "applies", "behaviours", "catalogue_text", "is_feedback", "judge", "shown", "wording"]
 
 
 def applies(trace: Trace, runs: list[Run]) -> bool:

@@ -100,8 +100,8 @@ def _patched_files(patch: str) -> set[str]:
 
 
 def _patch_behaviours(patch: str, submit: Run | None) -> Iterator[Shown]:
-    """Scratch files added to the submitted patch, and fixes spread over several existing
-    source files (files the patch adds are new modules or scratch, not spread)."""
+    """Scratch files added to the submitted patch, and fixes spread over several non-test
+    source files (added or modified: an added non-scratch file must be justified too)."""
     steps = (submit.step,) if submit else ()
     headers = list(re.finditer(r"^diff --git a/(\S+) b/\S+$", patch, re.M))
     added = [m for m in headers if re.match(r"\n(new file mode|--- /dev/null)", patch[m.end():m.end() + 20])]
@@ -109,8 +109,7 @@ def _patch_behaviours(patch: str, submit: Run | None) -> Iterator[Shown]:
     if scratch:
         header = scratch[0]
         yield Shown("behaviour:scratch-in-patch", steps, quotes.joined(header.group(0), quotes.line_at(patch, header.end() + 1)))
-    modified = _patched_files(patch)
-    source = [m.group(1) for m in headers if m.group(1) in modified and _is_library_file(m.group(1))]
+    source = [m.group(1) for m in headers if _is_library_file(m.group(1))]
     if len(source) > 1:
         listing = ", ".join(source[:3]) + (f" and {len(source) - 3} more" if len(source) > 3 else "")
         yield Shown("behaviour:patch-spread", steps, quotes.clip(f"the patch changes {len(source)} source files: {listing}"))

@@ -17,11 +17,14 @@ from importlib import resources
 from ....types import Evidence, Lesson
 
 
+def catalogue_text() -> str:
+    return resources.files("trace2skill").joinpath("data", "swe_pack.toml").read_text(encoding="utf-8")
+
+
 @cache
 def _catalogue() -> tuple[dict[str, str], ...]:
     """The rule catalogue: ordered entries, first match wins."""
-    text = resources.files("trace2skill").joinpath("data", "swe_pack.toml").read_text(encoding="utf-8")
-    return tuple(tomllib.loads(text)["rule"])
+    return tuple(tomllib.loads(catalogue_text())["rule"])
 
 
 def wording(signature: str) -> dict[str, str] | None:

@@ -1,0 +1,145 @@
+"""Per-file fidelity: what each input file holds, and what was read from it.
+
+Two independent sides meet here. The reader fills the document's `Ledger` as it meets raw
+records (lines, messages, events, spans; the tool calls and tool results inside them) and
+names every record it leaves out (`ignored`, by rule) or cannot use (`dropped`, by reason).
+This module counts what was *read* from the traces the reader yielded: steps, tool calls
+(sub-agent sidechains included), tool results, results paired with a call, results flagged as
+errors. A file loses calls when it holds more than were read and no ignored or dropped record
+explains the gap; `ingest --check --strict` fails on that, and on any dropped record.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..types import Skip, Trace
+from .base import Ledger
+
+LOSS_WARNING = 0.01
+"""A file that lost more than this share of its tool calls is named in `distill`'s warnings."""
+
+
+@dataclass
+class FileFidelity:
+    """One input file's accounting (one row of `ingest --check`)."""
+
+    file: str
+    format: str | None = None
+    version: str | None = None
+    records: int = 0
+    steps: int = 0
+    calls_in_file: int = 0
+    calls_read: int = 0
+    results_in_file: int = 0
+    results_read: int = 0
+    results_paired: int = 0
+    errors: int = 0
+    ignored: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    explained_calls: int = 0
+    explained_results: int = 0
+    counted: bool = False
+    """False when the reader kept no ledger (the file side is then unknown, not zero)."""
+
+    @property
+    def unexplained_calls(self) -> int:
+        return max(0, self.calls_in_file - self.calls_read - self.explained_calls) if self.counted else 0
+
+    @property
+    def unexplained_results(self) -> int:
+        return max(0, self.results_in_file - self.results_read - self.explained_results) if self.counted else 0
+
+    @property
+    def calls_lost(self) -> float:
+        """Share of the file's calls not read (explained or not); 0 when nothing was counted."""
+        return (self.calls_in_file - self.calls_read) / self.calls_in_file if self.counted and self.calls_in_file else 0.0
+
+    @property
+    def clean(self) -> bool:
+        """Every record read or explained by a rule: what `--strict` requires."""
+        return not self.dropped and not self.unexplained_calls and not self.unexplained_results
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items()}
+        out.update(unexplained_calls=self.unexplained_calls, unexplained_results=self.unexplained_results, clean=self.clean)
+        return out
+
+
+def add_trace(row: FileFidelity, trace: Trace) -> None:
+    """Count what was read from one trace (its sub-agent sidechains too)."""
+    row.format = row.format or trace.format
+    steps = [s.model_dump(mode="json") for s in trace.steps]
+    sidechains = trace.extra.get("sidechains") if isinstance(trace.extra.get("sidechains"), list) else []
+    for side in sidechains:
+        if isinstance(side, dict) and isinstance(side.get("steps"), list):
+            steps += [s for s in side["steps"] if isinstance(s, dict)]
+    row.steps += len(trace.steps)
+    calls = {c.get("id") for s in steps for c in s.get("tool_calls") or () if isinstance(c, dict)}
+    for step in steps:
+        row.calls_read += len(step.get("tool_calls") or ())
+        for observation in step.get("observations") or ():
+            row.results_read += 1
+            row.results_paired += observation.get("call_id") is not None and observation.get("call_id") in calls
+            row.errors += observation.get("is_error") is True
+
+
+def add_skip(row: FileFidelity, skip: Skip) -> None:
+    row.dropped[skip.reason] = row.dropped.get(skip.reason, 0) + 1
+
+
+def finish(row: FileFidelity, ledger: Ledger, format_name: str | None) -> FileFidelity:
+    """Copy the reader's side of the accounting into the row."""
+    row.format = format_name or row.format
+    row.version = ledger.version
+    row.counted = ledger.records > 0
+    row.records = ledger.records
+    row.calls_in_file, row.results_in_file = ledger.calls, ledger.results
+    row.explained_calls, row.explained_results = ledger.explained_calls, ledger.explained_results
+    row.ignored = dict(sorted(ledger.ignored.items()))
+    merged = Counter(row.dropped)
+    merged.update(ledger.dropped)
+    row.dropped = dict(sorted(merged.items()))
+    return row
+
+
+def summary(rows: Iterable[FileFidelity]) -> dict[str, Any]:
+    """Totals over files, and the files that lost more than `LOSS_WARNING` of their calls."""
+    rows = list(rows)
+    counted = [r for r in rows if r.counted]
+    return {
+        "files": len(rows),
+        "files_counted": len(counted),
+        "calls_in_files": sum(r.calls_in_file for r in counted),
+        "calls_read": sum(r.calls_read for r in counted),
+        "results_in_files": sum(r.results_in_file for r in counted),
+        "results_read": sum(r.results_read for r in counted),
+        "errors_flagged": sum(r.errors for r in rows),
+        "unexplained_calls": sum(r.unexplained_calls for r in rows),
+        "dropped": sum(sum(r.dropped.values()) for r in rows),
+        "lossy_files": [r.file for r in counted if r.calls_lost > LOSS_WARNING],
+    }
+
+
+def summary_line(totals: dict[str, Any]) -> str:
+    """The one-line fidelity summary `distill` and `refresh` print."""
+    line = (f"fidelity: {totals['calls_read']}/{totals['calls_in_files']} tool calls and "
+            f"{totals['results_read']}/{totals['results_in_files']} results read from {totals['files_counted']} counted "
+            f"file(s) of {totals['files']}; {totals['errors_flagged']} errors flagged; {totals['dropped']} record(s) dropped")
+    if totals["unexplained_calls"]:
+        line += f"; {totals['unexplained_calls']} call(s) lost without a reason"
+    return line
+
+
+def loss_warnings(rows: Iterable[FileFidelity]) -> list[str]:
+    """A warning per file that lost more than 1 % of its calls, with the reasons it gives."""
+    out = []
+    for row in rows:
+        if row.counted and row.calls_lost > LOSS_WARNING:
+            why = ", ".join(sorted(set(row.ignored) | set(row.dropped))[:3]) or "no reason given"
+            out.append(f"{row.file}: read {row.calls_read} of {row.calls_in_file} tool calls "
+                       f"({row.calls_lost:.0%} not read; {why}); see `trace2skill ingest --check`")
+    return out
