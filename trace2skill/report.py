@@ -176,6 +176,40 @@ def print_ingest(report: dict, *, json_out: bool) -> None:
     for skip in report["skips"]:
         where = skip["path"] + (f" [{skip['record']}]" if skip.get("record") else "")
         console.print(f"skipped: {where}: {skip['reason']}", markup=False, soft_wrap=True)
+    print_fidelity(console, report.get("fidelity", []))
+
+
+def print_fidelity(console: Console, rows: list[dict]) -> None:
+    """The per-file fidelity table of `ingest --check` (plain columns, never wrapped), then each
+    file's ignored and dropped records with their rule or reason, one greppable line each."""
+    if not rows:
+        return
+    header = ("file", "format", "version", "records", "steps", "calls read/file", "results read/file",
+              "paired", "errors", "ignored", "dropped", "lost")
+    table = [header] + [_fidelity_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        console.print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip(), markup=False, soft_wrap=True)
+    for row in rows:
+        for rule, n in row["ignored"].items():
+            console.print(f"ignored: {row['file']}: {n} x {rule}", markup=False, soft_wrap=True)
+        for reason, n in row["dropped"].items():
+            console.print(f"dropped: {row['file']}: {n} x {reason}", markup=False, soft_wrap=True)
+        if row["unexplained_calls"] or row["unexplained_results"]:
+            hint = " (the dropped records above may hold them)" if row["dropped"] else ""
+            console.print(f"lost: {row['file']}: {row['unexplained_calls']} tool call(s) and {row['unexplained_results']} "
+                          f"result(s) not read and in no ignored record{hint}", markup=False, soft_wrap=True)
+
+
+def _fidelity_cells(row: dict) -> tuple[str, ...]:
+    counted = row["counted"]
+    return (
+        row["file"], row["format"] or "-", row["version"] or "-", str(row["records"]) if counted else "?",
+        str(row["steps"]), f"{row['calls_read']}/{row['calls_in_file'] if counted else '?'}",
+        f"{row['results_read']}/{row['results_in_file'] if counted else '?'}", str(row["results_paired"]),
+        str(row["errors"]), str(sum(row["ignored"].values())), str(sum(row["dropped"].values())),
+        str(row["unexplained_calls"] + row["unexplained_results"]),
+    )
 
 
 def _share(value: float | None) -> str:
@@ -238,37 +272,3 @@ def gate_line(gate: dict) -> str:
         mark = " (no or negative effect)" if effect["no_effect"] else ""
         line += f"\n  without {effect['rule_id']} {effect['title']!r}: {effect['score_without']:g} (effect {effect['effect']:+g}){mark}"
     return line
-    print_fidelity(console, report.get("fidelity", []))
-
-
-def print_fidelity(console: Console, rows: list[dict]) -> None:
-    """The per-file fidelity table of `ingest --check` (plain columns, never wrapped), then each
-    file's ignored and dropped records with their rule or reason, one greppable line each."""
-    if not rows:
-        return
-    header = ("file", "format", "version", "records", "steps", "calls read/file", "results read/file",
-              "paired", "errors", "ignored", "dropped", "lost")
-    table = [header] + [_fidelity_cells(row) for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        console.print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip(), markup=False, soft_wrap=True)
-    for row in rows:
-        for rule, n in row["ignored"].items():
-            console.print(f"ignored: {row['file']}: {n} x {rule}", markup=False, soft_wrap=True)
-        for reason, n in row["dropped"].items():
-            console.print(f"dropped: {row['file']}: {n} x {reason}", markup=False, soft_wrap=True)
-        if row["unexplained_calls"] or row["unexplained_results"]:
-            hint = " (the dropped records above may hold them)" if row["dropped"] else ""
-            console.print(f"lost: {row['file']}: {row['unexplained_calls']} tool call(s) and {row['unexplained_results']} "
-                          f"result(s) not read and in no ignored record{hint}", markup=False, soft_wrap=True)
-
-
-def _fidelity_cells(row: dict) -> tuple[str, ...]:
-    counted = row["counted"]
-    return (
-        row["file"], row["format"] or "-", row["version"] or "-", str(row["records"]) if counted else "?",
-        str(row["steps"]), f"{row['calls_read']}/{row['calls_in_file'] if counted else '?'}",
-        f"{row['results_read']}/{row['results_in_file'] if counted else '?'}", str(row["results_paired"]),
-        str(row["errors"]), str(sum(row["ignored"].values())), str(sum(row["dropped"].values())),
-        str(row["unexplained_calls"] + row["unexplained_results"]),
-    )
