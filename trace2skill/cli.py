@@ -54,6 +54,10 @@ def _err(message: str) -> None:
 def _fail(exc: Trace2SkillError | OSError) -> typer.Exit:
     if isinstance(exc, OSError):
         return _fail_os(exc)
+    for note in getattr(exc, "notes", ()):
+        typer.echo(note, err=True)
+    for warning in getattr(exc, "warnings", ()):
+        _err(f"warning: {warning}")
     problems = getattr(exc, "problems", None) or []
     if len(problems) < 2:
         _err(f"error: {exc}")

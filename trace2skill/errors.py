@@ -29,9 +29,16 @@ class NothingLearned(Trace2SkillError):
     """The trajectories were read and analysed but taught nothing that recurs; nothing was written.
 
     Exit 3 (partial): the run did its work, and more or labelled trajectories can change the answer.
+    `notes` (the fidelity summary) and `warnings` (input files not read in full) carry what the
+    run would have reported beside the skill, so they are not lost with it.
     """
 
     exit_code = 3
+
+    def __init__(self, reason: str, warnings: tuple[str, ...] = (), notes: tuple[str, ...] = ()):
+        self.warnings = warnings
+        self.notes = notes
+        super().__init__(reason)
 
 
 class TraceFormatError(Trace2SkillError):

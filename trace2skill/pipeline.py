@@ -81,7 +81,11 @@ def distill(
 
         final = final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), ingested.traces))})
         if not final.lessons and not existing_rules(config):
-            raise NothingLearned(nothing_learned(ingested.traces))
+            from .ingest.fidelity import summary_line
+
+            totals = fidelity_summary(ingested.fidelity)
+            raise NothingLearned(nothing_learned(ingested.traces), tuple(loss_warnings(ingested.fidelity)),
+                                 (summary_line(totals),) if totals else ())
     build = author_skill(config.skill_dir(), final, config, run, rejected=rejected)
     problems = validate_build(build, config.skill.name)
     if problems:
