@@ -79,6 +79,27 @@ def raw_mini_swe_v2(path: Path) -> tuple[int, int]:
     return calls, results
 
 
+def raw_mini_swe_v1(path: Path) -> tuple[int, int]:
+    """1.x: an assistant message with exactly one ```bash block is a call; the user message
+    right after an assistant message is its result."""
+    messages = json.loads(path.read_text(encoding="utf-8"))["messages"]
+    calls = sum(m["role"] == "assistant" and m["content"].count("```bash") == 1 for m in messages)
+    results = sum(a["role"] == "assistant" and b["role"] == "user" for a, b in zip(messages, messages[1:]))
+    return calls, results
+
+
+def raw_swe_agent(path: Path) -> tuple[int, int]:
+    """An entry of `trajectory` with an action is a call and its observation the result; a
+    file with only `history` holds chat messages (`tool_calls`, `tool` replies)."""
+    value = json.loads(path.read_text(encoding="utf-8"))
+    entries = value.get("trajectory") or []
+    if entries:
+        return (sum(bool(e["action"].strip()) for e in entries),
+                sum(bool(e["observation"] or e["action"].strip()) for e in entries))
+    history = [m for m in value["history"] if not m.get("is_demo")]
+    return sum(len(m.get("tool_calls") or []) for m in history), sum(m["role"] == "tool" for m in history)
+
+
 def emitted(tmp_path: Path, *paths: Path, extra: tuple[str, ...] = ()) -> tuple[dict[str, list[int]], dict]:
     """Run `ingest --emit atif --json`; calls and results written, per source file, and the report."""
     out = tmp_path / "out.atif.jsonl"
@@ -125,6 +146,19 @@ def test_every_real_file_is_read_whole(tmp_path, fmt, raw, pattern):
         assert (row["calls_in_file"], row["results_in_file"]) == (calls, results), path
     assert all(row["clean"] for row in report["fidelity"])
     assert runner.invoke(app, ["ingest", str(folder), "--check", "--strict"]).exit_code == 0
+
+
+@pytest.mark.parametrize("folder, raw, pattern", [
+    (Path(__file__).parent.parent / "traces", raw_mini_swe_v1, "*.traj.json"),
+    (Path(__file__).parent / "data" / "formats" / "swe_agent", raw_swe_agent, "*.traj"),
+])
+def test_the_older_corpora_are_read_whole(tmp_path, folder, raw, pattern):
+    per_file, report = emitted(tmp_path, folder)
+    files = sorted(folder.rglob(pattern))
+    assert files
+    for path in files:
+        assert per_file[str(path)] == list(raw(path)), path
+    assert report["fidelity_summary"]["unexplained_calls"] == 0 and report["fidelity_summary"]["dropped"] == 0
 
 
 def test_the_five_long_claude_code_sessions_lose_no_call(tmp_path):
@@ -260,3 +294,38 @@ def test_one_command_reads_a_claude_projects_tree(tmp_path):
 ])
 def test_error_words_any_case(text, error):
     assert looks_like_error(text) is error
+
+
+# ---------------------------------------------------------------- the Claude Code tree
+
+
+def _line(uuid, parent, kind, content, **more):
+    return {"type": kind, "uuid": uuid, "parentUuid": parent, "sessionId": "s", "isSidechain": False,
+            "message": {"role": kind, "content": content, **({"id": more.pop("mid")} if "mid" in more else {})}, **more}
+
+
+def test_parallel_answers_are_kept_and_a_rewound_branch_is_left_out_with_its_rule(tmp_path):
+    """Lines 2-3 are one response with two tool_use blocks; 4 answers the first (its parent is
+    line 2) and hangs off the chain, 5 answers the second; 6 continues from 5. Line 7 branches
+    from line 1 and goes nowhere: line 8, the newest message, is on the other branch, so 7 was
+    rewound and is left out (with its call), named by its rule."""
+    use = lambda i: [{"type": "tool_use", "id": f"t{i}", "name": "Bash", "input": {"command": f"cmd {i}"}}]  # noqa: E731
+    answer = lambda i: [{"type": "tool_result", "tool_use_id": f"t{i}", "content": f"out {i}"}]  # noqa: E731
+    lines = [
+        _line("u1", None, "user", "Do the thing."),
+        _line("a1", "u1", "assistant", use(1), mid="m1"),
+        _line("a2", "a1", "assistant", use(2), mid="m1"),
+        _line("r1", "a1", "user", answer(1)),
+        _line("r2", "a2", "user", answer(2)),
+        _line("a3", "r2", "assistant", use(3), mid="m2"),
+        _line("x1", "u1", "assistant", use(9), mid="m9"),
+        _line("r3", "a3", "user", answer(3)),
+    ]
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    result = runner.invoke(app, ["ingest", str(path), "--check", "--strict", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["fidelity"]
+    assert (row["calls_in_file"], row["calls_read"], row["results_read"], row["results_paired"]) == (4, 3, 3, 3)
+    assert row["ignored"] == {"messages on an abandoned branch: the conversation was rewound or retried from an earlier message": 1}
+    assert row["unexplained_calls"] == 0
