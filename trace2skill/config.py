@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -179,6 +179,42 @@ class PublishConfig(_Section):
     """GitHub token, read only from `GITHUB_TOKEN` or `GH_TOKEN`; never written anywhere."""
 
 
+class GateConfig(_Section):
+    mode: Literal["none", "heldout", "command"] = "none"
+    """What a candidate skill must pass before `distill` writes it or `refresh` publishes it:
+    nothing, held-out coverage and false-alarm rate no worse than the current skill's, or the
+    user's benchmark `command` scoring it no lower than the current skill."""
+    command: str | None = None
+    """Benchmark shell command (setting it selects `mode = "command"`): run with the skill folder
+    in `TRACE2SKILL_SKILL_DIR` (empty for no skill); the last line of stdout is a number, higher is better."""
+    tolerance: float = Field(default=0.0, ge=0)
+    """How much worse a candidate may be: in coverage and false-alarm shares (heldout), or in the benchmark's units."""
+    folds: int = Field(default=4, ge=2)
+    """Folds of the held-out comparison (by task)."""
+    ablate: int = Field(default=0, ge=0)
+    """With a command: also score the candidate without each of its N newest or weakest rules."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds one benchmark run may take."""
+    max_runs: int | None = Field(default=None, ge=2)
+    """Refuse, before any work, a gate quoted at more benchmark runs than this."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GateConfig":
+        if self.command and self.mode == "none":
+            self.mode = "command"
+        if self.mode == "command" and not (self.command or "").strip():
+            raise ValueError("gate.mode 'command' needs gate.command (--gate-cmd CMD)")
+        if self.ablate and self.mode != "command":
+            raise ValueError("gate.ablate (--ablate) needs a benchmark command (--gate-cmd CMD)")
+        if self.max_runs is not None and self.mode == "command" and self.runs() > self.max_runs:
+            raise ValueError(f"the gate is quoted at {self.runs()} benchmark runs, above gate.max_runs {self.max_runs}")
+        return self
+
+    def runs(self) -> int:
+        """Benchmark runs a command gate makes at most: current, candidate, one per ablated rule."""
+        return 2 + self.ablate if self.mode == "command" else 0
+
+
 class Config(_Section):
     sources: list[str] = Field(default_factory=list)
     """Trace files or folders used when none are given on the command line."""
@@ -192,6 +228,7 @@ class Config(_Section):
     redact: RedactConfig = Field(default_factory=RedactConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
     @property
     def offline(self) -> bool:

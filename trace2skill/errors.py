@@ -143,6 +143,12 @@ class StateError(Trace2SkillError):
     exit_code = 65
 
 
+class GateError(Trace2SkillError):
+    """The gate's benchmark command failed or did not print a number on its last line."""
+
+    exit_code = 1
+
+
 class PublishError(Trace2SkillError):
     """Committing, pushing or opening a pull request failed."""
 

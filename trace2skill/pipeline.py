@@ -1,7 +1,8 @@
 """The whole distil run, top to bottom.
 
 ingest -> choose the analyst -> quote and cap (preflight) -> check the model -> analyse +
-consolidate (the graph) -> finish (selection, safety holds) -> author -> validate -> write.
+consolidate (the graph) -> finish (selection, safety holds) -> author -> validate -> gate (when
+configured) -> write.
 Everything the run decides is derived from its inputs: the run id hashes the trace digests,
 the settings that shape the model's answers and the prompt versions, so the same inputs give
 the same skill, and a rerun of the same command finds the work already paid for in the journal.
@@ -111,7 +112,7 @@ def distill(
         ingested: traces already read (the refresh job filters them first).
         progress: see `Progress`.
         checkpoint: run-state path; its journal makes a rerun skip work already paid for.
-        write: False computes the build without touching the skill folder.
+        write: False computes the build without touching the skill folder (and runs no gate).
         control: a LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
         rejected: rule ids reviewers removed, with the support they had then.
         on_quote: shown the quote of the work left before any call is made.
@@ -122,6 +123,8 @@ def distill(
         LockHeld: another run is writing the skill folder (exit 75; dry runs take no lock).
         SkillValidationError: the rendered skill fails validation, the folder holds a symlink,
             or provenance.json lists a path outside it (nothing is written).
+        GateError: the gate's benchmark failed (nothing is written). A candidate the gate refuses
+            is not written either: `result.gate["accepted"]` is False.
     """
     started = time.monotonic()
     if write:
@@ -132,13 +135,18 @@ def distill(
     with skill_lock(config.skill_dir()) if write else _nothing():
         run, analyst, final, failed, notes, build = _build(config, llm, ingested, progress, checkpoint, control,
                                                           rejected, write, on_quote)
-        if write and build.changed:
+        decision = None
+        if write and build.changed and config.gate.mode != "none":
+            from .gate import run_gate
+
+            build, decision = run_gate(config, llm, build, ingested, run.run_id)
+        if write and build.changed and (decision is None or decision["accepted"]):
             write_skill_dir(config.skill_dir(), build.files)
     written_before = _catalogue_text() if analyst.mode == "offline" else ""
     warnings = (tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces, written_before))
                 + tuple(notes))
     result = _result(config, ingested, run, final, build, failed, analyst, time.monotonic() - started, warnings)
-    return result, build
+    return result.model_copy(update={"gate": decision}), build
 
 
 def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonSet, build: SkillBuild,

@@ -270,5 +270,7 @@ class RunResult(_Frozen):
     """Things a reviewer should look at, such as lessons quoting task-specific literals."""
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
     """Trajectory id -> the file (and record) it was read from, for the report; not in `--json`."""
+    gate: dict[str, Any] | None = None
+    """The gate's decision on this candidate (`gate.GateDecision.as_dict()`), when a gate ran."""
     fidelity: dict[str, Any] = Field(default_factory=dict)
     """What the input files held and what was read from them, in total (`ingest.fidelity.summary`)."""
