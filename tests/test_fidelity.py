@@ -329,3 +329,20 @@ def test_parallel_answers_are_kept_and_a_rewound_branch_is_left_out_with_its_rul
     assert (row["calls_in_file"], row["calls_read"], row["results_read"], row["results_paired"]) == (4, 3, 3, 3)
     assert row["ignored"] == {"messages on an abandoned branch: the conversation was rewound or retried from an earlier message": 1}
     assert row["unexplained_calls"] == 0
+
+
+def test_entire_checkpoint_metadata_beside_a_session_is_explained_not_dropped(tmp_path):
+    """Entire (entireio/cli) writes `<id>_metadata.json` beside each session transcript; it holds
+    ids, branch and files touched but no message, so `--strict` passes and the row says why."""
+    folder = REAL / "claude_code" / "entireio-cli"
+    for name in ("7e_d4051c8a85_0_full.jsonl", "7e_d4051c8a85_0_metadata.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    raw = json.loads((folder / "7e_d4051c8a85_0_metadata.json").read_text(encoding="utf-8"))
+    assert "checkpoint_id" in raw and "messages" not in raw
+    result = runner.invoke(app, ["ingest", str(tmp_path), "--check", "--strict", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["file"]).name: r for r in json.loads(result.stdout)["fidelity"]}
+    meta = rows["7e_d4051c8a85_0_metadata.json"]
+    assert sum(meta["ignored"].values()) == 1 and not meta["dropped"]
+    session = rows["7e_d4051c8a85_0_full.jsonl"]
+    assert (session["calls_read"], session["results_read"]) == raw_claude_code(folder / "7e_d4051c8a85_0_full.jsonl")

@@ -209,6 +209,11 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
         if not forced and is_predictions_file(sample):
             doc.meta["format"] = "predictions"
             return
+        if not forced and claude_code.is_checkpoint_metadata(sample):
+            doc.meta["format"] = "checkpoint metadata"
+            doc.ledger.saw(records=1)
+            doc.ledger.ignore("session checkpoint metadata (Entire) beside a Claude Code session: no agent steps")
+            return
     else:
         first = openai_chat.first_record(doc)
         if first is None:

@@ -62,6 +62,13 @@ _WITH_PARENT = "sub-agent session: read with its parent session file (its calls 
 _COMPACTION = "compaction sub-agent: the request and the summary the parent session continues from"
 
 
+def is_checkpoint_metadata(sample: Any) -> bool:
+    """Entire's `*_metadata.json`, written beside each checkpointed session transcript: ids,
+    branch, files touched and attribution, but no message, so nothing to read as a trajectory."""
+    return (isinstance(sample, dict) and {"checkpoint_id", "session_id", "files_touched"} <= sample.keys()
+            and not any(key in sample for key in ("messages", "type", "uuid")))
+
+
 def sniff(sample: Any) -> bool:
     """True for a Claude Code event line (or a JSON list of them)."""
     if isinstance(sample, list):
