@@ -506,8 +506,8 @@ def eval_command(
             from .evaluate import CURVE
 
             labelled = sum(t.outcome in ("success", "failure") for t in ingested.traces)
-            _err(f"quote: {folds * len(CURVE)} in-memory distils ({len(ingested.traces)} analyses, answered from the response "
-                 f"cache when repeated, plus merges) and up to {labelled * len(CURVE)} judge calls; capped by --budget / --max-calls")
+            _err(f"quote: {folds * len(CURVE)} in-memory distils (up to {len(ingested.traces)} analyses each, "
+                 f"plus merges) and up to {labelled * len(CURVE)} judge calls; capped by --budget / --max-calls")
         with _progress_reporter(_show_progress(ctx, json_out)) as progress:
             evaluation = evaluate(config, llm, ingested, folds, progress=progress)
         report = evaluation.as_dict()

@@ -16,7 +16,8 @@ Scoring asks, for each held-out trajectory, which rules *flag* it:
   kind and polarity are used;
 * with a model, a judge call per held-out trajectory sees the rule list and the run's steps and
   must cite rule ids (`JudgeVerdict`); ids not in the list are dropped. Calls go through the
-  run's `LLMClient`, so they are cached and budgeted like any other.
+  run's `LLMClient`, so they are capped and budgeted like any other (not cached across runs:
+  the journal keeps a run's own analyses, and each fold is its own run).
 
 `heldout_failure_coverage` is the share of held-out failed runs flagged by at least one rule;
 `false_alarm_rate` the share of held-out successful runs flagged by at least one rule.
@@ -261,12 +262,12 @@ class Scorer:
             async with limit:
                 return await model_flags(trace, rules, self.llm, self.config)  # type: ignore[arg-type]
 
-        from .pipeline import _close_clients
+        from .llm import close_clients
 
         try:
             return list(await asyncio.gather(*(one(t) for t in traces)))
         finally:
-            await _close_clients(self.llm)  # litellm's clients are bound to this event loop
+            await close_clients()  # litellm's clients are bound to this event loop
 
     def score(self, rules: Sequence[RuleRecord], traces: Iterable[Trace], training: int = 0) -> Scores:
         """Counts over the labelled traces (runs with an unknown outcome are not scored)."""
