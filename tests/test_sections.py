@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trace2skill.errors import EditError
-from trace2skill.sections import (LOCK_MARKER, AddRule, AddSection, CreateFile, DeleteFile, MoveToReference,
+from trace2skill.skillfmt.sections import (LOCK_MARKER, AddRule, AddSection, CreateFile, DeleteFile, MoveToReference,
                                   RemoveLink, RemoveRule, RemoveSection, ReorderRules, ReplaceRule, SetLink,
                                   apply_edits, find_section, heading_problem, item_locations, item_text, locked_at,
                                   parse, render, walk)
-from trace2skill.skill import split_frontmatter
+from trace2skill.skillfmt.frontmatter import split_frontmatter
 
 REAL_SKILL = Path(__file__).parent / "data" / "skills" / "brand-guidelines" / "SKILL.md"
 

@@ -150,7 +150,9 @@ def rollback(config: Config, skill_dir: Path, version: str) -> RollbackOutcome:
     """
     from .publish import PublishRequest, RemovedRule, SkillCommit, open_repo, read_blob
     from .publish import rollback as restore
-    from .publish.skilltext import parse_version, provenance_entries, rule_lines, rule_title
+    from .provenance import provenance_entries
+    from .skillfmt.markers import rule_lines, rule_title
+    from .skillfmt.versions import parse_version
 
     mode = config.publish.mode if config.publish.mode != "none" else "branch"
     config = config.model_copy(update={"publish": config.publish.model_copy(update={"mode": mode}),

@@ -161,7 +161,7 @@ class RefreshState(_Model):
     def without_versions_after(self, name: str, version: tuple[int, int, int]) -> RefreshState:
         """Forget the trajectories folded into versions after `version` (a rollback took their
         evidence out of the skill), so the next refresh reads them again."""
-        from .versioning import parse_semver
+        from .skillfmt.versions import parse_semver
 
         current = self.skill(name)
         kept = {d: v for d, v in current.trace_digests.items() if (parse_semver(v) or (0, 0, 0)) <= version}

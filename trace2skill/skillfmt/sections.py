@@ -28,9 +28,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .errors import EditError
+from ..errors import EditError
+from .markers import LOCK_MARKER
 
-LOCK_MARKER = "<!-- trace2skill:locked -->"
 SKILL_FILE = "SKILL.md"
 REFERENCES_DIR = "references/"
 MAX_LEVEL = 6
