@@ -295,6 +295,8 @@ class SetLink:
 
 @dataclass(frozen=True)
 class RemoveLink:
+    """Remove the managed link line to `target` (the reference it pointed to is gone)."""
+
     target: str
     file: str = SKILL_FILE
 
