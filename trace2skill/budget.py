@@ -1,24 +1,18 @@
 """Cost quoted before it is spent, and capped while it is spent.
 
 `quote` estimates calls and tokens per stage from the actual trajectories (compressed exactly
-as the analysts will see them) before any call is made. `BudgetedClient` wraps the model and
-refuses the next call once a hard cap is reached, raising `BudgetExceeded`; with a checkpoint
-the run can be resumed with a larger budget.
+as the analysts will see them) before any call is made; `preflight` refuses a run whose quote exceeds the caps. The caps
+while spending are enforced by `llm.capped.BudgetedClient` (it wraps the model, so it lives
+with the model interface and the model layer never imports this module).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
-
-from pydantic import BaseModel
-
-from .config import BudgetConfig, Config
+from .config import Config
 from .consolidate import merge_count
 from .errors import BudgetExceeded
-from .types import Trace, Usage
-
-M = TypeVar("M", bound=BaseModel)
+from .types import Trace
 
 PROMPT_OVERHEAD_TOKENS = 700
 ANALYST_OUTPUT_TOKENS = 450
@@ -83,24 +77,3 @@ def preflight(traces: list[Trace], config: Config, model: str) -> Quote:
     if threshold is not None and estimate.cost > threshold and not config.budget.approved:
         raise BudgetExceeded(f"quoted ${estimate.cost:.4f} for {estimate.calls} calls is above the approval threshold ${threshold:.4f}; rerun with --yes to approve")
     return estimate
-
-
-class BudgetedClient:
-    """An `LLMClient` that stops before a call would exceed the configured caps."""
-
-    def __init__(self, inner, budget: BudgetConfig):
-        self.inner = inner
-        self.model = inner.model
-        self.budget = budget
-
-    @property
-    def usage(self) -> Usage:
-        return self.inner.usage
-
-    async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
-        used = self.inner.usage
-        if self.budget.max_calls is not None and used.calls >= self.budget.max_calls:
-            raise BudgetExceeded(f"call cap reached ({used.calls} of {self.budget.max_calls}); rerun with a larger --max-calls to resume")
-        if self.budget.max_cost is not None and (used.cost or 0.0) >= self.budget.max_cost:
-            raise BudgetExceeded(f"cost cap reached (${used.cost:.4f} of ${self.budget.max_cost:.4f}); rerun with a larger --budget to resume")
-        return await self.inner.complete(messages, output=output, purpose=purpose)

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .config import Config
 from .errors import NoInputError, PublishError
 from .fsguard import crash_point

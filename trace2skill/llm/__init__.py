@@ -79,7 +79,7 @@ def build_llm(config: Config) -> LLMClient | None:
 
 def with_budget(client: LLMClient, config: Config) -> LLMClient:
     """Wrap `client` in the configured hard caps (a no-op wrapper when none are set)."""
-    from ..budget import BudgetedClient
+    from .capped import BudgetedClient
 
     return BudgetedClient(client, config.budget)
 
