@@ -206,8 +206,8 @@ def select_new(ingested: IngestResult, state: RefreshState, skill: str, since: d
         cutoff = since.timestamp()
         keep = [t for t in ingested.traces if _modified(t) >= cutoff]
     else:
-        consumed = state.skill(skill).trace_digests
-        keep = [t for t in ingested.traces if t.digest() not in consumed]
+        new = set(state.skill(skill).new_digests(t.digest() for t in ingested.traces))
+        keep = [t for t in ingested.traces if t.digest() in new]
     outcomes = {key: sum(1 for t in keep if t.outcome == key) for key in ingested.outcomes}
     return replace(ingested, traces=keep, outcomes=outcomes)
 

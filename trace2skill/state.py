@@ -84,11 +84,6 @@ class SkillState(_Model):
         """The digests not yet consumed by any version, in the given order, without repeats."""
         return [d for d in dict.fromkeys(digests) if d not in self.trace_digests]
 
-    def may_propose(self, rule_id: str, support: int) -> bool:
-        """False for a rejected rule unless `support` now exceeds its support at rejection."""
-        rejected = self.rejected.get(rule_id)
-        return rejected is None or support > rejected.support
-
 
 class Rejection(Protocol):
     """Anything that names a removed rule and its support (e.g. `publish.RemovedRule`)."""
@@ -142,12 +137,6 @@ class RefreshState(_Model):
             previous = rejected.get(rule.rule_id)
             support = max(rule.support, previous.support if previous else 0)
             rejected[rule.rule_id] = RejectedRule(support=support, title=rule.title, rejected_at=previous.rejected_at if previous else when)
-        return self._replace(name, current.model_copy(update={"rejected": rejected}))
-
-    def without_rejection(self, name: str, rule_id: str) -> RefreshState:
-        """Forget a rejection (a rule re-proposed on stronger evidence)."""
-        current = self.skill(name)
-        rejected = {k: v for k, v in current.rejected.items() if k != rule_id}
         return self._replace(name, current.model_copy(update={"rejected": rejected}))
 
     def with_pending(self, name: str, pending: PendingPublish | None) -> RefreshState:
