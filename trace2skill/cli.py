@@ -2,8 +2,12 @@
 
 Commands parse flags, build the one `Config` with `load_config`, call the library and print.
 Library errors (`Trace2SkillError`) become one-line messages and documented exit codes here
-and nowhere else. Results go to stdout; progress and messages to stderr. Tests hand in a
-scripted model through the context object (`obj={"llm_factory": ...}`), never by patching.
+and nowhere else. Results go to stdout; progress, quotes, notes and warnings to stderr (`-q`
+silences all but errors). Tests hand in a scripted model through the context object
+(`obj={"llm_factory": ...}`), never by patching.
+
+`distill` and `refresh` take one shared set of run flags (`RUN_FLAGS`), so what works on one
+works on the other.
 
 Exit codes: 0 success (also "no changes"), 1 failure, 2 usage error, 3 partial success (some
 trajectories skipped or failed, skill produced), 65 bad data or invalid skill, 66 no input,
@@ -24,27 +28,113 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .errors import Trace2SkillError
+from .onboard import config_keys
 
 EXIT_PARTIAL = 3
+EXIT_CODES = ("Exit codes: 0 success (also 'no changes'), 1 failure, 2 usage error, 3 partial (some trajectories skipped), "
+              "65 bad data or invalid skill, 66 no input, 69 model provider unavailable, 75 temporary (lock, budget cap, "
+              "interrupted: rerun to resume), 78 bad configuration.")
 
 app = typer.Typer(
     name="trace2skill",
     help="Distil agent trajectories into versioned, provenance-tracked Agent Skills folders.",
+    epilog="Start with: trace2skill init, then trace2skill doctor, then trace2skill distill. " + EXIT_CODES,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+_DEFAULTS = {key.dotted: key.default for key in config_keys()}
+
+
+def _config_default(key: str) -> str:
+    """The default of a flag that sets config key `key`, naming the key."""
+    value = _DEFAULTS.get(key)
+    return f"{'unset' if value is None else value}, from {key}"
+
+
+def _h(text: str, default: str) -> str:
+    """Help text ending in `[default: ...]` (the bracket escaped from rich markup)."""
+    return f"{text} \\[default: {default}]"
+
+
 PathsArg = Annotated[list[Path], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip).", show_default=False, metavar="PATHS")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (default: ./trace2skill.toml or [tool.trace2skill] in ./pyproject.toml).")]
+RunPathsArg = Annotated[Optional[list[Path]], typer.Argument(help=_h("Trace files or folders (JSON, JSONL, .gz, .zip).", "`sources` from the config"), show_default=False, metavar="PATHS")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help=_h("TOML config file.", "./trace2skill.toml, else \\[tool.trace2skill] in ./pyproject.toml"), show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-ThresholdOpt = Annotated[Optional[float], typer.Option("--success-threshold", help="A reward at or above this counts as success (default 1.0).")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="Say more (repeat for debug logging).", show_default=False)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results, warnings and errors.")]
+ThresholdOpt = Annotated[Optional[float], typer.Option("--success-threshold", help=_h("A reward at or above this counts as success.", _config_default("analyse.success_threshold")), show_default=False)]
 SidechainsOpt = Annotated[bool, typer.Option("--drop-sidechains", help="Drop Claude Code sub-agent conversations instead of keeping them apart.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. --set analyse.token_budget=2000 (repeatable).", show_default=False)]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help=_h("Force a trace reader instead of detecting by shape.", "detect"), show_default=False)]
+LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help=_h("JSON or CSV file of outcomes by trajectory id.", "none"), show_default=False)]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help=_h("Folder that holds skill folders (with --layout agents|claude: the project root).", "skills_out, or . with --layout agents|claude"), show_default=False)]
+SkillOpt = Annotated[Optional[str], typer.Option("--skill", help=_h("Skill name (lowercase, digits, hyphens).", _config_default("skill.name")), show_default=False)]
+DescriptionOpt = Annotated[Optional[str], typer.Option("--description", help=_h("Frontmatter description: what the skill does and when to use it.", "derived from the rules"), show_default=False)]
+LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help=_h("flat: OUT/NAME; agents: OUT/.agents/skills/NAME; claude: OUT/.claude/skills/NAME.", _config_default("skill.layout")), show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help=_h("litellm model string, 'offline' (no LLM) or 'scripted:FILE.json'.", _config_default("llm.model")), show_default=False)]
+ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help=_h("Base URL of a local OpenAI-compatible server.", "provider default"), show_default=False)]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help=_h("Analysts running at once.", _config_default("analyse.concurrency")), show_default=False)]
+FanInOpt = Annotated[Optional[int], typer.Option("--fan-in", help=_h("Lesson sets per merge.", _config_default("consolidate.fan_in")), show_default=False)]
+MinSupportOpt = Annotated[Optional[int], typer.Option("--min-support", help=_h("Trajectories a rule needs to enter SKILL.md.", _config_default("consolidate.min_support")), show_default=False)]
+BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help=_h("Hard cap on model spend in US dollars.", "no cap"), show_default=False)]
+MaxCallsOpt = Annotated[Optional[int], typer.Option("--max-calls", help=_h("Hard cap on model calls.", "no cap"), show_default=False)]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Quote the cost and print the diff of every file that would change; write nothing.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve a run quoted above budget.approve_above.")]
+ReportOpt = Annotated[Optional[Path], typer.Option("--report", help=_h("Also write the HTML report of the run to this file.", "only STATE_DIR/reports/"), show_default=False)]
+StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help=_h("Folder for state, checkpoints, reports and the lock.", _config_default("state_dir")), show_default=False)]
+
+RUN_FLAGS = ("paths", "out", "skill", "description", "layout", "model", "api_base", "concurrency", "fan_in", "min_support",
+             "trace_format", "labels", "success_threshold", "drop_sidechains", "budget", "max_calls", "dry_run", "yes",
+             "report", "state_dir", "settings", "config_path", "json_out", "verbose", "quiet")
+"""The flags `distill` and `refresh` share (a test holds both commands to it)."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"trace2skill {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True)] = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil agent trajectories into versioned, provenance-tracked Agent Skills folders."""
+    obj = ctx.ensure_object(dict)
+    obj["verbosity"] = verbose - (1 if quiet else 0)
+
+
+def _verbosity(ctx: typer.Context, verbose: int = 0, quiet: bool = False) -> int:
+    """Root and command flags together: `-q` is -1, each `-v` +1; -vv turns on debug logging."""
+    level = (ctx.obj or {}).get("verbosity", 0) + verbose - (1 if quiet else 0)
+    if level >= 2:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    ctx.ensure_object(dict)["level"] = level
+    return level
+
+
+def _level(ctx: typer.Context) -> int:
+    return (ctx.obj or {}).get("level", (ctx.obj or {}).get("verbosity", 0))
 
 
 def _err(message: str) -> None:
     typer.echo(f"trace2skill: {message}", err=True)
+
+
+def _note(ctx: typer.Context, message: str) -> None:
+    """A note or warning on stderr; silenced by -q."""
+    if _level(ctx) >= 0:
+        typer.echo(message, err=True)
 
 
 def _fail(exc: Trace2SkillError | OSError) -> typer.Exit:
@@ -85,145 +175,371 @@ def _config(config_path: Path | None, overrides: dict[str, Any], settings: list[
     return load_config(config_path, {**extra, **flags})
 
 
-def _warn_unmatched_labels(config, matched: int, total: int) -> None:
+def _run_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """Config keys set by the shared run flags."""
+    return {
+        "skill.out": flags["out"], "skill.name": flags["skill"], "skill.layout": flags["layout"],
+        "skill.description": flags["description"], "llm.model": flags["model"], "llm.api_base": flags["api_base"],
+        "analyse.concurrency": flags["concurrency"], "analyse.format": flags["trace_format"], "analyse.labels": flags["labels"],
+        "analyse.success_threshold": flags["success_threshold"], "analyse.sidechains": "drop" if flags["drop_sidechains"] else None,
+        "consolidate.fan_in": flags["fan_in"], "consolidate.min_support": flags["min_support"],
+        "budget.max_cost": flags["budget"], "budget.max_calls": flags["max_calls"], "budget.approved": True if flags["yes"] else None,
+        "state_dir": flags["state_dir"],
+    }
+
+
+def _warn_unmatched_labels(ctx: typer.Context, config, matched: int, total: int) -> None:
     """A labels file that labels nothing is almost always an id mismatch; say so instead of
     silently distilling unlabelled runs."""
     if config.analyse.labels is not None and total and not matched:
-        _err(f"warning: labels file {str(config.analyse.labels)!r} matched none of the {total} trajectories "
-             "by id (nor by instance_id or task_id); their outcomes stay as read")
+        _note(ctx, f"trace2skill: warning: labels file {str(config.analyse.labels)!r} matched none of the {total} trajectories "
+                   "by id (nor by instance_id or task_id); their outcomes stay as read")
+
+
+class _CallMeter:
+    """Counts model calls per purpose (the report's calls per stage); delegates the rest."""
+
+    def __init__(self, inner):
+        self.inner, self.model, self.calls = inner, inner.model, {}
+
+    @property
+    def usage(self):
+        return self.inner.usage
+
+    async def complete(self, messages, *, output, purpose):
+        self.calls[purpose] = self.calls.get(purpose, 0) + 1
+        return await self.inner.complete(messages, output=output, purpose=purpose)
 
 
 def _llm(ctx: typer.Context, config):
     from .llm import build_llm, with_budget
 
     factory = (ctx.obj or {}).get("llm_factory")
-    if factory is not None:
-        return with_budget(factory(config), config)
-    return build_llm(config)
+    llm = with_budget(factory(config), config) if factory is not None else build_llm(config)
+    return _CallMeter(llm) if llm is not None else None
 
 
-def _show_progress(json_out: bool) -> bool:
-    return not json_out and sys.stderr.isatty() and not os.environ.get("CI")
+def _show_progress(ctx: typer.Context, json_out: bool) -> bool:
+    return _level(ctx) >= 0 and not json_out and sys.stderr.isatty() and not os.environ.get("CI")
 
 
-@app.command()
+# --------------------------------------------------------------------------------------------
+# distill and refresh
+
+
+@app.command(epilog="Example: trace2skill distill traces/ --out skills_out --skill swe-agent-lessons --dry-run")
 def distill(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (JSON, JSONL, .gz, .zip; default: `sources` from the config).", show_default=False, metavar="PATHS")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds skill folders.")] = None,
-    skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name (lowercase, digits, hyphens).")] = None,
-    description: Annotated[Optional[str], typer.Option("--description", help="Frontmatter description: what the skill does and when to use it (derived from the lessons when unset).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="litellm model string, or 'offline' (no LLM; the default).")] = None,
-    api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of a local OpenAI-compatible server.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Analysts running at once.")] = None,
-    fan_in: Annotated[Optional[int], typer.Option("--fan-in", help="Lesson sets per merge.")] = None,
-    min_support: Annotated[Optional[int], typer.Option("--min-support", help="Trajectories a rule needs to enter SKILL.md.")] = None,
-    trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
+    paths: RunPathsArg = None,
+    out: OutOpt = None,
+    skill: SkillOpt = None,
+    description: DescriptionOpt = None,
+    layout: LayoutOpt = None,
+    model: ModelOpt = None,
+    api_base: ApiBaseOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    fan_in: FanInOpt = None,
+    min_support: MinSupportOpt = None,
+    trace_format: FormatOpt = None,
+    labels: LabelsOpt = None,
     success_threshold: ThresholdOpt = None,
     drop_sidechains: SidechainsOpt = False,
-    budget: Annotated[Optional[float], typer.Option("--budget", help="Hard cap on model spend in US dollars.")] = None,
-    max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="Hard cap on model calls.")] = None,
-    layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Quote the cost and show what would change; write nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Approve a run quoted above budget.approve_above.")] = False,
+    budget: BudgetOpt = None,
+    max_calls: MaxCallsOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    report: ReportOpt = None,
+    state_dir: StateDirOpt = None,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
-    from .pipeline import distill as run_distill
-
-    overrides = {
-        "skill.out": out, "skill.name": skill, "skill.layout": layout, "skill.description": description, "llm.model": model, "llm.api_base": api_base,
-        "analyse.concurrency": concurrency, "analyse.format": trace_format, "analyse.labels": labels,
-        "analyse.success_threshold": success_threshold, "analyse.sidechains": "drop" if drop_sidechains else None,
-        "consolidate.fan_in": fan_in, "consolidate.min_support": min_support,
-        "budget.max_cost": budget, "budget.max_calls": max_calls, "budget.approved": True if yes else None,
-    }
     from .budget import preflight
     from .ingest import load_traces
     from .journal import checkpoint_path
+    from .pipeline import distill as run_distill
     from .report import print_quote, print_summary
 
+    _verbosity(ctx, verbose, quiet)
     try:
-        config = _config(config_path, overrides, settings)
+        config = _config(config_path, _run_overrides(locals()), settings)
         llm = _llm(ctx, config)
         ingested = load_traces(paths or [Path(p) for p in config.sources], config)
         labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
-        _warn_unmatched_labels(config, labelled, len(ingested.traces))
-        if llm is not None:
-            estimate = preflight(ingested.traces, config, llm.model)
+        _warn_unmatched_labels(ctx, config, labelled, len(ingested.traces))
+        estimate = preflight(ingested.traces, config, llm.model) if llm is not None else None
+        if estimate is not None and _level(ctx) >= 0:
             print_quote(estimate)
-            if dry_run:
-                return
-        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
-            checkpoint = checkpoint_path(config.state_dir) if llm is not None else None
+        if dry_run and llm is not None:
+            _note(ctx, "dry run: quote only; the diff needs the model's answers (run without --dry-run, with --max-calls or --budget)")
+            return
+        before = _previous_titles(config.skill_dir())
+        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
+            checkpoint = checkpoint_path(config.state_dir) if llm is not None and not dry_run else None
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,
                                         checkpoint=checkpoint, control=control)
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
-
-    print_summary(result, build, json_out=json_out, dry_run=dry_run)
+    _finish_run(ctx, config, result, build, before=before, estimate=estimate, llm=llm, report=report,
+                dry_run=dry_run, json_out=json_out, command="distill")
     if result.skipped:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-@app.command()
-def validate(skill_dir: Annotated[Path, typer.Argument(help="A skill folder (the one holding SKILL.md).")], json_out: JsonOpt = False) -> None:
-    """Check a skill folder against the Agent Skills spec and trace2skill's own rules."""
-    from .author import validate_skill_dir
+@app.command(epilog="Example: trace2skill refresh --skill swe-agent-lessons --publish gh --budget 2.00 --yes")
+def refresh(
+    ctx: typer.Context,
+    paths: RunPathsArg = None,
+    out: OutOpt = None,
+    skill: SkillOpt = None,
+    description: DescriptionOpt = None,
+    layout: LayoutOpt = None,
+    model: ModelOpt = None,
+    api_base: ApiBaseOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    fan_in: FanInOpt = None,
+    min_support: MinSupportOpt = None,
+    trace_format: FormatOpt = None,
+    labels: LabelsOpt = None,
+    success_threshold: ThresholdOpt = None,
+    drop_sidechains: SidechainsOpt = False,
+    budget: BudgetOpt = None,
+    max_calls: MaxCallsOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    report: ReportOpt = None,
+    state_dir: StateDirOpt = None,
+    settings: SetOpt = None,
+    config_path: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    publish: Annotated[Optional[str], typer.Option("--publish", help=_h("none | branch | gh | github", _config_default("publish.mode")), show_default=False)] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help=_h("Branch pull requests target.", _config_default("publish.base")), show_default=False)] = None,
+    since: Annotated[Optional[datetime], typer.Option("--since", help=_h("Re-read trajectories whose files changed since this time, instead of only unseen ones.", "unseen ones only"), show_default=False)] = None,
+    pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help=_h("Also write the pull-request body to this file.", "not written"), show_default=False)] = None,
+) -> None:
+    """Fold new trajectories into a skill and publish the change (commit, branch or pull request)."""
+    from .refresh import refresh as run_refresh
+    from .report import print_refresh
 
+    _verbosity(ctx, verbose, quiet)
+    overrides = {**_run_overrides(locals()), "publish.mode": publish, "publish.base": base}
+    try:
+        config = _config(config_path, overrides, settings)
+        llm = _llm(ctx, config)
+        before = _previous_titles(config.skill_dir())
+        if dry_run:
+            return _refresh_dry_run(ctx, config, llm, paths, since, report, json_out)
+        quoted: list[Any] = []
+        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
+            outcome = run_refresh(config, llm, paths or None, since=since, pr_body_path=pr_body,
+                                  progress=progress, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
+    except (Trace2SkillError, OSError) as exc:
+        raise _fail(exc) from None
+    print_refresh(outcome, json_out=json_out, publish=config.publish.mode)
+    if outcome.result is not None and outcome.build is not None:
+        _write_reports(ctx, config, outcome.result, outcome.build, before, quoted[0] if quoted else None, llm, report, False, "refresh")
+    if outcome.result is not None and outcome.result.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _quoted(ctx: typer.Context, keep: list, estimate: Any) -> None:
+    """Print the quote (unless -q) and keep it for the report."""
+    from .report import print_quote
+
+    keep.append(estimate)
+    if _level(ctx) >= 0:
+        print_quote(estimate)
+
+
+def _refresh_dry_run(ctx, config, llm, paths, since, report, json_out) -> None:
+    from .budget import preflight
+    from .preview import preview_refresh
+    from .report import print_quote
+
+    if llm is not None:
+        from .ingest import load_traces
+        from .refresh import select_new
+        from .state import load_state
+
+        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
+        fresh = select_new(ingested, load_state(config.state_dir), config.skill.name, since)
+        if _level(ctx) >= 0:
+            print_quote(preflight(fresh.traces, config, llm.model))
+        _note(ctx, f"dry run: {len(fresh.traces)} new trajectories; quote only, the diff needs the model's answers")
+        return
+    preview = preview_refresh(config, None, paths, since)
+    if preview is None:
+        typer.echo(f"{config.skill.name}: no changes: every trajectory was already distilled (dry run)")
+        return
+    result, build = preview
+    _finish_run(ctx, config, result, build, before={}, estimate=None, llm=None, report=report, dry_run=True,
+                json_out=json_out, command="refresh")
+    if result.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _finish_run(ctx, config, result, build, *, before, estimate, llm, report, dry_run, json_out, command) -> None:
+    """Print the summary (and with --dry-run the diff of every file), then write the reports."""
+    from .preview import file_diffs, rule_counts
+    from .report import print_summary
+
+    extra = None
+    diffs = file_diffs(config.skill_dir(), build.files) if dry_run else []
+    if dry_run:
+        extra = {"diffs": diffs, "rules_added": build.added, "rules_changed": build.changed_rules, "rules_removed": build.removed}
+    print_summary(result, build, json_out=json_out, dry_run=dry_run, extra=extra, quiet=_level(ctx) < 0)
+    if dry_run and not json_out:
+        typer.echo(f"dry run: would change {len(diffs)} file(s), {rule_counts(build)}; nothing was written")
+        for diff in diffs:
+            typer.echo(diff, nl=False)
+    _write_reports(ctx, config, result, build, before, estimate, llm, report, dry_run, command)
+
+
+def _previous_titles(skill_dir: Path) -> dict[str, str]:
+    """Rule titles of the skill as it is now, so the report can name the rules a run removes."""
+    try:
+        data = json.loads((skill_dir / "provenance.json").read_text(encoding="utf-8"))
+        return {rid: rec.get("title", rid) for table in ("withheld", "rules") for rid, rec in (data.get(table) or {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_reports(ctx, config, result, build, before, estimate, llm, explicit, dry_run, command) -> None:
+    """The HTML report: always under the state folder (not on a dry run), and to --report."""
+    from .html_report import render_report, report_context, report_path, write_report
+
+    context = report_context(result, build.files.get("provenance.json"), added=build.added, changed=build.changed_rules,
+                             removed=build.removed, previous_titles=before, quote=estimate,
+                             calls=llm.calls if llm is not None else None, sources=result.sources,
+                             command=command, dry_run=dry_run)
+    html = render_report(context)
+    targets = ([] if dry_run else [(report_path(config.state_dir, config.skill.name, result.run_id), config.state_dir)])
+    for target, inside in targets + ([(explicit, None)] if explicit else []):
+        try:
+            write_report(target, html, inside=inside)
+            _note(ctx, f"report: {target}")
+        except OSError as exc:
+            _note(ctx, f"trace2skill: warning: could not write the report {str(target)!r}: {exc.strerror or exc.args[0]}")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading skills
+
+
+@app.command(epilog="Example: trace2skill validate skills_out/swe-agent-lessons --strict")
+def validate(
+    ctx: typer.Context,
+    skill_dir: Annotated[Path, typer.Argument(help="A skill folder (the one holding SKILL.md).")],
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings (recommended limits) as errors.")] = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check a skill folder: spec violations are errors (exit 65), recommended limits are warnings (exit 0)."""
+    from .skill import check_skill_dir
+
+    _verbosity(ctx, verbose, quiet)
     if not skill_dir.is_dir():
         missing = not skill_dir.exists()
         _err(f"error: {str(skill_dir)!r} " + ("does not exist" if missing else "is a file; give the folder that holds SKILL.md"))
         raise typer.Exit(66 if missing else 2)
-    problems = validate_skill_dir(skill_dir)
+    errors, warnings = check_skill_dir(skill_dir)
+    failed = bool(errors or (strict and warnings))
     if json_out:
-        typer.echo(json.dumps({"skill_dir": str(skill_dir), "valid": not problems, "problems": problems}, indent=2))
-    elif problems:
-        for problem in problems:
-            typer.echo(f"{skill_dir}: {problem}")
+        typer.echo(json.dumps({"skill_dir": str(skill_dir), "valid": not failed, "errors": errors, "warnings": warnings,
+                               "problems": errors + warnings}, indent=2))
     else:
-        typer.echo(f"{skill_dir}: valid")
-    raise typer.Exit(65 if problems else 0)
+        for problem in errors:
+            typer.echo(f"{skill_dir}: error: {problem}")
+        for problem in warnings:
+            typer.echo(f"{skill_dir}: {'error' if strict else 'warning'}: {problem}")
+        if not failed:
+            typer.echo(f"{skill_dir}: valid" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+    raise typer.Exit(65 if failed else 0)
 
 
-@app.command()
+@app.command(epilog="Examples: trace2skill explain skills_out/swe-agent-lessons r-0bbba05e;  "
+                    "trace2skill explain skills_out/swe-agent-lessons --trace astropy__astropy-13453")
 def explain(
+    ctx: typer.Context,
     skill_dir: Annotated[Path, typer.Argument(help="A skill folder produced by trace2skill.")],
-    rule: Annotated[str, typer.Argument(help="Rule id (r-...) or a unique part of its title.")],
+    rule: Annotated[Optional[str], typer.Argument(help="Rule id (r-...) or a unique part of its title.", show_default=False)] = None,
+    trace: Annotated[Optional[str], typer.Option("--trace", help="List the rules this trajectory id supports instead.", show_default=False)] = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Show the evidence behind one rule: trajectories, outcomes, steps and quotes."""
-    from .author import explain_rule
-    from .report import print_explanation
+    """Show the evidence behind one rule (trajectories, files, steps, quotes), or the rules a trajectory supports."""
+    from .report import print_explanation, print_trace_rules
+    from .skill import explain_rule
 
+    level = _verbosity(ctx, verbose, quiet)
+    if (rule is None) == (trace is None):
+        _err("error: give either RULE or --trace ID")
+        raise typer.Exit(2)
     try:
+        if trace is not None:
+            print_trace_rules(_rules_for_trace(skill_dir, trace), trace, json_out=json_out, skill_dir=skill_dir)
+            return
         info = explain_rule(skill_dir, rule)
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
-    print_explanation(info, json_out=json_out)
+    print_explanation(info, json_out=json_out, skill_dir=skill_dir, verbose=level > 0)
 
 
-@app.command()
+def _rules_for_trace(skill_dir: Path, trace_id: str) -> list[dict[str, Any]]:
+    """Every rule (written or held) with evidence from `trace_id`, strongest first."""
+    from .errors import RuleLookupError
+    from .provenance import load_provenance
+    from .rules import rank_key
+
+    source = skill_dir / "provenance.json"
+    if not source.is_file():
+        raise RuleLookupError(f"no provenance.json in {str(skill_dir)!r}; was this skill written by trace2skill?")
+    provenance = load_provenance(source.read_bytes().decode("utf-8", errors="replace"))
+    rows = []
+    tables = (("in skill", provenance.rules), ("withheld", provenance.withheld))
+    for status, table in tables:
+        for record in sorted(table.values(), key=rank_key):
+            hits = [e for e in record.evidence if e.trace_id == trace_id]
+            if hits:
+                rows.append({"id": record.id, "title": record.title, "status": status if status == "in skill" else f"withheld: {record.reason}",
+                             "file": record.file, "section": record.section, "outcome": hits[0].outcome,
+                             "step_numbers": sorted({s + 1 for e in hits for s in e.steps}), "quotes": [e.quote for e in hits if e.quote]})
+    if not rows:
+        known = {e.trace_id for table in (provenance.rules, provenance.withheld) for r in table.values() for e in r.evidence}
+        hint = "" if known else " (the skill records no evidence)"
+        raise RuleLookupError(f"no rule in {str(skill_dir)!r} has evidence from trajectory {trace_id!r}{hint}")
+    return rows
+
+
+@app.command(epilog="Example: trace2skill ingest traces/ --check")
 def ingest(
+    ctx: typer.Context,
     paths: PathsArg,
     check: Annotated[bool, typer.Option("--check", help="Print what was read, skipped and redacted.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 65 when any record was skipped, dropped, or neither read nor explained.")] = False,
     emit: Annotated[Optional[tuple[str, Path]], typer.Option("--emit", help="Write the canonical form: `--emit atif OUT.jsonl[.gz]`.", show_default=False)] = None,
-    trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
+    trace_format: FormatOpt = None,
+    labels: LabelsOpt = None,
     success_threshold: ThresholdOpt = None,
     drop_sidechains: SidechainsOpt = False,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Read trajectories (streaming) and report them, or write them out as ATIF."""
     from .ingest import stream_report
     from .report import print_ingest
 
+    level = _verbosity(ctx, verbose, quiet)
     if emit is not None and emit[0] != "atif":
         _err(f"error: unknown --emit format {emit[0]!r}; only 'atif' is supported")
         raise typer.Exit(2)
@@ -235,54 +551,138 @@ def ingest(
                                         "analyse.success_threshold": success_threshold,
                                         "analyse.sidechains": "drop" if drop_sidechains else None}, settings)
         report = stream_report(paths, config, emit_to=emit[1] if emit else None)
-        _warn_unmatched_labels(config, report["labels_matched"], report["traces"])
+        _warn_unmatched_labels(ctx, config, report["labels_matched"], report["traces"])
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     if check or json_out or emit is None:
-        print_ingest(report, json_out=json_out)
+        print_ingest(report, json_out=json_out, verbose=level > 0)
     if emit is not None:
-        _err(f"wrote {report['traces']} trajectories to {emit[1]}")
+        _note(ctx, f"wrote {report['traces']} trajectories to {emit[1]}")
     unclean = any(not row["clean"] for row in report["fidelity"])
     if report["traces"] == 0 or (strict and (report["skipped"] or unclean)):
         raise typer.Exit(65 if report["traces"] else 66)
 
 
-@app.command()
-def refresh(
+# --------------------------------------------------------------------------------------------
+# Getting started and installing
+
+
+@app.command(epilog="Example: trace2skill install skills_out/swe-agent-lessons --agent claude")
+def install(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (default: `sources` from the config).", show_default=False, metavar="PATHS")] = None,
-    skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds skill folders.")] = None,
-    layout: Annotated[Optional[str], typer.Option("--layout", help="flat | agents | claude")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="litellm model string, or 'offline'.")] = None,
-    publish: Annotated[Optional[str], typer.Option("--publish", help="none | branch | gh | github")] = None,
-    base: Annotated[Optional[str], typer.Option("--base", help="Branch pull requests target.")] = None,
-    since: Annotated[Optional[datetime], typer.Option("--since", help="Re-read trajectories whose files changed since this time, instead of only unseen ones.")] = None,
-    pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help="Also write the pull-request body to this file.")] = None,
-    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Folder for state, checkpoints and the lock.")] = None,
+    skill_dir: Annotated[Path, typer.Argument(help="The skill folder to install (the one holding SKILL.md).")],
+    agent: Annotated[str, typer.Option("--agent", "-a", help="claude | codex | agents | gemini | cursor | copilot")] = "claude",
+    user: Annotated[bool, typer.Option("--user", help="Install for your user (e.g. ~/.claude/skills) instead of this project.")] = False,
+    link: Annotated[bool, typer.Option("--link", help="Symlink to SKILL_DIR instead of copying (later runs show up at once).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a different skill of the same name.")] = False,
+    project: Annotated[Path, typer.Option("--project", help="Project root for a project install.")] = Path("."),
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Copy (or link) a skill where an agent loads skills: .claude/skills, .agents/skills, or the user folders."""
+    from .install import install_skill, skills_folder
+
+    _verbosity(ctx, verbose, quiet)
+    try:
+        folder = skills_folder(agent, user=user, project=project)
+        done = install_skill(skill_dir, folder, link=link, force=force)
+    except (Trace2SkillError, OSError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{done.action}: {done.target}" + (" (already up to date)" if done.action == "unchanged" else ""))
+
+
+@app.command(epilog="Example: trace2skill init --skill my-agent-lessons")
+def init(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Option("--path", help="Config file to write.")] = Path("trace2skill.toml"),
+    skill: Annotated[Optional[str], typer.Option("--skill", help="Skill name to set.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model to set (litellm string).", show_default=False)] = None,
+    sources: Annotated[Optional[list[str]], typer.Option("--source", help=_h("Trace folder to read (repeatable).", "the trace folders found, if you confirm them"), show_default=False)] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Use every trace folder found without asking.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a commented trace2skill.toml: every key with its default, and the trace folders found here."""
+    from .onboard import config_template, find_trace_folders
+
+    _verbosity(ctx, verbose, quiet)
+    if path.exists() and not force:
+        _err(f"error: {str(path)!r} exists; rerun with --force to overwrite it")
+        raise typer.Exit(1)
+    found = find_trace_folders(cwd=path.resolve().parent)
+    chosen_sources = list(sources or [])
+    if not chosen_sources:
+        for folder in found:
+            if yes or (sys.stdin.isatty() and typer.confirm(f"read traces from {folder}?", default=True)):
+                chosen_sources.append(folder)
+    chosen: dict[str, Any] = {"sources": chosen_sources} if chosen_sources else {}
+    if skill:
+        chosen["skill.name"] = skill
+    if model:
+        chosen["llm.model"] = model
+    try:
+        _check_values({key: value for key, value in chosen.items() if key != "sources"})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config_template(chosen, [f for f in found if f not in chosen_sources]), encoding="utf-8")
+    except (Trace2SkillError, OSError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"wrote {path}" + (f" (sources: {', '.join(chosen_sources)})" if chosen_sources else ""))
+    _note(ctx, "next: trace2skill doctor, then trace2skill distill --dry-run")
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    """Validate `values` alone (not the existing file, which init may be replacing).
+
+    Raises:
+        ConfigError: a value the config model refuses.
+    """
+    import tempfile
+
+    from .config import load_config
+
+    with tempfile.TemporaryDirectory() as empty:
+        load_config(None, values, env={}, cwd=Path(empty))
+
+
+@app.command(epilog="Example: trace2skill doctor --model openai/gpt-4.1-mini")
+def doctor(
+    ctx: typer.Context,
+    model: ModelOpt = None,
+    api_base: ApiBaseOpt = None,
+    publish: Annotated[Optional[str], typer.Option("--publish", help=_h("none | branch | gh | github", _config_default("publish.mode")), show_default=False)] = None,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Fold new trajectories into a skill and publish the change (commit, branch or pull request)."""
-    from .refresh import refresh as run_refresh
-    from .report import print_refresh
+    """Check Python, the config, the model and its key (one cheap call), git, gh or a token, and paths; say what to fix."""
+    from .doctor import Check, run_checks
 
-    overrides = {"skill.name": skill, "skill.out": out, "skill.layout": layout, "llm.model": model,
-                 "publish.mode": publish, "publish.base": base, "state_dir": state_dir}
+    level = _verbosity(ctx, verbose, quiet)
     try:
-        config = _config(config_path, overrides, settings)
-        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(json_out)) as progress:
-            outcome = run_refresh(config, _llm(ctx, config), paths or None, since=since, pr_body_path=pr_body,
-                                  progress=progress, control=control)
-    except (Trace2SkillError, OSError) as exc:
-        raise _fail(exc) from None
-    print_refresh(outcome, json_out=json_out)
-    if outcome.result is not None and outcome.result.skipped:
-        raise typer.Exit(EXIT_PARTIAL)
+        config = _config(config_path, {"llm.model": model, "llm.api_base": api_base, "publish.mode": publish}, settings)
+    except Trace2SkillError as exc:
+        checks = [Check("config", "fail", str(exc), "fix trace2skill.toml, the TRACE2SKILL_* variables or the flags")]
+    else:
+        checks = [Check("config", "ok", "configuration loads"), *run_checks(config, lambda c: _llm(ctx, c), verbose=level > 0)]
+    if json_out:
+        typer.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for check in checks:
+            typer.echo(f"{check.status:4}  {check.name:8} {check.detail}" + (f"\n      fix: {check.fix}" if check.fix and check.status != "ok" else ""))
+    failed = [c for c in checks if c.status == "fail"]
+    if not json_out:
+        typer.echo(f"{len(failed)} problem(s) to fix" if failed else "ready")
+    raise typer.Exit(78 if any(c.name == "config" for c in failed) else 1 if failed else 0)
 
 
-@app.command()
+# --------------------------------------------------------------------------------------------
+# Versions
+
+
+@app.command(epilog="Example: trace2skill history skills/swe-agent-lessons")
 def history(skill_dir: Annotated[Path, typer.Argument(help="A skill folder inside a git repository.")], json_out: JsonOpt = False) -> None:
     """List a skill's versions (from its git tags), newest first."""
     from .publish import history as version_history
@@ -295,7 +695,7 @@ def history(skill_dir: Annotated[Path, typer.Argument(help="A skill folder insid
     print_history(list(reversed(versions)), json_out=json_out)
 
 
-@app.command()
+@app.command(epilog="Example: trace2skill rollback skills/swe-agent-lessons 1.2.0")
 def rollback(
     skill_dir: Annotated[Path, typer.Argument(help="A skill folder inside a git repository.")],
     version: Annotated[str, typer.Argument(help="Version to restore, e.g. 1.2.0.")],

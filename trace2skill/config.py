@@ -12,9 +12,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -22,8 +22,26 @@ ENV_PREFIX = "TRACE2SKILL_"
 OFFLINE_MODEL = "offline"
 
 
+MAX_CONCURRENCY = 1024
+"""More parallel analysts than this is a typo, not a plan (each holds a trajectory in memory)."""
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """`concurrency = true` would otherwise be read as 1: a number field takes numbers only."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Float = Annotated[float, BeforeValidator(_not_a_boolean)]
+"""Numbers from TOML, environment variables (`"4"`) and flags; never booleans, never NaN or
+infinity (`allow_inf_nan=False` below), so a bad value stops the run at load time (exit 78)
+instead of failing later with the wrong exit code."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True, allow_inf_nan=False)
 
 
 class LLMConfig(_Section):
@@ -31,39 +49,39 @@ class LLMConfig(_Section):
     """litellm model string (`openai/gpt-4.1-mini`, `ollama_chat/qwen3`), `offline` for the LLM-free analyst, or `scripted` in tests."""
     api_base: str | None = None
     """Base URL of a local OpenAI-compatible server (ollama, vLLM, llama.cpp)."""
-    timeout: float = 120.0
+    timeout: Float = Field(default=120.0, gt=0)
     """Seconds allowed for one model call."""
-    num_retries: int = 2
+    num_retries: Int = Field(default=2, ge=0, le=100)
     """Transport retries per call (rate limits, timeouts, 5xx)."""
-    temperature: float | None = None
+    temperature: Float | None = Field(default=None, ge=0)
     """Sent only when set; the provider's default applies otherwise."""
-    seed: int | None = None
+    seed: Int | None = None
     """Sent only when set; part of the response-cache key."""
-    max_tokens: int | None = None
+    max_tokens: Int | None = Field(default=None, ge=1)
     """Sent only when set."""
     cache: bool = True
     """Reuse recorded responses for identical requests (keyed on every sampling parameter)."""
 
 
 class AnalyseConfig(_Section):
-    concurrency: int = Field(default=4, ge=1)
+    concurrency: Int = Field(default=4, ge=1, le=MAX_CONCURRENCY)
     """How many analysts run at once."""
-    token_budget: int = Field(default=6000, ge=500)
+    token_budget: Int = Field(default=6000, ge=500)
     """Tokens of trajectory text an analyst prompt may carry; longer ones are compressed."""
     format: str | None = None
     """Force a trace reader instead of detecting the format by shape."""
     labels: Path | None = None
     """JSON or CSV file mapping trajectory ids to outcomes."""
-    success_threshold: float = 1.0
+    success_threshold: Float = 1.0
     """A reward at or above this counts as success."""
     sidechains: Literal["keep", "drop"] = "keep"
     """Claude Code sub-agent conversations: kept apart in `extra` (`keep`) or dropped."""
 
 
 class ConsolidateConfig(_Section):
-    fan_in: int = Field(default=5, ge=2)
+    fan_in: Int = Field(default=5, ge=2, le=MAX_CONCURRENCY)
     """How many lesson sets one merge combines."""
-    min_support: int = Field(default=1, ge=1)
+    min_support: Int = Field(default=1, ge=1)
     """Trajectories a lesson needs before it may enter SKILL.md."""
     below_support: Literal["reference", "drop"] = "reference"
     """Where lessons under `min_support` go."""
@@ -73,7 +91,7 @@ class SkillConfig(_Section):
     name: str = "agent-lessons"
     """Skill (and folder) name: lowercase letters, digits and single hyphens."""
     out: Path = Path("skills_out")
-    """Folder that holds skill folders."""
+    """Folder that holds skill folders (with the `agents` or `claude` layout and `out` unset: the current folder)."""
     layout: Literal["flat", "agents", "claude"] = "flat"
     """`flat`: OUT/NAME; `agents`: OUT/.agents/skills/NAME; `claude`: OUT/.claude/skills/NAME."""
     description: str | None = None
@@ -90,6 +108,16 @@ class SkillConfig(_Section):
         return name
 
 
+class IngestConfig(_Section):
+    max_record_bytes: Int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest single JSON file, or single JSONL line, that is parsed; larger ones are skipped."""
+    max_file_bytes: Int = Field(default=4 * 1024 * 1024 * 1024, ge=1024)
+    """Largest file read, and the most one `.gz` file or zip member may expand to."""
+    max_ratio: Int = Field(default=200, ge=1)
+    """Most a `.gz` file or zip member may expand relative to its compressed size (zip bombs);
+    anything may expand to 16 MiB. Real trajectories compress 3 to 25 times."""
+
+
 class RedactConfig(_Section):
     emails: bool = False
     """Also replace e-mail addresses."""
@@ -98,11 +126,11 @@ class RedactConfig(_Section):
 
 
 class BudgetConfig(_Section):
-    max_calls: int | None = None
+    max_calls: Int | None = Field(default=None, ge=1)
     """Hard cap on model calls in one run."""
-    max_cost: float | None = None
+    max_cost: Float | None = Field(default=None, ge=0)
     """Hard cap on spend (US dollars) in one run."""
-    approve_above: float | None = None
+    approve_above: Float | None = Field(default=None, ge=0)
     """A run quoted above this many dollars needs `--yes` (or `budget.approved = true`)."""
     approved: bool = False
     """Approve a run whose quote is above `approve_above`."""
@@ -138,6 +166,7 @@ class Config(_Section):
     analyse: AnalyseConfig = Field(default_factory=AnalyseConfig)
     consolidate: ConsolidateConfig = Field(default_factory=ConsolidateConfig)
     skill: SkillConfig = Field(default_factory=SkillConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     redact: RedactConfig = Field(default_factory=RedactConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
@@ -147,7 +176,9 @@ class Config(_Section):
         return self.llm.model == OFFLINE_MODEL
 
     def skill_dir(self) -> Path:
-        base = self.skill.out
+        """Where the skill folder is. With the `agents` or `claude` layout and no `skill.out`
+        set, OUT is the current folder, so the skill lands where agents load project skills."""
+        base = self.skill.out if self.skill.layout == "flat" or "out" in self.skill.model_fields_set else Path(".")
         if self.skill.layout == "agents":
             base = base / ".agents" / "skills"
         elif self.skill.layout == "claude":

@@ -100,3 +100,9 @@ class RuleLookupError(Trace2SkillError):
     """`explain` found no rule, or several, for the given id or title (or no provenance file)."""
 
     exit_code = 66
+
+
+class InstallConflict(Trace2SkillError):
+    """`install` found a different skill of the same name where it would put the skill."""
+
+    exit_code = 1

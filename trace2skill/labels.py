@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import ConfigError, TraceFormatError
 from .ingest.base import Document
-from .ingest.documents import Source, iter_sources, open_document
+from .ingest.documents import Source, iter_sources, open_document, open_regular
 from .types import Outcome, Trace
 
 RESULT_FILE_NAMES = ("results_summary.json", "report.json")
@@ -116,12 +116,12 @@ def discover_result_files(paths: list[str | os.PathLike[str]]) -> list[Source]:
             if Path(source.path).is_file():
                 seen.add(Path(source.path).resolve())
     for raw in paths:
-        here = Path(raw).resolve().parent
+        here = Path(os.path.realpath(raw)).parent  # never raises, even on a symlink loop
         for _ in range(_ANCESTOR_LEVELS):
             candidate = here / "results_summary.json"
             if candidate not in seen and candidate.is_file():
                 seen.add(candidate)
-                found[str(candidate)] = Source(str(candidate), candidate.name, lambda c=candidate: open(c, "rb"))
+                found[str(candidate)] = Source(str(candidate), candidate.name, lambda c=candidate: open_regular(c))
             here = here.parent
     return [found[key] for key in sorted(found)]
 

@@ -99,6 +99,7 @@ def distill(
         redactions=dict(ingested.redactions),
         warnings=tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces)),
         fidelity=fidelity_summary(ingested.fidelity),
+        sources={t.id: t.source.path + (f" [{t.source.record}]" if t.source.record else "") for t in ingested.traces},
     )
     return result, build
 

@@ -50,6 +50,12 @@ class RefreshOutcome:
     pr_url: str | None = None
     pr_body: str | None = None
     review: tuple[str, ...] = field(default_factory=tuple)
+    branch: str | None = None
+    """The bot branch the change was committed on (None with `--publish none`)."""
+    remote: str | None = None
+    """The remote the bot branch was pushed to (None when not pushed)."""
+    build: Any = None
+    """The `SkillBuild` behind `result` (files, rule changes), for the report."""
 
 
 def refresh(
@@ -61,8 +67,11 @@ def refresh(
     pr_body_path: Path | None = None,
     progress: Progress | None = None,
     control: Any = None,
+    on_quote: Any = None,
 ) -> RefreshOutcome:
     """Fold trajectories that no earlier refresh consumed into the skill, and publish it.
+
+    `on_quote(quote)` is called with the cost quote before the first model call.
 
     Raises:
         LockHeld: another refresh holds the state folder or the repository (exit 75, nothing touched).
@@ -86,7 +95,9 @@ def refresh(
         if llm is not None:
             from .budget import preflight
 
-            preflight(fresh.traces, config, llm.model)
+            estimate = preflight(fresh.traces, config, llm.model)
+            if on_quote is not None:
+                on_quote(estimate)
         return _fold(config, llm, fresh, state, git, plan, pr_body_path, progress, control)
 
 
@@ -105,10 +116,11 @@ def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: Ref
         digests = [t.digest() for t in fresh.traces]
         if not build.changed:
             save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
-            return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result)
+            return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result,
+                                  build=build)
         content = git.pr_content(config, result, build, branch) if git is not None else None
         body = _render_body(content, pr_body_path)
-        commit = pr_url = None
+        commit = pr_url = remote = None
         if git is not None:
             request = git.request(config, content, result, branch, plan)
             pending = PendingPublish(run_id=result.run_id, version=build.version, branch=branch.name, digests=tuple(digests),
@@ -117,11 +129,12 @@ def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: Ref
             crash_point("refresh-before-commit")
             outcome = plan.publisher.publish(request)
             commit, pr_url = (outcome.commit.sha if outcome.commit else None), outcome.pr_url
+            remote = config.publish.remote if outcome.pushed else None
         save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
         _forget_journal(config, result.run_id)
         review = tuple(item.summary for item in content.review) if content is not None else ()
         return RefreshOutcome(name, True, f"{build.previous_version or 'new'} -> {build.version}", len(fresh.traces),
-                              result, commit, pr_url, body, review)
+                              result, commit, pr_url, body, review, branch.name if branch else None, remote, build)
     finally:
         if git is not None and branch is not None:
             git.restore(config, branch)

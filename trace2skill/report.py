@@ -16,14 +16,18 @@ from .budget import Quote
 from .types import RunResult
 
 
-def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: bool = False) -> None:
+def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: bool = False,
+                  extra: dict | None = None, quiet: bool = False) -> None:
+    """The run's summary table (or JSON with `extra` merged in); warnings always, notes and the
+    fidelity line unless quiet."""
     if json_out:
         payload = result.model_dump(mode="json")
         payload["dry_run"] = dry_run
+        payload.update(extra or {})
         print(json.dumps(payload, indent=2, sort_keys=True))
         return
     console = Console(highlight=False)
-    if result.rules_written == 0:
+    if result.rules_written == 0 and not quiet:
         Console(stderr=True, highlight=False).print(
             "note: no lesson had enough evidence to become a rule; are the trajectories labelled (--labels)?", markup=False)
     table = Table(title=f"trace2skill: {result.skill_dir}", show_header=False, title_justify="left")
@@ -47,8 +51,9 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         table.add_row(key, value)
     console.print(table)
     _print_skips(console, result.skipped)
-    _print_fidelity_line(result)
-    for warning in result.warnings:
+    if not quiet:
+        _print_fidelity_line(result)
+    for warning in result.warnings:  # kept under -q: a loss is never silent
         Console(stderr=True, highlight=False).print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
@@ -74,34 +79,62 @@ def print_quote(estimate: Quote) -> None:
     console.print(f"quote: {'; '.join(parts)}; cost {cost}", markup=False)
 
 
-def print_explanation(info: dict, *, json_out: bool) -> None:
+def print_explanation(info: dict, *, json_out: bool, skill_dir: Any = None, verbose: bool = False) -> None:
+    """Evidence first (trajectory, outcome, steps from 1, quote, then the rule and where it is
+    written, with the file's path); lesson ids only with -v, as a count otherwise."""
     if json_out:
-        print(json.dumps(info, indent=2, sort_keys=True))
+        evidence = [{**item, "step_numbers": [step + 1 for step in item["steps"]]} for item in info["evidence"]]
+        print(json.dumps({**info, "evidence": evidence}, indent=2, sort_keys=True))
         return
     console = Console(highlight=False)
-    where = f"{info['file']} > {info['section']}" if info.get("file") else "not written"
+    console.print(f"{info['id']}: {info['title']}", markup=False)
+    console.print(f"evidence: {info['support']} trajectories ({info['failing_support']} failed, "
+                  f"{info['succeeding_support']} successful); steps count from 1", markup=False)
+    for number, item in enumerate(info["evidence"], 1):
+        steps = ", ".join(str(step + 1) for step in item["steps"]) or "-"
+        console.print(f"  {number}. {item['trace_id']} ({item['outcome']}), step {steps}", markup=False, soft_wrap=True)
+        if item["quote"]:
+            console.print(f"     \"{item['quote']}\"", markup=False, soft_wrap=True)
+    where = "not written"
+    if info.get("file"):
+        path = f"{skill_dir}/{info['file']}" if skill_dir is not None else info["file"]
+        where = f"{path} > {info['section']}"
+    lessons = info["lesson_ids"]
     lines = [
-        f"{info['id']}: {info['title']}",
-        f"  rule:    {info['rule']}",
-        f"  when:    {info['when']}",
-        f"  status:  {info['status']} ({where})",
-        f"  support: {info['support']} trajectories ({info['failing_support']} failed, {info['succeeding_support']} successful)",
-        f"  seen:    first in {info['first_seen_run'] or '?'}, last in {info['last_seen_run'] or '?'}",
-        f"  lessons: {', '.join(info['lesson_ids'])}",
+        f"rule:    {info['rule']}",
+        f"when:    {info['when']}",
+        f"status:  {info['status']}",
+        f"file:    {where}",
+        f"seen:    first in {info['first_seen_run'] or '?'}, last in {info['last_seen_run'] or '?'}",
+        f"lessons: {', '.join(lessons)}" if verbose else f"lessons: {len(lessons)} merged (-v lists their ids)",
     ]
     for line in lines:
-        console.print(line, markup=False)
-    table = Table("trajectory", "outcome", "steps", "quote", title="evidence", title_justify="left")
-    for item in info["evidence"]:
-        table.add_row(item["trace_id"], item["outcome"], ",".join(map(str, item["steps"])), item["quote"])
-    console.print(table)
+        console.print(line, markup=False, soft_wrap=True)
 
 
-def print_refresh(outcome: Any, *, json_out: bool) -> None:
+def print_trace_rules(rows: list[dict], trace_id: str, *, json_out: bool, skill_dir: Any = None) -> None:
+    """The rules one trajectory supports, with the steps (from 1) and quotes it gave each."""
+    if json_out:
+        print(json.dumps({"trace_id": trace_id, "rules": rows}, indent=2, sort_keys=True))
+        return
+    console = Console(highlight=False)
+    console.print(f"{trace_id} ({rows[0]['outcome']}) supports {len(rows)} rule(s); steps count from 1", markup=False)
+    for number, row in enumerate(rows, 1):
+        path = f"{skill_dir}/{row['file']}" if skill_dir is not None else row["file"]
+        where = f"{path} > {row['section']}" if row["file"] else row["status"]
+        console.print(f"  {number}. {row['id']} {row['title']}", markup=False, soft_wrap=True)
+        console.print(f"     step {', '.join(map(str, row['step_numbers'])) or '-'}; {where}", markup=False, soft_wrap=True)
+        for quote in row["quotes"][:2]:
+            console.print(f"     \"{quote}\"", markup=False, soft_wrap=True)
+
+
+def print_refresh(outcome: Any, *, json_out: bool, publish: str = "none") -> None:
+    """What the refresh did and where it went: commit, branch, remote, pull request."""
     if json_out:
         payload = {
             "skill": outcome.skill, "changed": outcome.changed, "message": outcome.message,
             "new_traces": outcome.new_traces, "commit": outcome.commit, "pr_url": outcome.pr_url,
+            "branch": outcome.branch, "remote": outcome.remote, "publish": publish,
             "review": list(outcome.review),
             "result": outcome.result.model_dump(mode="json") if outcome.result is not None else None,
         }
@@ -110,9 +143,14 @@ def print_refresh(outcome: Any, *, json_out: bool) -> None:
     console = Console(highlight=False)
     console.print(f"{outcome.skill}: {outcome.message}", markup=False)
     if outcome.commit:
-        console.print(f"commit {outcome.commit[:12]}", markup=False)
+        pushed = f", pushed to {outcome.remote}" if outcome.remote else ", not pushed (no remote)"
+        console.print(f"commit {outcome.commit[:12]} on branch {outcome.branch}{pushed}", markup=False)
+    elif outcome.changed and publish == "none":
+        console.print("written to the working tree only (--publish none): no commit, branch or pull request", markup=False)
     if outcome.pr_url:
         console.print(f"pull request {outcome.pr_url}", markup=False)
+    elif outcome.changed and publish in {"gh", "github"}:
+        console.print("no pull request opened", markup=False)
     for item in outcome.review:
         console.print(f"needs review: {item}", markup=False)
     if outcome.result is not None:
@@ -153,29 +191,45 @@ def print_history(versions: list, *, json_out: bool) -> None:
     console.print(table)
 
 
-def print_ingest(report: dict, *, json_out: bool) -> None:
+def print_ingest(report: dict, *, json_out: bool, verbose: bool = False) -> None:
+    """Counts, formats and redactions; label files as a count (each one with -v); every skip."""
     if json_out:
         print(json.dumps(report, indent=2, sort_keys=True))
         return
     console = Console(highlight=False)
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes"].items()))
     formats = ", ".join(f"{k} {v}" for k, v in sorted(report["formats"].items())) or "none"
-    console.print(f"read {report['traces']} trajectories ({outcomes}); formats: {formats}; skipped {report['skipped']}", markup=False)
+    console.print(f"read {report['traces']} trajectories ({outcomes}); formats: {formats}; skipped {report['skipped']}", markup=False, soft_wrap=True)
     if report["redactions"]:
         console.print("redacted: " + ", ".join(f"{k} {v}" for k, v in sorted(report["redactions"].items())), markup=False)
-    for source in report["label_sources"]:
-        console.print(f"labels from {source}", markup=False)
+    sources = report["label_sources"]
+    if verbose or len(sources) <= 3:
+        for source in sources:
+            console.print(f"labels from {source}", markup=False, soft_wrap=True)
+    else:
+        console.print(f"labels from {len(sources)} files (e.g. {sources[0]}; -v lists them all)", markup=False, soft_wrap=True)
     for skip in report["skips"]:
         where = skip["path"] + (f" [{skip['record']}]" if skip.get("record") else "")
         console.print(f"skipped: {where}: {skip['reason']}", markup=False, soft_wrap=True)
-    print_fidelity(console, report.get("fidelity", []))
+    print_fidelity(console, report.get("fidelity", []), verbose)
 
 
-def print_fidelity(console: Console, rows: list[dict]) -> None:
+FIDELITY_ROWS = 20
+"""Above this many files, `ingest --check` lists only the files not read cleanly (-v: all)."""
+
+
+def print_fidelity(console: Console, rows: list[dict], verbose: bool = False) -> None:
     """The per-file fidelity table of `ingest --check` (plain columns, never wrapped), then each
-    file's ignored and dropped records with their rule or reason, one greppable line each."""
+    file's ignored and dropped records with their rule or reason, one greppable line each.
+    Past `FIDELITY_ROWS` files, clean files are counted instead of listed unless `verbose`."""
     if not rows:
         return
+    if not verbose and len(rows) > FIDELITY_ROWS:
+        clean = [row for row in rows if row["clean"]]
+        rows = [row for row in rows if not row["clean"]]
+        console.print(f"{len(clean)} of {len(clean) + len(rows)} files read cleanly (-v lists every file)", markup=False)
+        if not rows:
+            return
     header = ("file", "format", "version", "records", "steps", "calls read/file", "results read/file",
               "paired", "errors", "ignored", "dropped", "lost")
     table = [header] + [_fidelity_cells(row) for row in rows]

@@ -50,6 +50,8 @@ GENERATED_FILES = (SKILL_FILE, CHANGELOG_FILE, PROVENANCE_FILE, CONFLICTS_FILE)
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)]*)?\)")
 _LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
+_CITED_PATH = re.compile(r"`(?:\./)?(references/[^`\s]+)`")
+"""A reference file's path in backticks (`references/schemas.md`): skills often cite them so."""
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:|^//")
 
 
@@ -141,24 +143,38 @@ def _disk_view(path: Path, skip: frozenset[str] = frozenset()) -> _View:
 
 
 def validate_skill_dir(path: Path) -> list[str]:
-    """Every problem with a skill folder: skills-ref's checks plus ours.
+    """Every problem with a skill folder, errors and warnings alike (see `check_skill_dir`).
 
-    Ours: no symlinks, body under 500 lines and at most 5,000 tokens, metadata values are strings,
-    description without `<` or `>`, every relative link resolves inside the folder, every file
-    under references/ is linked from SKILL.md and sits directly in references/, no empty, generic
-    or duplicate sibling heading, and reference files over 300 lines start with a table of contents.
+    trace2skill holds what it writes to both: a skill it writes fits every recommended limit.
 
     Returns:
         Problem descriptions; empty when the folder is valid.
     """
+    errors, warnings = check_skill_dir(path)
+    return errors + warnings
+
+
+def check_skill_dir(path: Path) -> tuple[list[str], list[str]]:
+    """`(errors, warnings)` for a skill folder.
+
+    Errors break the Agent Skills spec or make the skill unusable: skills-ref's checks, metadata
+    values that are not strings, `<` or `>` in the description, relative links that do not
+    resolve or leave the folder, a file that is not UTF-8. Warnings are recommended limits and
+    house style: body under 500 lines and at most 5,000 tokens, reference files over 300 lines
+    start with a table of contents, every file under references/ sits directly there and is
+    cited from SKILL.md (a Markdown link, or its path in backticks), no empty, generic or
+    duplicate sibling heading.
+    """
     path = Path(path)
     if path.is_symlink() or not path.is_dir():
-        return [f"{str(path)!r} is a symbolic link"] if path.is_symlink() else list(skills_ref.validate(path))
+        return ([f"{str(path)!r} is a symbolic link"] if path.is_symlink() else list(skills_ref.validate(path))), []
     return _view_problems(_disk_view(path))
 
 
 def validate_build(build: Any, name: str, existing: Path | None = None) -> list[str]:
     """Validate a build's files as they would be written, in memory (nothing is staged).
+
+    Returns errors and warnings together: a skill trace2skill writes fits every recommended limit.
 
     Args:
         build: a `SkillBuild` (anything with a `files` mapping).
@@ -177,32 +193,35 @@ def validate_build(build: Any, name: str, existing: Path | None = None) -> list[
     encoded = {k: v.encode("utf-8") for k, v in build.files.items()}
     view = _View(name, base.paths | frozenset(build.files), {**base.data, **{k: v for k, v in encoded.items() if _wanted(k)}},
                  base.links)
-    return _view_problems(view)
+    errors, warnings = _view_problems(view)
+    return errors + warnings
 
 
-def _view_problems(view: _View) -> list[str]:
-    problems = [f"{link}: symbolic links are not allowed in a skill folder" for link in view.links]
-    problems += _spec_problems(view)
+def _view_problems(view: _View) -> tuple[list[str], list[str]]:
+    """`(errors, warnings)` for a skill folder as `view` sees it (see `check_skill_dir`)."""
+    errors = [f"{link}: symbolic links are not allowed in a skill folder" for link in view.links]
+    errors += _spec_problems(view)
     if SKILL_FILE not in view.data:
-        return problems
+        return errors, []
     front, body = split_frontmatter(view.text(SKILL_FILE))
     ours = _frontmatter_problems(front)
     if any("not valid block-style YAML" in p for p in ours):  # the same fault, said in one line
-        problems = [p for p in problems if not p.startswith("Invalid YAML in frontmatter")]
-    problems += ours
+        errors = [p for p in errors if not p.startswith("Invalid YAML in frontmatter")]
+    errors += ours
+    warnings = []
     lines, tokens = body_size(body)
     if lines >= MAX_BODY_LINES:
-        problems.append(f"SKILL.md body has {lines} lines; keep it under {MAX_BODY_LINES} (move detail to references/)")
+        warnings.append(f"SKILL.md body has {lines} lines; keep it under {MAX_BODY_LINES} (move detail to references/)")
     if tokens > MAX_BODY_TOKENS:
-        problems.append(f"SKILL.md body is {tokens} tokens; keep it at or under {MAX_BODY_TOKENS} (move detail to references/)")
+        warnings.append(f"SKILL.md body is {tokens} tokens; keep it at or under {MAX_BODY_TOKENS} (move detail to references/)")
     documents = {SKILL_FILE: body}
     documents.update({name: view.text(name) for name in sorted(view.data) if name.startswith(REFERENCES_DIR)})
     for name, text in documents.items():
-        problems += [f"{name}: {p}" for p in heading_problems(text)]
-        problems += [f"{name}: {p}" for p in _link_problems(view, name, text)]
+        warnings += [f"{name}: {p}" for p in heading_problems(text)]
+        errors += [f"{name}: {p}" for p in _link_problems(view, name, text)]
         if name != SKILL_FILE and len(split_lines(text)) > TOC_AFTER_LINES and not has_toc(text):
-            problems.append(f"{name}: over {TOC_AFTER_LINES} lines without a table of contents")
-    return problems + _reference_layout_problems(view, body)
+            warnings.append(f"{name}: over {TOC_AFTER_LINES} lines without a table of contents")
+    return errors, warnings + _reference_layout_problems(view, body)
 
 
 def _spec_problems(view: _View) -> list[str]:
@@ -302,7 +321,8 @@ def _link_problems(view: _View, name: str, text: str) -> list[str]:
 
 
 def _reference_layout_problems(view: _View, body: str) -> list[str]:
-    linked = {_target("", link) for link in links(body) if not _SCHEME.match(link)}
+    cited = [t for t in links(body) if not _SCHEME.match(t)] + _CITED_PATH.findall(body)
+    linked = {_target("", t) for t in cited}
     problems = []
     for relative in sorted(p for p in view.paths if p.startswith(REFERENCES_DIR)):
         if "/" in relative[len(REFERENCES_DIR):]:

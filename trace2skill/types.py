@@ -265,5 +265,7 @@ class RunResult(_Frozen):
     redactions: dict[str, int] = Field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     """Things a reviewer should look at, such as lessons quoting task-specific literals."""
+    sources: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Trajectory id -> the file (and record) it was read from, for the report; not in `--json`."""
     fidelity: dict[str, Any] = Field(default_factory=dict)
     """What the input files held and what was read from them, in total (`ingest.fidelity.summary`)."""

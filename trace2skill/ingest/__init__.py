@@ -58,7 +58,7 @@ from . import (
 from . import fidelity as _fidelity
 from ._steps import kind_of
 from .base import Document, Reader
-from .documents import DEFAULT_MAX_BYTES, iter_documents
+from .documents import DEFAULT_MAX_BYTES, Limits, iter_documents
 from .fidelity import FileFidelity
 
 if TYPE_CHECKING:
@@ -134,18 +134,19 @@ def iter_traces(
     *,
     labels: LabelBook | None = None,
     redactor: Redactor | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
     fidelity: list[FileFidelity] | None = None,
 ) -> Iterator[Trace | Skip]:
     """Stream labelled, redacted traces and skips from `paths`, one document at a time.
 
     Args:
         paths: files, folders, `.gz` or `.zip` archives.
-        config: supplies `analyse.format`, `analyse.labels`, `analyse.success_threshold` and
-            `redact`; defaults to `Config()`.
+        config: supplies `analyse.format`, `analyse.labels`, `analyse.success_threshold`,
+            `ingest` (size and expansion limits) and `redact`; defaults to `Config()`.
         labels: a prepared label book; built from `config` and `paths` when None.
         redactor: pass one to read its `counts` afterwards; a new one is made when None.
-        max_bytes: cap on a whole-file JSON parse and on one JSONL line.
+        max_bytes: cap on a whole-file JSON parse and on one JSONL line (default:
+            `config.ingest.max_record_bytes`).
         fidelity: when given, one `FileFidelity` row per input file is appended once that
             file has been read (see `ingest.fidelity`).
 
@@ -160,7 +161,7 @@ def iter_traces(
     forced = reader_for(config.analyse.format) if config.analyse.format else None
     book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = redactor or Redactor(config.redact)
-    for doc in iter_documents(paths, max_bytes=max_bytes):
+    for doc in iter_documents(paths, max_bytes=max_bytes, limits=limits_of(config)):
         row = FileFidelity(file=doc.path)
         items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book, config.analyse.sidechains == "keep")
         for item in items:
@@ -172,6 +173,12 @@ def iter_traces(
             yield out
         if fidelity is not None:
             fidelity.append(row if isinstance(doc, Skip) else _fidelity.finish(row, doc.ledger, doc.meta.get("format")))
+
+
+def limits_of(config: Config) -> Limits:
+    """The file-opening layer's caps, from the `ingest` config section."""
+    ingest = config.ingest
+    return Limits(record_bytes=ingest.max_record_bytes, file_bytes=ingest.max_file_bytes, ratio=ingest.max_ratio)
 
 
 def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
@@ -274,7 +281,7 @@ class IngestResult:
 
 
 def load_traces(
-    paths: Iterable[str | os.PathLike[str]], config: Config | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+    paths: Iterable[str | os.PathLike[str]], config: Config | None = None, *, max_bytes: int | None = None
 ) -> IngestResult:
     """Read every trajectory under `paths` into a deterministic `IngestResult`.
 
@@ -290,7 +297,7 @@ def load_traces(
     paths = [str(p) for p in paths]
     if not paths:
         raise NoInputError("no input paths given; pass PATHS or set `sources` in trace2skill.toml")
-    missing = [p for p in paths if not Path(p).exists()]
+    missing = [p for p in paths if not os.path.lexists(p)]
     if missing:
         raise NoInputError(f"input path does not exist: {', '.join(repr(p) for p in missing)}")
     config = config or Config()
@@ -357,7 +364,7 @@ def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None
     from .atif import emit_atif
 
     paths = [Path(p) for p in paths]
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing or not paths:
         raise NoInputError(f"no such file or folder: {', '.join(map(repr, missing))}" if missing
                            else "no input paths given; pass PATHS or set `sources` in trace2skill.toml")
