@@ -94,7 +94,7 @@ RUN_FLAGS = ("paths", "out", "skill", "description", "layout", "model", "api_bas
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .version import __version__
 
         typer.echo(f"trace2skill {__version__}")
         raise typer.Exit(0)

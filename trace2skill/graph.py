@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypedDict
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import RunControl
 from langgraph.types import Overwrite, Send
 
 from .analyse import analyse_trace
@@ -24,6 +26,7 @@ from .consolidate import anchor_to_existing, chunk, merge_sets, merge_sets_llm
 from .errors import BudgetExceeded, Interrupted, LLMError, LLMRequestsBlocked
 from .journal import AnalysisJournal
 from .llm import LLMClient
+from .rules import RuleRecord
 from .types import LessonSet, Trace
 
 
@@ -38,8 +41,8 @@ class State(TypedDict, total=False):
 
 
 def build_graph(
-    llm: LLMClient | None, config: Config, traces: Mapping[str, Trace], checkpointer: Any = None,
-    journal: AnalysisJournal | None = None, control: Any = None, existing: Sequence[Any] = (),
+    llm: LLMClient | None, config: Config, traces: Mapping[str, Trace], checkpointer: BaseCheckpointSaver | None = None,
+    journal: AnalysisJournal | None = None, control: RunControl | None = None, existing: Sequence[RuleRecord] = (),
 ):
     """Compile the analyse-and-merge graph for one run.
 
@@ -72,15 +75,34 @@ def build_graph(
             journal.put(digest, lessons)
         return {"pool": [lessons.model_dump(mode="json")]}
 
-    def gate(state: State) -> dict[str, Any]:
-        staged = sorted(state.get("pool", []), key=lambda s: LessonSet.model_validate(s).key())
-        return {"staged": staged, "pool": Overwrite([]), "level": state.get("level", 0) + 1}
-
     def route(state: State):
         staged = state["staged"]
         if len(staged) <= 1:
             return "finish"
         return [Send("merge", {"sets": group, "level": state["level"]}) for group in chunk(list(staged), config.consolidate.fan_in)]
+
+    builder = StateGraph(State)
+    builder.add_node("analyse", analyse)
+    builder.add_node("gate", _gate)
+    builder.add_node("merge", _merge_node(llm))
+    builder.add_node("finish", _finish)
+    builder.add_conditional_edges(START, lambda s: [Send("analyse", {"trace_id": t}) for t in s["traces"]] or "gate", ["analyse", "gate"])
+    builder.add_edge("analyse", "gate")
+    builder.add_conditional_edges("gate", route, ["merge", "finish"])
+    builder.add_edge("merge", "gate")
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+def _gate(state: State) -> dict[str, Any]:
+    """Stage the pool, sorted by content hash, and empty it; count the level."""
+    staged = sorted(state.get("pool", []), key=lambda s: LessonSet.model_validate(s).key())
+    return {"staged": staged, "pool": Overwrite([]), "level": state.get("level", 0) + 1}
+
+
+def _merge_node(llm: LLMClient | None) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    """The merge node: the model merges a group; offline, or when its answer fails, the
+    deterministic merge does (a budget stop or blocked requests end the run instead)."""
 
     async def merge(payload: dict[str, Any]) -> dict[str, Any]:
         sets = [LessonSet.model_validate(s) for s in payload["sets"]]
@@ -95,21 +117,13 @@ def build_graph(
                 merged = merge_sets(sets, payload["level"])
         return {"pool": [merged.model_dump(mode="json")]}
 
-    def finish(state: State) -> dict[str, Any]:
-        staged = state.get("staged") or [LessonSet().model_dump(mode="json")]
-        return {"final": staged[0]}
+    return merge
 
-    builder = StateGraph(State)
-    builder.add_node("analyse", analyse)
-    builder.add_node("gate", gate)
-    builder.add_node("merge", merge)
-    builder.add_node("finish", finish)
-    builder.add_conditional_edges(START, lambda s: [Send("analyse", {"trace_id": t}) for t in s["traces"]] or "gate", ["analyse", "gate"])
-    builder.add_edge("analyse", "gate")
-    builder.add_conditional_edges("gate", route, ["merge", "finish"])
-    builder.add_edge("merge", "gate")
-    builder.add_edge("finish", END)
-    return builder.compile(checkpointer=checkpointer)
+
+def _finish(state: State) -> dict[str, Any]:
+    """The one set left (an empty one when there was nothing to merge)."""
+    staged = state.get("staged") or [LessonSet().model_dump(mode="json")]
+    return {"final": staged[0]}
 
 
 def run_config(n_traces: int, config: Config, thread_id: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
 from .config import Config
 from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
 from langgraph.errors import GraphDrained
+from langgraph.runtime import RunControl
 
 from .consolidate import merge_count
 from .graph import build_graph, run_config
@@ -33,7 +34,8 @@ from .ingest.fidelity import loss_warnings
 from .ingest.fidelity import summary as fidelity_summary
 from .llm import LLMClient
 from .prompts import version as prompt_version
-from .types import LessonSet, RunResult, Usage, content_hash
+from .rules import RuleRecord
+from .types import LessonSet, RunResult, Skip, Usage, content_hash
 
 Progress = Callable[[str, int, int], None]
 PROMPTS = ("system.md", "analyse_failure.md", "analyse_success.md", "merge.md")
@@ -48,7 +50,7 @@ def distill(
     progress: Progress | None = None,
     checkpoint: Path | None = None,
     write: bool = True,
-    control: Any = None,
+    control: RunControl | None = None,
     rejected: dict[str, int] | None = None,
 ) -> tuple[RunResult, SkillBuild]:
     """Distil trajectories into the skill folder `config.skill_dir()`.
@@ -78,7 +80,13 @@ def distill(
         run, final, failed, build = _build(config, llm, ingested, progress, checkpoint, control, rejected, write)
         if write and build.changed:
             write_skill_dir(config.skill_dir(), build.files)
-    result = RunResult(
+    return _result(config, llm, ingested, run, final, failed, build, time.monotonic() - started), build
+
+
+def _result(config: Config, llm: LLMClient | None, ingested: IngestResult, run: RunInfo, final: LessonSet,
+            failed: list[Skip], build: SkillBuild, seconds: float) -> RunResult:
+    """What the run did, for the report: counts, version, usage, warnings and sources."""
+    return RunResult(
         skill_dir=str(config.skill_dir()),
         run_id=run.run_id,
         mode=run.mode,
@@ -95,17 +103,16 @@ def distill(
         previous_version=build.previous_version,
         changed=build.changed,
         usage=llm.usage if llm is not None else Usage(),
-        seconds=round(time.monotonic() - started, 2),
+        seconds=round(seconds, 2),
         redactions=dict(ingested.redactions),
         warnings=tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces)),
         fidelity=fidelity_summary(ingested.fidelity),
         sources={t.id: t.source.path + (f" [{t.source.record}]" if t.source.record else "") for t in ingested.traces},
     )
-    return result, build
 
 
 def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progress: Progress | None,
-           checkpoint: Path | None, control: Any, rejected: dict[str, int] | None, write: bool):
+           checkpoint: Path | None, control: RunControl | None, rejected: dict[str, int] | None, write: bool):
     """Analyse, consolidate, select and author, against the skill folder as it is (after
     finishing a killed write; a dry run reads where that write left it, moving nothing)."""
     source = config.skill_dir()
@@ -199,10 +206,8 @@ def run_info(config: Config, llm: LLMClient | None, ingested: IngestResult) -> R
 
 async def _consolidate(
     ingested: IngestResult, llm: LLMClient | None, config: Config, thread_id: str,
-    progress: Progress | None, checkpoint: Path | None, control: Any = None, source: Path | None = None,
-) -> tuple[LessonSet, list]:
-    from .types import Skip
-
+    progress: Progress | None, checkpoint: Path | None, control: RunControl | None = None, source: Path | None = None,
+) -> tuple[LessonSet, list[Skip]]:
     async with AsyncExitStack() as stack:
         from langgraph.checkpoint.memory import InMemorySaver
 
@@ -250,7 +255,7 @@ def _report(update: dict, counts: dict[str, int], progress: Progress | None, tot
 
 
 
-def existing_rules(config: Config, folder: Path | None = None) -> list[Any]:
+def existing_rules(config: Config, folder: Path | None = None) -> list[RuleRecord]:
     """The rules the target skill (or `folder`) already records in provenance.json (none for a new skill)."""
     from .fsguard import inside
     from .provenance import load_provenance

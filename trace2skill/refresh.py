@@ -26,6 +26,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from langgraph.runtime import RunControl
+
 from .version import __version__
 from .config import Config
 from .errors import NoInputError, PublishError
@@ -66,7 +68,7 @@ def refresh(
     since: datetime | None = None,
     pr_body_path: Path | None = None,
     progress: Progress | None = None,
-    control: Any = None,
+    control: RunControl | None = None,
     on_quote: Any = None,
 ) -> RefreshOutcome:
     """Fold trajectories that no earlier refresh consumed into the skill, and publish it.
@@ -102,7 +104,7 @@ def refresh(
 
 
 def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: RefreshState, git: _GitTarget | None,
-          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: Any) -> RefreshOutcome:
+          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: RunControl | None) -> RefreshOutcome:
     """Distil the new trajectories on the bot branch and publish the change."""
     name = config.skill.name
     branch = git.prepare(config, plan) if git is not None else None
