@@ -4,8 +4,9 @@ A cycle means two modules each need the other to be whole, which is how a concep
 two homes. The graph is built from the source with `ast`, imports inside functions included
 (they hide a cycle from Python's import machinery, not from the design). An edge goes from a
 module to the module it names: `from .x import y` is an edge to `x.y` when that is a module,
-else to `x`. The implicit import of a parent package's `__init__` is not an edge, since a
-package's `__init__` re-exporting its own modules is not a cycle of concepts.
+else to `x`. A module importing from inside a package it is not part of also depends on that
+package's `__init__` (Python runs it first), so that is an edge too; a module inside the
+package reaching its siblings is not (its `__init__` re-exporting them is not a cycle of concepts).
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def _targets(module: str, path: Path, tree: ast.AST, known: set[str]) -> set[str
             source = ".".join(p for p in (base if node.level else "", node.module or "") if p)
             for alias in node.names:
                 targets.add(f"{source}.{alias.name}" if f"{source}.{alias.name}" in known else source)
+    for target in list(targets):
+        parts = target.split(".")
+        for depth in range(2, len(parts)):
+            package_name = ".".join(parts[:depth])
+            if package_name in known and not (module == package_name or module.startswith(package_name + ".")):
+                targets.add(package_name)
     return {t for t in targets if t in known and t != module}
 
 
@@ -90,6 +97,18 @@ def test_the_graph_sees_imports_inside_functions():
     assert "trace2skill.offline" in graph["trace2skill.pipeline"]
     assert "trace2skill.skillfmt.sections" in graph["trace2skill.publish.merge"]
     assert len(graph) > 50
+    assert "trace2skill.ingest" in graph["trace2skill.pipeline"]  # via trace2skill.ingest.fidelity too
+    assert "trace2skill.publish" in graph["trace2skill.refresh"]
+
+
+def test_importing_into_another_package_depends_on_its_init():
+    """`from .ingest.base import x` in a top-level module is an edge to `ingest` as well (Python
+    runs `ingest/__init__` first); inside `ingest` the same import is not."""
+    known = {"trace2skill.a", "trace2skill.ingest", "trace2skill.ingest.base", "trace2skill.ingest.labels"}
+    tree = ast.parse("def f():\n    from .ingest.base import x\n")
+    assert _targets("trace2skill.a", PACKAGE / "a.py", tree, known) == {"trace2skill.ingest", "trace2skill.ingest.base"}
+    tree = ast.parse("from .base import x\n")
+    assert _targets("trace2skill.ingest.labels", PACKAGE / "ingest" / "labels.py", tree, known) == {"trace2skill.ingest.base"}
 
 
 def test_the_package_has_no_import_cycle():
