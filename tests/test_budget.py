@@ -10,7 +10,7 @@ from trace2skill.budget import preflight, quote
 from trace2skill.cli import app
 from trace2skill.config import load_config
 from trace2skill.consolidate import merge_count
-from trace2skill.errors import BudgetExceeded, Interrupted
+from trace2skill.errors import BudgetExceeded, ConfigError, Interrupted
 from trace2skill.ingest import load_traces
 from trace2skill.pipeline import distill
 from trace2skill.testing import ScriptedLLM
@@ -26,8 +26,11 @@ def test_quote_counts_every_call_the_run_will_make(demo_traces):
     config = load_config(env={})
     traces = load_traces([demo_traces], config).traces
     estimate = quote(traces, config, price=(1e-6, 4e-6))
-    analyse, merge = estimate.stages
-    assert analyse.calls == 40 and merge.calls == merge_count(40, 5) == 11
+    analyse, merge, repair, preflight_stage = estimate.stages
+    # 40 analyses of at most 3 lessons, fan-in 5: 8 merges of 15 lessons (one window each), then
+    # 75 and 45 lessons (two windows of at most 40 each), then 120 lessons (three windows).
+    assert preflight_stage.calls == 1 and analyse.calls == 40 and merge.calls == 8 + 2 + 2 + 3
+    assert merge_count(40, 5) == 11 and repair.calls == 2  # 3 % of 55, rounded up
     assert 0 < analyse.input_tokens <= 40 * (config.analyse.token_budget + 1000)
     assert estimate.cost == pytest.approx(sum(s.input_tokens * 1e-6 + s.output_tokens * 4e-6 for s in estimate.stages))
     assert quote(traces, config, price=None).cost is None
@@ -38,7 +41,11 @@ def test_a_run_quoted_above_the_budget_is_refused_before_any_call(demo_traces):
     traces = load_traces([demo_traces], config).traces
     with pytest.raises(BudgetExceeded, match="exceeds --budget"):
         preflight(traces, config, "openai/gpt-4o-mini")
-    assert preflight(traces, config, "scripted").cost is None, "an unpriced model cannot be refused on price"
+    assert preflight(traces, config, "scripted").cost == 0, "the scripted model is free"
+    with pytest.raises(ConfigError, match="llm.price_in"):
+        preflight(traces, config, "openai/a-model-nobody-prices")
+    priced = load_config(overrides={"budget.max_cost": 100.0, "llm.price_in": 1.0, "llm.price_out": 2.0}, env={})
+    assert preflight(traces, priced, "openai/a-model-nobody-prices").cost > 0
 
 
 def test_a_run_above_the_approval_threshold_needs_yes(demo_traces):

@@ -239,15 +239,17 @@ def test_drop_sidechains_is_explained_and_warned_about(tmp_path):
     assert (rows[sub.name]["calls_read"], rows[sub.name]["calls_in_file"], rows[sub.name]["unexplained_calls"]) == (0, 2, 0)
     assert rows[session.name]["calls_read"] == raw_claude_code(session)[0] - sub_calls
     run = runner.invoke(app, ["distill", str(folder), "--out", str(tmp_path / "skills"), "--skill", "cc", "--drop-sidechains", "--json"])
-    assert run.exit_code == 0, run.output
-    summary = json.loads(run.stdout)
-    assert summary["fidelity"]["lossy_files"] == [str(folder / session.stem / "subagents" / sub.name)]
-    assert any("read 0 of 2 tool calls" in w and sub.name in w for w in summary["warnings"])
+    # One unlabelled session in which no error recurs teaches nothing (exit 3, nothing written),
+    # and the loss is still reported.
+    assert run.exit_code == 3, run.output
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("trace2skill: warning:")]
+    assert any("read 0 of 2 tool calls" in w and sub.name in w for w in warnings)
 
 
 def test_distill_prints_a_one_line_fidelity_summary(tmp_path):
     run = runner.invoke(app, ["distill", str(V2), "--out", str(tmp_path / "skills"), "--skill", "v2"])
-    assert run.exit_code == 0, run.output
+    # Two scripted runs with no recurring error teach nothing (exit 3); the summary is still printed.
+    assert run.exit_code == 3, run.output
     raw = [raw_mini_swe_v2(p) for p in V2.rglob("*.traj.json")]
     calls, results = sum(c for c, _ in raw), sum(r for _, r in raw)
     assert f"fidelity: {calls}/{calls} tool calls and {results}/{results} results read from 2 counted file(s) of 3" in run.output

@@ -6,7 +6,7 @@ import re
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from trace2skill.analyse import AnalystReport
+from trace2skill.analyse import AnalystReport, analyst_for
 from trace2skill.config import load_config
 from trace2skill.consolidate import MergeDecision
 from trace2skill.graph import build_graph, run_config
@@ -46,7 +46,7 @@ def responder(messages, output, purpose):
 
 
 def run_graph(traces, llm, config, concurrency):
-    graph = build_graph(llm, config, {t.id: t for t in traces}, InMemorySaver())
+    graph = build_graph(analyst_for(config, llm), config, {t.id: t for t in traces}, InMemorySaver())
     cfg = run_config(len(traces), config, "test-thread")
     cfg["max_concurrency"] = concurrency
 

@@ -6,10 +6,10 @@ from trace2skill.analyse import AnalystReport
 from trace2skill.config import load_config
 from trace2skill.errors import LessonParseError, LLMRequestsBlocked
 from trace2skill.llm import build_llm
-from trace2skill.llm.cache import CachedClient
 from trace2skill.llm.litellm_backend import sampling_params
 from trace2skill.llm.parse import parse_reply
 from trace2skill.testing import ScriptedLLM
+from trace2skill.types import LessonSet
 
 REPORT = '{"lessons": [{"title": "Use python -m pytest", "rule": "Run tests via python -m pytest.", "when": "Always", "kind": "fact", "subject": "pytest", "polarity": "do", "steps": [1], "quote": "not found"}]}'
 
@@ -37,13 +37,19 @@ def test_offline_model_needs_no_client():
     assert build_llm(load_config(env={})) is None
 
 
-def test_cache_replays_only_identical_requests(tmp_path):
-    messages = [{"role": "user", "content": "analyse this"}]
-    inner = ScriptedLLM().enqueue("analyse-failure", REPORT, REPORT)
-    seed1 = CachedClient(inner, load_config(overrides={"llm.seed": 1}, env={}).llm, tmp_path / "c.sqlite")
-    for _ in range(2):
-        asyncio.run(seed1.complete(messages, output=AnalystReport, purpose="analyse-failure"))
-    assert inner.count() == 1 and seed1.hits == 1
-    seed2 = CachedClient(inner, load_config(overrides={"llm.seed": 2}, env={}).llm, tmp_path / "c.sqlite")
-    asyncio.run(seed2.complete(messages, output=AnalystReport, purpose="analyse-failure"))
-    assert inner.count() == 2, "a new seed must not replay the old answer"
+def test_the_journal_replays_only_work_done_with_the_same_settings(demo_traces, tmp_path):
+    """The journal replaced the response cache: its run id hashes every setting sent, seed included."""
+    from trace2skill.analyse import analyst_for
+    from trace2skill.ingest import load_traces
+    from trace2skill.journal import AnalysisJournal
+    from trace2skill.pipeline import run_info
+
+    def run_id(seed):
+        config = load_config(overrides={"llm.seed": seed, "llm.model": "scripted"}, env={})
+        ingested = load_traces([demo_traces], config)
+        return run_info(config, analyst_for(config, ScriptedLLM()), ingested).run_id
+
+    first = AnalysisJournal(tmp_path / "j.sqlite", run_id(1))
+    first.put("digest", LessonSet())
+    assert AnalysisJournal(tmp_path / "j.sqlite", run_id(1)).get("digest") == LessonSet()
+    assert AnalysisJournal(tmp_path / "j.sqlite", run_id(2)).get("digest") is None, "a new seed must not replay the old answer"

@@ -1,25 +1,42 @@
-"""Stage 2: one analyst per trajectory.
+"""Stage 2: one analyst per trajectory, and the `Analyst` that also merges and selects.
 
-Failures go to the error analyst, successes to the success analyst, as in Trace2Skill. Without
-a model, the offline analyst mines the trajectory instead. Either way the analyst returns a
-`LessonSet` whose evidence names this trajectory, its outcome and the cited steps; support
-counts are derived from that evidence later, never taken from the model's word.
+An `Analyst` is chosen once, at the edge (`analyst_for`): `OfflineAnalyst` mines trajectories
+without a model; `ModelAnalyst` sends failures to the error analyst and successes to the
+success analyst, as in Trace2Skill. Nothing downstream asks which one it has.
+
+The model analyst sees the current skill's rules (id, title, one line each) so it can propose a
+new lesson or amend, qualify or contradict an existing rule by id: an amendment or
+qualification takes the rule's signature (so the rule's provenance keeps the old evidence and
+adds the new), a contradiction becomes a needs-review conflict with the rule. It also sees the
+evaluator's verdict (outcome, reward, failing tests) when the trace carries one, and a failure
+lesson records its `cause`.
+
+Trajectory text is untrusted: it goes into the prompt as quoted data inside
+`<trajectory>` tags, which the system prompt tells the model never to obey. Either way the
+analyst returns a `LessonSet` whose evidence names this trajectory, its outcome and the cited
+steps; support counts are derived from that evidence later, never taken from the model's word.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config import Config
-from .llm import LLMClient
+from .budget import with_budget
+from .consolidate import anchor_to_existing, hold_risky, merge_sets, merge_sets_llm
+from .errors import ContextTooLong
+from .llm import LLMClient, check_model
 from .prompts import render
-from .types import Evidence, Lesson, LessonKind, LessonSet, Trace
+from .rules import RuleRecord, record_lesson, rule_id
+from .types import Conflict, Evidence, Lesson, LessonKind, LessonSet, Trace, Usage, content_hash
 
 MAX_LESSONS = 3
 QUOTE_CHARS = 200
+VERDICT_KEYS = re.compile(r"test|verdict|reward|score|eval|status|resolved|error", re.I)
 
 
 class LessonDraft(BaseModel):
@@ -43,6 +60,12 @@ class LessonDraft(BaseModel):
     """Step indices the lesson is grounded in."""
     quote: str = Field(max_length=400)
     """Short verbatim excerpt from those steps."""
+    relation: Literal["new", "amends", "qualifies", "contradicts"] = "new"
+    """How the lesson relates to an existing rule of the skill."""
+    rule_id: str | None = None
+    """The existing rule's id (r-...) when `relation` is not `new`."""
+    cause: str = ""
+    """For a failed trajectory: why it failed (the root cause, in one sentence)."""
 
 
 class AnalystReport(BaseModel):
@@ -54,54 +77,195 @@ class AnalystReport(BaseModel):
     """Transferable lessons, at most three."""
 
 
-async def analyse_trace(trace: Trace, llm: LLMClient | None, config: Config) -> LessonSet:
-    """Extract trajectory-local lessons from one trace.
+class Analyst(Protocol):
+    """Reads trajectories into lessons and merges lesson sets; offline or with a model."""
 
-    Raises:
-        LLMError: the model failed or answered unusably after retries.
-    """
-    if llm is None:
+    mode: Literal["offline", "llm"]
+    model: str
+
+    @property
+    def usage(self) -> Usage: ...
+
+    async def check(self) -> None:
+        """Prove the analyst can work before any analysis (the model preflight)."""
+
+    async def analyse(self, trace: Trace) -> LessonSet:
+        """Trajectory-local lessons of one trace."""
+
+    async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
+        """One lesson set from several."""
+
+    def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
+        """The consolidated set as it goes to the author (selection, safety holds)."""
+
+    def nothing_learned(self, traces: Sequence[Trace]) -> str:
+        """Why no lesson came out of `traces` (the run then writes nothing and exits 3)."""
+
+    def author_config(self, config: Config) -> Config:
+        """The configuration the author applies to this analyst's lessons."""
+
+
+class OfflineAnalyst:
+    """The LLM-free analyst (`trace2skill.offline`), wrapped as an `Analyst`."""
+
+    mode: Literal["offline", "llm"] = "offline"
+    model = "offline"
+    usage = Usage()
+
+    async def check(self) -> None:
+        return None
+
+    async def analyse(self, trace: Trace) -> LessonSet:
         from .offline import analyse_offline
 
         lessons = analyse_offline(trace)
-    else:
-        report = await llm.complete(analyst_messages(trace, config), output=AnalystReport, purpose=analyst_purpose(trace))
-        lessons = [_to_lesson(draft, trace) for draft in report.lessons[:MAX_LESSONS]]
-    return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0)
+        return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0)
+
+    async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
+        return merge_sets(sets, level)
+
+    def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
+        from .offline import select_offline
+
+        return final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), traces))})
+
+    def nothing_learned(self, traces: Sequence[Trace]) -> str:
+        from .offline import nothing_learned
+
+        return nothing_learned(list(traces))
+
+    def author_config(self, config: Config) -> Config:
+        return config
+
+
+class ModelAnalyst:
+    """The Trace2Skill analysts and merger over an `LLMClient` (already under the run's budget)."""
+
+    mode: Literal["offline", "llm"] = "llm"
+
+    def __init__(self, llm: LLMClient, config: Config, existing: Sequence[RuleRecord] = ()):
+        self.llm = llm
+        self.model = llm.model
+        self.config = config
+        self.existing = sorted(existing, key=lambda r: r.id)
+
+    @property
+    def usage(self) -> Usage:
+        return self.llm.usage
+
+    async def check(self) -> None:
+        await check_model(self.llm)
+
+    async def analyse(self, trace: Trace) -> LessonSet:
+        """Raises LLMError when the model failed or answered unusably after retries."""
+        budget = self.config.analyse.token_budget
+        try:
+            report = await self._ask(trace, budget)
+        except ContextTooLong:
+            report = await self._ask(trace, max(500, budget // 3))
+        by_id = {r.id: r for r in self.existing}
+        lessons, conflicts = [], []
+        for draft in report.lessons[:MAX_LESSONS]:
+            lesson = _to_lesson(draft, trace, by_id)
+            lessons.append(lesson)
+            target = by_id.get(draft.rule_id or "")
+            if draft.relation == "contradicts" and target is not None:
+                conflicts.append(_contradiction(target, lesson))
+        lessons = anchor_to_existing(lessons, self.existing)
+        return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), conflicts=tuple(conflicts),
+                         sources=(trace.id,), level=0)
+
+    async def _ask(self, trace: Trace, token_budget: int) -> AnalystReport:
+        messages = analyst_messages(trace, self.config, self.existing, token_budget)
+        return await self.llm.complete(messages, output=AnalystReport, purpose=analyst_purpose(trace))
+
+    async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
+        return await merge_sets_llm(sets, level, self.llm)
+
+    def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
+        return hold_risky(final, {t.id: content_hash(" ".join(t.task.split()) or t.id) for t in traces})
+
+    def nothing_learned(self, traces: Sequence[Trace]) -> str:
+        return f"the model proposed no lesson from {len(traces)} trajectories; nothing was written"
+
+    def author_config(self, config: Config) -> Config:
+        """A model lesson needs `llm.min_support` trajectories (default 2) to enter SKILL.md."""
+        support = max(config.consolidate.min_support, config.llm.min_support)
+        return config.model_copy(update={"consolidate": config.consolidate.model_copy(update={"min_support": support})})
+
+
+def analyst_for(config: Config, llm: LLMClient | None, existing: Sequence[RuleRecord] = ()) -> Analyst:
+    """The run's analyst, chosen once: offline when there is no model, else the model analyst
+    with `llm` under the run's caps (`budget.with_budget`)."""
+    if llm is None:
+        return OfflineAnalyst()
+    return ModelAnalyst(with_budget(llm, config), config, existing)
 
 
 def analyst_purpose(trace: Trace) -> str:
     return "analyse-failure" if trace.outcome == "failure" else "analyse-success"
 
 
-def analyst_messages(trace: Trace, config: Config) -> list[dict[str, str]]:
+def analyst_messages(trace: Trace, config: Config, existing: Sequence[RuleRecord] = (),
+                     token_budget: int | None = None) -> list[dict[str, str]]:
     from .compress import compress_trace
 
     template = "analyse_failure.md" if trace.outcome == "failure" else "analyse_success.md"
     user = render(
         template,
-        task=trace.task[:4000],
-        trajectory=compress_trace(trace, config.analyse.token_budget),
+        task=quoted(trace.task[:4000]),
+        trajectory=quoted(compress_trace(trace, token_budget or config.analyse.token_budget)),
+        verdict=verdict(trace),
+        rules=[{"id": r.id, "title": _line(r.title, 100), "rule": _line(r.rule, 200)} for r in existing],
         max_lessons=MAX_LESSONS,
     )
     return [{"role": "system", "content": render("system.md")}, {"role": "user", "content": user}]
 
 
-def _to_lesson(draft: LessonDraft, trace: Trace) -> Lesson:
+def quoted(text: str) -> str:
+    """Trajectory text made safe to place between data tags: it cannot close them."""
+    return re.sub(r"</?\s*(trajectory|task|data)\b", lambda m: m.group(0).replace("<", "&lt;"), text, flags=re.I)
+
+
+def verdict(trace: Trace) -> str:
+    """The evaluator's verdict the trace carries: outcome, reward, and test or status fields."""
+    parts = [f"outcome: {trace.outcome}"]
+    if trace.reward is not None:
+        parts.append(f"reward: {trace.reward:g}")
+    for key, value in sorted(trace.extra.items()):
+        if VERDICT_KEYS.search(key) and key != "label_source" and value not in (None, "", [], {}):
+            parts.append(f"{key}: {_line(str(value), 300)}")
+    return quoted("; ".join(parts))
+
+
+def _line(text: str, limit: int) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _to_lesson(draft: LessonDraft, trace: Trace, existing: dict[str, RuleRecord]) -> Lesson:
     valid_steps = {step.index for step in trace.steps}
     steps = tuple(sorted({s for s in draft.steps if s in valid_steps}))
     subject = normalise_subject(draft.subject)
     quote = verified_quote(trace, steps, draft.quote)
+    target = existing.get(draft.rule_id or "")
+    refines = draft.relation in ("amends", "qualifies") and target is not None
     return Lesson.create(
         title=draft.title.strip(),
         rule=draft.rule.strip(),
         when=draft.when.strip(),
-        kind=draft.kind,
-        signature=f"llm:{draft.kind}:{subject}:{slug(draft.title)}",
+        kind=target.kind if refines else draft.kind,
+        signature=target.signature if refines else f"llm:{draft.kind}:{subject}:{slug(draft.title)}",
         polarity=draft.polarity,
         subject=subject,
+        cause=_line(draft.cause, 300) if trace.outcome == "failure" else "",
         evidence=(Evidence(trace_id=trace.id, outcome=trace.outcome, steps=steps, quote=quote),),
     )
+
+
+def _contradiction(rule: RuleRecord, lesson: Lesson) -> Conflict:
+    return Conflict(id="C-" + content_hash(sorted([rule.signature, lesson.signature]))[:10], a=record_lesson(rule), b=lesson,
+                    reason=f"the analyst says this contradicts rule {rule_id(rule.signature)} of the skill",
+                    detected_by="existing-skill", status="needs-review")
 
 
 def verified_quote(trace: Trace, steps: tuple[int, ...], quote: str) -> str:

@@ -405,6 +405,7 @@ def _stable_provenance(text: str) -> str:
     except ValueError:
         return text
     data.pop("run", None)
+    data.pop("gate", None)
     for table in ("rules", "withheld"):
         for record in (data.get(table) or {}).values():
             record.pop("first_seen_run", None)

@@ -31,7 +31,8 @@ from .errors import Trace2SkillError
 from .onboard import config_keys
 
 EXIT_PARTIAL = 3
-EXIT_CODES = ("Exit codes: 0 success (also 'no changes'), 1 failure, 2 usage error, 3 partial (some trajectories skipped), "
+EXIT_GATED = 4
+EXIT_CODES = ("Exit codes: 0 success (also 'no changes'), 1 failure, 2 usage error, 3 partial (some trajectories skipped), 4 gated (the validation gate refused the candidate), "
               "65 bad data or invalid skill, 66 no input, 69 model provider unavailable, 75 temporary (lock, budget cap, "
               "interrupted: rerun to resume), 78 bad configuration.")
 
@@ -85,10 +86,13 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Quote the cost and p
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve a run quoted above budget.approve_above.")]
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", help=_h("Also write the HTML report of the run to this file.", "only STATE_DIR/reports/"), show_default=False)]
 StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help=_h("Folder for state, checkpoints, reports and the lock.", _config_default("state_dir")), show_default=False)]
+GateOpt = Annotated[Optional[str], typer.Option("--gate", help="none | heldout: refuse a candidate whose held-out coverage or false-alarm rate is worse than the current skill's.")]
+GateCmdOpt = Annotated[Optional[str], typer.Option("--gate-cmd", help="Benchmark command run with the current skill and the candidate (folder in TRACE2SKILL_SKILL_DIR); last stdout line is the score.")]
+AblateOpt = Annotated[Optional[int], typer.Option("--ablate", help="With --gate-cmd: also score the candidate without each of its N newest or weakest rules.")]
 
 RUN_FLAGS = ("paths", "out", "skill", "description", "layout", "model", "api_base", "concurrency", "fan_in", "min_support",
              "trace_format", "labels", "success_threshold", "drop_sidechains", "budget", "max_calls", "dry_run", "yes",
-             "report", "state_dir", "settings", "config_path", "json_out", "verbose", "quiet")
+             "report", "state_dir", "gate", "gate_cmd", "ablate", "settings", "config_path", "json_out", "verbose", "quiet")
 """The flags `distill` and `refresh` share (a test holds both commands to it)."""
 
 
@@ -140,6 +144,10 @@ def _note(ctx: typer.Context, message: str) -> None:
 def _fail(exc: Trace2SkillError | OSError) -> typer.Exit:
     if isinstance(exc, OSError):
         return _fail_os(exc)
+    for note in getattr(exc, "notes", ()):
+        typer.echo(note, err=True)
+    for warning in getattr(exc, "warnings", ()):
+        _err(f"warning: {warning}")
     problems = getattr(exc, "problems", None) or []
     if len(problems) < 2:
         _err(f"error: {exc}")
@@ -185,6 +193,7 @@ def _run_overrides(flags: dict[str, Any]) -> dict[str, Any]:
         "consolidate.fan_in": flags["fan_in"], "consolidate.min_support": flags["min_support"],
         "budget.max_cost": flags["budget"], "budget.max_calls": flags["max_calls"], "budget.approved": True if flags["yes"] else None,
         "state_dir": flags["state_dir"],
+        **_gate_overrides(flags["gate"], flags["gate_cmd"], flags["ablate"]),
     }
 
 
@@ -212,10 +221,10 @@ class _CallMeter:
 
 
 def _llm(ctx: typer.Context, config):
-    from .llm import build_llm, with_budget
+    from .llm import build_llm
 
     factory = (ctx.obj or {}).get("llm_factory")
-    llm = with_budget(factory(config), config) if factory is not None else build_llm(config)
+    llm = factory(config) if factory is not None else build_llm(config)  # the library puts it under the caps
     return _CallMeter(llm) if llm is not None else None
 
 
@@ -250,41 +259,53 @@ def distill(
     yes: YesOpt = False,
     report: ReportOpt = None,
     state_dir: StateDirOpt = None,
+    gate: GateOpt = None,
+    gate_cmd: GateCmdOpt = None,
+    ablate: AblateOpt = None,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
-    from .budget import preflight
+    """Distil trajectories into a skill folder (create it, or deepen the existing one).
+
+    Long because typer takes one parameter per option (about 30 of its lines); the body is short.
+    """
     from .ingest import load_traces
     from .journal import checkpoint_path
     from .pipeline import distill as run_distill
-    from .report import print_quote, print_summary
+    from .pipeline import plan
+    from .report import print_summary
 
     _verbosity(ctx, verbose, quiet)
     try:
         config = _config(config_path, _run_overrides(locals()), settings)
         llm = _llm(ctx, config)
-        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
+        with _reading(_show_progress(ctx, json_out)):
+            ingested = load_traces(paths or [Path(p) for p in config.sources], config)
         labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
         _warn_unmatched_labels(ctx, config, labelled, len(ingested.traces))
-        estimate = preflight(ingested.traces, config, llm.model) if llm is not None else None
-        if estimate is not None and _level(ctx) >= 0:
-            print_quote(estimate)
-        if dry_run and llm is not None:
+        quoted: list[Any] = []
+        if dry_run and llm is not None and ingested.traces:
+            _quoted(ctx, quoted, plan(config, llm, ingested, None, check=False).quote)
             _note(ctx, "dry run: quote only; the diff needs the model's answers (run without --dry-run, with --max-calls or --budget)")
             return
+        _quote_gate(config, dry_run)
         before = _previous_titles(config.skill_dir())
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
             checkpoint = checkpoint_path(config.state_dir) if llm is not None and not dry_run else None
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,
-                                        checkpoint=checkpoint, control=control)
+                                        checkpoint=checkpoint, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+    estimate = quoted[0] if quoted else None
     _finish_run(ctx, config, result, build, before=before, estimate=estimate, llm=llm, report=report,
                 dry_run=dry_run, json_out=json_out, command="distill")
+    if result.gate is not None and not result.gate["accepted"]:
+        raise typer.Exit(EXIT_GATED)
     if result.skipped:
         raise typer.Exit(EXIT_PARTIAL)
 
@@ -312,6 +333,9 @@ def refresh(
     yes: YesOpt = False,
     report: ReportOpt = None,
     state_dir: StateDirOpt = None,
+    gate: GateOpt = None,
+    gate_cmd: GateCmdOpt = None,
+    ablate: AblateOpt = None,
     settings: SetOpt = None,
     config_path: ConfigOpt = None,
     json_out: JsonOpt = False,
@@ -322,7 +346,10 @@ def refresh(
     since: Annotated[Optional[datetime], typer.Option("--since", help=_h("Re-read trajectories whose files changed since this time, instead of only unseen ones.", "unseen ones only"), show_default=False)] = None,
     pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help=_h("Also write the pull-request body to this file.", "not written"), show_default=False)] = None,
 ) -> None:
-    """Fold new trajectories into a skill and publish the change (commit, branch or pull request)."""
+    """Fold new trajectories into a skill and publish the change (commit, branch or pull request).
+
+    Long because typer takes one parameter per option (about 30 of its lines); the body is short.
+    """
     from .refresh import refresh as run_refresh
     from .report import print_refresh
 
@@ -334,15 +361,20 @@ def refresh(
         before = _previous_titles(config.skill_dir())
         if dry_run:
             return _refresh_dry_run(ctx, config, llm, paths, since, report, json_out)
+        _quote_gate(config)
         quoted: list[Any] = []
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
             outcome = run_refresh(config, llm, paths or None, since=since, pr_body_path=pr_body,
                                   progress=progress, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        raise _interrupted() from None
     print_refresh(outcome, json_out=json_out, publish=config.publish.mode)
     if outcome.result is not None and outcome.build is not None:
         _write_reports(ctx, config, outcome.result, outcome.build, before, quoted[0] if quoted else None, llm, report, False, "refresh")
+    if outcome.gated:
+        raise typer.Exit(EXIT_GATED)
     if outcome.result is not None and outcome.result.skipped:
         raise typer.Exit(EXIT_PARTIAL)
 
@@ -428,19 +460,94 @@ def _write_reports(ctx, config, result, build, before, estimate, llm, explicit, 
 
 
 # --------------------------------------------------------------------------------------------
+# Held-out evaluation and the gate
+
+
+def _gate_overrides(gate: str | None, gate_cmd: str | None, ablate: int | None) -> dict[str, Any]:
+    if gate is not None and gate not in ("none", "heldout", "command"):
+        raise typer.BadParameter(f"{gate!r} is not one of none, heldout (or give --gate-cmd CMD)", param_hint="--gate")
+    return {"gate.mode": "command" if gate_cmd and gate is None else gate, "gate.command": gate_cmd, "gate.ablate": ablate}
+
+
+def _quote_gate(config, dry_run: bool = False) -> None:
+    """Say how many benchmark runs the gate will make before any of them starts."""
+    from .gate import quote_runs
+
+    text = quote_runs(config)
+    if text and not dry_run:
+        _err(text)
+
+
+@app.command("eval", epilog="Example: trace2skill eval traces/ --folds 4 --json")
+def eval_command(
+    ctx: typer.Context,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Trace files or folders (default: `sources` from the config).", show_default=False, metavar="PATHS")] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds, split by task (no task in two folds).")] = 4,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Where to write the learning-curve SVG (default: STATE/eval/learning-curve.svg).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="litellm model string (judged by the model), or 'offline'.")] = None,
+    api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of a local OpenAI-compatible server.")] = None,
+    trace_format: Annotated[Optional[str], typer.Option("--format", help="Force a trace reader instead of detecting by shape.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="JSON or CSV file of outcomes by trajectory id.")] = None,
+    success_threshold: ThresholdOpt = None,
+    budget: Annotated[Optional[float], typer.Option("--budget", help="Hard cap on model spend in US dollars.")] = None,
+    max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="Hard cap on model calls.")] = None,
+    settings: SetOpt = None,
+    config_path: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Held-out evaluation: distil on K-1 folds, score the rules on the held-out fold."""
+    from .errors import ConfigError
+    from .evaluate import curve_svg, evaluate
+    from .ingest import load_traces
+    from .report import print_eval
+
+    overrides = {"llm.model": model, "llm.api_base": api_base, "analyse.format": trace_format, "analyse.labels": labels,
+                 "analyse.success_threshold": success_threshold, "budget.max_cost": budget, "budget.max_calls": max_calls}
+    try:
+        config = _config(config_path, overrides, settings)
+        config = config.model_copy(update={"gate": type(config.gate)()})
+        llm = _llm(ctx, config)
+        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
+        if llm is not None:
+            from .evaluate import CURVE
+
+            labelled = sum(t.outcome in ("success", "failure") for t in ingested.traces)
+            _err(f"quote: {folds * len(CURVE)} in-memory distils ({len(ingested.traces)} analyses, answered from the response "
+                 f"cache when repeated, plus merges) and up to {labelled * len(CURVE)} judge calls; capped by --budget / --max-calls")
+        with _progress_reporter(_show_progress(ctx, json_out)) as progress:
+            evaluation = evaluate(config, llm, ingested, folds, progress=progress)
+        report = evaluation.as_dict()
+        target = plot or config.state_dir / "eval" / "learning-curve.svg"
+        if target.is_symlink():
+            raise ConfigError(f"{str(target)!r} is a symbolic link; give --plot a regular file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(curve_svg(report["learning_curve"]), encoding="utf-8")
+    except (Trace2SkillError, OSError) as exc:
+        raise _fail(exc) from None
+    report["plot"] = str(target)
+    report["skipped"] = [{"path": s.path, "record": s.record, "reason": s.reason} for s in ingested.skips]
+    if llm is not None:
+        report["usage"] = llm.usage.model_dump(mode="json")
+    print_eval(report, json_out=json_out)
+    if ingested.skips:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+# --------------------------------------------------------------------------------------------
 # Reading skills
 
 
 @app.command(epilog="Example: trace2skill validate skills_out/swe-agent-lessons --strict")
 def validate(
     ctx: typer.Context,
-    skill_dir: Annotated[Path, typer.Argument(help="A skill folder (the one holding SKILL.md).")],
+    skill_dir: Annotated[Path, typer.Argument(help="A skill folder (the one holding SKILL.md), or a folder of several skills.")],
     strict: Annotated[bool, typer.Option("--strict", help="Treat warnings (recommended limits) as errors.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Check a skill folder: spec violations are errors (exit 65), recommended limits are warnings (exit 0)."""
+    from .catalog import catalog_warnings, read_entry, skill_folders
     from .skill import check_skill_dir
 
     _verbosity(ctx, verbose, quiet)
@@ -448,18 +555,29 @@ def validate(
         missing = not skill_dir.exists()
         _err(f"error: {str(skill_dir)!r} " + ("does not exist" if missing else "is a file; give the folder that holds SKILL.md"))
         raise typer.Exit(66 if missing else 2)
-    errors, warnings = check_skill_dir(skill_dir)
-    failed = bool(errors or (strict and warnings))
+    folders = [skill_dir] if (skill_dir / "SKILL.md").exists() else skill_folders(skill_dir) or [skill_dir]
+    checked = {folder: check_skill_dir(folder) for folder in folders}
+    catalog = catalog_warnings([read_entry(folder) for folder in folders]) if len(folders) > 1 else []
+    failed = any(errors or (strict and warnings) for errors, warnings in checked.values()) or bool(strict and catalog)
     if json_out:
-        typer.echo(json.dumps({"skill_dir": str(skill_dir), "valid": not failed, "errors": errors, "warnings": warnings,
-                               "problems": errors + warnings}, indent=2))
+        errors = [p for e, _ in checked.values() for p in e]
+        warnings = [p for _, w in checked.values() for p in w] + catalog
+        payload: dict[str, Any] = {"skill_dir": str(skill_dir), "valid": not failed, "errors": errors, "warnings": warnings,
+                                   "problems": errors + warnings}
+        if folders != [skill_dir]:
+            payload["skills"] = [{"skill_dir": str(f), "valid": not (e or (strict and w)), "errors": e, "warnings": w}
+                                 for f, (e, w) in checked.items()]
+        typer.echo(json.dumps(payload, indent=2))
     else:
-        for problem in errors:
-            typer.echo(f"{skill_dir}: error: {problem}")
-        for problem in warnings:
-            typer.echo(f"{skill_dir}: {'error' if strict else 'warning'}: {problem}")
-        if not failed:
-            typer.echo(f"{skill_dir}: valid" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+        for folder, (errors, warnings) in checked.items():
+            for problem in errors:
+                typer.echo(f"{folder}: error: {problem}")
+            for problem in warnings:
+                typer.echo(f"{folder}: {'error' if strict else 'warning'}: {problem}")
+            if not (errors or (strict and warnings)):
+                typer.echo(f"{folder}: valid" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+        for warning in catalog:
+            typer.echo(f"{'error' if strict else 'warning'}: {warning}")
     raise typer.Exit(65 if failed else 0)
 
 
@@ -731,8 +849,30 @@ def _drain_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _interrupted() -> typer.Exit:
+    """Ctrl-C: one line and exit 75 (the journal keeps finished work), no tracebacks or warnings."""
+    import warnings
+
+    from .errors import Interrupted
+
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    return _fail(Interrupted("interrupted; rerun the same command to resume"))
+
+
+@contextmanager
+def _reading(enabled: bool):
+    """A spinner on stderr while trajectories are read (large corpora take a while)."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("reading trajectories..."):
+        yield
+
+
 class _progress_reporter:
-    """A rich progress bar on stderr driven by graph events; a no-op when not wanted."""
+    """A rich progress bar on stderr driven by graph events: count, rate, ETA, spend, failures."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -743,17 +883,24 @@ class _progress_reporter:
         if not self.enabled:
             return None
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                  TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
                                   console=Console(stderr=True), transient=False)
         self._progress.__enter__()
         return self.update
 
-    def update(self, stage: str, done: int, total: int) -> None:
+    def update(self, stage: str, done: int, total: int, *, failed: int = 0, cost: float | None = None) -> None:
         if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(f"{stage:8}", total=total or None)
-        self._progress.update(self._tasks[stage], completed=done, total=total or None)
+            self._tasks[stage] = self._progress.add_task(f"{stage:8}", total=total or None, rate="", status="")
+        task = self._tasks[stage]
+        elapsed = self._progress.tasks[task].elapsed or 0.0
+        rate = f"{done / elapsed:5.1f}/s" if elapsed > 0 else ""
+        status = (f"${cost:.4f}" if cost is not None else "") + (f"  {failed} failed" if failed else "")
+        self._progress.update(task, completed=done, total=total or None, rate=rate, status=status)
 
     def __exit__(self, *exc_info):
         if self._progress is not None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -44,15 +44,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True, allow_inf_nan=False)
 
 
+class RateLimit(_Section):
+    requests: int | None = Field(default=None, ge=1)
+    """Most requests sent per minute."""
+    tokens: int | None = Field(default=None, ge=1)
+    """Most prompt tokens (estimated) sent per minute."""
+
+
 class LLMConfig(_Section):
     model: str = OFFLINE_MODEL
     """litellm model string (`openai/gpt-4.1-mini`, `ollama_chat/qwen3`), `offline` for the LLM-free analyst, or `scripted` in tests."""
     api_base: str | None = None
     """Base URL of a local OpenAI-compatible server (ollama, vLLM, llama.cpp)."""
+    api_key_env: str | None = None
+    """Environment variable whose value is sent as the key to `api_base`. An `api_base` read from a
+    configuration file gets a key only when the same file names this variable."""
+    structured: Literal["json_schema", "tool", "json"] = "json_schema"
+    """How replies are constrained: a JSON schema, a forced tool call, or plain JSON mode (schema in the prompt)."""
+    price_in: float | None = Field(default=None, ge=0)
+    """US dollars per million input tokens, for models whose price litellm does not know."""
+    price_out: float | None = Field(default=None, ge=0)
+    """US dollars per million output tokens, for models whose price litellm does not know."""
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    """Requests and tokens per minute this run may send (unset: no limit)."""
+    min_support: int = Field(default=2, ge=1)
+    """Distinct tasks a model-written lesson needs before it may enter SKILL.md."""
+    _api_base_from_file: bool = PrivateAttr(default=False)
+    """True when `api_base` was read from a configuration file (set by `load_config`, never by a file)."""
     timeout: Float = Field(default=120.0, gt=0)
     """Seconds allowed for one model call."""
     num_retries: Int = Field(default=2, ge=0, le=100)
-    """Transport retries per call (rate limits, timeouts, 5xx)."""
+    """Retries per request on rate limits, timeouts, connection errors and 5xx (never on key, permission or bad-request errors)."""
     temperature: Float | None = Field(default=None, ge=0)
     """Sent only when set; the provider's default applies otherwise."""
     seed: Int | None = None
@@ -60,7 +82,7 @@ class LLMConfig(_Section):
     max_tokens: Int | None = Field(default=None, ge=1)
     """Sent only when set."""
     cache: bool = True
-    """Reuse recorded responses for identical requests (keyed on every sampling parameter)."""
+    """Reuse the journal of successful analyses and merges of the same run id (inputs, model, sampling, prompts)."""
 
 
 class AnalyseConfig(_Section):
@@ -157,6 +179,42 @@ class PublishConfig(_Section):
     """GitHub token, read only from `GITHUB_TOKEN` or `GH_TOKEN`; never written anywhere."""
 
 
+class GateConfig(_Section):
+    mode: Literal["none", "heldout", "command"] = "none"
+    """What a candidate skill must pass before `distill` writes it or `refresh` publishes it:
+    nothing, held-out coverage and false-alarm rate no worse than the current skill's, or the
+    user's benchmark `command` scoring it no lower than the current skill."""
+    command: str | None = None
+    """Benchmark shell command (setting it selects `mode = "command"`): run with the skill folder
+    in `TRACE2SKILL_SKILL_DIR` (empty for no skill); the last line of stdout is a number, higher is better."""
+    tolerance: float = Field(default=0.0, ge=0)
+    """How much worse a candidate may be: in coverage and false-alarm shares (heldout), or in the benchmark's units."""
+    folds: int = Field(default=4, ge=2)
+    """Folds of the held-out comparison (by task)."""
+    ablate: int = Field(default=0, ge=0)
+    """With a command: also score the candidate without each of its N newest or weakest rules."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds one benchmark run may take."""
+    max_runs: int | None = Field(default=None, ge=2)
+    """Refuse, before any work, a gate quoted at more benchmark runs than this."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GateConfig":
+        if self.command and self.mode == "none":
+            self.mode = "command"
+        if self.mode == "command" and not (self.command or "").strip():
+            raise ValueError("gate.mode 'command' needs gate.command (--gate-cmd CMD)")
+        if self.ablate and self.mode != "command":
+            raise ValueError("gate.ablate (--ablate) needs a benchmark command (--gate-cmd CMD)")
+        if self.max_runs is not None and self.mode == "command" and self.runs() > self.max_runs:
+            raise ValueError(f"the gate is quoted at {self.runs()} benchmark runs, above gate.max_runs {self.max_runs}")
+        return self
+
+    def runs(self) -> int:
+        """Benchmark runs a command gate makes at most: current, candidate, one per ablated rule."""
+        return 2 + self.ablate if self.mode == "command" else 0
+
+
 class Config(_Section):
     sources: list[str] = Field(default_factory=list)
     """Trace files or folders used when none are given on the command line."""
@@ -170,6 +228,7 @@ class Config(_Section):
     redact: RedactConfig = Field(default_factory=RedactConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
     @property
     def offline(self) -> bool:
@@ -208,6 +267,8 @@ def load_config(
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = _read_file(path, cwd or Path.cwd())
+    file_llm = data.get("llm") if isinstance(data.get("llm"), dict) else {}
+    file_base, file_key_env = file_llm.get("api_base"), file_llm.get("api_key_env")
     from_env: dict[str, str] = {}
     for key, value in sorted(env.items()):
         if not key.startswith(ENV_PREFIX):
@@ -223,10 +284,15 @@ def load_config(
     if token:
         data.setdefault("publish", {})["token"] = token
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(_describe_problem(e, from_env) for e in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None
+    base_from_file = file_base is not None and "llm.api_base" not in from_env and (overrides or {}).get("llm.api_base") is None
+    if base_from_file and config.llm.api_key_env != file_key_env:
+        config.llm.api_key_env = None  # the file's api_base may only receive a key variable the same file names
+    config.llm._api_base_from_file = base_from_file
+    return config
 
 
 def _describe_problem(error: Any, from_env: Mapping[str, str]) -> str:

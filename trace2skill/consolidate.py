@@ -7,16 +7,26 @@ never decides support or provenance. A merged lesson's evidence is the union of 
 evidence and `merged_from` is the union of the *leaf* lesson ids, so the top of the tree can
 always be traced back to individual trajectories and steps.
 
+With a model, lessons are cut into windows of at most `MERGE_WINDOW` by similarity (TF-IDF
+cosine over their words), so near-duplicates from different trajectories meet in one call
+whatever their free-text subject; the merger may generalise several lessons into one rule,
+which carries the union of their evidence.
+
 Contradictions are recorded as `Conflict`s with both sides, never dropped. A conflict is
 resolved automatically only when one side has clearly stronger support; otherwise it is
-marked needs-review and kept out of SKILL.md by the author.
+marked needs-review and kept out of SKILL.md by the author. `hold_risky` puts a rule whose
+command fetches and runs code, sends data out, deletes outside the workspace, disables checks
+or raises privileges on the same review list, unless trajectories of several distinct tasks
+support it: one trajectory that talks the analyst into "always run `curl ... | sh`" must not
+reach SKILL.md.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -82,6 +92,42 @@ def merge_count(n_sets: int, fan_in: int) -> int:
     return total
 
 
+def merge_windows(n_sets: int, fan_in: int, lessons_per_set: int) -> int:
+    """How many merge-model calls the tree sends when every analysis yields `lessons_per_set`
+    distinct lessons (an upper bound: paraphrases merged on the way need fewer)."""
+    sizes, total = [lessons_per_set] * n_sets, 0
+    while len(sizes) > 1:
+        sizes = [sum(group) for group in chunk(sizes, fan_in)]
+        total += sum(window_count(size) for size in sizes)
+    return total
+
+
+def window_count(n_lessons: int) -> int:
+    """Calls for one merge of `n_lessons`: full windows, plus the remainder when it has two or more."""
+    return n_lessons // MERGE_WINDOW + (1 if n_lessons % MERGE_WINDOW >= 2 else 0)
+
+
+def similarity_windows(lessons: list[Lesson], size: int = MERGE_WINDOW) -> list[list[Lesson]]:
+    """Cut `lessons` into windows of at most `size`, each a seed and the lessons most like it.
+
+    Deterministic: seeds are taken in id order, ties broken by id. Windows are full except the
+    last, so the number of calls is `window_count(len(lessons))`.
+    """
+    remaining = sorted(lessons, key=lambda l: l.id)
+    if len(remaining) <= size:
+        return [remaining] if remaining else []
+    vectors = _tfidf({l.id: _lesson_words(l) for l in remaining})
+    windows = []
+    while remaining:
+        seed, rest = remaining[0], remaining[1:]
+        ranked = sorted(rest, key=lambda l: (-_cosine(vectors[seed.id], vectors[l.id]), l.id))
+        window = [seed, *ranked[: size - 1]]
+        chosen = {l.id for l in window}
+        remaining = [l for l in remaining if l.id not in chosen]
+        windows.append(window)
+    return windows
+
+
 def merge_sets(sets: Iterable[LessonSet], level: int) -> LessonSet:
     """Merge lesson sets without a model: same signature, then near-identical wording."""
     sets = list(sets)
@@ -95,8 +141,7 @@ async def merge_sets_llm(sets: Iterable[LessonSet], level: int, llm: LLMClient) 
     """Merge deterministically, then let the model group paraphrases and flag contradictions."""
     base = merge_sets(sets, level)
     lessons, conflicts = list(base.lessons), list(base.conflicts)
-    ordered = sorted(base.lessons, key=lambda l: (l.subject, l.kind, l.id))
-    for window in (ordered[i : i + MERGE_WINDOW] for i in range(0, len(ordered), MERGE_WINDOW)):
+    for window in similarity_windows(list(base.lessons)):
         if len(window) < 2:
             continue
         decision = await llm.complete(merge_messages(window), output=MergeDecision, purpose="merge")
@@ -109,7 +154,7 @@ async def merge_sets_llm(sets: Iterable[LessonSet], level: int, llm: LLMClient) 
 
 def merge_messages(lessons: Iterable[Lesson]) -> list[dict[str, str]]:
     view = [
-        dict(l.model_dump(include={"id", "title", "rule", "when", "kind", "subject", "polarity"}),
+        dict(l.model_dump(include={"id", "title", "rule", "when", "kind", "subject", "polarity", "cause"}),
              failing_support=l.failing_support, succeeding_support=l.succeeding_support)
         for l in lessons
     ]
@@ -165,8 +210,10 @@ def _combine(members: list[Lesson], wording: dict | None = None, signature: str 
     anchor = _strongest(members)
     fields = wording or anchor.model_dump(include={"title", "rule", "when", "kind", "subject", "polarity"})
     evidence = {(e.trace_id, e.steps, e.quote): e for m in members for e in m.evidence}
+    causes = sorted({m.cause for m in members if m.cause})
     return Lesson.create(
         **fields,
+        cause="; ".join(causes)[:500],
         signature=signature or anchor.signature,
         evidence=tuple(evidence.values()),
         merged_from=tuple(sorted({leaf for m in members for leaf in _leaves(m)})),
@@ -250,6 +297,9 @@ def _remap_conflicts(conflicts: list[Conflict], lessons: list[Lesson]) -> list[C
     out = []
     for c in conflicts:
         a, b = owner.get(_leaves(c.a)[0]), owner.get(_leaves(c.b)[0])
+        if c.detected_by == "existing-skill" and a is None and b is not None:
+            out.append(c.model_copy(update={"b": b}))  # side a is a rule of the skill, not in the pool
+            continue
         if a is None or b is None:
             continue
         if a.id == b.id:
@@ -278,3 +328,80 @@ def _shingles(text: str, size: int = 3) -> set[tuple[str, ...]]:
 
 def _jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def _lesson_words(lesson: Lesson) -> list[str]:
+    return re.findall(r"[a-z0-9]+", f"{lesson.title} {lesson.rule} {lesson.when} {lesson.subject}".lower())
+
+
+def _tfidf(docs: Mapping[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Unit-length TF-IDF vectors of word lists (no dependency; lessons are short)."""
+    frequency = Counter(word for words in docs.values() for word in set(words))
+    n = len(docs)
+    vectors = {}
+    for key, words in docs.items():
+        counts = Counter(words)
+        vector = {w: c * (1.0 + math.log((1 + n) / (1 + frequency[w]))) for w, c in counts.items()}
+        norm = math.sqrt(sum(v * v for v in vector.values())) or 1.0
+        vectors[key] = {w: v / norm for w, v in vector.items()}
+    return vectors
+
+
+def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    return sum(v * b.get(w, 0.0) for w, v in a.items())
+
+
+RISKY_COMMANDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("fetches and runs code", re.compile(
+        r"\b(curl|wget|iwr|invoke-webrequest|fetch)\b[^\n|]*\|\s*(sudo\s+)?(ba|z|k|da)?sh\b|"
+        r"\b(curl|wget|iwr|invoke-webrequest)\b[^\n|]*\|\s*(sudo\s+)?(python\d?|perl|ruby|node|iex|invoke-expression)\b|"
+        r"(ba|z)?sh\s+<\(\s*(curl|wget)|\beval\s+[\"']?\$\(\s*(curl|wget)|\bsource\s+<\(\s*(curl|wget)", re.I)),
+    ("sends data out", re.compile(
+        r"\bcurl\b[^\n]*\s(-d|--data(-binary|-raw|-urlencode)?|-F|--form|-T|--upload-file)\b|"
+        r"\bwget\b[^\n]*--post-(data|file)|\b(nc|ncat|netcat)\s+\S+\s+\d+|"
+        r"\b(scp|rsync)\b[^\n]*\s\S+@[^\s:]+:|/dev/tcp/|\binvoke-restmethod\b[^\n]*-method\s+post", re.I)),
+    ("deletes outside the workspace", re.compile(
+        r"\brm\s+(-[a-z]*\s+)*(/(?![\w.-]*workspace)|~|\$home\b|\.\./)|\brm\s+-[a-z]*r[a-z]*f?\s+\*|"
+        r"\bshred\b|\bmkfs\b|\bdd\s+[^\n]*of=/dev/", re.I)),
+    ("disables tests or checks", re.compile(
+        r"--no-verify\b|\bgit\s+commit\b[^\n]*\s-n\b|\b(skip|disable|delete|remove|comment out)\s+(the\s+|all\s+|failing\s+)*"
+        r"(tests?|checks?|hooks?|linters?|ci|assertions?|type[- ]?checks?)\b|@pytest\.mark\.skip|\bset\s+\+e\b|"
+        r"\bpytest\b[^\n]*\|\|\s*true|\b(HUSKY|SKIP_TESTS|CI_SKIP)=", re.I)),
+    ("raises privileges", re.compile(
+        r"\bsudo\b|\bsu\s+(-|root)|\bchmod\s+(-R\s+)?(777|[ugoa]*\+s|[0-7]?[4-7][0-7]{3})\b|\bchown\s+root\b|"
+        r"--privileged\b|\bsetuid\b|\bvisudo\b|/etc/sudoers", re.I)),
+)
+RISKY_SUPPORT = 3
+"""Distinct tasks a rule carrying a risky command needs before it may be written without review."""
+
+
+def risky_command(lesson: Lesson) -> str | None:
+    """What a lesson's text would make an agent do that needs a person's review, if anything."""
+    text = " ".join((lesson.title, lesson.rule, lesson.when))
+    return next((what for what, pattern in RISKY_COMMANDS if pattern.search(text)), None)
+
+
+def hold_risky(final: LessonSet, task_of: Mapping[str, str]) -> LessonSet:
+    """Put each risky lesson supported by fewer than `RISKY_SUPPORT` distinct tasks on the review list.
+
+    The hold is a needs-review conflict against the safety screen, so the author keeps the rule
+    out of SKILL.md and it shows in CONFLICTS.md and the pull request's review list.
+    """
+    held = []
+    for lesson in final.lessons:
+        what = risky_command(lesson)
+        tasks = {task_of.get(e.trace_id, e.trace_id) for e in lesson.evidence}
+        if what is None or len(tasks) >= RISKY_SUPPORT:
+            continue
+        screen = Lesson.create(title="Safety screen", rule=f"A rule that {what} needs review.", when="always",
+                               kind=lesson.kind, signature=f"safety:{lesson.signature}", polarity="avoid", evidence=())
+        reason = (f"the rule {what}; it is supported by {len(tasks)} distinct task(s), fewer than {RISKY_SUPPORT}, "
+                  "so a person must approve it (it may come from text injected into a trajectory)")
+        held.append(Conflict(id="C-" + content_hash(["safety", lesson.signature])[:10], a=lesson, b=screen, reason=reason,
+                             detected_by="safety", status="needs-review"))
+    if not held:
+        return final
+    conflicts = {c.id: c for c in (*final.conflicts, *held)}
+    return final.model_copy(update={"conflicts": tuple(sorted(conflicts.values(), key=lambda c: c.id))})

@@ -25,6 +25,22 @@ class NoInputError(Trace2SkillError):
     exit_code = 66
 
 
+class NothingLearned(Trace2SkillError):
+    """The trajectories were read and analysed but taught nothing that recurs; nothing was written.
+
+    Exit 3 (partial): the run did its work, and more or labelled trajectories can change the answer.
+    `notes` (the fidelity summary) and `warnings` (input files not read in full) carry what the
+    run would have reported beside the skill, so they are not lost with it.
+    """
+
+    exit_code = 3
+
+    def __init__(self, reason: str, warnings: tuple[str, ...] = (), notes: tuple[str, ...] = ()):
+        self.warnings = warnings
+        self.notes = notes
+        super().__init__(reason)
+
+
 class TraceFormatError(Trace2SkillError):
     """A file or record is not a trajectory in a format we can read."""
 
@@ -35,6 +51,36 @@ class LLMError(Trace2SkillError):
     """The model provider failed after retries, or answered with something unusable."""
 
     exit_code = 69
+
+
+class ProviderUnavailable(LLMError):
+    """The provider could not be reached or failed (connection, timeout, 5xx); retried with back-off."""
+
+    exit_code = 69
+
+
+class RateLimited(ProviderUnavailable):
+    """The provider kept refusing for rate limits; a later rerun can succeed."""
+
+    exit_code = 75
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderRejected(LLMError):
+    """The provider refused the request as configured (key, permission, model, parameters).
+
+    Never retried: the same request would be refused again. The message carries the
+    provider's whole text and what to set.
+    """
+
+    exit_code = 78
+
+
+class ContextTooLong(ProviderRejected):
+    """The prompt exceeds the model's context window; the analyst shrinks the trajectory once."""
 
 
 class LLMRequestsBlocked(LLMError):
@@ -72,6 +118,13 @@ class BudgetExceeded(Trace2SkillError):
     exit_code = 75
 
 
+class BudgetRefused(BudgetExceeded):
+    """The quote is above the cap or needs approval: nothing was sent, and rerunning the same
+    command cannot succeed, so this is a configuration error, not a temporary one."""
+
+    exit_code = 78
+
+
 class Interrupted(Trace2SkillError):
     """The run was drained (SIGTERM) or interrupted; rerunning the command resumes it."""
 
@@ -88,6 +141,12 @@ class StateError(Trace2SkillError):
     """The refresh state file exists but cannot be read or is damaged."""
 
     exit_code = 65
+
+
+class GateError(Trace2SkillError):
+    """The gate's benchmark command failed or did not print a number on its last line."""
+
+    exit_code = 1
 
 
 class PublishError(Trace2SkillError):

@@ -1,44 +1,94 @@
 """The whole distil run, top to bottom.
 
-ingest -> analyse + consolidate (the graph) -> select -> author -> validate -> write.
+ingest -> choose the analyst -> quote and cap (preflight) -> check the model -> analyse +
+consolidate (the graph) -> finish (selection, safety holds) -> author -> validate -> gate (when
+configured) -> write.
 Everything the run decides is derived from its inputs: the run id hashes the trace digests,
-the effective configuration and the prompt versions, so the same inputs give the same skill
-and the same checkpoint thread.
+the settings that shape the model's answers and the prompt versions, so the same inputs give
+the same skill, and a rerun of the same command finds the work already paid for in the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langgraph.errors import GraphDrained
+
 from .version import __version__
+from .analyse import Analyst, analyst_for
 from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
-from .fsguard import no_symlinks
-from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
+from .budget import Quote, preflight
 from .config import Config
-from .errors import Interrupted, LLMError, NoInputError, SkillValidationError
-from langgraph.errors import GraphDrained
-from langgraph.runtime import RunControl
-
 from .consolidate import merge_count
-from .graph import build_graph, run_config
+from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillValidationError
+from .fsguard import no_symlinks
+from .graph import Halt, build_graph, run_config
 from .ingest import IngestResult, load_traces
 from .ingest.fidelity import loss_warnings
 from .ingest.fidelity import summary as fidelity_summary
-from .llm import LLMClient
+from .journal import AnalysisJournal, journal_path
+from .llm import LLMClient, close_clients
 from .prompts import version as prompt_version
 from .rules import RuleRecord
-from .types import LessonSet, RunResult, Skip, Usage, content_hash
+from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
+from .types import LessonSet, RunResult, Skip, content_hash
 
-Progress = Callable[[str, int, int], None]
+warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning, module=r"langgraph\.")
+"""LangGraph leaves coroutines of cancelled tasks unawaited when a run stops on an error or Ctrl-C;
+the stop itself is reported, so the warning is noise."""
+
+Progress = Callable[..., None]
+"""Called as `progress(stage, done, total, failed=N, cost=DOLLARS_OR_NONE)`."""
 PROMPTS = ("system.md", "analyse_failure.md", "analyse_success.md", "merge.md")
+ANSWER_SETTINGS = {"llm": {"model", "api_base", "temperature", "seed", "max_tokens", "structured"},
+                   "analyse": {"token_budget", "format", "labels", "success_threshold", "sidechains"},
+                   "consolidate": {"fan_in"}, "redact": {"emails", "patterns"}}
+"""Settings that change what the analysts and merger answer: these, and only these, are in the run id."""
+
+
+@dataclass
+class Plan:
+    """What a run will do before it does it: its analyst, identity, journal and quote."""
+
+    analyst: Analyst
+    run: RunInfo
+    journal: AnalysisJournal | None
+    quote: Quote | None
+
+
+def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoint: Path | None,
+         check: bool = True, source: Path | None = None) -> Plan:
+    """Choose the analyst, check the model (when `check` and work is left), quote the work left,
+    and refuse a run the caps cannot cover. The check comes first: it is one tiny request and
+    fails fast on a wrong key or model, before the quote reads every trajectory.
+
+    Raises:
+        ProviderRejected: the model, key or structured output does not work (exit 78).
+        ConfigError: `--budget` with an unknown price and no `llm.price_in` / `llm.price_out`.
+        BudgetRefused: the quote is above `--budget`, or above `budget.approve_above` without `--yes`.
+    """
+    analyst = analyst_for(config, llm, existing_rules(config, source))
+    run = run_info(config, analyst, ingested)
+    journal = None
+    if checkpoint is not None and analyst.mode == "llm" and config.llm.cache:
+        journal = AnalysisJournal(journal_path(checkpoint), run.run_id)
+    estimate = None
+    if analyst.mode == "llm":
+        analysed = journal.analysed() if journal is not None else set()
+        merges = journal.merges_done() if journal is not None else 0
+        if check and len(analysed) < len(ingested.traces):
+            asyncio.run(_check(analyst))
+        estimate = preflight(ingested.traces, config, analyst.model, analysed=analysed, merges_done=merges)
+    return Plan(analyst, run, journal, estimate)
 
 
 def distill(
@@ -50,25 +100,31 @@ def distill(
     progress: Progress | None = None,
     checkpoint: Path | None = None,
     write: bool = True,
-    control: RunControl | None = None,
+    control: Any = None,
     rejected: dict[str, int] | None = None,
+    on_quote: Callable[[Quote], None] | None = None,
 ) -> tuple[RunResult, SkillBuild]:
     """Distil trajectories into the skill folder `config.skill_dir()`.
 
     Args:
+        llm: the model client, or None for the offline analyst (the analyst is chosen here, once).
         paths: trace files or folders (ignored when `ingested` is given).
         ingested: traces already read (the refresh job filters them first).
-        progress: called as `progress(stage, done, total)`.
-        checkpoint: SQLite file for a resumable run; None keeps state in memory.
-        write: False computes the build without touching the skill folder.
+        progress: see `Progress`.
+        checkpoint: run-state path; its journal makes a rerun skip work already paid for.
+        write: False computes the build without touching the skill folder (and runs no gate).
         control: a LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
         rejected: rule ids reviewers removed, with the support they had then.
+        on_quote: shown the quote of the work left before any call is made.
 
     Raises:
         NoInputError: no trajectory could be read.
+        BudgetRefused, ConfigError: see `plan`; ProviderRejected: the model preflight failed.
         LockHeld: another run is writing the skill folder (exit 75; dry runs take no lock).
         SkillValidationError: the rendered skill fails validation, the folder holds a symlink,
             or provenance.json lists a path outside it (nothing is written).
+        GateError: the gate's benchmark failed (nothing is written). A candidate the gate refuses
+            is not written either: `result.gate["accepted"]` is False.
     """
     started = time.monotonic()
     if write:
@@ -77,15 +133,24 @@ def distill(
     if not ingested.traces:
         raise NoInputError(no_input_message(ingested))
     with skill_lock(config.skill_dir()) if write else _nothing():
-        run, final, failed, build = _build(config, llm, ingested, progress, checkpoint, control, rejected, write)
-        if write and build.changed:
+        run, analyst, final, failed, notes, build = _build(config, llm, ingested, progress, checkpoint, control,
+                                                          rejected, write, on_quote)
+        decision = None
+        if write and build.changed and config.gate.mode != "none":
+            from .gate import run_gate
+
+            build, decision = run_gate(config, llm, build, ingested, run.run_id)
+        if write and build.changed and (decision is None or decision["accepted"]):
             write_skill_dir(config.skill_dir(), build.files)
-    return _result(config, llm, ingested, run, final, failed, build, time.monotonic() - started), build
+    written_before = _catalogue_text() if analyst.mode == "offline" else ""
+    warnings = (tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces, written_before))
+                + tuple(notes))
+    result = _result(config, ingested, run, final, build, failed, analyst, time.monotonic() - started, warnings)
+    return result.model_copy(update={"gate": decision}), build
 
 
-def _result(config: Config, llm: LLMClient | None, ingested: IngestResult, run: RunInfo, final: LessonSet,
-            failed: list[Skip], build: SkillBuild, seconds: float) -> RunResult:
-    """What the run did, for the report: counts, version, usage, warnings and sources."""
+def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonSet, build: SkillBuild,
+            failed: list[Skip], analyst: Analyst, seconds: float, warnings: tuple[str, ...]) -> RunResult:
     return RunResult(
         skill_dir=str(config.skill_dir()),
         run_id=run.run_id,
@@ -102,18 +167,26 @@ def _result(config: Config, llm: LLMClient | None, ingested: IngestResult, run: 
         version=build.version,
         previous_version=build.previous_version,
         changed=build.changed,
-        usage=llm.usage if llm is not None else Usage(),
+        usage=analyst.usage,
         seconds=round(seconds, 2),
         redactions=dict(ingested.redactions),
-        warnings=tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces)),
+        warnings=warnings,
         fidelity=fidelity_summary(ingested.fidelity),
         sources={t.id: t.source.path + (f" [{t.source.record}]" if t.source.record else "") for t in ingested.traces},
     )
 
 
+def _catalogue_text() -> str:
+    """The offline packs' hand-written wording, for the leakage audit."""
+    from .offline.packs import catalogue_text
+
+    return catalogue_text()
+
+
 def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progress: Progress | None,
-           checkpoint: Path | None, control: RunControl | None, rejected: dict[str, int] | None, write: bool):
-    """Analyse, consolidate, select and author, against the skill folder as it is (after
+           checkpoint: Path | None, control: Any, rejected: dict[str, int] | None, write: bool,
+           on_quote: Callable[[Quote], None] | None):
+    """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
     finishing a killed write; a dry run reads where that write left it, moving nothing)."""
     source = config.skill_dir()
     if write:
@@ -121,19 +194,25 @@ def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progre
     else:
         source = pending_source(source)
     no_symlinks(source)  # before any model call: a linked file would stop the run at the end anyway
-    run = run_info(config, llm, ingested)
-    final, failed = asyncio.run(_consolidate(ingested, llm, config, run.run_id, progress, checkpoint, control, source))
+    run_plan = plan(config, llm, ingested, checkpoint, source=source)
+    if on_quote is not None and run_plan.quote is not None:
+        on_quote(run_plan.quote)
+    analyst, run = run_plan.analyst, run_plan.run
+    final, failed, notes = _run_graph(ingested, analyst, config, run.run_id, progress, run_plan.journal, control)
     if len(failed) == len(ingested.traces):
         raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
-    if llm is None:
-        from .offline import select_offline
+    final = analyst.finish(final, ingested.traces, dict(ingested.outcomes))
+    if not final.lessons and not existing_rules(config, source):
+        from .ingest.fidelity import summary_line
 
-        final = final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), ingested.outcomes))})
-    build = author_skill(source, final, config, run, rejected=rejected)
+        totals = fidelity_summary(ingested.fidelity)
+        raise NothingLearned(analyst.nothing_learned(ingested.traces), tuple(loss_warnings(ingested.fidelity)),
+                             (summary_line(totals),) if totals else ())
+    build = author_skill(source, final, analyst.author_config(config), run, rejected=rejected)
     problems = validate_build(build, config.skill.name)
     if problems:
         raise SkillValidationError(problems)
-    return run, final, failed, build
+    return run, analyst, final, failed, notes, build
 
 
 def lock_path(skill_dir: Path) -> Path:
@@ -181,78 +260,75 @@ def no_input_message(ingested: IngestResult) -> str:
             "`trace2skill ingest PATHS --check` lists every skip")
 
 
-def run_info(config: Config, llm: LLMClient | None, ingested: IngestResult) -> RunInfo:
+def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInfo:
     source_digest = content_hash(sorted(t.digest() for t in ingested.traces))
-    model = llm.model if llm is not None else "offline"
-    settings = config.model_dump(mode="json", include={"llm", "analyse", "consolidate", "redact"})
-    run_id = "run-" + content_hash([source_digest, model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
-    sent = {k: v for k, v in settings["llm"].items() if k in {"temperature", "seed", "max_tokens"} and v is not None}
+    model_run = analyst.mode == "llm"
+    settings = config.model_dump(mode="json", include={k: v for k, v in ANSWER_SETTINGS.items() if model_run or k != "llm"})
+    run_id = "run-" + content_hash([source_digest, analyst.model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
+    sent = {k: v for k, v in settings.get("llm", {}).items() if k in {"temperature", "seed", "max_tokens"} and v is not None}
     return RunInfo(
         settings={
-            "sampling": sent if llm is not None else {},
-            "prompts": {p: prompt_version(p) for p in PROMPTS} if llm is not None else {},
+            "sampling": sent if model_run else {},
+            "prompts": {p: prompt_version(p) for p in PROMPTS} if model_run else {},
             "fan_in": config.consolidate.fan_in,
-            "min_support": config.consolidate.min_support,
+            "min_support": analyst.author_config(config).consolidate.min_support,
             "token_budget": config.analyse.token_budget,
         },
         run_id=run_id,
-        model=model,
-        mode="offline" if llm is None else "llm",
+        model=analyst.model,
+        mode=analyst.mode,
         source_digest=source_digest,
         trace_outcomes={t.id: t.outcome for t in ingested.traces},
         tool_version=__version__,
     )
 
 
-async def _consolidate(
-    ingested: IngestResult, llm: LLMClient | None, config: Config, thread_id: str,
-    progress: Progress | None, checkpoint: Path | None, control: RunControl | None = None, source: Path | None = None,
-) -> tuple[LessonSet, list[Skip]]:
-    async with AsyncExitStack() as stack:
-        from langgraph.checkpoint.memory import InMemorySaver
+def _run_graph(ingested: IngestResult, analyst: Analyst, config: Config, thread_id: str, progress: Progress | None,
+               journal: AnalysisJournal | None, control: Any) -> tuple[LessonSet, list[Skip], list[str]]:
+    """Check the analyst, then run the graph once, in memory; the journal carries work across runs."""
+    try:
+        return asyncio.run(_consolidate(ingested, analyst, config, thread_id, progress, journal, control))
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; rerun the same command to resume") from None
 
-        saver: Any = InMemorySaver()
-        journal = None
-        if checkpoint is not None:
-            from .journal import AnalysisJournal, journal_path
 
-            journal = AnalysisJournal(journal_path(checkpoint), thread_id)
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+async def _consolidate(ingested: IngestResult, analyst: Analyst, config: Config, thread_id: str,
+                       progress: Progress | None, journal: AnalysisJournal | None, control: Any) -> tuple[LessonSet, list[Skip], list[str]]:
+    from langgraph.checkpoint.memory import InMemorySaver
 
-            import aiosqlite
-
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit: a write cancelled by a crashing sibling task must not leave a transaction
-            # (and the database lock) open for the resumed run.
-            connection = await stack.enter_async_context(aiosqlite.connect(str(checkpoint), isolation_level=None))
-            saver = AsyncSqliteSaver(connection)
-        graph = build_graph(llm, config, {t.id: t for t in ingested.traces}, saver, journal, control, existing_rules(config, source))
+    try:
+        halt = Halt()
+        graph = build_graph(analyst, config, {t.id: t for t in ingested.traces}, InMemorySaver(), journal, control, halt)
         cfg = run_config(len(ingested.traces), config, thread_id)
-        inputs: Any = {"traces": [t.id for t in ingested.traces], "level": 0}
-        previous = await graph.aget_state(cfg) if checkpoint is not None else None
-        finished = previous is not None and not previous.next and "final" in previous.values
-        if previous is not None and previous.next:
-            inputs = None
-        if not finished:
-            counts = {"analyse": 0, "merge": 0}
-            try:
-                async for update in graph.astream(inputs, cfg, stream_mode="updates", durability="sync", control=control):
-                    _report(update, counts, progress, {"analyse": len(ingested.traces), "merge": merge_count(len(ingested.traces), config.consolidate.fan_in)})
-            except GraphDrained:
-                raise Interrupted("run drained on request; rerun the same command to resume from the checkpoint") from None
+        totals = {"analyse": len(ingested.traces), "merge": merge_count(len(ingested.traces), config.consolidate.fan_in)}
+        counts = {"analyse": 0, "merge": 0, "failed": 0}
+        try:
+            async for update in graph.astream({"traces": [t.id for t in ingested.traces], "level": 0}, cfg,
+                                              stream_mode="updates", control=control):
+                _report(update, counts, progress, totals, analyst)
+        except GraphDrained:
+            raise Interrupted("interrupted (drained on request); rerun the same command to resume") from None
+        halt.raise_if_halted()
         state = (await graph.aget_state(cfg)).values
-        await _close_clients(llm)
+    finally:
+        await close_clients()
     failed = [Skip(path=f["trace_id"], record=None, reason=f"analysis failed: {f['reason']}") for f in state.get("failed", [])]
-    return LessonSet.model_validate(state["final"]), failed
+    return LessonSet.model_validate(state["final"]), failed, list(state.get("notes", []))
 
 
-def _report(update: dict, counts: dict[str, int], progress: Progress | None, totals: dict[str, int]) -> None:
-    for node in update or {}:
-        if node in counts and progress is not None:
+async def _check(analyst: Analyst) -> None:
+    try:
+        await analyst.check()
+    finally:
+        await close_clients()
+
+
+def _report(update: dict, counts: dict[str, int], progress: Progress | None, totals: dict[str, int], analyst: Analyst) -> None:
+    for node, values in (update or {}).items():
+        if node in totals and progress is not None:
             counts[node] += 1
-            progress(node, counts[node], totals[node])
-
-
+            counts["failed"] += len((values or {}).get("failed", [])) if isinstance(values, dict) else 0
+            progress(node, counts[node], totals[node], failed=counts["failed"], cost=analyst.usage.cost)
 
 
 def existing_rules(config: Config, folder: Path | None = None) -> list[RuleRecord]:
@@ -267,9 +343,3 @@ def existing_rules(config: Config, folder: Path | None = None) -> list[RuleRecor
     return [*provenance.rules.values(), *provenance.withheld.values()]
 
 
-async def _close_clients(llm: LLMClient | None) -> None:
-    if llm is None or "litellm" not in sys.modules:
-        return
-    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
-
-    await close_litellm_async_clients()

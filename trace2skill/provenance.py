@@ -46,6 +46,8 @@ class Provenance(BaseModel):
     """`(file, heading, ...)` of every section trace2skill created and may remove when empty."""
     files: tuple[str, ...] = ()
     """Files trace2skill generated; only these are ever deleted from the folder."""
+    gate: dict[str, Any] | None = None
+    """The gate decision this version passed (kind, both scores, tolerance, command), when gated."""
 
 
 def load_provenance(text: str) -> Provenance:
@@ -70,6 +72,8 @@ def load_provenance(text: str) -> Provenance:
 def dump_provenance(provenance: Provenance) -> str:
     """Deterministic JSON: sorted keys, indent 2, derived support counts beside the evidence."""
     data = provenance.model_dump(mode="json")
+    if data.get("gate") is None:
+        data.pop("gate", None)  # written only by a gated run (gate.recorded)
     for table in ("rules", "withheld"):
         data[table] = {rid: _record_json(record) for rid, record in getattr(provenance, table).items()}
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"

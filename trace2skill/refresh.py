@@ -2,8 +2,11 @@
 
     locks -> state -> preflight (gh, token, remote, base) -> repair what a killed run left
          -> finish a pending publish -> ingest -> keep unseen trajectories
-         -> bot branch (human edits merged in) -> distil in deepen mode (checkpointed)
-         -> record the pending publish -> commit / push / PR -> advance the watermark
+         -> bot branch (human edits merged in) -> distil in deepen mode (checkpointed; gated
+            when configured) -> record the pending publish -> commit / push / PR -> advance the watermark
+
+A candidate the gate refuses is neither written nor published, and its trajectories are not
+marked consumed, so the next refresh judges them again together with whatever arrived since.
 
 Publishing is a transaction. Everything that can refuse (the gh tool and its login, the token,
 the remote, the base branch, read from the remote's HEAD) is checked before anything is
@@ -58,6 +61,8 @@ class RefreshOutcome:
     """The remote the bot branch was pushed to (None when not pushed)."""
     build: Any = None
     """The `SkillBuild` behind `result` (files, rule changes), for the report."""
+    gated: bool = False
+    """True when the gate refused the candidate: nothing was published and the trajectories stay unconsumed."""
 
 
 def refresh(
@@ -94,11 +99,11 @@ def refresh(
         fresh = select_new(ingested, state, name, since)
         if not fresh.traces:
             return RefreshOutcome(name, False, f"no changes: all {len(ingested.traces)} trajectories were already distilled")
-        if llm is not None:
-            from .budget import preflight
+        if llm is not None:  # refuse an over-budget run before touching git; distill checks the model
+            from .pipeline import plan as plan_run
 
-            estimate = preflight(fresh.traces, config, llm.model)
-            if on_quote is not None:
+            estimate = plan_run(config, llm, fresh, checkpoint_path(config.state_dir), check=False).quote
+            if on_quote is not None and estimate is not None:
                 on_quote(estimate)
         return _fold(config, llm, fresh, state, git, plan, pr_body_path, progress, control)
 
@@ -116,6 +121,10 @@ def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: Ref
         result, build = distill(config, llm, ingested=fresh, progress=progress, control=control,
                                 checkpoint=checkpoint_path(config.state_dir), rejected=rejected)
         digests = [t.digest() for t in fresh.traces]
+        if result.gate is not None and not result.gate["accepted"]:
+            return RefreshOutcome(name, False, f"gated: {build.previous_version or 'new'} -> {build.version} not published "
+                                  f"({result.gate['reason']}); candidate kept in {result.gate['kept_at']}",
+                                  len(fresh.traces), result, build=build, gated=True)
         if not build.changed:
             save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
             return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result,
@@ -386,7 +395,7 @@ class _GitTarget:
             skills=(change,), run_id=result.run_id, model=result.model, trajectories_read=result.traces_read,
             review=review_items(config.skill.name, result.conflicts, branch.clashes, build.hand_edits),
             input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens, cost=result.usage.cost,
-            tool_version=__version__,
+            tool_version=__version__, gate=result.gate,
         )
 
     def request(self, config: Config, content: Any, result: RunResult, branch: Any, plan: _Plan):

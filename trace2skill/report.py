@@ -28,8 +28,10 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         return
     console = Console(highlight=False)
     if result.rules_written == 0 and not quiet:
+        unlabelled = not result.outcomes.get("success") and not result.outcomes.get("failure")
+        hint = "; no trajectory is labelled: give outcomes with --labels (see README)" if unlabelled else ""
         Console(stderr=True, highlight=False).print(
-            "note: no lesson had enough evidence to become a rule; are the trajectories labelled (--labels)?", markup=False)
+            f"note: no lesson had enough evidence to become a rule{hint}", markup=False)
     table = Table(title=f"trace2skill: {result.skill_dir}", show_header=False, title_justify="left")
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
     needs_review = sum(1 for c in result.conflicts if c.status == "needs-review")
@@ -47,6 +49,8 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
     ]
     if result.redactions:
         rows.append(("redacted", ", ".join(f"{k} {v}" for k, v in sorted(result.redactions.items()))))
+    if result.gate is not None:
+        rows.append(("gate", gate_line(result.gate)))
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
@@ -67,6 +71,8 @@ def _print_skips(console: Console, skips: Any) -> None:
 def _version_text(result: RunResult, dry_run: bool) -> str:
     if not result.changed:
         return f"{result.version} (no changes)"
+    if result.gate is not None and not result.gate["accepted"]:
+        return f"{result.previous_version or 'new'} -> {result.version} refused by the gate: nothing written"
     before = result.previous_version or "new"
     suffix = " (dry run: nothing written)" if dry_run else ""
     return f"{before} -> {result.version}{suffix}"
@@ -135,7 +141,7 @@ def print_refresh(outcome: Any, *, json_out: bool, publish: str = "none") -> Non
             "skill": outcome.skill, "changed": outcome.changed, "message": outcome.message,
             "new_traces": outcome.new_traces, "commit": outcome.commit, "pr_url": outcome.pr_url,
             "branch": outcome.branch, "remote": outcome.remote, "publish": publish,
-            "review": list(outcome.review),
+            "review": list(outcome.review), "gated": outcome.gated,
             "result": outcome.result.model_dump(mode="json") if outcome.result is not None else None,
         }
         print(json.dumps(payload, indent=2, sort_keys=True))
@@ -153,6 +159,8 @@ def print_refresh(outcome: Any, *, json_out: bool, publish: str = "none") -> Non
         console.print("no pull request opened", markup=False)
     for item in outcome.review:
         console.print(f"needs review: {item}", markup=False)
+    if outcome.result is not None and outcome.result.gate is not None:
+        console.print(gate_line(outcome.result.gate), markup=False, soft_wrap=True)
     if outcome.result is not None:
         _print_skips(console, outcome.result.skipped)
         _print_fidelity_line(outcome.result)
@@ -256,3 +264,65 @@ def _fidelity_cells(row: dict) -> tuple[str, ...]:
         str(row["errors"]), str(sum(row["ignored"].values())), str(sum(row["dropped"].values())),
         str(row["unexplained_calls"] + row["unexplained_results"]),
     )
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def print_eval(report: dict, *, json_out: bool) -> None:
+    """The held-out evaluation: pooled figures, one row per fold, per-rule hits, the learning curve."""
+    if json_out:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    console.print(f"held-out evaluation: {report['trajectories']} trajectories, {report['tasks']} tasks, "
+                  f"{report['k']} folds split by task", markup=False)
+    table = Table("fold", "tasks", "training", "rules", "failures covered", "coverage", "successes flagged", "false alarms",
+                  title="held-out figures", title_justify="left")
+    for fold in report["folds"]:
+        table.add_row(str(fold["fold"]), str(fold["tasks"]), str(fold["training_trajectories"]), str(fold["rules"]),
+                      f"{fold['covered_failures']}/{fold['heldout_failures']}", _share(fold["heldout_failure_coverage"]),
+                      f"{fold['flagged_successes']}/{fold['heldout_successes']}", _share(fold["false_alarm_rate"]))
+    table.add_row("all", str(report["tasks"]), "", "", f"{report['covered_failures']}/{report['heldout_failures']}",
+                  _share(report["heldout_failure_coverage"]), f"{report['flagged_successes']}/{report['heldout_successes']}",
+                  _share(report["false_alarm_rate"]), style="bold")
+    for kind, row in report.get("by_kind", {}).items():
+        table.add_row(f"{kind} rules", "", "", str(row["rules"]), "", _share(row["heldout_failure_coverage"]), "",
+                      _share(row["false_alarm_rate"]))
+    console.print(table)
+    rules = Table("rule", "title", "failures hit", "successes flagged", title="per-rule held-out hits", title_justify="left")
+    failures, successes = max(1, report["heldout_failures"]), max(1, report["heldout_successes"])
+    for rid, row in sorted(report["rule_hits"].items(), key=lambda kv: (-kv[1]["heldout_hits"], kv[1]["false_alarms"], kv[0])):
+        rules.add_row(rid, row["title"], f"{row['heldout_hits']} ({row['heldout_hits'] / failures:.0%})",
+                      f"{row['false_alarms']} ({row['false_alarms'] / successes:.0%})")
+    console.print(rules)
+    curve = Table("share of training folds", "training trajectories", "coverage", "false alarms",
+                  title="learning curve", title_justify="left")
+    for point in report["learning_curve"]:
+        curve.add_row(f"{point['share']:.0%}", f"{point['training_trajectories']:g}",
+                      _share(point["heldout_failure_coverage"]), _share(point["false_alarm_rate"]))
+    console.print(curve)
+    console.print(f"learning curve plot: {report['plot']}", markup=False)
+    for skip in report.get("skipped", []):
+        where = skip["path"] + (f" [{skip['record']}]" if skip.get("record") else "")
+        console.print(f"skipped: {where}: {skip['reason']}", markup=False, soft_wrap=True)
+
+
+def gate_line(gate: dict) -> str:
+    """One line for the run summary: the decision, both scores and the command."""
+    if gate["kind"] == "heldout":
+        scores = (f"coverage {_share(gate['current'])} -> {_share(gate['candidate'])}, "
+                  f"false alarms {_share(gate['current_false_alarm'])} -> {_share(gate['candidate_false_alarm'])}")
+    else:
+        current = "n/a" if gate["current"] is None else f"{gate['current']:g}"
+        scores = f"benchmark {current} (current) -> {gate['candidate']:g} (candidate), command {gate['command']!r}"
+    verdict = "passed" if gate["accepted"] else "REFUSED"
+    kept = f"; candidate kept in {gate['kept_at']}" if gate.get("kept_at") else ""
+    line = f"{gate['kind']} gate {verdict}: {scores}; {gate['reason']}{kept}"
+    for effect in gate.get("ablation", []):
+        mark = " (no or negative effect)" if effect["no_effect"] else ""
+        line += f"\n  without {effect['rule_id']} {effect['title']!r}: {effect['score_without']:g} (effect {effect['effect']:+g}){mark}"
+    return line

@@ -2,7 +2,9 @@
 
 `ScriptedLLM` answers from a queue per purpose or from a function, validates every answer
 against the requested output model exactly as a real backend's reply would be, and records
-every call. Tests inject it instead of patching anything; it never touches the network.
+every call. Tests inject it instead of patching anything; it never touches the network. The
+model preflight (`purpose="preflight"`) passes without being recorded unless an answer is
+queued for it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class ScriptedLLM:
             exists for the purpose; returns a model instance, a dict, a JSON string, or raises.
         model: name reported in summaries and provenance.
     """
+
+    free_preflight = True
+    """The preflight is answered here, not sent anywhere, so it takes nothing from `--max-calls`."""
 
     def __init__(self, responder: Responder | None = None, model: str = "scripted", delay: float = 0.0):
         self.model = model
@@ -87,6 +92,8 @@ class ScriptedLLM:
         return sum(1 for c in self.calls if purpose is None or c.purpose == purpose)
 
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
+        if purpose == "preflight" and not self._queues[purpose]:
+            return output.model_validate({"ok": True})  # the connection check always passes, unrecorded
         self.calls.append(RecordedCall(purpose, messages, output.__name__))
         if self.delay:
             await asyncio.sleep(self.delay)

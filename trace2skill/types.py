@@ -181,6 +181,8 @@ class Lesson(Supported, _Frozen):
     """Every observation that backs the rule, through every merge level."""
     merged_from: tuple[str, ...] = ()
     """Ids of the lessons this one was merged from (empty for a leaf)."""
+    cause: str = ""
+    """For a failure lesson: why the run failed, as the error analyst diagnosed it (empty otherwise)."""
 
     @classmethod
     def create(cls, **fields: Any) -> "Lesson":
@@ -190,7 +192,8 @@ class Lesson(Supported, _Frozen):
         fields["merged_from"] = tuple(sorted(fields["merged_from"]))
         basis = {k: v for k, v in fields.items() if k != "id"}
         probe = cls.model_construct(id="", **basis)
-        fields["id"] = "L-" + content_hash(probe.model_dump(mode="json", exclude={"id"}))[:12]
+        unhashed = {"id"} if fields.get("cause") else {"id", "cause"}  # ids of lessons without a cause stay as they were
+        fields["id"] = "L-" + content_hash(probe.model_dump(mode="json", exclude=unhashed))[:12]
         return cls(**fields)
 
 
@@ -202,7 +205,7 @@ class Conflict(_Frozen):
     b: Lesson
     reason: str
     """Why they contradict (model judgement or programmatic signal)."""
-    detected_by: Literal["polarity", "llm", "existing-skill"]
+    detected_by: Literal["polarity", "llm", "existing-skill", "safety"]
     status: ConflictStatus
     resolution: str | None = None
     """Which rule settled it (stronger support, narrower scope, newer evidence), if resolved."""
@@ -267,5 +270,7 @@ class RunResult(_Frozen):
     """Things a reviewer should look at, such as lessons quoting task-specific literals."""
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
     """Trajectory id -> the file (and record) it was read from, for the report; not in `--json`."""
+    gate: dict[str, Any] | None = None
+    """The gate's decision on this candidate (`gate.GateDecision.as_dict()`), when a gate ran."""
     fidelity: dict[str, Any] = Field(default_factory=dict)
     """What the input files held and what was read from them, in total (`ingest.fidelity.summary`)."""

@@ -5,20 +5,32 @@ object out. Backends send text requests and *our* code validates the reply, so b
 the same whichever provider answers. Usage is tallied on the client object and rolls up into
 the run result. litellm is imported only inside `litellm_backend`, and only when a real model
 is configured, so `--help`, `ingest` and offline runs never pay for it.
+
+Keys stay home (`resolve_api_key`): a provider's key goes to that provider's own endpoint, or
+to an `api_base` given on the command line or in the environment. An `api_base` read from a
+configuration file (say, a `trace2skill.toml` committed to the repository a scheduled job runs
+in) gets a key only when the same file names the variable to send, `llm.api_key_env`.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from ..config import Config
+from ..config import Config, LLMConfig
+from ..errors import ConfigError, LessonParseError, ProviderRejected
 from ..types import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["LLMClient", "build_llm", "allow_model_requests"]
+__all__ = ["LLMClient", "build_llm", "allow_model_requests", "check_model", "resolve_api_key", "model_price"]
+
+NO_KEY = "sk-no-key-sent"
+"""Sent instead of a real key to an `api_base` that may not receive one, so litellm does not
+fall back to the provider's environment variable."""
 
 
 class LLMClient(Protocol):
@@ -30,7 +42,7 @@ class LLMClient(Protocol):
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
         """Send `messages`, validate the reply as `output`, add the call to `usage`.
 
-        `purpose` names the task (`analyse-failure`, `merge`, ...) for logs, caching and tests.
+        `purpose` names the task (`analyse-failure`, `merge`, ...) for logs and tests.
         """
         ...
 
@@ -44,50 +56,112 @@ class _RequestGate:
 allow_model_requests = _RequestGate()
 
 
-def build_llm(config: Config) -> LLMClient | None:
+class Ping(BaseModel):
+    """The preflight's reply: proves the model, key and structured output work."""
+
+    ok: bool
+
+
+PING = [{"role": "system", "content": "You check that a connection works. Reply with JSON only."},
+        {"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}]
+
+
+async def check_model(client: LLMClient) -> None:
+    """One cheap request before any analysis: the model exists, the key works, replies follow a schema.
+
+    Raises:
+        ProviderRejected: key, permission, model or request refused (exit 78), or replies that do
+            not follow the schema even after a repair request.
+        ProviderUnavailable: the provider cannot be reached (after retries).
+    """
+    try:
+        await client.complete(PING, output=Ping, purpose="preflight")
+    except LessonParseError as exc:
+        raise ProviderRejected(f"{client.model!r} answers without following the JSON schema ({exc}); "
+                               "set llm.structured = \"tool\" or \"json\" (now the default \"json_schema\")") from None
+
+
+async def close_clients() -> None:
+    """Close litellm's pooled HTTP clients inside the running loop, so none is left to warn at exit."""
+    import sys
+
+    if "litellm" in sys.modules:
+        from .litellm_backend import close_pooled_clients
+
+        await close_pooled_clients()
+
+
+def build_llm(config: Config, env: Mapping[str, str] | None = None) -> LLMClient | None:
     """The client for `config.llm.model`, or None for the offline analyst.
 
     Raises:
-        ConfigError: the model string cannot be used.
+        ConfigError: the model string cannot be used, or `llm.api_key_env` names an unset variable.
     """
     if config.offline:
         return None
     if config.llm.model.startswith("scripted"):
         from pathlib import Path
 
-        from ..errors import ConfigError
         from ..testing import ScriptedLLM
 
         _, _, script = config.llm.model.partition(":")
         if not script:
             raise ConfigError("the scripted model replays a file of answers: use --model scripted:PATH.json")
-        return with_budget(ScriptedLLM.from_file(Path(script)), config)
+        return ScriptedLLM.from_file(Path(script))
     if config.llm.model.startswith("llamacpp/"):
         from .llamacpp_backend import LlamaCppClient
 
-        client: LLMClient = LlamaCppClient(config.llm, gate=allow_model_requests)
-    else:
-        from .litellm_backend import LiteLLMClient
+        return LlamaCppClient(config.llm, gate=allow_model_requests)
+    from .litellm_backend import LiteLLMClient
 
-        client = LiteLLMClient(config.llm, gate=allow_model_requests)
-    if config.llm.cache:
-        from .cache import CachedClient
-
-        client = CachedClient(client, config.llm, config.state_dir / "llm-cache.sqlite")
-    return with_budget(client, config)
+    env = os.environ if env is None else env
+    return LiteLLMClient(config.llm, gate=allow_model_requests, api_key=resolve_api_key(config.llm, env),
+                         key_hint=key_hint(config.llm))
 
 
-def with_budget(client: LLMClient, config: Config) -> LLMClient:
-    """Wrap `client` in the configured hard caps (a no-op wrapper when none are set)."""
-    from .capped import BudgetedClient
+def resolve_api_key(config: LLMConfig, env: Mapping[str, str]) -> str | None:
+    """The key to send with each request, or None to let litellm send the provider's own key to
+    the provider's own endpoint. See the module docstring for the policy.
 
-    return BudgetedClient(client, config.budget)
+    Raises:
+        ConfigError: `llm.api_key_env` names a variable that is not set.
+    """
+    if config.api_key_env:
+        value = env.get(config.api_key_env)
+        if not value:
+            raise ConfigError(f"llm.api_key_env names {config.api_key_env}, which is not set in the environment")
+        return value
+    if config.api_base is None:
+        return None
+    if config._api_base_from_file:
+        return NO_KEY
+    if config.model.startswith("openai/") and not env.get("OPENAI_API_KEY"):
+        return "sk-local"  # local OpenAI-compatible servers want some key
+    return None
 
 
-def model_price(model: str) -> tuple[float, float] | None:
-    """Per-token (input, output) price of `model`, None when unknown or offline."""
-    if model == "offline" or model.startswith(("scripted", "llamacpp/")):
+def key_hint(config: LLMConfig) -> str:
+    """What to set when the provider refuses the key, for the error message."""
+    if config.api_key_env:
+        return f"Check the key in {config.api_key_env} (llm.api_key_env)."
+    if config.api_base and config._api_base_from_file:
+        return ("No key was sent: this api_base comes from a configuration file, so it gets a key only when "
+                "the same file names the variable to send with llm.api_key_env.")
+    from .litellm_backend import missing_key_variables
+
+    missing = missing_key_variables(config.model)
+    if missing:
+        return f"Set {', '.join(missing)}."
+    return "Check the provider's API key variable, or set llm.api_key_env."
+
+
+def model_price(config: Config) -> tuple[float, float] | None:
+    """Per-token (input, output) price: `llm.price_in`/`price_out` when set, else litellm's map; None when unknown."""
+    llm = config.llm
+    if llm.price_in is not None and llm.price_out is not None:
+        return llm.price_in / 1e6, llm.price_out / 1e6
+    if config.offline or llm.model.startswith(("scripted", "llamacpp/")):
         return None
     from .litellm_backend import price_per_token
 
-    return price_per_token(model)
+    return price_per_token(llm.model)

@@ -2,22 +2,33 @@
 
 This is the only module that imports litellm, lazily, after pinning its price map to the
 bundled copy so nothing is fetched from the network at import time. Only parameters the user
-set are sent (the official Trace2Skill client silently overrode temperature).
+set are sent (the official Trace2Skill client silently overrode temperature). litellm's and
+the OpenAI client's own retries are off; `retry.with_retries` is the policy, and provider
+errors become ours in exactly one place, `map_error`.
+
+Every request, retries and repair requests included, is reserved against the run's budget
+meter *before* it is sent, so `--max-calls` and `--budget` hold under any concurrency.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from ..config import LLMConfig
-from ..errors import LLMError, LLMRequestsBlocked
+from ..errors import (ContextTooLong, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
+                      RateLimited)
 from ..types import Usage
 from .parse import complete_with_repair, response_schema
+from .retry import RateLimiter, with_retries
 
 M = TypeVar("M", bound=BaseModel)
+
+RESERVED_OUTPUT_TOKENS = 2048
+"""Output tokens reserved per request when `llm.max_tokens` does not bound the reply."""
 
 
 def _litellm():
@@ -26,6 +37,7 @@ def _litellm():
 
     litellm.disable_aiohttp_transport = True
     litellm.suppress_debug_info = True
+    litellm.num_retries = 0
     return litellm
 
 
@@ -39,61 +51,145 @@ def sampling_params(config: LLMConfig) -> dict[str, Any]:
     return params
 
 
-class LiteLLMClient:
-    """`LLMClient` over `litellm.acompletion`."""
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """A cheap upper-leaning token estimate (3 characters a token) for reservations and rate limits."""
+    return sum(len(m.get("content") or "") for m in messages) // 3 + 8 * len(messages)
 
-    def __init__(self, config: LLMConfig, gate: Any):
+
+class LiteLLMClient:
+    """`LLMClient` over `litellm.acompletion`.
+
+    Args:
+        api_key: the key to send, or None to let litellm send the provider's own key to the
+            provider's own endpoint (see `llm.resolve_api_key`).
+    """
+
+    def __init__(self, config: LLMConfig, gate: Any, *, api_key: str | None = None, key_hint: str = ""):
         self.config = config
         self.model = config.model
         self.usage = Usage()
+        self.meter: Any = None
+        """The run's budget meter (`budget.Meter`), set by `budget.with_budget`."""
         self._gate = gate
+        self._api_key = api_key
+        self._key_hint = key_hint
+        self._limiter = RateLimiter(config.rate_limit.requests, config.rate_limit.tokens)
 
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
         if not self._gate.allowed:
             raise LLMRequestsBlocked(f"model requests are blocked; refused a {purpose!r} call to {self.model!r}")
-        return await complete_with_repair(self._send, messages, output)
+        return await complete_with_repair(self._request, messages, output)
+
+    async def _request(self, messages: list[dict[str, str]], output: type[BaseModel]) -> str:
+        return await with_retries(lambda: self._send(messages, output), self.config.num_retries)
 
     async def _send(self, messages: list[dict[str, str]], output: type[BaseModel]) -> str:
-        litellm = _litellm()
-        kwargs: dict[str, Any] = dict(
-            model=self.model,
-            messages=messages,
-            timeout=self.config.timeout,
-            num_retries=self.config.num_retries,
-            **sampling_params(self.config),
-        )
+        tokens_in = estimate_tokens(messages)
+        reserved = self.meter.reserve(tokens_in, self.config.max_tokens or RESERVED_OUTPUT_TOKENS) if self.meter else None
+        cost: float | None = None
+        try:
+            await self._limiter.acquire(tokens_in)
+            response = await _litellm().acompletion(**self.request(messages, output))
+            cost = self._record(response)
+        except Exception as exc:  # noqa: BLE001 - mapped onto our own errors in one place
+            self.usage = self.usage + Usage(calls=1)
+            raise map_error(exc, self.model, self._key_hint) from None
+        finally:
+            if reserved is not None:
+                self.meter.settle(reserved, cost)
+        return reply_text(response, self.config.structured)
+
+    def request(self, messages: list[dict[str, str]], output: type[BaseModel]) -> dict[str, Any]:
+        """The keyword arguments of one `acompletion` call, structured output included."""
+        kwargs: dict[str, Any] = dict(model=self.model, messages=messages, timeout=self.config.timeout,
+                                      num_retries=0, max_retries=0, **sampling_params(self.config))
         if self.config.api_base:
             kwargs["api_base"] = self.config.api_base
-            kwargs.setdefault("api_key", os.environ.get("OPENAI_API_KEY", "sk-local"))
-        try:
-            supports_schema = litellm.supports_response_schema(model=self.model)
-        except Exception:  # noqa: BLE001 - unknown models raise assorted errors; treat as unsupported
-            supports_schema = False
-        kwargs["response_format"] = response_schema(output) if supports_schema else {"type": "json_object"}
-        try:
-            response = await litellm.acompletion(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - mapped onto our own errors in one place
-            raise _map_error(exc, self.model) from exc
+        if self._api_key is not None:
+            kwargs["api_key"] = self._api_key
+        schema = output.model_json_schema()
+        if self.config.structured == "json_schema":
+            kwargs["response_format"] = response_schema(output)
+        elif self.config.structured == "tool":
+            kwargs["tools"] = [{"type": "function", "function": {"name": output.__name__, "parameters": schema,
+                                                                 "description": (output.__doc__ or "").strip()[:500]}}]
+            kwargs["tool_choice"] = {"type": "function", "function": {"name": output.__name__}}
+            kwargs["_skip_mcp_handler"] = True  # litellm 1.106 otherwise imports its MCP proxy (needs `mcp`) for any tools
+        else:
+            kwargs["response_format"] = {"type": "json_object"}
+            hint = "\n\nReply with one JSON object matching this JSON schema:\n" + json.dumps(schema)
+            kwargs["messages"] = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + hint}]
+        return kwargs
+
+    def _record(self, response: Any) -> float | None:
         usage = getattr(response, "usage", None)
+        tokens_in = getattr(usage, "prompt_tokens", 0) or 0
+        tokens_out = getattr(usage, "completion_tokens", 0) or 0
         cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-        self.usage = self.usage + Usage(
-            calls=1,
-            input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            output_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            cost=cost,
-        )
-        return response.choices[0].message.content or ""
+        if cost is None and self.meter is not None:
+            cost = self.meter.price_of(tokens_in, tokens_out)
+        self.usage = self.usage + Usage(calls=1, input_tokens=tokens_in, output_tokens=tokens_out, cost=cost)
+        return cost
 
 
-def _map_error(exc: Exception, model: str) -> LLMError:
-    name = type(exc).__name__
-    if name in {"AuthenticationError", "PermissionDeniedError"}:
-        return LLMError(f"{model!r}: the provider rejected the credentials ({name}); set the provider's API key variable")
-    if name in {"NotFoundError", "BadRequestError"} and "model" in str(exc).lower():
-        return LLMError(f"{model!r}: the provider does not know this model ({str(exc)[:200]})")
-    if name in {"APIConnectionError", "Timeout", "ServiceUnavailableError", "RateLimitError", "InternalServerError"}:
-        return LLMError(f"{model!r}: provider unavailable after retries ({name}: {str(exc)[:200]})")
-    return LLMError(f"{model!r}: {name}: {str(exc)[:300]}")
+def reply_text(response: Any, structured: str) -> str:
+    """The reply's JSON text: the forced tool call's arguments, or the message content."""
+    message = response.choices[0].message
+    calls = getattr(message, "tool_calls", None) or []
+    if structured == "tool" and calls:
+        return calls[0].function.arguments or ""
+    return message.content or ""
+
+
+def map_error(exc: Exception, model: str, key_hint: str = "") -> LLMError:
+    """The one mapping from provider exceptions to ours, by class (`isinstance`), keeping the
+    provider's whole message and saying what to set."""
+    errors = _litellm().exceptions
+    text = " ".join(str(getattr(exc, "message", None) or exc).split())
+    if isinstance(exc, errors.ContextWindowExceededError):
+        return ContextTooLong(f"{model!r}: the prompt is longer than the model's context window: {text}")
+    if isinstance(exc, (errors.AuthenticationError, errors.PermissionDeniedError)):
+        return ProviderRejected(f"{model!r}: the provider refused the credentials: {text}. {key_hint}".strip())
+    if isinstance(exc, errors.NotFoundError):
+        return ProviderRejected(f"{model!r}: the provider does not know this model or endpoint: {text}. "
+                                "Check --model / llm.model and --api-base / llm.api_base.")
+    if isinstance(exc, errors.RateLimitError):
+        return RateLimited(f"{model!r}: rate limited by the provider: {text}", retry_after=_retry_after(exc))
+    if isinstance(exc, (errors.BadRequestError, errors.UnprocessableEntityError)):
+        return ProviderRejected(f"{model!r}: the provider rejected the request: {text}. If it is about response_format "
+                                "or the schema, set llm.structured = \"tool\" or \"json\".")
+    if isinstance(exc, (errors.Timeout, errors.APIConnectionError, errors.InternalServerError,
+                        errors.ServiceUnavailableError, errors.BadGatewayError)):
+        return ProviderUnavailable(f"{model!r}: provider unavailable: {text}")
+    if isinstance(exc, errors.APIError) and (getattr(exc, "status_code", 0) or 0) >= 500:
+        return ProviderUnavailable(f"{model!r}: provider unavailable: {text}")
+    return LLMError(f"{model!r}: {type(exc).__name__}: {text}")
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds from the provider's `Retry-After` (or `retry-after-ms`) header, if it sent one."""
+    sources = [getattr(exc, "headers", None), getattr(exc, "litellm_response_headers", None),
+               getattr(getattr(exc, "response", None), "headers", None)]
+    for headers in sources:
+        if not headers:
+            continue
+        try:
+            if headers.get("retry-after-ms") is not None:
+                return float(headers.get("retry-after-ms")) / 1000
+            if headers.get("retry-after") is not None:
+                return float(headers.get("retry-after"))
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def missing_key_variables(model: str) -> list[str]:
+    """The environment variables litellm would read for `model`'s provider key and finds unset."""
+    try:
+        found = _litellm().validate_environment(model=model)
+    except Exception:  # noqa: BLE001 - unknown providers raise assorted errors
+        return []
+    return sorted(found.get("missing_keys") or [])
 
 
 def price_per_token(model: str) -> tuple[float, float] | None:
@@ -107,3 +203,9 @@ def price_per_token(model: str) -> tuple[float, float] | None:
     if cost_in is None or cost_out is None:
         return None
     return float(cost_in), float(cost_out)
+
+
+async def close_pooled_clients() -> None:
+    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+    await close_litellm_async_clients()

@@ -1,26 +1,23 @@
-"""The offline analyst: lessons mined from one trajectory without any model.
+"""The offline analyst: lessons mined from trajectories without any model.
 
 It is the default analyst when no LLM is configured, so it has to say things a practitioner
-can act on. It reads a `Trace` generically (any tool call, any observation) and reports:
+can act on, for any agent. Per trajectory (`analyse_offline`) it finds the runs that failed
+(shell exit codes, tool error flags and messages, tracebacks of Python, Node, Go, Rust and
+Java, HTTP errors, test-runner summaries) and keys each by its tool or command family and the
+*template* of its error line, with the command that worked next. Optional packs (`packs`)
+recognise domain-specific failures and dismiss domain-normal ones where their signatures fire.
 
-* **pitfalls**: commands that really failed (non-zero exits, tracebacks, tool errors,
-  timeouts, agent-protocol feedback such as "found 2 actions"), each keyed by a normalised
-  *signature* (`timeout:pytest`, `not-found:pytest`, `edit:syntax-error`, ...), with the
-  failing step, a quote of the command and the telling line of its output and, when the
-  agent fixed it, the command that did;
-* **behaviours**: what the run did around its edits (reproduced the bug first, re-ran the
-  existing tests after the last edit, reviewed the diff, left scratch files in the patch).
-
-`select_offline` then runs once over the consolidated lessons of a corpus and keeps those
-the corpus backs. Lesson wording lives in `data/offline_rules.toml` and depends only on the
-signature. One concept per module:
+`select_offline` then runs once over the consolidated lessons with the whole corpus: it keeps
+errors that recur across runs, words them from their evidence, and adds behaviours that
+really separate resolved from failed runs (Fisher's exact test, Benjamini-Hochberg). One
+concept per module:
 
 * `runs`: runs (a command and its result) and findings, read out of any trace;
-* `shell`: shell text, programs behind wrappers, command families and shapes;
-* `edits`: files written, scratch files, a command's operands;
-* `feedback`, `classify`, `tracebacks`: harness feedback, failed runs, Python exceptions;
-* `quotes`: evidence quotes; `wording`: the rule catalogue;
-* `pitfalls`, `behaviours`: the two kinds of lesson; `select`: the corpus pass.
+* `shell`, `edits`: shell text and command families; files written and operands;
+* `detect`, `template`: did a run fail and which line says how; that line's template;
+* `quotes`, `wording`: evidence quotes; generic wording built from evidence;
+* `pitfalls`, `behaviours`, `stats`: the two kinds of lesson and the test behind behaviours;
+* `select`: the corpus pass; `packs`: optional domain packs.
 
 See docs/offline-analyst.md.
 """
@@ -28,18 +25,17 @@ See docs/offline-analyst.md.
 from __future__ import annotations
 
 from ..types import Lesson, Trace
-from .behaviours import behaviour_lessons
-from .classify import findings
+from . import packs
 from .edits import edited_files
-from .pitfalls import pitfall_lessons
+from .pitfalls import generic_findings, pitfall_lessons
 from .runs import read_runs
-from .select import select_offline
+from .select import nothing_learned, select_offline
 
-__all__ = ["analyse_offline", "select_offline"]
+__all__ = ["analyse_offline", "nothing_learned", "select_offline"]
 
 
 def analyse_offline(trace: Trace) -> list[Lesson]:
-    """Mine one trajectory for pitfalls and behaviours, without a model.
+    """Mine one trajectory for its failures, without a model.
 
     Args:
         trace: any canonical trace; only tool calls, observations and step text are read.
@@ -49,6 +45,13 @@ def analyse_offline(trace: Trace) -> list[Lesson]:
         same signature from other traces carry identical wording.
     """
     runs = read_runs(trace)
-    edits = edited_files(runs)
-    lessons = pitfall_lessons(trace, runs, findings(trace, runs, edits)) + behaviour_lessons(trace, runs, edits)
+    writes = edited_files(runs)
+    findings, judged = [], set()
+    for pack in packs.PACKS:
+        if pack.applies(trace, runs):
+            found, seen = pack.judge(trace, runs, writes)
+            findings += found
+            judged |= seen
+    findings += generic_findings(runs, judged)
+    lessons = pitfall_lessons(trace, runs, findings, packs.wording, lambda run: packs.is_noise(run.output))
     return sorted(lessons, key=lambda lesson: lesson.signature)

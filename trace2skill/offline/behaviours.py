@@ -1,163 +1,183 @@
-"""Behaviour lessons: what a run did around its source edits, judged on every trace.
+"""Behaviours: what resolved runs do that failed runs do not (and the reverse), tested honestly.
 
-Which analyst speaks follows the outcome, as in Trace2Skill: a resolved run cites the good
-behaviours it showed and the bad ones it avoided; a failed run cites the bad behaviours it
-showed and the good ones it omitted; a run with an unknown outcome cites what it showed. So a
-behaviour lesson's two support counts are exactly the two cells that argue for it, and the
-corpus pass can rebuild all four cells from them and the corpus totals.
+Every run is reduced to the behaviours it *showed*, each with the steps and a quote that show
+it. The generic ones work for any agent, on tool or command families (`book_reservation`,
+`pytest`, `git diff`, `Edit`):
 
-A behaviour that was shown is quoted by the command that shows it. One that was omitted or
-avoided has no command to quote, so its quote says briefly what is missing and where
-(`no reproduction re-run after the last source edit at step 31: sed -i ...`), or what the
-patch held instead.
+* `uses:X`: the run used X at least once;
+* `sequence:A > B`: X = B came right after A (consecutive distinct families);
+* `after-edit:X`: X ran after the run's last file write (only runs that wrote files).
+
+Packs add their own (the SWE pack's `behaviour:reproduce-first`, ...), judged on the runs
+where the pack applies. The corpus pass (`contrast`) then builds, for each candidate, the 2x2
+table of resolved and failed runs that did or did not show it and keeps it only when:
+
+* at least `MIN_RUNS` runs showed it and `MIN_ARGUING` of them are on the side that argues
+  for the rule (resolved runs for a `do` rule, failed runs for an `avoid` rule);
+* the effect is large enough: the shares differ by at least `MIN_DIFFERENCE`, and one side's
+  share is at least `MIN_RATIO` times the other's, for doing it or for not doing it (so 100 %
+  vs 80 % counts: 0 % vs 20 % of runs skipped it);
+* Fisher's exact test, two-sided, Benjamini-Hochberg-adjusted over every candidate of the
+  same source tested, gives q <= `FDR`. The generic candidates are one family of hypotheses
+  (hundreds of them, mined from the data); each pack's behaviours, stated in advance, are
+  another, so a pack's few hypotheses are not drowned by the generic n-grams.
+
+The direction of the difference decides the polarity, so no rule can argue against its own
+numbers; the rule states all four counts, the test and what the evidence lists.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..types import Evidence, Lesson, Trace
 from . import quotes
-from .classify import failed
-from .edits import is_scratch, is_source_edit, operands, repo_path, script_of
-from .runs import Run, is_submit, submission
-from .shell import TEST_RUNNERS
-from .wording import lesson, wording
+from .runs import Run
+from .stats import benjamini_hochberg, fisher_exact
 
-EDIT_CHURN_LIMIT = 8
-"""Source-edit commands beyond which a run counts as churning (the catalogue text says 8)."""
-_MISSING = {
-    "behaviour:reproduce-first": ("no reproduction ran", "before the first source edit"),
-    "behaviour:tests-after-edit": ("no passing run of specific tests", "after the last source edit"),
-    "behaviour:rerun-repro-after-edit": ("no reproduction re-run", "after the last source edit"),
-    "behaviour:review-diff": ("no `git diff` or `git status`", "after the last source edit"),
-}
-"""How an omitted behaviour is described: what is missing, and where it should have been."""
+MIN_RUNS = 5
+MIN_ARGUING = 3
+MIN_RATIO = 1.5
+MIN_DIFFERENCE = 0.05
+FDR = 0.05
+_SKIPPED_FAMILIES = frozenset({"", "unknown", "shell"})
 
 
 @dataclass(frozen=True)
-class Behaviour:
-    """Whether a run showed a behaviour, and the steps and quote that show it (or its absence)."""
+class Shown:
+    """A behaviour one run showed: its signature, the steps that show it and a quote."""
 
     signature: str
-    shown: bool
     steps: tuple[int, ...]
     quote: str
 
 
-def behaviour_lessons(trace: Trace, runs: list[Run], edits: list[set[str]]) -> list[Lesson]:
-    """Behaviour evidence per the module docstring: shown, or omitted, depending on outcome."""
-    lessons = []
-    for item in _behaviours(trace, runs, edits):
-        if _argues_for_rule(item.shown, wording(item.signature)["polarity"] == "do", trace.outcome):
-            evidence = Evidence(trace_id=trace.id, outcome=trace.outcome, steps=item.steps, quote=item.quote)
-            lessons.append(lesson(item.signature, [evidence]))
-    return lessons
+@dataclass(frozen=True)
+class Verdict:
+    """The corpus test of one candidate behaviour."""
+
+    signature: str
+    population: int
+    resolved: tuple[int, int]
+    """(resolved runs that showed it, resolved runs in the population)."""
+    failed: tuple[int, int]
+    """(failed runs that showed it, failed runs in the population)."""
+    p: float
+    q: float = 1.0
+    tested: int = 0
+
+    @property
+    def shares(self) -> tuple[float, float]:
+        return self.resolved[0] / self.resolved[1], self.failed[0] / self.failed[1]
+
+    @property
+    def polarity(self) -> str:
+        success_share, failure_share = self.shares
+        return "do" if success_share > failure_share else "avoid"
 
 
-def _argues_for_rule(shown: bool, wanted: bool, outcome: str) -> bool:
-    if outcome == "success":
-        return shown == wanted
-    if outcome == "failure":
-        return shown != wanted
-    return shown
+def generic_behaviours(runs: list[Run], writes: list[set[str]]) -> list[Shown]:
+    """The generic behaviours one run showed (module docstring), first occurrence of each."""
+    shown: dict[str, Shown] = {}
+    for run in runs:
+        if run.family not in _SKIPPED_FAMILIES:
+            shown.setdefault(f"uses:{run.family}", Shown(f"uses:{run.family}", (run.step,), quotes.command_line(_called(run))))
+    families = [r for r in runs if r.family not in _SKIPPED_FAMILIES]
+    for before, after in zip(families, families[1:]):
+        if before.family != after.family:
+            signature = f"sequence:{before.family} > {after.family}"
+            quote = quotes.joined(quotes.command_line(_called(before)), quotes.command_line(_called(after)))
+            shown.setdefault(signature, Shown(signature, (before.step, after.step), quote))
+    written = [i for i, targets in enumerate(writes) if targets]
+    if written:
+        last = runs[written[-1]]
+        for run in runs[written[-1] + 1:]:
+            if run.family not in _SKIPPED_FAMILIES:
+                signature = f"after-edit:{run.family}"
+                shown.setdefault(signature, Shown(signature, (last.step, run.step), quotes.command_line(_called(run))))
+    return list(shown.values())
 
 
-def _behaviours(trace: Trace, runs: list[Run], edits: list[set[str]]) -> Iterator[Behaviour]:
-    """Judge each behaviour. Without a detected source edit, "after the last edit" means the
-    whole run and "before the first edit" means before submitting."""
-    submit_i = next((i for i, r in enumerate(runs) if is_submit(r)), len(runs))
-    edited_at = [i for i, targets in enumerate(edits) if is_source_edit(targets)]
-    first_i, last_i = (edited_at[0], edited_at[-1]) if edited_at else (submit_i, -1)
-    before = [r for r in runs[:first_i] if _is_scratch_run(r)]
-    yield _judged("behaviour:reproduce-first", before[:1], runs[first_i] if edited_at else None)
-    yield from _after_last_edit(runs[last_i + 1:submit_i], runs[last_i] if edited_at else None)
-    submit = runs[submit_i] if submit_i < len(runs) else None
-    yield _churn([runs[i] for i in edited_at], submit)
-    yield from _patch_behaviours(trace, runs, submit)
+def _called(run: Run) -> str:
+    return run.command if run.command and run.family != run.tool.lower() else f"{run.tool} {run.arguments}".strip()
 
 
-def _after_last_edit(after: list[Run], last_edit: Run | None) -> Iterator[Behaviour]:
-    tests = [r for r in after if r.family in TEST_RUNNERS and operands(r.command)]
-    passing = tests[-1:] if tests and not failed(tests[-1]) else []
-    yield _judged("behaviour:tests-after-edit", passing, last_edit)
-    scripts = [r for r in after if _is_scratch_run(r) and not failed(r)]
-    yield _judged("behaviour:rerun-repro-after-edit", scripts[-1:], last_edit)
-    reviews = [r for r in after if r.family in ("git diff", "git status") and not is_submit(r)]
-    yield _judged("behaviour:review-diff", reviews[-1:], last_edit)
+def contrast(shown: dict[str, list[Shown]], traces: Iterable[Trace], populations: dict[str, set[str]]) -> list[Verdict]:
+    """Test every candidate behaviour; return the kept ones (module docstring), by signature.
+
+    Args:
+        shown: per trace id, the behaviours it showed.
+        traces: the corpus (outcomes are read from it).
+        populations: per behaviour-signature prefix source (`generic` or a pack name), the ids
+            of the traces it was judged on; a signature's source is `populations` key
+            `source_of(signature)`.
+    """
+    outcome = {t.id: t.outcome for t in traces}
+    showers: dict[str, set[str]] = {}
+    for trace_id, items in shown.items():
+        for item in items:
+            showers.setdefault(item.signature, set()).add(trace_id)
+    verdicts = []
+    for signature, ids in sorted(showers.items()):
+        population = populations[source_of(signature)]
+        resolved = sum(outcome[t] == "success" for t in population)
+        failed = sum(outcome[t] == "failure" for t in population)
+        did_s = sum(outcome[t] == "success" for t in ids)
+        did_f = sum(outcome[t] == "failure" for t in ids)
+        if not resolved or not failed or did_s + did_f < MIN_RUNS:
+            continue
+        p = fisher_exact(did_s, resolved - did_s, did_f, failed - did_f)
+        verdicts.append(Verdict(signature, len(population), (did_s, resolved), (did_f, failed), p))
+    tested = []
+    for source in sorted({source_of(v.signature) for v in verdicts}):
+        family = [v for v in verdicts if source_of(v.signature) == source]
+        adjusted = benjamini_hochberg([v.p for v in family])
+        tested += [Verdict(**{**v.__dict__, "q": q, "tested": len(family)}) for v, q in zip(family, adjusted)]
+    return [v for v in tested if _kept(v)]
 
 
-def _judged(signature: str, shown_by: list[Run], edit: Run | None) -> Behaviour:
-    """A behaviour shown by `shown_by[0]` (if any), located relative to the source `edit`."""
-    if shown_by:
-        run = shown_by[0]
-        steps = tuple(sorted({run.step, edit.step} if edit else {run.step}))
-        return Behaviour(signature, True, steps, quotes.command_line(run.command))
-    missing, where = _MISSING[signature]
-    if edit is None:
-        return Behaviour(signature, False, (), f"{missing}; the run made no source edit")
-    described = f"{missing} {where} at step {edit.step}: {quotes.command_line(edit.command)}"
-    return Behaviour(signature, False, (edit.step,), quotes.clip(described))
+def _kept(verdict: Verdict) -> bool:
+    success_share, failure_share = verdict.shares
+    arguing = verdict.resolved[0] if verdict.polarity == "do" else verdict.failed[0]
+    low, high = sorted((success_share, failure_share))
+    ratio_ok = high >= MIN_RATIO * low or (1 - low) >= MIN_RATIO * (1 - high)
+    large = ratio_ok and high - low >= MIN_DIFFERENCE
+    return arguing >= MIN_ARGUING and large and verdict.q <= FDR
 
 
-def _churn(source_edits: list[Run], submit: Run | None) -> Behaviour:
-    """Edit churn: more than `EDIT_CHURN_LIMIT` commands edited source files."""
-    count, steps = len(source_edits), (submit.step,) if submit else ()
-    if count <= EDIT_CHURN_LIMIT:
-        described = f"{_counted(count, 'source edit')} in the run (more than {EDIT_CHURN_LIMIT} is churn)"
-        return Behaviour("behaviour:edit-churn", False, steps, described)
-    run = source_edits[EDIT_CHURN_LIMIT]
-    described = f"{count} source edits; edit {EDIT_CHURN_LIMIT + 1} at step {run.step}: {quotes.command_line(run.command)}"
-    return Behaviour("behaviour:edit-churn", True, tuple(sorted({*steps, run.step})), quotes.clip(described))
+def source_of(signature: str) -> str:
+    """`generic` for the generic behaviours, else the pack's name (`behaviour:*` is the SWE pack's)."""
+    return "generic" if signature.split(":", 1)[0] in ("uses", "sequence", "after-edit") else "swe"
 
 
-def _is_scratch_run(run: Run) -> bool:
-    """A run of the agent's own Python: a scratch script, `python -c`, or Python on stdin."""
-    if run.family in ("python -c", "python"):
-        return True
-    if run.family != "python script":
-        return False
-    script = script_of(run.command)
-    return is_scratch(script) or "/" not in repo_path(script)
+def evidence_for(verdict: Verdict, shown: dict[str, list[Shown]], traces: Iterable[Trace]) -> tuple[Evidence, ...]:
+    """The evidence of a kept behaviour: the runs on the side that argues for its rule."""
+    wanted = "success" if verdict.polarity == "do" else "failure"
+    found = []
+    for trace in traces:
+        if trace.outcome != wanted:
+            continue
+        item = next((s for s in shown.get(trace.id, ()) if s.signature == verdict.signature), None)
+        if item is not None:
+            found.append(Evidence(trace_id=trace.id, outcome=trace.outcome, steps=item.steps, quote=item.quote))
+    return tuple(found)
 
 
-def _patch_behaviours(trace: Trace, runs: list[Run], submit: Run | None) -> Iterator[Behaviour]:
-    """Judge the submitted patch: scratch files added to it, and fixes spread over files."""
-    steps = (submit.step,) if submit else ()
-    patch = submission(trace, runs)
-    if patch is None:
-        missing = f"no patch in the trace; submitted at step {submit.step}" if submit else "no submission in the trace"
-        yield Behaviour("behaviour:scratch-in-patch", False, steps, missing)
-        yield Behaviour("behaviour:patch-spread", False, steps, missing)
-        return
-    headers = list(re.finditer(r"^diff --git a/(\S+) b/\S+$", patch, re.M))
-    added = [m for m in headers if re.match(r"\n(new file mode|--- /dev/null)", patch[m.end():m.end() + 20])]
-    scratch = [m for m in added if is_scratch(m.group(1))]
-    if scratch:
-        header = scratch[0]
-        quote = quotes.joined(header.group(0), quotes.line_at(patch, header.end() + 1))
-        yield Behaviour("behaviour:scratch-in-patch", True, steps, quote)
-    else:
-        described = f"the patch adds no scratch file; it changes {_listing([m.group(1) for m in headers])}"
-        yield Behaviour("behaviour:scratch-in-patch", False, steps, quotes.clip(described))
-    source = [m.group(1) for m in headers if _is_library_file(m.group(1))]
-    described = f"the patch changes {_counted(len(source), 'source file')}" + (f": {_listing(source)}" if source else "")
-    yield Behaviour("behaviour:patch-spread", len(source) > 1, steps, quotes.clip(described))
+def numbers(verdict: Verdict, shown: str) -> str:
+    """The sentence that states a behaviour's four counts, the test, and what the evidence lists.
+
+    It names the behaviour (`shown`, what a run that showed it did), so an avoid-rule's counts
+    never read as counts of what the rule recommends.
+    """
+    success_share, failure_share = verdict.shares
+    (did_s, n_s), (did_f, n_f) = verdict.resolved, verdict.failed
+    listed = f"{did_s} resolved runs" if verdict.polarity == "do" else f"{did_f} failed runs"
+    return (f"Runs where {shown}: {did_s} of {n_s} resolved ({success_share:.0%}) and {did_f} of {n_f} failed "
+            f"({failure_share:.0%}); two-sided Fisher exact p = {verdict.p:.2g}, Benjamini-Hochberg q = {verdict.q:.2g} "
+            f"over the {verdict.tested} candidate behaviours of its kind. The evidence lists those {listed}.")
 
 
-def _counted(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' if count != 1 else ''}"
-
-
-def _listing(paths: list[str]) -> str:
-    shown = ", ".join(paths[:3])
-    return f"{shown} and {len(paths) - 3} more" if len(paths) > 3 else shown or "no file"
-
-
-def _is_library_file(path: str) -> bool:
-    """A non-test source file of the project (what a fix normally changes)."""
-    return (path.endswith((".py", ".pyx", ".c", ".js", ".ts", ".go", ".rs", ".java", ".rb"))
-            and not is_scratch(path) and not re.search(r"(^|/)(tests?|testing)/|(^|/)test_|_test\.|conftest", path)
-            and path.rsplit("/", 1)[-1] not in ("setup.py", "conftest.py"))
+def as_lesson(verdict: Verdict, wording: dict[str, str], shown: str, evidence: tuple[Evidence, ...]) -> Lesson:
+    fields = {**wording, "rule": f"{wording['rule']} {numbers(verdict, shown)}".strip()}
+    return Lesson.create(signature=verdict.signature, evidence=evidence, **fields)

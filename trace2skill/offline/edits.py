@@ -1,9 +1,10 @@
 """What the agent wrote and what it touched: edited files, scratch files, operands.
 
-Behaviours are judged around the *source* edits (files of the project, not the agent's own
-reproduction scripts), and an exception raised inside an edited file is the agent's own
-regression, so this module decides which writes count. Paths are compared repository-relative
-(`/testbed/pkg/mod.py` and `./pkg/mod.py` are `pkg/mod.py`).
+Behaviours such as "tests after the last edit" are judged around the files a run wrote, and
+a recovery must touch what the failure touched, so this module finds writes (shell
+redirections, `sed -i`, `tee`, `cp`/`mv`, `patch`, inline Python, editor tools) and a
+command's operands. Paths are compared workspace-relative (`/workspace/pkg/mod.py` and
+`./pkg/mod.py` are `pkg/mod.py`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from typing import Any
 from .runs import Run
 from .shell import HEREDOC, is_shell, program, simple_commands, without_heredoc_bodies
 
-SCRATCH_NAME = re.compile(r"(^|/)(reproduc\w*|repro\w*|debug\w*|scratch\w*|tmp\w*|temp\w*|check\w*|verify\w*"
-                          r"|test_(fix|issue|repro|bug|patch)\w*)\.(py|sh|txt|json|cfg)$", re.I)
-_SCRATCH_DIR = re.compile(r"(^|/)(reproduc|repro|debug|scratch|tmp|temp)\w*/")
 _REDIRECT = re.compile(r"(?<![<>&\d])>>?\s*([\w./@+-]+)")
 _WRITES = re.compile(r"""open\([^)]*['"](?:w|a|r\+|wb|w\+)['"]|\.write_text\(|\.writelines?\(|fileinput""")
 _PATH_LITERAL = re.compile(r"""['"]((?:\./|/testbed/)?[\w.-]+/[\w./-]*\w\.\w+)['"]""")
@@ -31,7 +29,8 @@ def edited_files(runs: list[Run]) -> list[set[str]]:
     """The files each run wrote, aligned with `runs`.
 
     Besides shell writes it follows the common indirection of writing a Python script that
-    rewrites a source file and running it later: the script's targets count at its run.
+    rewrites a source file and running it (later, or in the same command line): the script's
+    targets count where it runs without an error.
     """
     scripts: dict[str, set[str]] = {}
     result = []
@@ -46,8 +45,10 @@ def edited_files(runs: list[Run]) -> list[set[str]]:
                 scripts[repo_path(match.group("file"))] = written
         if re.search(r"\bpython[\d.]*\s+(-c|-\s*<<|<<)", run.command):
             targets |= _python_writes(run.command)
-        if run.family == "python script":
-            targets |= scripts.get(repo_path(script_of(run.command)), set())
+        ran_ok = not run.is_error and not run.exit_code
+        ran = re.findall(r"\bpython[\d.]*\s+(?:-\w+\s+)*([\w./-]+\.py)\b", without_heredoc_bodies(run.command))
+        for script in ran if ran_ok else ():
+            targets |= scripts.get(repo_path(script), set())
         result.append({repo_path(t) for t in targets if not t.startswith("/dev/")})
     return result
 
@@ -86,7 +87,18 @@ def _shell_targets(command: str) -> set[str]:
             targets.add("<patch>")
     redirects = _REDIRECT.finditer(without_heredoc_bodies(command))
     targets.update(m.group(1) for m in redirects if _looks_like_path(m.group(1)))
-    return targets
+    folder = _cd_folder(command)
+    return {f"{folder}/{t}" if folder and not t.startswith(("/", "~", "$", "<")) else t for t in targets}
+
+
+def _cd_folder(command: str) -> str:
+    """The workspace-relative folder a command line first `cd`s into ("" for none or the root),
+    so `cd reproduce_issue && cat <<EOF > src/x.py` writes `reproduce_issue/src/x.py`."""
+    for words in simple_commands(command):
+        if words[0] == "cd" and len(words) > 1:
+            folder = repo_path(words[1].rstrip("/") + "/").rstrip("/")
+            return "" if folder.startswith(("/", "~", "$", "-")) or folder in ("", ".") else folder
+    return ""
 
 
 def writes_files(command: str) -> bool:
@@ -107,27 +119,6 @@ def repo_path(path: str) -> str:
 def script_of(command: str) -> str:
     """The first `.py` word of a command: the script a `python script` run executes."""
     return next((w for w in command.split() if w.endswith(".py")), "")
-
-
-def is_scratch(path: str) -> bool:
-    path = repo_path(path)
-    return path.startswith("/tmp") or "/" not in path or bool(SCRATCH_NAME.search(path) or _SCRATCH_DIR.search(path))
-
-
-def is_source_edit(targets: set[str]) -> bool:
-    return any(t == "<patch>" or not is_scratch(t) for t in targets)
-
-
-def matches_edited(frame: str, edited: frozenset[str]) -> bool:
-    frame = repo_path(frame)
-    return any(e != "<patch>" and not is_scratch(e) and (frame == e or frame.endswith("/" + e)) for e in edited)
-
-
-def runs_file(command: str, frame: str) -> bool:
-    """Is `frame` the script the command runs with Python (so its syntax is the agent's own)?"""
-    name = repo_path(frame)
-    scripts = re.findall(r"\bpython[\d.]*\s+(?:-\w+\s+)*([\w./-]+\.py)\b", command)
-    return any(repo_path(w) == name or name.endswith("/" + repo_path(w)) for w in scripts)
 
 
 def operands(command: str) -> set[str]:

@@ -63,6 +63,11 @@ def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def names_error(line: str) -> bool:
+    """Does this line name an error, a failure, a refusal or a timeout?"""
+    return bool(_TELLING.search(line))
+
+
 def telling_line(output: str, exit_code: int | None = None) -> str:
     """The line of an output that says what went wrong: the first that names an error,
     else the last readable line, else the exit code."""

@@ -15,7 +15,6 @@ from typing import Any
 from ..types import ToolCall, Trace
 from .shell import family
 
-SUBMIT_MARKERS = ("COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT", "MINI_SWE_AGENT_FINAL_OUTPUT")
 SUBMIT_TOOLS = frozenset({"submit", "finish", "mark_task_complete", "task_complete", "attempt_completion"})
 _COMMAND_KEYS = ("command", "cmd", "keystrokes", "script", "code", "input", "commands")
 
@@ -44,6 +43,7 @@ class Finding:
     step: int
     quote: str
     command: str = ""
+    tool: str = ""
 
 
 Verdict = tuple[str, str]
@@ -108,16 +108,5 @@ def _embedded_exit(content: str) -> int | None:
 
 
 def is_submit(run: Run) -> bool:
-    return any(marker in run.command for marker in SUBMIT_MARKERS) or run.tool.lower() in SUBMIT_TOOLS
-
-
-def submission(trace: Trace, runs: list[Run]) -> str | None:
-    """The final patch text when the trace shows it (submit output or a `submission` field)."""
-    for run in reversed(runs):
-        if is_submit(run) and "diff --git" in run.output:
-            return run.output
-    for key in ("submission", "patch", "model_patch"):
-        value = trace.extra.get(key)
-        if isinstance(value, str) and "diff --git" in value:
-            return value
-    return None
+    """A call that hands the work in (`submit`, `finish`, ...); packs know harness-specific forms."""
+    return run.tool.lower() in SUBMIT_TOOLS

@@ -1,98 +1,176 @@
-"""The corpus pass: keep the offline lessons the corpus backs, and say by how much.
+"""The corpus pass: keep the lessons the corpus backs, word them from the numbers.
 
-It runs once on the consolidated lessons (one per signature), with the number of resolved
-and failed trajectories analysed. Its thresholds are named constants below; the rule text it
-appends states the counts, so a reader can judge the rule's weight.
+It runs once after consolidation, with every trace of the run:
+
+* an error or pack pitfall is kept when at least `MIN_PITFALL_SUPPORT` trajectories hit it,
+  whatever their outcome (recurrence across runs is the signal, so unlabelled corpora teach
+  too); a generic error's rule is rewritten with its template, its exact counts of failed,
+  resolved and unlabelled runs, a real example and, when one form of command worked next in
+  at least `MIN_RECOVERY_COUNT` runs and 1/`RECOVERY_SHARE` of them, that recovery;
+* behaviours are contrasted between resolved and failed runs (`behaviours.contrast`): kept
+  only when the difference is real, worded in the direction the numbers point, with the
+  evidence limited to the runs that argue for the rule.
+
+Anything else (facts, heuristics from elsewhere) passes through untouched.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
-from ..types import Lesson
+from ..types import Lesson, Trace
+from . import packs
+from .behaviours import (MIN_RUNS, Shown, as_lesson, contrast, evidence_for, generic_behaviours, source_of)
+from .edits import edited_files
+from .runs import read_runs
 from .shell import shape
-from .wording import restate
+from .wording import (behaviour_shown, behaviour_wording, counted_error_rule, error_signature, error_wording,
+                      parse_error)
 
-MIN_BEHAVIOUR_SUPPORT = 2
 MIN_PITFALL_SUPPORT = 2
 MIN_RECOVERY_COUNT = 2
 RECOVERY_SHARE = 4
 """A recovery is quoted in the rule only when at least 1/RECOVERY_SHARE of the runs used it."""
-MAJORITY = 0.5
+MAX_BEHAVIOURS = 8
+"""Most behaviour rules one skill gets: the strongest by adjusted p-value, then signature."""
 
 
-def select_offline(lessons: list[Lesson], outcomes: dict[str, int]) -> list[Lesson]:
-    """Corpus-level pass over consolidated offline lessons: keep what is backed, say by how much.
-
-    * A pitfall is kept when at least `MIN_PITFALL_SUPPORT` trajectories hit it. When one
-      recovery form (`pytest -k`, `bin/test`, ...) worked next in at least `MIN_RECOVERY_COUNT`
-      runs and in at least 1/`RECOVERY_SHARE` of the runs that hit it, the rule says so.
-    * A behaviour lesson's evidence holds, for a `do` behaviour, the successes that showed it
-      and the failures that omitted it (for an `avoid` behaviour, the failures that showed it
-      and the successes that avoided it). With the corpus totals that gives all four cells. It
-      is kept when it discriminates (a `do` behaviour shown by a strictly larger share of
-      successes than of failures; an `avoid` behaviour by a strictly larger share of failures),
-      or when a `do` behaviour is standard practice (shown by at least `MAJORITY` of the
-      successes) and some failures omitted it, those failures being its evidence. It also needs
-      `MIN_BEHAVIOUR_SUPPORT` runs that showed it. The kept rule states both shares.
-    * Anything else (facts, heuristics from elsewhere) passes through untouched.
+def select_offline(lessons: list[Lesson], traces: Iterable[Trace]) -> list[Lesson]:
+    """Corpus-level pass over consolidated offline lessons (module docstring).
 
     Args:
         lessons: consolidated lessons (one per signature), as produced from `analyse_offline`.
-        outcomes: number of analysed traces per outcome, e.g. `{"success": 26, "failure": 14}`.
+        traces: every trace of the run (their outcomes and runs feed the behaviour contrast).
 
     Returns:
         The kept lessons, pitfalls first, each group by descending support then signature.
     """
-    n_success, n_failure = outcomes.get("success", 0), outcomes.get("failure", 0)
-    kept: list[Lesson] = []
-    for lesson in lessons:
-        if lesson.signature.startswith("behaviour:"):
-            judged = _judge_behaviour(lesson, n_success, n_failure)
-        elif lesson.kind == "pitfall":
-            judged = _judge_pitfall(lesson)
-        else:
-            judged = lesson
-        if judged is not None:
-            kept.append(judged)
+    traces = list(traces)
+    kept = [judged for lesson in merge_templates(lessons) if (judged := _judge_pitfall(lesson)) is not None]
+    kept += behaviour_rules(traces)
     return sorted(kept, key=lambda x: (x.kind != "pitfall", -x.support, x.signature))
+
+
+MERGE_MIN_TOKENS = 6
+"""Templates this long that differ in one word are one message with an unmasked value."""
+
+
+def merge_templates(lessons: list[Lesson]) -> list[Lesson]:
+    """Merge generic errors of one family whose templates differ in a single word (a value the
+    masker could not recognise, such as a branch name: "fatal: The current branch spotter-fum has
+    no upstream branch."); that word becomes `<value>`. Deterministic: lessons are taken by
+    signature, and a word is only generalised when at least two templates disagree on it."""
+    clusters: dict[tuple[str, int], list[tuple[list[str], list[Lesson]]]] = {}
+    rest = []
+    for lesson in sorted(lessons, key=lambda l: l.signature):
+        family, template = parse_error(lesson.signature) if lesson.signature.startswith("error:") else ("", "")
+        words = template.split()
+        if len(words) < MERGE_MIN_TOKENS:
+            rest.append(lesson)
+            continue
+        for pattern, members in clusters.setdefault((family, len(words)), []):
+            differ = [i for i, (a, b) in enumerate(zip(pattern, words)) if a != b and a != "<value>"]
+            wild = [i for i, a in enumerate(pattern) if a == "<value>"]
+            if len(differ) + len(wild) <= 1 and (not wild or not differ) and (differ or wild):
+                for i in differ:
+                    pattern[i] = "<value>"
+                members.append(lesson)
+                break
+        else:
+            clusters[(family, len(words))].append((list(words), [lesson]))
+    for (family, _), found in sorted(clusters.items()):
+        for pattern, members in found:
+            if len(members) == 1:
+                rest.append(members[0])
+                continue
+            signature = error_signature(family, " ".join(pattern))
+            evidence = {(e.trace_id, e.steps, e.quote): e for m in members for e in m.evidence}
+            rest.append(Lesson.create(signature=signature, evidence=tuple(evidence.values()),
+                                      merged_from=tuple(sorted({i for m in members for i in (m.merged_from or (m.id,))})),
+                                      **error_wording(signature)))
+    return rest
+
+
+def nothing_learned(traces: Iterable[Trace]) -> str:
+    """Why a corpus gave no rule, for the message the CLI prints (exit 3)."""
+    outcomes = Counter(t.outcome for t in traces)
+    total = sum(outcomes.values())
+    reason = f"no error recurred in {MIN_PITFALL_SUPPORT} or more of the {total} runs"
+    if outcomes["success"] and outcomes["failure"]:
+        return reason + " and no behaviour separated resolved from failed runs; nothing was written"
+    missing = "resolved and failed" if not outcomes["success"] and not outcomes["failure"] else (
+        "failed" if not outcomes["failure"] else "resolved")
+    return (reason + f", and behaviours were not compared because no {missing} runs are labelled "
+            "(give outcomes with --labels); nothing was written")
 
 
 def _judge_pitfall(lesson: Lesson) -> Lesson | None:
     """Keep a pitfall enough runs hit; name the recovery most of them used, when it is common."""
+    if lesson.kind != "pitfall":
+        return lesson
     if lesson.support < MIN_PITFALL_SUPPORT:
         return None
+    recovery = _recovery_sentence(lesson)
+    if lesson.signature.startswith("error:"):
+        failures = sorted((e for e in lesson.evidence if len(e.steps) == 1),
+                          key=lambda e: (e.outcome != "failure", e.trace_id, e.steps))
+        rule = counted_error_rule(lesson, failures[0].quote if failures else "", recovery)
+        return Lesson.create(**{**lesson.model_dump(exclude={"id", "evidence", "rule"}), "rule": rule,
+                                "evidence": lesson.evidence})
+    return _restate(lesson, recovery) if recovery else lesson
+
+
+def _recovery_sentence(lesson: Lesson) -> str:
     recoveries = {e.trace_id: e.quote for e in lesson.evidence if len(e.steps) == 2}
     shapes = Counter(shape(q) for q in recoveries.values())
     if not shapes:
-        return lesson
+        return ""
     common, count = min(shapes.items(), key=lambda kv: (-kv[1], kv[0]))
     if count < MIN_RECOVERY_COUNT or count * RECOVERY_SHARE < lesson.support:
-        return lesson
-    return restate(lesson, f"In {count} of the {lesson.support} runs that hit this, `{common}` was the command "
-                           f"that worked next.")
+        return ""
+    if lesson.signature.startswith(f"error:{common}|"):
+        return f"In {count} of the {lesson.support} runs that hit this, a later `{common}` call with other arguments worked."
+    return f"In {count} of the {lesson.support} runs that hit this, `{common}` was the command that worked next."
 
 
-def _judge_behaviour(lesson: Lesson, n_success: int, n_failure: int) -> Lesson | None:
-    """Keep a behaviour that discriminates, or a `do` behaviour that is standard practice in
-    resolved runs and that some failed runs skipped; state all four counts either way."""
-    do = lesson.polarity == "do"
-    success_showed = lesson.succeeding_support if do else n_success - lesson.succeeding_support
-    failure_showed = n_failure - lesson.failing_support if do else lesson.failing_support
-    if not n_success or success_showed + failure_showed < MIN_BEHAVIOUR_SUPPORT:
-        return None
-    success_share = success_showed / n_success
-    in_success = f"{success_showed} of {n_success} resolved runs ({success_share:.0%})"
-    if not n_failure:
-        return restate(lesson, f"Done in {in_success}.") if do and success_share >= MAJORITY else None
-    failure_share = failure_showed / n_failure
-    shares = f"{in_success} and {failure_showed} of {n_failure} failed runs ({failure_share:.0%})"
-    if do and success_share > failure_share:
-        return restate(lesson, f"Resolved runs did this more often: {shares}.")
-    if not do and failure_share > success_share:
-        return restate(lesson, f"Failed runs did this more often: {shares}.")
-    if do and success_share >= MAJORITY and lesson.failing_support:
-        skipped = lesson.failing_support
-        return restate(lesson, f"Standard practice, done in {shares}; the evidence cites the {skipped} failed "
-                               f"run{'s' if skipped != 1 else ''} that skipped it.")
-    return None
+def _restate(original: Lesson, sentence: str) -> Lesson:
+    fields = original.model_dump(exclude={"id", "evidence"})
+    fields["rule"] = f"{original.rule} {sentence}"
+    return Lesson.create(evidence=original.evidence, **fields)
+
+
+def observe(trace: Trace) -> tuple[list[Shown], set[str]]:
+    """The behaviours one run showed, generic and from every pack that applies, and the
+    sources (`generic`, pack names) it was judged by."""
+    runs = read_runs(trace)
+    writes = edited_files(runs)
+    shown, sources = generic_behaviours(runs, writes), {"generic"}
+    for pack in packs.PACKS:
+        if pack.applies(trace, runs):
+            shown += pack.behaviours(trace, runs, writes)
+            sources.add(pack.NAME)
+    return shown, sources
+
+
+def behaviour_rules(traces: list[Trace]) -> list[Lesson]:
+    """Behaviours that really separate resolved from failed runs, as lessons (module docstring)."""
+    labelled = [t for t in traces if t.outcome in ("success", "failure")]
+    if len({t.outcome for t in labelled}) < 2 or len(labelled) < MIN_RUNS:
+        return []
+    shown: dict[str, list[Shown]] = {}
+    populations: dict[str, set[str]] = {"generic": set(), **{pack.NAME: set() for pack in packs.PACKS}}
+    for trace in labelled:
+        shown[trace.id], sources = observe(trace)
+        for source in sources:
+            populations[source].add(trace.id)
+    lessons = []
+    for verdict in sorted(contrast(shown, labelled, populations), key=lambda v: (v.q, v.signature)):
+        if source_of(verdict.signature) == "generic":
+            wording, what = behaviour_wording(verdict.signature, verdict.polarity), behaviour_shown(verdict.signature)
+        else:
+            wording, what = packs.wording(verdict.signature), packs.shown(verdict.signature)
+            if wording is None or wording["polarity"] != verdict.polarity:
+                continue  # the pack's advice points the other way than these numbers
+        lessons.append(as_lesson(verdict, wording, what, evidence_for(verdict, shown, labelled)))
+    return lessons[:MAX_BEHAVIOURS]

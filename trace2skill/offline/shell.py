@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import re
 
-TEST_RUNNERS = frozenset({"pytest", "runtests.py", "bin/test", "unittest", "tox", "nose", "django test"})
+TEST_RUNNERS = frozenset({"pytest", "runtests.py", "bin/test", "unittest", "tox", "nose", "django test",
+                          "npm test", "yarn test", "pnpm test", "bun test", "npx jest", "npx vitest", "jest", "vitest",
+                          "mocha", "go test", "cargo test", "mvn test", "gradle test", "rspec", "dotnet test",
+                          "make test", "ctest", "phpunit"})
+"""Test commands of common languages: their failures are judged by the runner's summary."""
+SUBCOMMAND_TOOLS = frozenset({"git", "npm", "yarn", "pnpm", "bun", "npx", "cargo", "go", "mvn", "gradle", "./gradlew",
+                              "make", "docker", "pip", "pip3", "bundle", "dotnet", "kubectl", "uv", "poetry"})
+"""Programs whose first argument names what they do (`git diff`, `npm test`, `go build`)."""
 SETUP_WRAPPERS = frozenset({"cd", "export", "source", ".", "set", "ulimit", "pushd", "popd", "unset"})
 """Commands that only prepare the shell; the family is that of the next real command."""
 PREFIX_WRAPPERS = frozenset({"sudo", "time", "nohup", "env", "exec", "stdbuf", "xvfb-run"})
@@ -84,8 +91,11 @@ def family_of(name: str, args: list[str]) -> str:
         return "pytest"
     if base == "runtests.py" or (name.endswith("bin/test") and base == "test"):
         return "runtests.py" if base == "runtests.py" else "bin/test"
-    if base == "git" and args:
-        return f"git {args[0]}"
+    if base in SUBCOMMAND_TOOLS or name in SUBCOMMAND_TOOLS:
+        sub = next((a for a in args if not a.startswith("-")), "")
+        if base == "npm" and sub == "run":
+            sub = next((a for a in args[args.index("run") + 1:] if not a.startswith("-")), "run")
+        return f"{base} {sub}".strip() if re.fullmatch(r"[\w:.-]+", sub or "-") else base
     if base.endswith(".sh") or (name.startswith(("./", "/")) and base != name):
         return "script"
     return base

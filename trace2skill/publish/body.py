@@ -102,6 +102,8 @@ class PRContent:
     window_end: str | None = None
     tool_version: str = ""
     extra_labels: tuple[str, ...] = field(default_factory=tuple)
+    gate: dict | None = None
+    """The gate's decision (`gate.GateDecision.as_dict()`), when a gate ran."""
 
 
 def render_pr_title(content: PRContent) -> str:
@@ -208,7 +210,28 @@ def _view(content: PRContent, *, quotes: bool, evidence: bool) -> dict:
         "input_tokens": content.input_tokens, "output_tokens": content.output_tokens, "cost": cost,
         "window": _inline(window, 120), "trajectories_read": content.trajectories_read,
         "tool_version": _inline(content.tool_version or "unknown", 40),
+        "gate": _gate_view(content.gate),
     }
+
+
+def _gate_view(gate: dict | None) -> dict | None:
+    """The gate's decision, scores, command and ablation, escaped like every other value."""
+    if not gate:
+        return None
+
+    def number(value: object) -> str:
+        return "n/a" if value is None else f"{value:.1%}" if gate.get("kind") == "heldout" else f"{value:g}"
+
+    ablation = [{"id": _inline(e["rule_id"], 40), "title": _inline(e["title"], 120), "without": f"{e['score_without']:g}",
+                 "effect": f"{e['effect']:+g}", "mark": "⚠ no or negative effect" if e["no_effect"] else ""}
+                for e in gate.get("ablation", [])]
+    return {"kind": gate.get("kind"), "decision": "passed" if gate.get("accepted") else "refused",
+            "reason": _inline(gate.get("reason", ""), 300), "current": number(gate.get("current")),
+            "candidate": number(gate.get("candidate")), "tolerance": f"{gate.get('tolerance', 0):g}",
+            "command": _inline(gate.get("command") or "", 300),
+            "current_false_alarm": number(gate.get("current_false_alarm")) if gate.get("kind") == "heldout" else "",
+            "candidate_false_alarm": number(gate.get("candidate_false_alarm")) if gate.get("kind") == "heldout" else "",
+            "ablation": ablation}
 
 
 @cache

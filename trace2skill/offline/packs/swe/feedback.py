@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from ..types import Trace
-from . import quotes
-from .runs import Finding, Run
-from .shell import TEST_RUNNERS, family
+from ....types import Trace
+from ... import quotes
+from ...runs import Finding, Run
+from ...shell import TEST_RUNNERS, family
 
 FEEDBACK_HEAD = 400
 """Harness feedback opens the observation; searching only the head keeps program output that

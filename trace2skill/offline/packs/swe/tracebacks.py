@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
-from . import quotes
-from .edits import is_scratch, matches_edited, runs_file
-from .runs import Run, Verdict
+from ... import quotes
+from ...runs import Run, Verdict
+from .scratch import is_scratch, matches_edited, runs_file
 
 _EXC_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|NotReady|Configured|Interrupt"
                        r"|DoesNotExist)))(?::\s?(.*))?$")
