@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from test_readers import FORMATS, MINE, document
 
 from trace2skill.errors import TraceFormatError
+from trace2skill import ingest
 from trace2skill.ingest import atif
 from trace2skill.ingest.base import Document
 from trace2skill.types import Observation, Skip, SourceRef, Step, ToolCall, Trace
@@ -244,7 +245,6 @@ def test_each_fixture_round_trips_through_atif(name, path, tmp_path):
 
 
 def test_other_readers_fixtures_round_trip_through_atif(tmp_path):
-    ingest = pytest.importorskip("trace2skill.ingest")
     paths = [
         p
         for folder in FORMATS.iterdir()

@@ -15,8 +15,9 @@ from trace2skill.author import RunInfo, SkillBuild, author_skill, explain_rule, 
 from trace2skill.config import Config
 from trace2skill.errors import ConfigError, SkillValidationError
 from trace2skill.rules import rule_id
-from trace2skill.sections import find_section, parse, render
-from trace2skill.skill import body_size, frontmatter_data, split_frontmatter
+from trace2skill.skillfmt.sections import find_section, parse, render
+from trace2skill.skill import body_size
+from trace2skill.skillfmt.frontmatter import frontmatter_data, split_frontmatter
 from trace2skill.types import Conflict, Evidence, Lesson, LessonSet, content_hash
 
 NAME = "agent-lessons"

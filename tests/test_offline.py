@@ -1,10 +1,8 @@
 """The offline analyst on the real bundled corpus and on traces planted from its format.
 
-Traces are built by a small private reader of mini-swe-agent `.traj.json` files (assistant
-text holds one ```bash block, the next user message holds `<returncode>N</returncode>` and
-`<output>`), so these tests do not depend on the ingest package. It represents steps the way
-the canonical model describes them: one agent step per assistant message, the environment's
-reply as that step's observation, harness feedback as an error observation.
+The corpus is read by the real ingest package (the reader the pipeline uses, so the two cannot
+drift); planted traces are built here step by step. Expected counts come from plain scans of
+the raw `.traj.json` files, never from the reader.
 """
 
 from __future__ import annotations
@@ -17,50 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from trace2skill.ingest import load_traces
 from trace2skill.offline import analyse_offline, select_offline
 from trace2skill.offline.behaviours import Shown, contrast
 from trace2skill.offline.select import observe
 from trace2skill.types import Evidence, Lesson, Observation, SourceRef, Step, ToolCall, Trace
 
 CORPUS = Path(__file__).resolve().parent.parent / "traces" / "mini-swe-agent-swebench-verified"
-_BASH = re.compile(r"```bash\s*\n(.*?)\n```", re.S)
-_RC = re.compile(r"^\s*<returncode>(-?\d+)</returncode>")
 
 
 # ------------------------------------------------------------------------------------------
-# A private reader and trace builders
-
-
-def _reply_observation(reply: str, has_call: bool) -> Observation:
-    match = _RC.match(reply)
-    if match is None:
-        feedback = reply.lstrip().startswith(("Please always provide", "The last command <command>"))
-        return Observation(content=reply, is_error=feedback or not has_call)
-    code = int(match.group(1))
-    return Observation(content=reply, exit_code=code, is_error=code != 0)
-
-
-def _read_traj(path: Path, labels: dict[str, bool]) -> Trace:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    messages, steps, i = data["messages"], [], 0
-    while i < len(messages):
-        role, text = messages[i]["role"], messages[i]["content"]
-        if role == "assistant":
-            actions = _BASH.findall(text)
-            calls = (ToolCall(name="bash", arguments=actions[0]),) if len(actions) == 1 else ()
-            observations = ()
-            if i + 1 < len(messages) and messages[i + 1]["role"] == "user":
-                observations = (_reply_observation(messages[i + 1]["content"], bool(calls)),)
-                i += 1
-            steps.append(Step(index=len(steps), source="agent", message=text, tool_calls=calls,
-                              observations=observations))
-        else:
-            steps.append(Step(index=len(steps), source="system" if role == "system" else "user", message=text))
-        i += 1
-    trace_id = data["instance_id"]
-    outcome = {True: "success", False: "failure"}.get(labels.get(trace_id), "unknown")
-    return Trace(id=trace_id, task=steps[1].message[:500], steps=tuple(steps), outcome=outcome,
-                 source=SourceRef(path=str(path)), format="mini-swe-agent")
+# The corpus, read by the real reader, and trace builders
 
 
 def _labels() -> dict[str, bool]:
@@ -70,8 +35,7 @@ def _labels() -> dict[str, bool]:
 
 @pytest.fixture(scope="module")
 def corpus() -> list[Trace]:
-    labels = _labels()
-    return [_read_traj(path, labels) for path in sorted(CORPUS.glob("trajs/*/*.traj.json"))]
+    return list(load_traces([CORPUS]).traces)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,8 @@ from trace2skill.publish import (
     return_to,
     rollback,
 )
-from trace2skill.publish.skilltext import read_version, rule_lines, set_version
+from trace2skill.skillfmt.frontmatter import read_version, set_version
+from trace2skill.skillfmt.markers import rule_lines
 
 HUMAN = git.Actor("Ada Human", "ada@example.com")
 SKILL = "skills/demo"

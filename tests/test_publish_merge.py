@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trace2skill.publish.merge import merge3, merge_json, merge_text
-from trace2skill.publish.skilltext import rule_lines
+from trace2skill.skillfmt.markers import rule_lines
 
 FRONT = '---\nname: demo\ndescription: Demo skill.\nmetadata:\n  trace2skill-version: "1.0.0"\n---\n'
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from trace2skill import ingest
 from trace2skill.ingest import anthropic, atif, claude_code, codex, otlp, responses
 from trace2skill.ingest.base import Document
 from trace2skill.types import Skip, Trace
@@ -419,7 +420,6 @@ def test_sniff_accepts_own_fixtures_and_rejects_the_others(folder, path):
 
 
 def test_load_traces_detects_and_reads_each_fixture(tmp_path):
-    ingest = pytest.importorskip("trace2skill.ingest")
     for name in MINE:
         assert name in ingest.READERS, f"{name} is not registered"
         for path in sorted((FORMATS / name).glob("*.json*")):

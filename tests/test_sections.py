@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trace2skill.errors import EditError
-from trace2skill.sections import (LOCK_MARKER, AddRule, AddSection, CreateFile, DeleteFile, MoveToReference,
+from trace2skill.skillfmt.sections import (LOCK_MARKER, AddRule, AddSection, CreateFile, DeleteFile, MoveToReference,
                                   RemoveLink, RemoveRule, RemoveSection, ReorderRules, ReplaceRule, SetLink,
-                                  apply_edits, find_section, heading_problem, item_locations, item_text, locked_at,
+                                  apply_edit, find_section, heading_problem, item_locations, item_text, locked_at,
                                   parse, render, walk)
-from trace2skill.skill import split_frontmatter
+from trace2skill.skillfmt.frontmatter import split_frontmatter
 
 REAL_SKILL = Path(__file__).parent / "data" / "skills" / "brand-guidelines" / "SKILL.md"
 
@@ -98,7 +98,7 @@ def test_unclosed_fence_swallows_later_headings():
 
 
 def test_add_replace_remove_rule_keep_hand_written_lines():
-    edited = apply_edits(_ws(), [
+    edited = _apply(_ws(), [
         AddRule(("Skill", "Gotchas"), "r-new", "- **New rule.** Do the new thing."),
         ReplaceRule("r-old", "- **Old rule.** Do it better."),
         AddRule(("Skill", "Procedures"), "r-proc", "- **Proc.** Run it."),
@@ -112,32 +112,26 @@ def test_add_replace_remove_rule_keep_hand_written_lines():
     assert _is_subsequence(kept, out.splitlines(keepends=True))
 
 
-def test_apply_edits_does_not_mutate_its_input():
-    workspace = _ws()
-    apply_edits(workspace, [RemoveRule("r-old")])
-    assert render(workspace["SKILL.md"]) == DOC
-
-
 def test_new_rule_goes_after_the_last_managed_line_and_a_paragraph_gets_a_blank_line():
-    ws = apply_edits(_ws("# S\n\nA paragraph.\n"), [AddRule(("S",), "r-1", "- one"), AddRule(("S",), "r-2", "- two")])
+    ws = _apply(_ws("# S\n\nA paragraph.\n"), [AddRule(("S",), "r-1", "- one"), AddRule(("S",), "r-2", "- two")])
     assert render(ws["SKILL.md"]) == "# S\n\nA paragraph.\n\n- one <!-- rule:r-1 -->\n- two <!-- rule:r-2 -->\n"
 
 
 def test_wrapped_bullet_is_replaced_as_one_block_keeping_its_indent():
     text = "# S\n\nIntro.\n  - **Wrapped.** First line\n    second line <!-- rule:r-w -->\nAfter.\n"
-    ws = apply_edits(_ws(text), [ReplaceRule("r-w", "- **Wrapped.** One line now")])
+    ws = _apply(_ws(text), [ReplaceRule("r-w", "- **Wrapped.** One line now")])
     assert render(ws["SKILL.md"]) == "# S\n\nIntro.\n  - **Wrapped.** One line now <!-- rule:r-w -->\nAfter.\n"
     assert item_text(ws, "rule:r-w") == "- **Wrapped.** One line now"
 
 
 def test_reorder_keeps_hand_written_lines_in_their_slots():
     text = "# S\n\n- b <!-- rule:r-b -->\n- hand\n- a <!-- rule:r-a -->\n"
-    ws = apply_edits(_ws(text), [ReorderRules(("S",), ("r-a", "r-b"))])
+    ws = _apply(_ws(text), [ReorderRules(("S",), ("r-a", "r-b"))])
     assert render(ws["SKILL.md"]) == "# S\n\n- a <!-- rule:r-a -->\n- hand\n- b <!-- rule:r-b -->\n"
 
 
 def test_sections_links_and_reference_files():
-    ws = apply_edits(_ws(), [
+    ws = _apply(_ws(), [
         AddSection(("Skill",), "Facts"),
         CreateFile("references/more.md", "More lessons", "Lower-ranked rules."),
         AddSection(("More lessons",), "Gotchas", file="references/more.md"),
@@ -150,7 +144,7 @@ def test_sections_links_and_reference_files():
     assert "r-old" not in skill
     assert render(ws["references/more.md"]) == (
         "# More lessons\n\nLower-ranked rules.\n\n## Gotchas\n\n- **Old rule.** Do the old thing. <!-- rule:r-old -->\n")
-    ws = apply_edits(ws, [RemoveRule("r-old"), RemoveSection(("More lessons", "Gotchas"), "references/more.md"),
+    ws = _apply(ws, [RemoveRule("r-old"), RemoveSection(("More lessons", "Gotchas"), "references/more.md"),
                           DeleteFile("references/more.md"), RemoveLink("references/more.md")])
     assert "references/more.md" not in ws
     assert item_locations(ws).keys() == {"rule:r-pinned"}
@@ -158,7 +152,7 @@ def test_sections_links_and_reference_files():
 
 def test_new_section_after_a_locked_last_line_without_newline_is_not_glued_on():
     text = "# S\n\n## Locked\n" + LOCK_MARKER + "\n- keep"
-    ws = apply_edits(_ws(text), [AddSection(("S",), "Gotchas")])
+    ws = _apply(_ws(text), [AddSection(("S",), "Gotchas")])
     assert render(ws["SKILL.md"]) == text + "\n## Gotchas\n\n"
     assert [t for _, t in _titles(render(ws["SKILL.md"]))] == ["S", "Locked", "Gotchas"]
 
@@ -185,7 +179,7 @@ def test_new_section_after_a_locked_last_line_without_newline_is_not_glued_on():
 ])
 def test_unapplicable_edit_raises(edit):
     with pytest.raises(EditError):
-        apply_edits(_ws(), [edit])
+        _apply(_ws(), [edit])
 
 
 @pytest.mark.parametrize("edit", [
@@ -200,21 +194,21 @@ def test_edits_touching_a_locked_section_raise(edit):
     ws = _ws()
     ws["references/more.md"] = parse("# More\n")
     with pytest.raises(EditError, match="locked|not found"):
-        apply_edits(ws, [edit])
+        _apply(ws, [edit])
 
 
 def test_lock_in_the_preamble_locks_the_whole_file():
     ws = _ws(LOCK_MARKER + "\n# S\n\n- a <!-- rule:r-a -->\n")
     assert locked_at(ws["SKILL.md"], ("S",))
     with pytest.raises(EditError, match="locked"):
-        apply_edits(ws, [RemoveRule("r-a")])
+        _apply(ws, [RemoveRule("r-a")])
 
 
 @pytest.mark.parametrize("title", ["New Section", "Misc", "Section 1", "Untitled", "", "  ", "TODO", "Section 2.1", "42"])
 def test_generic_headings_are_rejected(title):
     assert heading_problem(title) is not None
     with pytest.raises(EditError):
-        apply_edits(_ws(), [AddSection(("Skill",), title)])
+        _apply(_ws(), [AddSection(("Skill",), title)])
 
 
 @pytest.mark.parametrize("title", ["Gotchas", "Pytest timeouts", "决策树", "Section on retries", "Phase 1: Research"])
@@ -224,15 +218,15 @@ def test_meaningful_headings_pass(title):
 
 def test_duplicate_sibling_and_unstable_headings_are_rejected():
     with pytest.raises(EditError, match="already has"):
-        apply_edits(_ws(), [AddSection(("Skill",), "gotchas")])
+        _apply(_ws(), [AddSection(("Skill",), "gotchas")])
     with pytest.raises(EditError, match="nest"):
-        apply_edits(_ws(), [AddSection(("Skill",), "Tips #")])
+        _apply(_ws(), [AddSection(("Skill",), "Tips #")])
 
 
 def test_duplicate_rule_markers_are_an_error_not_a_guess():
     ws = _ws("# S\n\n- a <!-- rule:r-a -->\n- a again <!-- rule:r-a -->\n")
     with pytest.raises(EditError, match="appears 2 times"):
-        apply_edits(ws, [ReplaceRule("r-a", "- b")])
+        _apply(ws, [ReplaceRule("r-a", "- b")])
 
 
 def test_markers_inside_code_are_not_rules():
@@ -244,3 +238,10 @@ def test_markers_inside_code_are_not_rules():
 def _is_subsequence(needles: list[str], haystack: list[str]) -> bool:
     it = iter(haystack)
     return all(any(line == candidate for candidate in it) for line in needles)
+
+
+def _apply(workspace, edits):
+    """Apply `edits` in order, in place, the way the layout planner does; returns the workspace."""
+    for edit in edits:
+        apply_edit(workspace, edit)
+    return workspace

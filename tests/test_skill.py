@@ -10,8 +10,8 @@ import pytest
 import skills_ref
 
 from trace2skill.errors import RuleLookupError, SkillValidationError
-from trace2skill.skill import (edit_frontmatter, explain_rule, frontmatter_data, links, split_frontmatter,
-                               validate_skill_dir, write_skill_dir)
+from trace2skill.skill import explain_rule, links, validate_skill_dir, write_skill_dir
+from trace2skill.skillfmt.frontmatter import edit_frontmatter, frontmatter_data, split_frontmatter
 
 GOOD = """---
 name: demo

@@ -3,7 +3,8 @@
 Importing the package does nothing but define names; the pipeline lives in `pipeline`.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["__version__", "distill", "load_config"]
 
 

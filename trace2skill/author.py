@@ -28,18 +28,18 @@ from .errors import ConfigError
 from .layout import Layout, Placement, Rule, fit_layout, pinned_rules, rule_locations
 from .provenance import Provenance, dump_provenance, load_provenance, render_conflicts
 from .rules import RuleRecord, clean, merge_records, rank_key, record_lesson, render_rule, rendered_key, rule_id
-from .sections import (REFERENCES_DIR, SKILL_FILE, Section, Workspace, code_mask, item_locations, item_text, items,
-                       parse, render, split_lines, walk)
 from .skill import (CHANGELOG_FILE, CONFLICTS_FILE, GENERATED_FILES, MAX_DESCRIPTION, PROVENANCE_FILE,
-                    edit_frontmatter, explain_rule, frontmatter_data, read_skill_files, split_frontmatter,
-                    validate_build, validate_skill_dir, write_skill_dir)
+                    explain_rule, read_skill_files, validate_build, validate_skill_dir, write_skill_dir)
+from .skillfmt.frontmatter import edit_frontmatter, frontmatter_data, split_frontmatter
+from .skillfmt.markers import VERSION_KEY
+from .skillfmt.sections import (REFERENCES_DIR, SKILL_FILE, Section, Workspace, code_mask, item_locations, item_text,
+                                items, parse, render, split_lines, walk)
 from .types import Conflict, Lesson, LessonSet, content_hash
-from .versioning import changelog_entry, next_version, parse_semver, prepend_entry
+from .skillfmt.versions import changelog_entry, next_version, parse_semver, prepend_entry
 
 __all__ = ["RunInfo", "SkillBuild", "author_skill", "validate_skill_dir", "validate_build", "write_skill_dir",
            "explain_rule"]
 
-VERSION_KEY = "trace2skill-version"
 INTRO = ("Rules distilled by trace2skill from recorded agent runs. Gotchas come from errors the runs hit; each "
          "rule ends with how many failed and successful runs are its evidence, and `provenance.json` maps every "
          "rule to the traces and steps behind it.")

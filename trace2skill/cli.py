@@ -98,7 +98,7 @@ RUN_FLAGS = ("paths", "out", "skill", "description", "layout", "model", "api_bas
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .version import __version__
 
         typer.echo(f"trace2skill {__version__}")
         raise typer.Exit(0)
@@ -268,7 +268,10 @@ def distill(
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
+    """Distil trajectories into a skill folder (create it, or deepen the existing one).
+
+    Long because typer takes one parameter per option (about 30 of its lines); the body is short.
+    """
     from .ingest import load_traces
     from .journal import checkpoint_path
     from .pipeline import distill as run_distill
@@ -343,7 +346,10 @@ def refresh(
     since: Annotated[Optional[datetime], typer.Option("--since", help=_h("Re-read trajectories whose files changed since this time, instead of only unseen ones.", "unseen ones only"), show_default=False)] = None,
     pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help=_h("Also write the pull-request body to this file.", "not written"), show_default=False)] = None,
 ) -> None:
-    """Fold new trajectories into a skill and publish the change (commit, branch or pull request)."""
+    """Fold new trajectories into a skill and publish the change (commit, branch or pull request).
+
+    Long because typer takes one parameter per option (about 30 of its lines); the body is short.
+    """
     from .refresh import refresh as run_refresh
     from .report import print_refresh
 

@@ -33,7 +33,7 @@ from .config import Config
 from .errors import GateError, StateError
 from .ingest import IngestResult
 from .llm import LLMClient
-from .publish.skilltext import RULE_MARKER
+from .skillfmt.markers import RULE_MARKER
 from .skill import write_skill_dir
 
 ENV_VAR = "TRACE2SKILL_SKILL_DIR"

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .sections import (SKILL_FILE, AddRule, AddSection, CreateFile, DeleteFile, Edit, MoveToReference, RemoveLink,
+from .skillfmt.sections import (SKILL_FILE, AddRule, AddSection, CreateFile, DeleteFile, Edit, MoveToReference, RemoveLink,
                        RemoveRule, RemoveSection, ReorderRules, ReplaceRule, Section, SectionPath, SetLink, Workspace,
                        apply_edit, find_section, item_locations, item_text, items, locked_at, render, slug,
                        split_lines, walk)

@@ -22,7 +22,7 @@ from typing import Any
 
 from langgraph.errors import GraphDrained
 
-from . import __version__
+from .version import __version__
 from .analyse import Analyst, analyst_for
 from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir

@@ -136,3 +136,18 @@ def _side_lines(label: str, side: Lesson, rule_id_of: Callable[[str], str]) -> l
         quote = clean(evidence.quote).replace("`", "'")
         lines.append(f"- `{evidence.trace_id}` ({evidence.outcome}), steps {steps}" + (f": `{quote}`" if quote else ""))
     return lines + [""]
+
+
+def provenance_entries(text: str | None) -> dict[str, dict]:
+    """Rule id -> provenance entry, from `{id: entry}`, `{"rules": {...}}` or `{"rules": [...]}`.
+
+    Read defensively: a missing or damaged provenance.json means no evidence to show, not a crash.
+    """
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    rules = data.get("rules", data) if isinstance(data, dict) else data
+    if isinstance(rules, list):
+        return {str(e.get("id") or e.get("rule_id")): e for e in rules if isinstance(e, dict)}
+    return {k: v for k, v in rules.items() if isinstance(v, dict)} if isinstance(rules, dict) else {}

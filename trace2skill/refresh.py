@@ -29,7 +29,9 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import __version__
+from langgraph.runtime import RunControl
+
+from .version import __version__
 from .config import Config
 from .errors import NoInputError, PublishError
 from .fsguard import crash_point
@@ -71,7 +73,7 @@ def refresh(
     since: datetime | None = None,
     pr_body_path: Path | None = None,
     progress: Progress | None = None,
-    control: Any = None,
+    control: RunControl | None = None,
     on_quote: Any = None,
 ) -> RefreshOutcome:
     """Fold trajectories that no earlier refresh consumed into the skill, and publish it.
@@ -107,7 +109,7 @@ def refresh(
 
 
 def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: RefreshState, git: _GitTarget | None,
-          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: Any) -> RefreshOutcome:
+          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: RunControl | None) -> RefreshOutcome:
     """Distil the new trajectories on the bot branch and publish the change."""
     name = config.skill.name
     branch = git.prepare(config, plan) if git is not None else None
@@ -172,7 +174,9 @@ def rollback(config: Config, skill_dir: Path, version: str) -> RollbackOutcome:
     """
     from .publish import PublishRequest, RemovedRule, SkillCommit, open_repo, read_blob
     from .publish import rollback as restore
-    from .publish.skilltext import parse_version, provenance_entries, rule_lines, rule_title
+    from .provenance import provenance_entries
+    from .skillfmt.markers import rule_lines, rule_title
+    from .skillfmt.versions import parse_version
 
     mode = config.publish.mode if config.publish.mode != "none" else "branch"
     config = config.model_copy(update={"publish": config.publish.model_copy(update={"mode": mode}),
@@ -226,8 +230,8 @@ def select_new(ingested: IngestResult, state: RefreshState, skill: str, since: d
         cutoff = since.timestamp()
         keep = [t for t in ingested.traces if _modified(t) >= cutoff]
     else:
-        consumed = state.skill(skill).trace_digests
-        keep = [t for t in ingested.traces if t.digest() not in consumed]
+        new = set(state.skill(skill).new_digests(t.digest() for t in ingested.traces))
+        keep = [t for t in ingested.traces if t.digest() in new]
     outcomes = {key: sum(1 for t in keep if t.outcome == key) for key in ingested.outcomes}
     return replace(ingested, traces=keep, outcomes=outcomes)
 

@@ -1,8 +1,7 @@
 """Reading, checking and writing a skill folder on disk.
 
-Frontmatter is read with strictyaml (the parser skills-ref validates with) and edited line by
-line, so a hand-written frontmatter keeps every line we do not need to change; what we add is
-block-style YAML with quoted values, which strictyaml accepts. `validate_skill_dir` collects
+The SKILL.md format itself (frontmatter, sections, markers, versions) lives in `skillfmt`;
+this module reads, checks and writes folders of it. `validate_skill_dir` collects
 every problem (skills-ref's plus our budget, link, heading and layout checks) instead of
 stopping at the first. `write_skill_dir` stages the new folder next to the old one, validates
 it there and swaps it in with renames, so a reader never sees a half-written folder and a
@@ -26,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import skills_ref
-import strictyaml
 from skills_ref.errors import ParseError
 from skills_ref.parser import parse_frontmatter
 from skills_ref.validator import validate_metadata
 
 from .errors import ConfigError, RuleLookupError, SkillValidationError
 from .fsguard import crash_point, inside, no_symlinks, refuse_symlink, remove_file, safe_relative, write_bytes
-from .sections import (REFERENCES_DIR, SKILL_FILE, code_mask, heading_problem, parse, same_title, split_lines,
+from .skillfmt.frontmatter import frontmatter_data, split_frontmatter
+from .skillfmt.sections import (REFERENCES_DIR, SKILL_FILE, code_mask, heading_problem, parse, same_title, split_lines,
                        walk)
 
 MAX_BODY_LINES = 500
@@ -48,123 +47,12 @@ CHANGELOG_FILE = "CHANGELOG.md"
 CONFLICTS_FILE = "CONFLICTS.md"
 GENERATED_FILES = (SKILL_FILE, CHANGELOG_FILE, PROVENANCE_FILE, CONFLICTS_FILE)
 
-_TOP_KEY = re.compile(r"^([A-Za-z0-9_-]+)[ \t]*:(.*)$")
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)]*)?\)")
 _LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 _CITED_PATH = re.compile(r"`(?:\./)?(references/[^`\s]+)`")
 """A reference file's path in backticks (`references/schemas.md`): skills often cite them so."""
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:|^//")
-
-
-# --------------------------------------------------------------------------------------------
-# Frontmatter
-
-
-def split_frontmatter(text: str) -> tuple[list[str], str]:
-    """`(frontmatter lines including both --- fences, body)`; `([], text)` when there is none."""
-    lines = split_lines(text)
-    if not lines or lines[0].strip() != "---":
-        return [], text
-    for index in range(1, len(lines)):
-        if lines[index].strip() == "---":
-            return lines[: index + 1], "".join(lines[index + 1:])
-    return [], text
-
-
-def frontmatter_data(front: list[str]) -> dict[str, Any]:
-    """The frontmatter as data, parsed the way skills-ref parses it.
-
-    Raises:
-        SkillValidationError: the YAML is invalid for strictyaml (for example flow style).
-    """
-    inner = "".join(front[1:-1])
-    if not inner.strip():
-        return {}
-    try:
-        data = strictyaml.load(inner).data
-    except strictyaml.YAMLError as exc:
-        raise SkillValidationError([f"SKILL.md frontmatter is not valid block-style YAML: {_yaml_problem(exc)}"]) from None
-    if not isinstance(data, dict):
-        raise SkillValidationError(["SKILL.md frontmatter must be a YAML mapping"])
-    return data
-
-
-def _yaml_problem(exc: Exception) -> str:
-    """strictyaml's multi-line report as one line: what is wrong and on which line of SKILL.md
-    (the frontmatter starts on line 2, after the opening ---)."""
-    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
-    if not problem:
-        return " ".join(str(exc).split())
-    return f"{problem}" + (f" (line {mark.line + 2})" if mark is not None else "")
-
-
-def edit_frontmatter(front: list[str], values: Mapping[str, str], metadata: Mapping[str, str]) -> list[str]:
-    """Set top-level keys and `metadata` entries, leaving every line that already holds the
-    wanted value byte for byte as it was. Values are written double-quoted, block style.
-
-    Raises:
-        SkillValidationError: the existing frontmatter cannot be parsed, or `metadata` is not
-            a block-style map.
-    """
-    current = frontmatter_data(front) if front else {}
-    blocks = _blocks(front[1:-1] if front else [])
-    for key, value in values.items():
-        if current.get(key) != value:
-            _set_block(blocks, key, [f"{key}: {quote(value)}\n"])
-    _set_metadata(blocks, current.get("metadata"), metadata)
-    opening, closing = (front[0], front[-1]) if front else ("---\n", "---\n")
-    return [opening, *[line for _, lines in blocks for line in lines], closing]
-
-
-def quote(value: str) -> str:
-    """A double-quoted YAML scalar on one line."""
-    flat = " ".join(value.split())
-    return '"' + flat.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _blocks(lines: list[str]) -> list[tuple[str | None, list[str]]]:
-    blocks: list[tuple[str | None, list[str]]] = [(None, [])]
-    for line in lines:
-        match = _TOP_KEY.match(line)
-        if match:
-            blocks.append((match.group(1), [line]))
-        else:
-            blocks[-1][1].append(line)
-    return blocks
-
-
-def _set_block(blocks: list[tuple[str | None, list[str]]], key: str, lines: list[str]) -> None:
-    for index, (name, old) in enumerate(blocks):
-        if name == key:
-            trailing = [line for line in old[1:] if not line.strip() or line.startswith("#")]
-            blocks[index] = (key, lines + trailing)
-            return
-    blocks.append((key, lines))
-
-
-def _set_metadata(blocks, current: Any, wanted: Mapping[str, str]) -> None:
-    block = next((lines for name, lines in blocks if name == "metadata"), None)
-    if block is None:
-        blocks.append(("metadata", ["metadata:\n"] + [f"  {k}: {quote(v)}\n" for k, v in wanted.items()]))
-        return
-    head = _TOP_KEY.match(block[0]).group(2).strip()
-    if (head and not head.startswith("#")) or not isinstance(current or {}, dict):
-        raise SkillValidationError(["SKILL.md frontmatter `metadata` must be a block-style map of strings"])
-    current = current or {}
-    children = [i for i, line in enumerate(block) if i and line.strip() and not line.lstrip().startswith("#")]
-    indent = re.match(r"[ \t]*", block[children[0]]).group(0) if children else "  "
-    for key, value in wanted.items():
-        if current.get(key) == value:
-            continue
-        line = f"{indent}{key}: {quote(value)}\n"
-        hit = next((i for i in children if re.match(rf"^\s+{re.escape(key)}\s*:", block[i])), None)
-        if hit is not None:
-            block[hit] = line
-        else:
-            at = (children[-1] + 1) if children else 1
-            block.insert(at, line)
-            children = [*children, at]
 
 
 # --------------------------------------------------------------------------------------------

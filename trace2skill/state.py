@@ -84,11 +84,6 @@ class SkillState(_Model):
         """The digests not yet consumed by any version, in the given order, without repeats."""
         return [d for d in dict.fromkeys(digests) if d not in self.trace_digests]
 
-    def may_propose(self, rule_id: str, support: int) -> bool:
-        """False for a rejected rule unless `support` now exceeds its support at rejection."""
-        rejected = self.rejected.get(rule_id)
-        return rejected is None or support > rejected.support
-
 
 class Rejection(Protocol):
     """Anything that names a removed rule and its support (e.g. `publish.RemovedRule`)."""
@@ -144,12 +139,6 @@ class RefreshState(_Model):
             rejected[rule.rule_id] = RejectedRule(support=support, title=rule.title, rejected_at=previous.rejected_at if previous else when)
         return self._replace(name, current.model_copy(update={"rejected": rejected}))
 
-    def without_rejection(self, name: str, rule_id: str) -> RefreshState:
-        """Forget a rejection (a rule re-proposed on stronger evidence)."""
-        current = self.skill(name)
-        rejected = {k: v for k, v in current.rejected.items() if k != rule_id}
-        return self._replace(name, current.model_copy(update={"rejected": rejected}))
-
     def with_pending(self, name: str, pending: PendingPublish | None) -> RefreshState:
         """Record (or, with None, drop) the publish in flight."""
         return self._replace(name, self.skill(name).model_copy(update={"pending": pending}))
@@ -161,7 +150,7 @@ class RefreshState(_Model):
     def without_versions_after(self, name: str, version: tuple[int, int, int]) -> RefreshState:
         """Forget the trajectories folded into versions after `version` (a rollback took their
         evidence out of the skill), so the next refresh reads them again."""
-        from .versioning import parse_semver
+        from .skillfmt.versions import parse_semver
 
         current = self.skill(name)
         kept = {d: v for d, v in current.trace_digests.items() if (parse_semver(v) or (0, 0, 0)) <= version}

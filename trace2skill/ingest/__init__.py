@@ -3,7 +3,7 @@
 `load_traces(paths, config)` is the door the rest of trace2skill uses: it opens files,
 folders and archives (`documents`), detects each document's format by shape (or uses the
 forced `config.analyse.format`), lets the reader module build traces, joins outcome labels
-(`trace2skill.labels`), and redacts secrets (`trace2skill.redact`) before any trace leaves
+(`ingest.labels`), and redacts secrets (`trace2skill.redact`) before any trace leaves
 this package. `iter_traces` is the streaming form of the same pipeline.
 
 Invariants: a bad file or record never aborts the batch; it becomes a `Skip` naming the file,
@@ -62,7 +62,7 @@ from .documents import DEFAULT_MAX_BYTES, Limits, iter_documents
 from .fidelity import FileFidelity
 
 if TYPE_CHECKING:
-    from ..labels import LabelBook
+    from .labels import LabelBook
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -154,7 +154,7 @@ def iter_traces(
         ConfigError: unknown forced format, missing labels file, bad redaction pattern.
         TraceFormatError: the labels file cannot be parsed.
     """
-    from ..labels import build_label_book  # labels reads files through this package
+    from .labels import build_label_book
 
     paths = list(paths)
     config = config or Config()
@@ -191,7 +191,7 @@ def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
 
 
 def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool = True) -> Iterator[Trace | Skip]:
-    from ..labels import label_document
+    from .labels import label_document
 
     if book.is_source(doc.path):
         doc.meta["format"] = "labels"
@@ -297,7 +297,7 @@ def load_traces(
         NoInputError: no paths were given, or a given path does not exist.
         ConfigError, TraceFormatError: as for `iter_traces`.
     """
-    from ..labels import build_label_book
+    from .labels import build_label_book
 
     paths = [str(p) for p in paths]
     if not paths:
@@ -373,7 +373,7 @@ def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None
     if missing or not paths:
         raise NoInputError(f"no such file or folder: {', '.join(map(repr, missing))}" if missing
                            else "no input paths given; pass PATHS or set `sources` in trace2skill.toml")
-    from ..labels import build_label_book
+    from .labels import build_label_book
 
     config = config or Config()
     book = build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)

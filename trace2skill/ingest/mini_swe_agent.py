@@ -24,7 +24,7 @@ Observations:
 
 The trace id is `instance_id` (else the file name without `.traj.json`), so it joins with
 `results_summary.json` and SWE-bench reports. The outcome stays `unknown` here: the label
-lives in the harness results, joined later by `trace2skill.labels`. `info.submission` and the
+lives in the harness results, joined later by `trace2skill.ingest.labels`. `info.submission` and the
 exit status go to `extra`; the huge raw provider responses in `messages[].extra` are not
 kept, only their reasoning text (as `Step.reasoning`).
 """

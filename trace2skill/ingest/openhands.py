@@ -21,7 +21,7 @@ observations) is ignored by rule and counted in the ledger.
 
 Outcome: an evaluation record is `success`/`failure` when `test_result.report.resolved` is
 a boolean (written by OpenHands' SWE-bench evaluation); otherwise, and for event streams,
-it is `unknown` (a `report.json` beside the file still labels it through `trace2skill.labels`).
+it is `unknown` (a `report.json` beside the file still labels it through `trace2skill.ingest.labels`).
 The V1 SDK (`openhands-sdk`, events with a `kind` discriminator, e.g. the `history` of
 OpenHands/benchmarks `output.jsonl`) is read too: `SystemPromptEvent` and `MessageEvent`
 become steps, each `ActionEvent` is a tool call (`tool_call_id`, `tool_name`, the model's

@@ -58,7 +58,7 @@ from .publishers import (
     github_slug,
     make_publisher,
 )
-from .skilltext import LOCK_MARKER, RULE_MARKER
+from ..skillfmt.markers import LOCK_MARKER, RULE_MARKER
 
 __all__ = [
     "BOT_ACTOR", "LOCK_MARKER", "RULE_MARKER", "TRAILER_KEYS",

@@ -21,7 +21,9 @@ import jinja2
 
 from ..types import Conflict
 from .merge import Clash
-from .skilltext import provenance_entries, read_version, rule_lines, rule_title
+from ..provenance import provenance_entries
+from ..skillfmt.frontmatter import read_version
+from ..skillfmt.markers import rule_lines, rule_title
 
 MAX_BODY = 60_000
 BASE_LABELS = ("skills", "automated")

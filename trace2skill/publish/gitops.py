@@ -38,7 +38,10 @@ from git.exc import HookExecutionError, InvalidGitRepositoryError, NoSuchPathErr
 
 from ..errors import PublishError
 from .merge import Clash, merge3, merge_json, merge_text
-from .skilltext import parse_version, provenance_entries, read_version, rule_lines, rule_title
+from ..provenance import provenance_entries
+from ..skillfmt.frontmatter import read_version
+from ..skillfmt.markers import rule_lines, rule_title
+from ..skillfmt.versions import parse_version
 
 BOT_ACTOR = Actor("trace2skill[bot]", "trace2skill-bot@users.noreply.github.com")
 """Author and committer of every bot commit and tag."""

@@ -17,7 +17,7 @@ was restored. Nothing outside the skill folder changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from git import Actor, Commit, Repo
@@ -25,7 +25,9 @@ from git.exc import HookExecutionError
 
 from ..errors import PublishError
 from .gitops import BOT_ACTOR, RUN_TRAILER, _trailer, ensure_clean, open_repo, read_blob, tag_commit
-from .skilltext import bump, parse_version, read_version, rule_lines, set_version
+from ..skillfmt.frontmatter import read_version, set_version
+from ..skillfmt.markers import rule_lines
+from ..skillfmt.versions import bump, parse_version, rollback_entry
 
 ROLLBACK_TRAILER = "Trace2Skill-Rollback"
 
@@ -151,7 +153,7 @@ def rollback(
     except ValueError as exc:
         repo.git.reset("-q", "--hard")
         raise PublishError(f"cannot roll back {skill!r}: {exc}") from None
-    changelog.write_text(_changelog_entry(kept_changelog or "", new_version, version, skill), encoding="utf-8")
+    changelog.write_text(rollback_entry(kept_changelog or "", new_version, version, skill), encoding="utf-8")
     repo.git.add("-A", "--", rel)
     message = f"chore(skills): roll {skill} back to v{version} as v{new_version}\n"
     try:
@@ -178,12 +180,3 @@ def _next_version(tags: list, restored: str, current_rules: dict[str, str], rest
     if any(r not in current_rules for r in restored_rules):
         return bump(highest, "minor")
     return bump(highest, "patch")
-
-
-def _changelog_entry(text: str, new_version: str, restored: str, skill: str) -> str:
-    entry = f"## {new_version} ({date.today().isoformat()})\n\nRollback: restores `{skill}` as it was in version {restored}.\n"
-    lines = text.splitlines(keepends=True)
-    if lines and lines[0].startswith("# "):
-        head, rest = lines[0], "".join(lines[1:]).lstrip("\n")
-        return f"{head}\n{entry}\n{rest}" if rest else f"{head}\n{entry}"
-    return f"# Changelog\n\n{entry}" + (f"\n{text}" if text else "")

@@ -6,8 +6,8 @@ merges SKILL.md on its section tree: base is the merge-base version, ours the bo
 theirs the default branch (the humans).
 
 How it works, and why:
-- The body is cut into sections at every heading (outside code fences), keyed by heading
-  level and text, so independent edits in different sections never interact, a section the
+- The body is cut into sections at every heading (outside code fences, by the skill format's
+  one section parser), keyed by heading level and text, so independent edits in different sections never interact, a section the
   bot adds lands after its neighbour, and a section a human renamed is matched by content.
 - Inside a section, rule bullets (lines ending in `<!-- rule:ID -->`) are replaced by their
   id before a line-level diff3, so placement is merged by lines while each rule's wording is
@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any, Literal
 
-from .skilltext import LOCK_MARKER, rule_id, split_frontmatter
+from ..skillfmt.frontmatter import split_frontmatter
+from ..skillfmt.markers import LOCK_MARKER, rule_id
+from ..skillfmt.sections import parse, walk
 
 ClashKind = Literal["rule", "text", "section", "file"]
 _TOKEN = "\x00rule:"
@@ -190,33 +192,23 @@ class _Doc:
         return any(self.locked(key) for key in self.sections if key == "" or key.startswith("1:"))
 
 
-def _heading(line: str) -> tuple[int, str] | None:
-    stripped = line.rstrip()
-    level = len(stripped) - len(stripped.lstrip("#"))
-    if not 1 <= level <= 6 or len(stripped) == level or stripped[level] != " ":
-        return None
-    return level, stripped[level:].strip().rstrip("#").strip()
-
-
 def _parse(text: str) -> _Doc:
+    """The document as flat sections in document order (the skill format's section tree,
+    flattened), lines without their endings, rule bullets replaced by tokens."""
     front, body = split_frontmatter(text)
-    doc = _Doc(front=front, sections={"": []})
-    key, fence = "", None
-    for line in body:
-        marker = line.lstrip()[:3]
-        if marker in ("```", "~~~"):
-            fence = None if fence == marker else (fence or marker)
-        heading = _heading(line) if fence is None else None
-        if heading is not None:
-            key = f"{heading[0]}:{heading[1].lower()}"
-            while key in doc.sections:
-                key += "'"
-            doc.sections[key] = []
-        rid = rule_id(line)
-        if rid is not None and rid not in doc.rules:
-            doc.rules[rid], doc.home[rid] = line, key
-            line = _TOKEN + rid
-        doc.sections[key].append(line)
+    doc = _Doc(front=[line.rstrip("\r\n") for line in front], sections={})
+    for _, section in walk(parse(body)):
+        key = f"{section.level}:{section.title.lower()}" if section.level else ""
+        while key in doc.sections:
+            key += "'"
+        lines = doc.sections[key] = []
+        for line in ([section.heading] if section.level else []) + section.body:
+            line = line.rstrip("\r\n")
+            rid = rule_id(line)
+            if rid is not None and rid not in doc.rules:
+                doc.rules[rid], doc.home[rid] = line, key
+                line = _TOKEN + rid
+            lines.append(line)
     return doc
 
 

@@ -70,3 +70,36 @@ def prepend_entry(existing: str | None, entry: str) -> str:
         separator = "" if existing.endswith("\n\n") else ("\n" if existing.endswith("\n") else "\n\n")
         return existing + separator + entry
     return "".join(lines[:first]) + entry + "\n" + "".join(lines[first:])
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """`"1.2.3"` -> `(1, 2, 3)`; a leading `v` is accepted.
+
+    Raises:
+        ValueError: not a MAJOR.MINOR.PATCH version.
+    """
+    parts = parse_semver(version.removeprefix("v"))
+    if parts is None:
+        raise ValueError(f"not a semantic version: {version!r} (expected MAJOR.MINOR.PATCH)")
+    return parts
+
+
+def bump(version: str, part: str) -> str:
+    """Next version after `version` for a `major`, `minor` or `patch` change."""
+    major, minor, patch = parse_version(version)
+    if part == "major":
+        return f"{major + 1}.0.0"
+    if part == "minor":
+        return f"{major}.{minor + 1}.0"
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def rollback_entry(existing: str, new_version: str, restored: str, skill: str) -> str:
+    """The changelog with a rollback entry on top; no date, like every other entry, so the same
+    rollback gives the same bytes."""
+    entry = f"## {new_version}\n\nRollback: restores `{skill}` as it was in version {restored}.\n"
+    lines = existing.splitlines(keepends=True)
+    if lines and lines[0].startswith("# "):
+        head, rest = lines[0], "".join(lines[1:]).lstrip("\n")
+        return f"{head}\n{entry}\n{rest}" if rest else f"{head}\n{entry}"
+    return f"# Changelog\n\n{entry}" + (f"\n{existing}" if existing else "")

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import ConfigError, TraceFormatError
-from .ingest.base import Document
-from .ingest.documents import Source, iter_sources, open_document, open_regular
-from .types import Outcome, Trace
+from ..errors import ConfigError, TraceFormatError
+from .base import Document
+from .documents import Source, iter_sources, open_document, open_regular
+from ..types import Outcome, Trace
 
 RESULT_FILE_NAMES = ("results_summary.json", "report.json")
 _ID_COLUMNS = ("id", "trace_id", "trajectory_id", "instance_id", "task_id")

@@ -17,20 +17,19 @@ Markers (see docs/skill-format.md):
   the file, which is added when content is appended after it (otherwise the next heading would
   be glued onto the last line).
 
-The tree is mutable because edits rewrite lists in place; `apply_edits` works on a deep copy,
-so a caller never sees a half-edited workspace.
+The tree is mutable because edits rewrite lists in place (`apply_edit`); the layout planner
+applies them one at a time to a workspace it owns.
 """
 
 from __future__ import annotations
 
-import copy
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .errors import EditError
+from ..errors import EditError
+from .markers import LOCK_MARKER
 
-LOCK_MARKER = "<!-- trace2skill:locked -->"
 SKILL_FILE = "SKILL.md"
 REFERENCES_DIR = "references/"
 MAX_LEVEL = 6
@@ -295,6 +294,8 @@ class SetLink:
 
 @dataclass(frozen=True)
 class RemoveLink:
+    """Remove the managed link line to `target` (the reference it pointed to is gone)."""
+
     target: str
     file: str = SKILL_FILE
 
@@ -319,20 +320,12 @@ Edit = (AddRule | ReplaceRule | RemoveRule | ReorderRules | MoveToReference | Ad
         | SetLink | RemoveLink | CreateFile | DeleteFile)
 
 
-def apply_edits(workspace: Mapping[str, Section], edits: Iterable[Edit]) -> Workspace:
-    """Apply edits in order to a copy of the workspace.
+def apply_edit(workspace: Workspace, edit: Edit) -> None:
+    """Apply one edit in place (`layout.Layout.do` keeps the list of edits applied).
 
     Raises:
-        EditError: an edit cannot be applied exactly (missing target, locked text, bad heading).
+        EditError: the edit cannot be applied exactly (missing target, locked text, bad heading).
     """
-    result = copy.deepcopy(dict(workspace))
-    for edit in edits:
-        apply_edit(result, edit)
-    return result
-
-
-def apply_edit(workspace: Workspace, edit: Edit) -> None:
-    """Apply one edit in place (callers that need the original use `apply_edits`)."""
     handler = _HANDLERS.get(type(edit))
     if handler is None:
         raise EditError(f"unknown edit {edit!r}")
