@@ -515,7 +515,9 @@ def eval_command(
             _err(f"quote: {folds * len(CURVE)} in-memory distils (up to {len(ingested.traces)} analyses each, "
                  f"plus merges) and up to {labelled * len(CURVE)} judge calls; capped by --budget / --max-calls")
         with _progress_reporter(_show_progress(ctx, json_out)) as progress:
-            evaluation = evaluate(config, llm, ingested, folds, progress=progress)
+            from .pipeline import distill as run_distill
+
+            evaluation = evaluate(run_distill, config, llm, ingested, folds, progress=progress)
         report = evaluation.as_dict()
         target = plot or config.state_dir / "eval" / "learning-curve.svg"
         if target.is_symlink():

@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -297,16 +297,19 @@ def written_rules(provenance_text: str | None) -> list[RuleRecord]:
     return sorted(load_provenance(provenance_text).rules.values(), key=lambda r: r.id)
 
 
-def distil_rules(config: Config, llm: LLMClient | None, ingested: IngestResult, traces: list[Trace],
+Distil = Callable[..., tuple[Any, Any]]
+"""`pipeline.distill`, passed in by the caller: the pipeline runs the gate, which scores with this
+module, so importing the pipeline here would make an import cycle."""
+
+
+def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, ingested: IngestResult, traces: list[Trace],
                  from_scratch: bool = True) -> tuple[list[RuleRecord], dict[str, str]]:
-    """Distil `traces` in memory (nothing written) and return the written rules and their files.
+    """Distil `traces` in memory (nothing written) with `distil` and return the written rules and their files.
 
     `from_scratch` points the run at a folder that does not exist, so no existing skill (which
     may have been learned from the held-out runs) leaks into the result; otherwise the run
     deepens the configured skill, as a real distil or refresh would.
     """
-    from .pipeline import distill
-
     if not traces:
         return [], {}
     if from_scratch:
@@ -318,7 +321,7 @@ def distil_rules(config: Config, llm: LLMClient | None, ingested: IngestResult, 
         config = config.model_copy(update={"skill": config.skill.model_copy(update={"out": scratch})})
     outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
     try:
-        _, build = distill(config, llm, ingested=replace(ingested, traces=traces, outcomes=outcomes), write=False)
+        _, build = distil(config, llm, ingested=replace(ingested, traces=traces, outcomes=outcomes), write=False)
     except NothingLearned:
         return [], {}  # a skill with no rules: it flags nothing
     return written_rules(build.files.get("provenance.json")), build.files
@@ -367,9 +370,10 @@ class Evaluation:
         }
 
 
-def evaluate(config: Config, llm: LLMClient | None, ingested: IngestResult, k: int = 4,
+def evaluate(distil: Distil, config: Config, llm: LLMClient | None, ingested: IngestResult, k: int = 4,
              curve: Sequence[float] = CURVE, progress: Any = None) -> Evaluation:
-    """K-fold held-out evaluation of distilling `ingested` (see the module docstring).
+    """K-fold held-out evaluation of distilling `ingested` with `distil` (`pipeline.distill`; see
+    the module docstring).
 
     Raises:
         NoInputError: fewer than two tasks, so nothing can be held out.
@@ -389,7 +393,7 @@ def evaluate(config: Config, llm: LLMClient | None, ingested: IngestResult, k: i
         training = [t for j, fold in enumerate(folds) if j != i for t in fold]
         for n, share in enumerate(shares):
             subset = task_share(training, share)
-            rules, _ = distil_rules(config, llm, ingested, subset)
+            rules, _ = distil_rules(distil, config, llm, ingested, subset)
             scores = scorer.score(rules, heldout, training=len(subset))
             if share == 1.0:
                 per_fold.append(scores)

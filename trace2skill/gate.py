@@ -26,11 +26,12 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .author import SkillBuild
 from .config import Config
 from .errors import GateError, StateError
+from .evaluate import Distil
 from .ingest import IngestResult
 from .llm import LLMClient
 from .skillfmt.markers import RULE_MARKER
@@ -75,9 +76,12 @@ class GateDecision:
         return data
 
 
-def run_gate(config: Config, llm: LLMClient | None, build: SkillBuild, ingested: IngestResult,
+def run_gate(distil: Distil, config: Config, llm: LLMClient | None, build: SkillBuild, ingested: IngestResult,
              run_id: str) -> tuple[SkillBuild, dict[str, Any]]:
     """Judge the candidate `build`; return it with the decision recorded in its provenance.json.
+
+    `distil` is `pipeline.distill` (the held-out gate distils folds with it), passed in by the
+    pipeline that runs the gate, so this module does not import it back.
 
     A refused candidate is written to the state folder (never to the skill folder).
 
@@ -88,7 +92,7 @@ def run_gate(config: Config, llm: LLMClient | None, build: SkillBuild, ingested:
     if config.gate.mode == "command":
         decision = command_gate(config, build, workdir)
     else:
-        decision = heldout_gate(config, llm, build, ingested)
+        decision = heldout_gate(distil, config, llm, build, ingested)
     if not decision.accepted:
         kept = workdir / config.skill.name
         decision = replace(decision, kept_at=str(kept))
@@ -112,7 +116,7 @@ def recorded(build: SkillBuild, decision: GateDecision) -> SkillBuild:
 # Held-out comparison
 
 
-def heldout_gate(config: Config, llm: LLMClient | None, build: SkillBuild, ingested: IngestResult) -> GateDecision:
+def heldout_gate(distil: Distil, config: Config, llm: LLMClient | None, build: SkillBuild, ingested: IngestResult) -> GateDecision:
     from .evaluate import Scorer, Scores, distil_rules, split_folds, written_rules
 
     tolerance = config.gate.tolerance
@@ -130,7 +134,7 @@ def heldout_gate(config: Config, llm: LLMClient | None, build: SkillBuild, inges
     candidate = Scores()
     for heldout in folds:
         held = {t.id for t in heldout}
-        rules, _ = distil_rules(config, llm, ingested, [t for t in ingested.traces if t.id not in held], from_scratch=False)
+        rules, _ = distil_rules(distil, config, llm, ingested, [t for t in ingested.traces if t.id not in held], from_scratch=False)
         candidate = candidate + scorer.score(rules, heldout)
     worse = _worse(current.coverage, candidate.coverage, current.false_alarm_rate, candidate.false_alarm_rate, tolerance)
     counts = {"trajectories": len(pool), "folds": len(folds), "failures": current.failures, "successes": current.successes}

@@ -139,7 +139,7 @@ def distill(
         if write and build.changed and config.gate.mode != "none":
             from .gate import run_gate
 
-            build, decision = run_gate(config, llm, build, ingested, run.run_id)
+            build, decision = run_gate(distill, config, llm, build, ingested, run.run_id)
         if write and build.changed and (decision is None or decision["accepted"]):
             write_skill_dir(config.skill_dir(), build.files)
     written_before = _catalogue_text() if analyst.mode == "offline" else ""
