@@ -259,6 +259,18 @@ def exit_code_in(text: str) -> int | None:
     return None
 
 
+def reports_json_error(text: str) -> bool:
+    """The result is a JSON object with a non-empty `error` field (how many APIs and tools report failure)."""
+    head = text.lstrip()
+    if not head.startswith("{"):
+        return False
+    try:
+        value = json.loads(head)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and value.get("error") not in (None, False, "", [], {})
+
+
 def looks_like_error(text: str) -> bool:
     """Whether a tool result's text says it failed, in any case.
 
@@ -272,14 +284,8 @@ def looks_like_error(text: str) -> bool:
     """
     if not isinstance(text, str) or not text:
         return False
-    head = text.lstrip()
-    if head.startswith("{"):
-        try:
-            value = json.loads(head)
-        except (ValueError, RecursionError):
-            value = None
-        if isinstance(value, dict) and value.get("error") not in (None, False, "", [], {}):
-            return True
+    if reports_json_error(text):
+        return True
     code = exit_code_in(text)
     if code is not None and code != 0:
         return True

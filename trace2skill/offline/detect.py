@@ -17,9 +17,9 @@ line is looked for in a fixed order, most specific first:
 
 from __future__ import annotations
 
-import json
 import re
 
+from ..ingest._steps import reports_json_error
 from . import quotes
 from .runs import Run
 from .shell import LINTERS, TEST_RUNNERS, family_of, is_shell, real_commands
@@ -73,14 +73,9 @@ def failed(run: Run) -> bool:
 
 def _reports_error(output: str) -> bool:
     """A tool result that opens like an error report, though nothing flagged it."""
+    if reports_json_error(output):
+        return True
     head = output.lstrip()[:300]
-    if head.startswith("{"):
-        try:
-            value = json.loads(output)
-        except (ValueError, RecursionError):
-            value = None
-        if isinstance(value, dict) and value.get("error") not in (None, False, "", [], {}):
-            return True
     return bool(_ERROR_OPENING.match(head) or head.startswith("Traceback (most recent call last)"))
 
 
