@@ -47,6 +47,20 @@ def _block_model_requests(request, monkeypatch, tmp_path):
     allow_model_requests.allowed = previous
 
 
+DEMO_CORPUS = DEMO_TRACES / "mini-swe-agent-swebench-verified"
+"""The bundled run folder: `trajs/<instance>/` plus `results_summary.json`."""
+DEMO_IDS = sorted(p.name for p in (DEMO_CORPUS / "trajs").iterdir())
+
+
+def demo_subset(folder: Path, ids: list[str]) -> Path:
+    """A run folder holding only the demo trajectories `ids`, with the labels file beside them."""
+    (folder / "trajs").mkdir(parents=True)
+    shutil.copy(DEMO_CORPUS / "results_summary.json", folder / "results_summary.json")
+    for instance in ids:
+        shutil.copytree(DEMO_CORPUS / "trajs" / instance, folder / "trajs" / instance)
+    return folder
+
+
 def init_repo(path: Path):
     """A real git repository with a `main` branch, a human identity and one commit."""
     import git

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,19 +20,9 @@ from trace2skill.cli import app
 from trace2skill.pipeline import lock_path, skill_lock
 from trace2skill.skill import staging_dir, validate_skill_dir
 
-from conftest import DEMO_TRACES, ROOT
+from conftest import DEMO_IDS as IDS, ROOT, demo_subset as traces
 
 NAME = "demo-skill"
-CORPUS = DEMO_TRACES / "mini-swe-agent-swebench-verified"
-IDS = sorted(p.name for p in (CORPUS / "trajs").iterdir())
-
-
-def traces(folder: Path, ids: list[str]) -> Path:
-    (folder / "trajs").mkdir(parents=True)
-    shutil.copy(CORPUS / "results_summary.json", folder / "results_summary.json")
-    for instance in ids:
-        shutil.copytree(CORPUS / "trajs" / instance, folder / "trajs" / instance)
-    return folder
 
 
 def distill_args(paths: list[Path], out: Path, *extra: str) -> list[str]:

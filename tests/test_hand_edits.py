@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,10 @@ from typer.testing import CliRunner
 
 from trace2skill.cli import app
 
-from conftest import DEMO_TRACES
+from conftest import DEMO_IDS as IDS, demo_subset as traces
 
 NAME = "demo-skill"
-CORPUS = DEMO_TRACES / "mini-swe-agent-swebench-verified"
-IDS = sorted(p.name for p in (CORPUS / "trajs").iterdir())
 MARKER = re.compile(r"<!-- rule:(r-[0-9a-f]+) -->")
-
-
-def traces(folder: Path, ids: list[str]) -> Path:
-    (folder / "trajs").mkdir(parents=True)
-    shutil.copy(CORPUS / "results_summary.json", folder / "results_summary.json")
-    for instance in ids:
-        shutil.copytree(CORPUS / "trajs" / instance, folder / "trajs" / instance)
-    return folder
 
 
 def distill(paths: list[Path], out: Path) -> None:
