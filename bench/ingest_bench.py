@@ -14,14 +14,28 @@ the same bytes and calls `json.loads` on every line or file; the ingest run cons
 keeping nothing, which is how a streaming consumer uses it. A peak RSS far below the file
 size shows the dump was never loaded whole.
 
-Usage: `python bench/ingest_bench.py [--n 10000] [--traj-n 1000] [--data PATH]`.
-The default run takes about one to two minutes on two cores. When the shared corpus is
+The first table (`--real`, on by default) measures the real corpora as they are, with no
+copies: the 500 mini-swe-agent runs (with their harness logs, whose labels are joined) and
+`../shared/data/real-formats` (ten formats, not used to tune ingest). Per corpus it prints:
+
+- `iter_traces`: time to consume `iter_traces` in a fresh process (imports not counted),
+  over the time to read and `json.loads` every file, JSONL line and `.eval` zip member of the
+  same corpus (also imports not counted);
+- `ingest --check`: the wall time of `python cli.py ingest PATH --check` as a user runs it
+  (interpreter start, imports, label joining, redaction, digests, fidelity, the report), over
+  the wall time of a fresh `python` process doing the `json.loads` of the same files.
+
+Each figure is the best of `--repeat` runs (default 3), since the machine is shared.
+
+Usage: `python bench/ingest_bench.py [--n 10000] [--traj-n 1000] [--data PATH] [--only real|synthetic]`.
+The default run takes about two to three minutes on two cores. When the shared corpus is
 absent the script says so and exits with status 2, measuring nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import resource
@@ -29,11 +43,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_DATA = next((d for d in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if d.is_dir()),
+                    ROOT.parent / "shared" / "data")
+"""`../shared/data` beside the checkout, or two levels up for a worktree under `wt/`."""
 CORPUS = "mini-swe-agent-swebench-verified"
+REAL_CORPORA = (CORPUS, "real-formats")
+_PARSED_SUFFIXES = (".json", ".jsonl", ".ndjson", ".traj", ".gz", ".eval")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000, help="conversations in the JSONL dump")
     parser.add_argument("--traj-n", type=int, default=1_000, help=".traj.json files in the folder")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    parser.add_argument("--only", choices=("real", "synthetic"), help="run one of the two tables")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure on the real corpora (the best counts)")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
@@ -51,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if not sources:
         print(f"the real corpus is absent ({trajs} has no .traj.json files); nothing was measured", file=sys.stderr)
         return 2
-    print(f"corpus: {len(sources)} real trajectories from {trajs}")
+    if args.only != "synthetic":
+        _print_real([_real_row(args.data / name, args.repeat) for name in REAL_CORPORA if (args.data / name).is_dir()])
+        if args.only == "real":
+            return 0
+    print(f"\ncorpus: {len(sources)} real trajectories from {trajs}")
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         started = time.perf_counter()
         dump = _write_jsonl(sources, Path(tmp) / "conversations.jsonl", args.n)
@@ -120,7 +145,9 @@ def _measure(kind: str, raw_path: str) -> dict:
         from trace2skill.types import Skip
     started = time.perf_counter()
     records = skips = 0
-    if kind == "baseline":
+    if kind == "parse-all":
+        records = _parse_all(path)
+    elif kind == "baseline":
         files = [path] if path.is_file() else sorted(path.iterdir())
         for file in files:
             with file.open("rb") as stream:
@@ -134,6 +161,75 @@ def _measure(kind: str, raw_path: str) -> dict:
             records += not isinstance(item, Skip)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "records": records, "skips": skips, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _parse_all(folder: Path) -> int:
+    """Read and `json.loads` every JSON text in `folder` the way a plain script would: whole
+    files, else line by line; `.gz` files unpacked; every JSON member of an `.eval` zip.
+    Markdown and SQLite files are read, not parsed. Returns how many values were parsed."""
+    values = 0
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        lower = file.name.lower()
+        if lower.endswith(".eval"):
+            with zipfile.ZipFile(file) as archive:
+                for name in archive.namelist():
+                    if name.endswith(".json"):
+                        json.loads(archive.read(name))
+                        values += 1
+            continue
+        if not lower.endswith(_PARSED_SUFFIXES):
+            file.read_bytes() if lower.endswith((".md", ".db")) else None
+            continue
+        data = gzip.decompress(file.read_bytes()) if lower.endswith(".gz") else file.read_bytes()
+        try:
+            json.loads(data)
+            values += 1
+        except ValueError:
+            for line in data.splitlines():
+                if line.strip():
+                    json.loads(line)
+                    values += 1
+    return values
+
+
+def _real_row(folder: Path, repeat: int) -> dict:
+    """Best-of-`repeat` times for one real corpus: json.loads, iter_traces, the CLI."""
+    parse = [_subprocess("parse-all", folder) for _ in range(repeat)]
+    ingest = [_subprocess("ingest", folder) for _ in range(repeat)]
+    parse_wall = [_wall([sys.executable, str(Path(__file__).resolve()), "--measure", "parse-all", str(folder)]) for _ in range(repeat)]
+    check_wall = [_wall([sys.executable, str(ROOT / "cli.py"), "ingest", str(folder), "--check"]) for _ in range(repeat)]
+    return {"label": folder.name, "traces": ingest[0]["records"], "values": parse[0]["records"],
+            "parse": min(r["seconds"] for r in parse), "ingest": min(r["seconds"] for r in ingest),
+            "parse_wall": min(parse_wall), "check_wall": min(check_wall)}
+
+
+def _wall(command: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    started = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=env, cwd=ROOT)
+    return time.perf_counter() - started
+
+
+def _print_real(rows: list[dict]) -> None:
+    header = ("corpus", "traces", "JSON values", "json.loads s", "iter_traces s", "ratio",
+              "python json.loads wall s", "ingest --check wall s", "ratio")
+    lines = [header] + [
+        (r["label"], f"{r['traces']:,}", f"{r['values']:,}", f"{r['parse']:.2f}", f"{r['ingest']:.2f}",
+         f"{r['ingest'] / r['parse']:.1f}x", f"{r['parse_wall']:.2f}", f"{r['check_wall']:.2f}",
+         f"{r['check_wall'] / r['parse_wall']:.1f}x")
+        for r in rows
+    ]
+    _print_lines(lines)
+    print("\niter_traces ratio: in-process time over reading and json.loads of the same files (imports not counted);"
+          "\ningest --check ratio: `python cli.py ingest PATH --check` wall time over a `python` process doing that json.loads.")
+
+
+def _print_lines(lines: list[tuple[str, ...]]) -> None:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for n, line in enumerate(lines):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
 def _peak_rss_mb() -> float:
@@ -165,11 +261,7 @@ def _print_table(rows: list[dict]) -> None:
                 f"{base['peak_rss_mb']:,.0f} / {ours['peak_rss_mb']:,.0f}",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for n, line in enumerate(lines):
-        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    _print_lines(lines)
     print("\nratio = ingest time / json.loads time on the same bytes, measured in this run.")
 
 

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a dependency; without it digests are computed by json.dumps alone
+    _orjson = None
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,8 +35,43 @@ class _Frozen(BaseModel):
 
 def content_hash(payload: Any) -> str:
     """A short, stable hash of any JSON-able value (sorted keys, no whitespace)."""
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(_canonical_json(payload)).hexdigest()[:16]
+
+
+def _canonical_json(payload: Any) -> bytes:
+    """The UTF-8 bytes every content hash is taken over: `json.dumps` with sorted keys, no
+    whitespace, non-ASCII kept, anything else as `str`. Hashes are persisted (state, journal,
+    provenance), so these bytes must never change."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+
+
+def _fast_canonical_json(payload: Any, floats: Iterable[Any]) -> bytes:
+    """`_canonical_json(payload)`, several times faster, for a payload of JSON types only (str
+    keys) whose floats are all in `floats`. orjson writes the same bytes as `json.dumps` for
+    those, except for floats in exponent notation (`1e-07` / `1e-7`), non-finite floats (`NaN`
+    / `null`), integers beyond 64 bits and lone surrogates; the first two are checked here,
+    orjson refuses the last two, and in every such case `json.dumps` is used."""
+    if _orjson is None or not all(type(f) is float and _orjson.dumps(f) == float.__repr__(f).encode() for f in floats):
+        return _canonical_json(payload)
+    try:
+        return _orjson.dumps(payload, option=_orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a lone surrogate, a non-str key
+        return _canonical_json(payload)
+
+
+def _floats(value: Any) -> list[Any]:
+    """Every float (and anything that is not a plain JSON value) inside `value`; iterative, so
+    a hostile nesting depth costs no recursion."""
+    found, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif not (item is None or type(item) in (str, int, bool)):
+            found.append(item)
+    return found
 
 
 LOCATION_KEYS = frozenset({"label_source"})
@@ -107,11 +148,26 @@ class Trace(_Frozen):
         """Content hash of the trace, used for canonical ordering and incremental refresh.
 
         Where the trace or its label was read from is left out, so the same trajectory gives
-        the same digest whichever path it was given by; the label itself counts.
+        the same digest whichever path it was given by; the label itself counts. The value is
+        `content_hash` of the JSON dump (persisted in state, run ids and provenance, so it must
+        not change); it is computed once per trace object and kept beside its fields.
         """
-        payload = self.model_dump(mode="json", exclude={"source"})
-        payload["extra"] = {k: v for k, v in payload["extra"].items() if k not in LOCATION_KEYS}
-        return content_hash(payload)
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            payload = self.model_dump(mode="json", exclude={"source"})
+            payload["extra"] = {k: v for k, v in payload["extra"].items() if k not in LOCATION_KEYS}
+            # Only `reward` and the `extra` dicts can hold floats; the other fields are typed str, int, bool.
+            floats = _floats([payload["reward"], payload["extra"], [step["extra"] for step in payload["steps"]]])
+            cached = hashlib.sha256(_fast_canonical_json(payload, floats)).hexdigest()[:16]
+            self.__dict__["_digest"] = cached
+        return cached
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "Trace":
+        """A copy; one with fields changed does not keep the original's cached digest."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            copied.__dict__.pop("_digest", None)
+        return copied
 
 
 class Skip(_Frozen):

@@ -70,21 +70,27 @@ class FileFidelity:
 
 
 def add_trace(row: FileFidelity, trace: Trace) -> None:
-    """Count what was read from one trace (its sub-agent sidechains too)."""
+    """Count what was read from one trace (its sub-agent sidechains too).
+
+    The trace's own steps are read as objects; a sidechain's steps are the plain dicts kept
+    in `extra["sidechains"]`. Both give the same `(call ids, result pairs)` view."""
     row.format = row.format or trace.format
-    steps = [s.model_dump(mode="json") for s in trace.steps]
+    row.steps += len(trace.steps)
+    calls: list[Any] = [c.id for s in trace.steps for c in s.tool_calls]
+    results: list[tuple[Any, Any]] = [(o.call_id, o.is_error) for s in trace.steps for o in s.observations]
     sidechains = trace.extra.get("sidechains") if isinstance(trace.extra.get("sidechains"), list) else []
     for side in sidechains:
         if isinstance(side, dict) and isinstance(side.get("steps"), list):
-            steps += [s for s in side["steps"] if isinstance(s, dict)]
-    row.steps += len(trace.steps)
-    calls = {c.get("id") for s in steps for c in s.get("tool_calls") or () if isinstance(c, dict)}
-    for step in steps:
-        row.calls_read += len(step.get("tool_calls") or ())
-        for observation in step.get("observations") or ():
-            row.results_read += 1
-            row.results_paired += observation.get("call_id") is not None and observation.get("call_id") in calls
-            row.errors += observation.get("is_error") is True
+            for step in (s for s in side["steps"] if isinstance(s, dict)):
+                calls += [c.get("id") for c in step.get("tool_calls") or () if isinstance(c, dict)]
+                row.calls_read += sum(not isinstance(c, dict) for c in step.get("tool_calls") or ())
+                results += [(o.get("call_id"), o.get("is_error")) if isinstance(o, dict) else (None, None)
+                            for o in step.get("observations") or ()]
+    row.calls_read += len(calls)
+    known = set(calls)
+    row.results_read += len(results)
+    row.results_paired += sum(call_id is not None and call_id in known for call_id, _ in results)
+    row.errors += sum(is_error is True for _, is_error in results)
 
 
 def add_skip(row: FileFidelity, skip: Skip) -> None:
