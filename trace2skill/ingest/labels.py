@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -56,13 +57,15 @@ class LabelBook:
     threshold: float = 1.0
 
     def __post_init__(self) -> None:
-        plain = {Path(s).resolve() for s in self.sources if "!" not in s}
-        object.__setattr__(self, "_known", frozenset(self.sources) | frozenset(map(str, plain)))
+        object.__setattr__(self, "_known", frozenset(self.sources))
+        object.__setattr__(self, "_files", frozenset(filter(None, (_file_id(s) for s in self.sources if "!" not in s))))
 
     def is_source(self, path: str) -> bool:
-        """Whether `path` is one of the label files already read (so not a trajectory)."""
+        """Whether `path` is one of the label files already read (so not a trajectory): the
+        same name, or the same file on disk (one `stat`, not a walk up every folder)."""
         known: frozenset[str] = self._known  # type: ignore[attr-defined]
-        return path in known or ("!" not in path and str(Path(path).resolve()) in known)
+        files: frozenset[tuple[int, int]] = self._files  # type: ignore[attr-defined]
+        return path in known or ("!" not in path and bool(files) and _file_id(path) in files)
 
     def lookup(self, trace: Trace) -> Label | None:
         keys = [trace.id] + [str(trace.extra[k]) for k in ("instance_id", "task_id") if trace.extra.get(k) is not None]
@@ -109,21 +112,29 @@ def build_label_book(
 def discover_result_files(paths: list[str | os.PathLike[str]]) -> list[Source]:
     """Results files inside the inputs (by name) and `results_summary.json` just above them."""
     found: dict[str, Source] = {}
-    seen: set[Path] = set()
+    seen: set[tuple[int, int] | None] = set()
     for source in iter_sources(paths):
         if isinstance(source, Source) and _is_result_name(source.path):
             found.setdefault(source.path, source)
-            if Path(source.path).is_file():
-                seen.add(Path(source.path).resolve())
+            seen.add(_file_id(source.path))
     for raw in paths:
         here = Path(os.path.realpath(raw)).parent  # never raises, even on a symlink loop
         for _ in range(_ANCESTOR_LEVELS):
             candidate = here / "results_summary.json"
-            if candidate not in seen and candidate.is_file():
-                seen.add(candidate)
+            if candidate.is_file() and _file_id(candidate) not in seen:
+                seen.add(_file_id(candidate))
                 found[str(candidate)] = Source(str(candidate), candidate.name, lambda c=candidate: open_regular(c))
             here = here.parent
     return [found[key] for key in sorted(found)]
+
+
+def _file_id(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """The file a path leads to, as (device, inode), or None when there is none."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
 
 
 def _is_result_name(path: str) -> bool:

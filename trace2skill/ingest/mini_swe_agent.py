@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -47,7 +47,7 @@ _RETURNCODE = re.compile(r"^\s*<returncode>(-?\d+)</returncode>")
 _OUTPUT = re.compile(r"<output(?:_head)?>\n?(.*?)</output(?:_head)?>", re.DOTALL)
 _PR = re.compile(r"<pr_description>\s*(?:Consider the following PR description:\s*)?(.*?)</pr_description>", re.DOTALL)
 _CHAIN = re.compile(r"\|\||&&|\||;")
-_FORMAT_ERROR = "Please always provide EXACTLY ONE action"
+_FORMAT_ERROR = re.compile(r"\s*Please always provide EXACTLY ONE action")
 _TIMEOUT = re.compile(r"^\s*The last command <command>.*?</command> timed out", re.DOTALL)
 _PREDICATES_EMPTY = {"grep", "egrep", "fgrep", "rg", "ag", "test", "["}
 _PREDICATES_DIFF = {"diff", "cmp"}
@@ -76,7 +76,7 @@ def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace |
     if _is_v2(value, info):
         yield from _read_v2(doc, value, info, record)
         return
-    _count_v1(doc, value["messages"])
+    actions = _count_v1(doc, value["messages"])
     messages = value["messages"]
     steps: list[Step] = []
     task = ""
@@ -91,7 +91,7 @@ def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace |
         if role == "assistant":
             reply = messages[i + 1] if i + 1 < len(messages) else None
             answered = isinstance(reply, dict) and reply.get("role") == "user"
-            steps.append(_agent_step(len(steps), message, text, text_of(reply.get("content")) if answered else None))
+            steps.append(_agent_step(len(steps), message, text, text_of(reply.get("content")) if answered else None, actions[i]))
             i += 2 if answered else 1
             continue
         source = "system" if role == "system" else "user"
@@ -113,8 +113,7 @@ def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace |
     )
 
 
-def _agent_step(index: int, message: dict[str, Any], text: str, reply: str | None) -> Step:
-    actions = _ACTION.findall(text)
+def _agent_step(index: int, message: dict[str, Any], text: str, reply: str | None, actions: list[str]) -> Step:
     calls: tuple[ToolCall, ...] = ()
     visible = text
     if len(actions) == 1:
@@ -135,26 +134,32 @@ def _agent_step(index: int, message: dict[str, Any], text: str, reply: str | Non
 
 def _observation(text: str, call: ToolCall | None) -> Observation:
     call_id = call.id if call else None
-    if text.lstrip().startswith(_FORMAT_ERROR) or _TIMEOUT.match(text):
+    if _FORMAT_ERROR.match(text) or _TIMEOUT.match(text):
         return Observation(call_id=call_id, content=text, is_error=True)
     match = _RETURNCODE.match(text)
     if match is None:
         return Observation(call_id=call_id, content=text)
     code = int(match.group(1))
-    output = _OUTPUT.search(text)
-    is_error = code != 0 and not _is_predicate_answer(code, call.arguments if call else "", output)
+    is_error = code != 0 and not _is_predicate_answer(code, call.arguments if call else "", lambda: _OUTPUT.search(text))
     return Observation(call_id=call_id, content=text, exit_code=code, is_error=is_error)
 
 
-def _is_predicate_answer(code: int, command: str, output: re.Match[str] | None) -> bool:
+def _is_predicate_answer(code: int, command: str, output: Callable[[], re.Match[str] | None]) -> bool:
+    """Exit status 1 from a predicate is an answer (see the module docstring). `output` finds
+    the command's output; it is searched only for a predicate that failed, since the search
+    reads the whole result."""
     if code != 1:
         return False
     words = _CHAIN.split(command)[-1].split()
     program = PurePosixPath(words[0]).name if words else ""
     if program == "git" and len(words) > 1 and words[1] == "grep":
         program = "grep"
-    empty = output is None or not output.group(1).strip()
-    return (program in _PREDICATES_EMPTY and empty) or program in _PREDICATES_DIFF
+    if program in _PREDICATES_DIFF:
+        return True
+    if program not in _PREDICATES_EMPTY:
+        return False
+    found = output()
+    return found is None or not found.group(1).strip()
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:
@@ -200,20 +205,23 @@ def _extra(value: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
-def _count_v1(doc: Document, messages: list[Any]) -> None:
+def _count_v1(doc: Document, messages: list[Any]) -> dict[int, list[str]]:
     """Ledger for 1.x: every message is a record; an assistant message with exactly one
-    ```bash block is a call, and the user message after an assistant message its result."""
+    ```bash block is a call, and the user message after an assistant message its result.
+    Returns the ```bash blocks of each assistant message, by message index."""
     ledger = doc.ledger
     ledger.saw(records=len(messages))
+    found: dict[int, list[str]] = {}
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
-        actions = len(_ACTION.findall(text_of(message.get("content"))))
+        actions = found[i] = _ACTION.findall(text_of(message.get("content")))
         reply = messages[i + 1] if i + 1 < len(messages) else None
         answered = isinstance(reply, dict) and reply.get("role") == "user"
-        ledger.saw(calls=int(actions == 1), results=int(answered))
-        if actions != 1:
+        ledger.saw(calls=int(len(actions) == 1), results=int(answered))
+        if len(actions) != 1:
             ledger.ignore("assistant messages with no or several ```bash blocks run no command (mini-swe-agent answers with a format error)")
+    return found
 
 
 # ---------------------------------------------------------------- 2.x
@@ -329,7 +337,8 @@ def _v2_result(steps: StepList, message: dict[str, Any], text: str, extra: dict[
         match = _RETURNCODE.match(text) or _JSON_RETURNCODE.match(text)
         code = int(match.group(1)) if match else None
     output = extra.get("raw_output") if isinstance(extra.get("raw_output"), str) else None
-    answer = code == 1 and call is not None and _is_predicate_answer(1, call.arguments, _OUTPUT.search(f"<output>{output}</output>") if output is not None else _OUTPUT.search(text))
+    answer = code == 1 and call is not None and _is_predicate_answer(
+        1, call.arguments, lambda: _OUTPUT.search(f"<output>{output}</output>") if output is not None else _OUTPUT.search(text))
     failed = (code not in (None, 0) and not answer) or bool(extra.get("exception_info")) or "interrupt_type" in extra
     observation = Observation(call_id=call.id if call else call_id, content=text, exit_code=code, is_error=failed)
     if call is not None or call_id is not None:
