@@ -25,7 +25,9 @@ copies: the 500 mini-swe-agent runs (with their harness logs, whose labels are j
   (interpreter start, imports, label joining, redaction, digests, fidelity, the report), over
   the wall time of a fresh `python` process doing the `json.loads` of the same files.
 
-Each figure is the best of `--repeat` runs (default 3), since the machine is shared.
+Both are CPU seconds (user + system) of a single-threaded process, which is its wall time on
+an idle machine and far steadier than wall time on a shared one; each figure is the best of
+`--repeat` runs (default 3).
 
 Usage: `python bench/ingest_bench.py [--n 10000] [--traj-n 1000] [--data PATH] [--only real|synthetic]`.
 The default run takes about two to three minutes on two cores. When the shared corpus is
@@ -143,7 +145,7 @@ def _measure(kind: str, raw_path: str) -> dict:
     if kind == "ingest":
         from trace2skill.ingest import iter_traces
         from trace2skill.types import Skip
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     records = skips = 0
     if kind == "parse-all":
         records = _parse_all(path)
@@ -159,8 +161,8 @@ def _measure(kind: str, raw_path: str) -> dict:
         for item in iter_traces([path]):
             skips += isinstance(item, Skip)
             records += not isinstance(item, Skip)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "records": records, "skips": skips, "peak_rss_mb": _peak_rss_mb()}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"seconds": seconds, "cpu": cpu, "records": records, "skips": skips, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _parse_all(folder: Path) -> int:
@@ -199,20 +201,22 @@ def _real_row(folder: Path, repeat: int) -> dict:
     parse_wall = [_wall([sys.executable, str(Path(__file__).resolve()), "--measure", "parse-all", str(folder)]) for _ in range(repeat)]
     check_wall = [_wall([sys.executable, str(ROOT / "cli.py"), "ingest", str(folder), "--check"]) for _ in range(repeat)]
     return {"label": folder.name, "traces": ingest[0]["records"], "values": parse[0]["records"],
-            "parse": min(r["seconds"] for r in parse), "ingest": min(r["seconds"] for r in ingest),
+            "parse": min(r["cpu"] for r in parse), "ingest": min(r["cpu"] for r in ingest),
             "parse_wall": min(parse_wall), "check_wall": min(check_wall)}
 
 
 def _wall(command: list[str]) -> float:
+    """CPU seconds (user + system) the command's process used, start-up and imports included."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    started = time.perf_counter()
-    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=env, cwd=ROOT)
-    return time.perf_counter() - started
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _print_real(rows: list[dict]) -> None:
     header = ("corpus", "traces", "JSON values", "json.loads s", "iter_traces s", "ratio",
-              "python json.loads wall s", "ingest --check wall s", "ratio")
+              "python json.loads process s", "ingest --check process s", "ratio")
     lines = [header] + [
         (r["label"], f"{r['traces']:,}", f"{r['values']:,}", f"{r['parse']:.2f}", f"{r['ingest']:.2f}",
          f"{r['ingest'] / r['parse']:.1f}x", f"{r['parse_wall']:.2f}", f"{r['check_wall']:.2f}",
@@ -220,8 +224,9 @@ def _print_real(rows: list[dict]) -> None:
         for r in rows
     ]
     _print_lines(lines)
-    print("\niter_traces ratio: in-process time over reading and json.loads of the same files (imports not counted);"
-          "\ningest --check ratio: `python cli.py ingest PATH --check` wall time over a `python` process doing that json.loads.")
+    print("\nCPU seconds, best of the runs. iter_traces ratio: in-process time over reading and json.loads of the same"
+          "\nfiles (imports not counted); ingest --check ratio: the whole `python cli.py ingest PATH --check` process"
+          "\n(start-up and imports included) over a whole `python` process doing that json.loads.")
 
 
 def _print_lines(lines: list[tuple[str, ...]]) -> None:

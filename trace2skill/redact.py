@@ -53,6 +53,17 @@ from .types import Skip, Trace
 _L = r"(?<![A-Za-z0-9_])"
 """Left boundary of a token: not in the middle of a word."""
 _R = r"(?![A-Za-z0-9_])"
+_W = "A-Za-z0-9_"
+"""The characters `_L` keeps out, as the content of a class for `_starts`."""
+
+
+def _starts(before: str, *literals: str) -> str:
+    """One of `literals`, not preceded by a character of the class `[before]`.
+
+    The same as `(?<![before])(?:lit|...)`, with each lookbehind written after its literal:
+    a pattern that starts with a literal is searched for with a fast scan for it, where one
+    that starts with a lookbehind is tried at every position of the text."""
+    return "(?:" + "|".join(f"{re.escape(lit)}(?<![{before}]{re.escape(lit)})" for lit in literals) + ")"
 
 
 @dataclass(frozen=True)
@@ -105,27 +116,28 @@ _TOKENS = (
     _token("private-key",
            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----"
            r"(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|(?:(?:\s|\\n)*[A-Za-z0-9+/=]{16,})*)", "PRIVATE KEY"),
-    _token("anthropic-key", r"(?<![\w-])sk-ant-[A-Za-z0-9_\-]{20,}", "sk-ant-"),
-    _token("openai-key", r"(?<![\w-])sk-(?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{20,}", "sk-"),
-    _token("stripe-key", _L + r"(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}" + _R, "k_live_", "k_test_", "k_prod_"),
+    _token("anthropic-key", _starts(r"\w-", "sk-ant-") + r"[A-Za-z0-9_\-]{20,}", "sk-ant-"),
+    _token("openai-key", _starts(r"\w-", "sk-") + r"(?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{20,}", "sk-"),
+    _token("stripe-key", _starts(_W, "sk", "rk") + r"_(?:live|test|prod)_[A-Za-z0-9]{10,99}" + _R, "k_live_", "k_test_", "k_prod_"),
     _token("stripe-webhook-secret", r"whsec_(?<![A-Za-z0-9_]whsec_)[A-Za-z0-9+/=]{24,}", "whsec_"),
-    _token("aws-access-key", r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])", "AKIA", "ASIA"),
-    _token("aws-session-token", _L + r"(?:IQoJb3JpZ2luX2|FwoGZXIvYXdz|AQoDYXdz)[A-Za-z0-9+/=]{40,}",
+    _token("aws-access-key", _starts("A-Z0-9", "AKIA", "ASIA") + r"[A-Z0-9]{16}(?![A-Z0-9])", "AKIA", "ASIA"),
+    _token("aws-session-token", _starts(_W, "IQoJb3JpZ2luX2", "FwoGZXIvYXdz", "AQoDYXdz") + r"[A-Za-z0-9+/=]{40,}",
            "IQoJb3JpZ2lu", "FwoGZXIvYXdz", "AQoDYXdz"),
-    _token("github-token", r"(?<!\w)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+    _token("github-token", r"(?:" + _starts(r"\w", "gh") + r"[pousr]_[A-Za-z0-9]{36,}|" + _starts(r"\w", "github_pat_") + r"[A-Za-z0-9_]{22,})",
            "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-    _token("gitlab-token", _L + r"(?:(?:glpat|gldt|glrt|glptt|gloas|glcbt)-[A-Za-z0-9_\-.]{20,}|GR1348941[A-Za-z0-9_\-]{20,})",
-           "glpat-", "gldt-", "glrt-", "glptt-", "gloas-", "glcbt-", "GR1348941"),
-    _token("slack-token", r"(?<!\w)(?:xox[abeoprs]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,})", "xox", "xapp-"),
+    _token("gitlab-token", r"(?:" + _starts(_W, "gl") + r"(?:pat|dt|rt|ptt|oas|cbt)-[A-Za-z0-9_\-.]{20,}|" + _starts(_W, "GR1348941")
+           + r"[A-Za-z0-9_\-]{20,})", "glpat-", "gldt-", "glrt-", "glptt-", "gloas-", "glcbt-", "GR1348941"),
+    _token("slack-token", r"(?:" + _starts(r"\w", "xox") + r"[abeoprs]-[A-Za-z0-9-]{10,}|" + _starts(r"\w", "xapp-") + r"\d-[A-Za-z0-9-]{10,})",
+           "xox", "xapp-"),
     _token("slack-webhook", r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_\-]{20,}", "hooks.slack.com"),
     _token("discord-webhook", r"discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_\-]{20,}", "/api/webhooks/"),
-    _token("google-api-key", r"(?<!\w)AIza[0-9A-Za-z_\-]{35}", "AIza"),
+    _token("google-api-key", _starts(r"\w", "AIza") + r"[0-9A-Za-z_\-]{35}", "AIza"),
     _token("google-oauth-secret", r"GOCSPX-(?<![A-Za-z0-9_]GOCSPX-)[A-Za-z0-9_\-]{20,}", "GOCSPX-"),
     _token("google-oauth-token", r"ya29\.(?<![A-Za-z0-9_]ya29\.)[A-Za-z0-9_\-]{20,}", "ya29."),
-    _token("jwt", r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "eyJ"),
+    _token("jwt", _starts(r"\w-", "eyJ") + r"[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "eyJ"),
     _token("npm-token", r"npm_(?<![A-Za-z0-9_]npm_)[A-Za-z0-9]{36}" + _R, "npm_"),
-    _token("huggingface-token", _L + r"(?:hf_|api_org_)[A-Za-z0-9]{30,40}" + _R, "hf_", "api_org_"),
-    _token("pypi-token", _L + r"pypi-AgE[A-Za-z0-9_\-]{40,}", "pypi-AgE"),
+    _token("huggingface-token", _starts(_W, "hf_", "api_org_") + r"[A-Za-z0-9]{30,40}" + _R, "hf_", "api_org_"),
+    _token("pypi-token", _starts(_W, "pypi-AgE") + r"[A-Za-z0-9_\-]{40,}", "pypi-AgE"),
     _token("sendgrid-key", r"SG\.(?<![A-Za-z0-9_]SG\.)[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{30,50}", "SG."),
     _token("twilio-api-key", r"SK(?<![A-Za-z0-9_]SK)[0-9a-fA-F]{32}" + _R, "SK"),
     _token("azure-storage-key", r"AccountKey=([A-Za-z0-9+/]{40,}={0,2})", "AccountKey=", group=1),
@@ -134,13 +146,14 @@ _TOKENS = (
     _token("azure-client-secret", r"(?<![A-Za-z0-9_~.\-])[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.\-]{31,34}(?![A-Za-z0-9_~.\-])", "Q~"),
     _token("shopify-token", r"shp(?<![A-Za-z0-9_]shp)(?:at|ca|pa|ss)_[a-fA-F0-9]{32}" + _R, "shp"),
     _token("digitalocean-token", r"do(?<![A-Za-z0-9_]do)[opr]_v1_[a-f0-9]{64}" + _R, "_v1_"),
-    _token("linear-api-key", _L + r"lin_api_[A-Za-z0-9]{40}" + _R, "lin_api_"),
+    _token("linear-api-key", _starts(_W, "lin_api_") + r"[A-Za-z0-9]{40}" + _R, "lin_api_"),
     _token("databricks-token", r"dapi(?<![A-Za-z0-9_]dapi)[a-f0-9]{32}(?:-\d)?" + _R, "dapi"),
     _token("postman-key", r"PMAK-(?<![A-Za-z0-9_]PMAK-)[a-f0-9]{24}-[a-f0-9]{34}" + _R, "PMAK-"),
     _token("pulumi-token", r"pul-(?<![A-Za-z0-9_]pul-)[a-f0-9]{40}" + _R, "pul-"),
     _token("doppler-token", r"dp\.(?<![A-Za-z0-9_]dp\.)(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}" + _R, "dp."),
     _token("newrelic-key", r"NR(?<![A-Za-z0-9_]NR)(?:AK|II)-[A-Za-z0-9\-]{27,32}" + _R, "NRAK-", "NRII-"),
-    _token("grafana-token", _L + r"(?:glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,}={0,2})", "glsa_", "glc_"),
+    _token("grafana-token", r"(?:" + _starts(_W, "glsa_") + r"[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|" + _starts(_W, "glc_") + r"[A-Za-z0-9+/]{32,}={0,2})",
+           "glsa_", "glc_"),
     _token("vault-token", r"hv(?<![A-Za-z0-9_]hv)[sb]\.[A-Za-z0-9_\-]{90,}", "hvs.", "hvb."),
     _token("age-secret-key", r"AGE-SECRET-KEY-1[0-9A-Z]{58}", "AGE-SECRET-KEY-"),
     _token("atlassian-token", r"ATATT3(?<![A-Za-z0-9_]ATATT3)[A-Za-z0-9_\-=]{150,}", "ATATT3"),
@@ -149,15 +162,15 @@ _TOKENS = (
     _token("groq-key", r"gsk_(?<![A-Za-z0-9_]gsk_)[A-Za-z0-9]{48,56}" + _R, "gsk_"),
     _token("perplexity-key", r"pplx-(?<![A-Za-z0-9_]pplx-)[A-Za-z0-9]{48}" + _R, "pplx-"),
     _token("xai-key", r"xai-(?<![A-Za-z0-9_]xai-)[A-Za-z0-9]{70,90}" + _R, "xai-"),
-    _token("notion-token", _L + r"(?:ntn_[A-Za-z0-9]{40,50}|secret_[A-Za-z0-9]{43})" + _R, "ntn_", "secret_"),
+    _token("notion-token", r"(?:" + _starts(_W, "ntn_") + r"[A-Za-z0-9]{40,50}|" + _starts(_W, "secret_") + r"[A-Za-z0-9]{43})" + _R, "ntn_", "secret_"),
     _token("supabase-token", r"sbp_(?<![A-Za-z0-9_]sbp_)[a-f0-9]{40}" + _R, "sbp_"),
-    _token("square-token", _L + r"(?:sq0atp-|sq0csp-|EAAA)[A-Za-z0-9_\-]{22,60}" + _R, "sq0", "EAAA"),
+    _token("square-token", _starts(_W, "sq0atp-", "sq0csp-", "EAAA") + r"[A-Za-z0-9_\-]{22,60}" + _R, "sq0", "EAAA"),
     _token("telegram-bot-token", _L + r"\d{8,10}:AA[A-Za-z0-9_\-]{33}" + _R, ":AA"),
     _token("mailgun-key", r"key-(?<![A-Za-z0-9_]key-)[0-9a-f]{32}" + _R, "key-"),
-    _token("heroku-key", _L + r"HRKU-AA[A-Za-z0-9_\-]{58}", "HRKU-"),
+    _token("heroku-key", _starts(_W, "HRKU-AA") + r"[A-Za-z0-9_\-]{58}", "HRKU-"),
     _token("terraform-token", r"[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,70}", "atlasv1"),
     _token("mapbox-secret", r"sk\.eyJ(?<![A-Za-z0-9_]sk\.eyJ)[A-Za-z0-9_\-]{50,}\.[A-Za-z0-9_\-]{20,}", "sk.eyJ"),
-    _token("openshift-token", _L + r"sha256~[A-Za-z0-9_\-]{43}", "sha256~"),
+    _token("openshift-token", _starts(_W, "sha256~") + r"[A-Za-z0-9_\-]{43}", "sha256~"),
     _token("rubygems-key", r"rubygems_(?<![A-Za-z0-9_]rubygems_)[a-f0-9]{48}" + _R, "rubygems_"),
 )
 
