@@ -238,6 +238,10 @@ _ERROR_WORDS = re.compile(
     r"|[\"']?status[\"']?\s*[:=]\s*[\"']?(?:error|failed|failure)\b",
     re.MULTILINE | re.IGNORECASE,
 )
+_ERROR_HINTS = ("error", "exception", "fatal", "traceback", "fail", "command not found", "no such file or directory",
+                "permission denied")
+"""A word every `_ERROR_WORDS` match holds (lower case): it is tried only on a text holding one,
+since a case-insensitive search that starts with `^` tries every position of the text."""
 _EXIT_WORDS = re.compile(
     r"\b(?:exit(?:ed with)?|return)[ _]?(?:code|status)\b[\s:=]*(-?\d+)",
     re.IGNORECASE,
@@ -289,4 +293,8 @@ def looks_like_error(text: str) -> bool:
     code = exit_code_in(text)
     if code is not None and code != 0:
         return True
+    if text.isascii():  # every match holds one of these words; for ASCII text, lower() finds them in any case
+        lower = text.lower()
+        if not any(word in lower for word in _ERROR_HINTS):
+            return False
     return bool(_ERROR_WORDS.search(text))

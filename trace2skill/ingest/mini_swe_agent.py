@@ -113,12 +113,12 @@ def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace |
     )
 
 
-def _agent_step(index: int, message: dict[str, Any], text: str, reply: str | None, actions: list[str]) -> Step:
+def _agent_step(index: int, message: dict[str, Any], text: str, reply: str | None, actions: list[re.Match[str]]) -> Step:
     calls: tuple[ToolCall, ...] = ()
     visible = text
     if len(actions) == 1:
-        calls = (ToolCall(id=f"call-{index}", name="bash", arguments=actions[0]),)
-        visible = _ACTION.sub("", text, count=1).strip()
+        calls = (ToolCall(id=f"call-{index}", name="bash", arguments=actions[0].group(1)),)
+        visible = (text[:actions[0].start()] + text[actions[0].end():]).strip()
     observations = () if reply is None else (_observation(reply, calls[0] if calls else None),)
     extra = {} if len(actions) == 1 else {"actions_found": len(actions)}
     return Step(
@@ -205,17 +205,17 @@ def _extra(value: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
-def _count_v1(doc: Document, messages: list[Any]) -> dict[int, list[str]]:
+def _count_v1(doc: Document, messages: list[Any]) -> dict[int, list[re.Match[str]]]:
     """Ledger for 1.x: every message is a record; an assistant message with exactly one
     ```bash block is a call, and the user message after an assistant message its result.
     Returns the ```bash blocks of each assistant message, by message index."""
     ledger = doc.ledger
     ledger.saw(records=len(messages))
-    found: dict[int, list[str]] = {}
+    found: dict[int, list[re.Match[str]]] = {}
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
-        actions = found[i] = _ACTION.findall(text_of(message.get("content")))
+        actions = found[i] = list(_ACTION.finditer(text_of(message.get("content"))))
         reply = messages[i + 1] if i + 1 < len(messages) else None
         answered = isinstance(reply, dict) and reply.get("role") == "user"
         ledger.saw(calls=int(len(actions) == 1), results=int(answered))

@@ -1,0 +1,143 @@
+"""The shortcuts that make ingest fast give the answers of the slow paths they replace.
+
+Each test compares a fast path with a plain, independent computation: digests with
+`hashlib.sha256(json.dumps(...))` written out here, the trace-level redaction gate with the
+field-level `redact_text`, the keyword scan with substring tests, the error gate with the bare
+regular expression.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trace2skill.ingest import load_traces
+from trace2skill.ingest._steps import _ERROR_WORDS, looks_like_error
+from trace2skill.redact import _ASSIGNMENTS, Redactor, _Keywords
+from trace2skill.types import Observation, SourceRef, Step, ToolCall, Trace, _canonical_json, _fast_canonical_json, _floats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from secret_corpus import BENIGN, CORPUS  # noqa: E402
+
+FORMATS = Path(__file__).resolve().parent / "data" / "formats"
+
+
+def plain_digest(trace: Trace) -> str:
+    """What `Trace.digest` is documented to be, computed the slow, obvious way."""
+    payload = trace.model_dump(mode="json", exclude={"source"})
+    payload["extra"] = {k: v for k, v in payload["extra"].items() if k != "label_source"}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def trace(message: str = "", **fields) -> Trace:
+    steps = (Step(index=0, source="agent", message=message, tool_calls=(ToolCall(id="c1", name="bash", arguments=message),),
+                  observations=(Observation(call_id="c1", content=message, exit_code=1, is_error=True),)),)
+    return Trace(id=fields.pop("id", "t"), steps=steps, source=SourceRef(path="x.json"), **fields)
+
+
+def test_digests_of_every_test_format_are_the_plain_hash():
+    result = load_traces([FORMATS])
+    assert len(result.traces) > 40
+    for item in result.traces:
+        assert item.digest() == plain_digest(item), item.id
+
+
+@pytest.mark.parametrize("value", [1e-07, 1e-05, 2.5e-05, 0.0001, 1e16, 1e22, 123456.789, -0.0, 0.1, float("nan"), float("inf"), 2**70, 2**63])
+def test_digest_of_awkward_numbers_is_the_plain_hash(value):
+    """orjson writes some floats differently from `json.dumps` (`1e-7`, `0.00001`, `1e16`),
+    and NaN as null, and refuses integers beyond 64 bits: those must fall back."""
+    reward = float(value) if isinstance(value, float) else None
+    item = trace("x", reward=reward, extra={"n": value, "nested": [{"n": value}]})
+    assert item.digest() == plain_digest(item)
+
+
+def test_a_copy_with_changed_fields_does_not_keep_the_cached_digest():
+    item = trace("hello")
+    first = item.digest()
+    changed = item.model_copy(update={"id": "other"})
+    assert changed.digest() == plain_digest(changed) != first
+    assert item.model_copy().digest() == first and item == trace("hello")
+
+
+def test_only_reward_holds_a_float():
+    """`Trace.digest` looks for floats only in `reward` and the `extra` dicts; a new float field
+    anywhere else must be added there (this test then fails as a reminder)."""
+    found = []
+    for model in (Trace, Step, ToolCall, Observation, SourceRef):
+        for name, info in model.model_fields.items():
+            if name != "extra" and ("float" in str(info.annotation) or typing.Any in typing.get_args(info.annotation)):
+                found.append(f"{model.__name__}.{name}")
+    assert found == ["Trace.reward"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=True) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_fast_canonical_json_is_json_dumps(value):
+    assert _fast_canonical_json(value, _floats(value)) == _canonical_json(value)
+
+
+def test_a_lone_surrogate_fails_the_same_way():
+    with pytest.raises(UnicodeEncodeError):
+        _fast_canonical_json({"a": "\ud800"}, [])
+
+
+ODD_CASES = [
+    "export PaSsWoRd=hunter2hunter2",
+    "ApI_KeY: 9f8e7d6c5b4a39281706",
+    '{"Secret_Access_Key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}',
+    "TO\u212aEN=abcdef123456",  # the Kelvin sign lower-cases to an ASCII k
+    "\u0130 DB_PASSWORD=s3cr3t-value",  # a dotted capital I lower-cases to two characters
+    "curl -u admin:Pa55w0rd https://example.com",
+    "mysql -uroot -pS3cretPass db",
+    "résumé token=\u00e9t\u00e92024secret",
+]
+
+
+@pytest.mark.parametrize("line", [line for line, _ in CORPUS.values()] + BENIGN + ODD_CASES)
+def test_the_trace_gate_never_skips_what_field_redaction_replaces(line):
+    """`redact_trace` decides from one scan of the trace's JSON whether to walk its fields; the
+    walk must give what redacting each field on its own gives."""
+    redacted = Redactor().redact_trace(trace(line))
+    expected = Redactor().redact_text(line)
+    assert (redacted.steps[0].message, redacted.steps[0].observations[0].content) == (expected, expected)
+
+
+@pytest.mark.parametrize("text", [line for line, _ in CORPUS.values()] + BENIGN + ODD_CASES + ["sk-ant-sk-SKSK://mysqlcurl", "PASSpassPwDpwd"])
+def test_keyword_scan_agrees_with_substring_search(text):
+    words = tuple(_ASSIGNMENTS)
+    tokens = sorted({k for rule in Redactor()._rules for k in rule.keywords})
+    present, spots = _Keywords(tokens, words).scan(text)
+    lower = text.replace("\u0130", "I").lower()
+    assert present == frozenset(t for t in tokens if t in text)
+    assert spots == {w: [i for i in range(len(lower)) if lower.startswith(w, i)] for w in words if w in lower}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("eErRoOfFaAlLtTxXcCpPiInNsS :\n>*[]_.-\u212a\u0130"), max_size=40))
+def test_error_gate_agrees_with_the_bare_expression(text):
+    from trace2skill.ingest._steps import exit_code_in, reports_json_error
+
+    code = exit_code_in(text)
+    plain = reports_json_error(text) or (code is not None and code != 0) or bool(_ERROR_WORDS.search(text))
+    assert looks_like_error(text) == (bool(text) and plain)
+
+
+def test_nan_reward_digest_matches():
+    item = trace("x", reward=math.nan)
+    assert item.digest() == plain_digest(item)
