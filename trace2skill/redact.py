@@ -27,11 +27,15 @@ E-mail addresses are replaced when `config.emails` is set, and every regular exp
 `config.patterns` is applied.
 
 Speed: this runs on every byte of every trace. Each rule has literal keywords, one of which
-occurs wherever the rule can match (also in JSON-escaped text); a trace is gated once on its
-JSON dump with plain substring tests (no regular expression runs on a clean trace), and only
-the rules whose keywords occur are applied, field by field. Assignment rules search the
-lower-cased text for their few keywords and try an anchored pattern at each occurrence
-instead of scanning with a case-insensitive expression.
+occurs wherever the rule can match (also in JSON-escaped text). A trace is gated once on its
+JSON dump: one pass of a keyword automaton (a DFA over the rules' keywords and every upper/lower
+spelling of the assignment words) says which rules can apply and where each assignment word
+stands, so no regular expression runs on a clean trace and no lower-cased copy is made; only
+the rules whose keywords occur are tried, on the dump, and only a trace where one matches is
+walked field by field. Token patterns start with their literal (a lookbehind, when there is
+one, follows it: `_starts`), so the regular expression engine scans for the literal instead of
+trying every position. Assignment rules try an anchored pattern at each occurrence of their
+word instead of scanning with a case-insensitive expression.
 """
 
 from __future__ import annotations
