@@ -180,7 +180,8 @@ def _parse_all(folder: Path) -> int:
                         values += 1
             continue
         if not lower.endswith(_PARSED_SUFFIXES):
-            file.read_bytes() if lower.endswith((".md", ".db")) else None
+            if lower.endswith((".md", ".db")):
+                file.read_bytes()
             continue
         data = gzip.decompress(file.read_bytes()) if lower.endswith(".gz") else file.read_bytes()
         try:
