@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 Outcome = Literal["success", "failure", "unknown"]
 StepSource = Literal["system", "user", "agent", "tool"]
 LessonKind = Literal["pitfall", "procedure", "fact", "heuristic"]
 ConflictStatus = Literal["resolved", "needs-review"]
+
+JSONValue: TypeAlias = JsonValue
+"""Any value JSON can hold (null, bool, number, string, list, object), recursively: what a trace
+file, a state file or a model reply holds before a reader has checked its shape. One alias, so
+"JSON as read" is one type everywhere (pydantic's, which it can also validate)."""
+JSONObject: TypeAlias = dict[str, JSONValue]
+"""A JSON object: string keys, JSON values."""
 
 
 class _Frozen(BaseModel):
