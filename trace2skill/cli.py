@@ -423,7 +423,7 @@ def _finish_run(ctx, config, result, build, *, before, estimate, llm, report, dr
     diffs = file_diffs(config.skill_dir(), build.files) if dry_run else []
     if dry_run:
         extra = {"diffs": diffs, "rules_added": build.added, "rules_changed": build.changed_rules, "rules_removed": build.removed}
-    print_summary(result, build, json_out=json_out, dry_run=dry_run, extra=extra, quiet=_level(ctx) < 0)
+    print_summary(result, json_out=json_out, dry_run=dry_run, extra=extra, quiet=_level(ctx) < 0)
     if dry_run and not json_out:
         typer.echo(f"dry run: would change {len(diffs)} file(s), {rule_counts(build)}; nothing was written")
         for diff in diffs:

@@ -47,7 +47,7 @@ from typing import Any
 
 from .config import RedactConfig
 from .errors import ConfigError
-from .types import Skip, Trace
+from .types import JSONValue, Skip, Trace
 
 _L = r"(?<![A-Za-z0-9_])"
 """Left boundary of a token: not in the middle of a word."""
@@ -312,7 +312,7 @@ class Redactor:
             last = end
         return "".join(pieces) + text[last:]
 
-    def redact_value(self, value: Any) -> Any:
+    def redact_value(self, value: JSONValue) -> JSONValue:
         """Any JSON-like value with every string inside it redacted (dict keys are kept)."""
         return self._redact_value(value, self._rules, tuple(_ASSIGNMENTS))
 
