@@ -22,18 +22,21 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, get_type_hints
 
 import typer
 
 from .config import ConfigValue
 from .errors import Trace2SkillError
 from .onboard import config_keys
+
+if TYPE_CHECKING:
+    from .budget import Quote
 
 EXIT_PARTIAL = 3
 EXIT_GATED = 4
@@ -244,11 +247,11 @@ def _fail_os(exc: OSError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _config(config_path: Path | None, overrides: dict[str, Any], settings: list[str] | None = None):
+def _config(config_path: Path | None, overrides: Mapping[str, ConfigValue], settings: list[str] | None = None):
     from .config import load_config
     from .errors import ConfigError
 
-    extra: dict[str, Any] = {}
+    extra: dict[str, ConfigValue] = {}
     for item in settings or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -314,7 +317,7 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
             ingested = load_traces(flags.paths or [Path(p) for p in config.sources], config)
         labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
         _warn_unmatched_labels(ctx, config, labelled, len(ingested.traces))
-        quoted: list[Any] = []
+        quoted: list[Quote] = []
         if flags.dry_run and llm is not None and ingested.traces:
             _quoted(ctx, quoted, plan(config, llm, ingested, None, check=False).quote)
             _note(ctx, "dry run: quote only; the diff needs the model's answers (run without --dry-run, with --max-calls or --budget)")
@@ -361,7 +364,7 @@ def refresh(
         if flags.dry_run:
             return _refresh_dry_run(ctx, config, llm, flags.paths, since, flags.report, flags.json_out)
         _quote_gate(config)
-        quoted: list[Any] = []
+        quoted: list[Quote] = []
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
             outcome = run_refresh(config, llm, flags.paths or None, since=since, pr_body_path=pr_body,
                                   progress=progress, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
@@ -378,7 +381,7 @@ def refresh(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _quoted(ctx: typer.Context, keep: list, estimate: Any) -> None:
+def _quoted(ctx: typer.Context, keep: list[Quote], estimate: Quote) -> None:
     """Print the quote (unless -q) and keep it for the report."""
     from .report import print_quote
 
@@ -462,7 +465,7 @@ def _write_reports(ctx, config, result, build, before, estimate, llm, explicit, 
 # Held-out evaluation and the gate
 
 
-def _gate_overrides(gate: str | None, gate_cmd: str | None, ablate: int | None) -> dict[str, Any]:
+def _gate_overrides(gate: str | None, gate_cmd: str | None, ablate: int | None) -> dict[str, ConfigValue]:
     if gate is not None and gate not in ("none", "heldout", "command"):
         raise typer.BadParameter(f"{gate!r} is not one of none, heldout (or give --gate-cmd CMD)", param_hint="--gate")
     return {"gate.mode": "command" if gate_cmd and gate is None else gate, "gate.command": gate_cmd, "gate.ablate": ablate}

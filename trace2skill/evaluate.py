@@ -31,10 +31,10 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .author import SkillBuild
 from .config import Config
 from .errors import NothingLearned
 from .ingest import IngestResult
@@ -42,9 +42,6 @@ from .llm import LLMClient
 from .provenance import load_provenance
 from .rules import RuleRecord
 from .types import JSONObject, JSONValue, RunResult, Trace
-
-if TYPE_CHECKING:
-    from .author import SkillBuild
 
 CURVE = (0.25, 0.5, 0.75, 1.0)
 """Shares of the training folds' tasks the learning curve distils from."""
@@ -299,7 +296,7 @@ def written_rules(provenance_text: str | None) -> list[RuleRecord]:
     return sorted(load_provenance(provenance_text).rules.values(), key=lambda r: r.id)
 
 
-Distil = Callable[..., tuple[RunResult, "SkillBuild"]]
+Distil = Callable[..., tuple[RunResult, SkillBuild]]
 """`pipeline.distill`, passed in by the caller: the pipeline runs the gate, which scores with this
 module, so importing the pipeline here would make an import cycle."""
 
