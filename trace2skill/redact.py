@@ -47,7 +47,7 @@ from typing import Any
 
 from .config import RedactConfig
 from .errors import ConfigError
-from .types import JSONValue, Skip, Trace
+from .types import Skip, Trace
 
 _L = r"(?<![A-Za-z0-9_])"
 """Left boundary of a token: not in the middle of a word."""
@@ -311,10 +311,6 @@ class Redactor:
             self._counts[kind] += 1
             last = end
         return "".join(pieces) + text[last:]
-
-    def redact_value(self, value: JSONValue) -> JSONValue:
-        """Any JSON-like value with every string inside it redacted (dict keys are kept)."""
-        return self._redact_value(value, self._rules, tuple(_ASSIGNMENTS))
 
     def _redact_value(self, value: Any, rules: tuple[_Rule, ...], words: tuple[str, ...]) -> Any:
         if isinstance(value, str):
