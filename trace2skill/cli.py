@@ -6,8 +6,8 @@ and nowhere else. Results go to stdout; progress, quotes, notes and warnings to 
 silences all but errors). Tests hand in a scripted model through the context object
 (`obj={"llm_factory": ...}`), never by patching.
 
-`distill` and `refresh` take one shared set of run flags (`RUN_FLAGS`), so what works on one
-works on the other.
+`distill` and `refresh` take one shared set of run flags (`RunFlags`, one field a flag, given to
+both by `_run_command`), so what works on one works on the other.
 
 Exit codes: 0 success (also "no changes"), 1 failure, 2 usage error, 3 partial success (some
 trajectories skipped or failed, skill produced), 65 bad data or invalid skill, 66 no input,
