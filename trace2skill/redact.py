@@ -283,7 +283,7 @@ def _spellings(word: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _automaton(tokens: tuple[str, ...], words: tuple[str, ...]) -> tuple[Any, tuple[tuple[tuple[bool, str], ...], ...]]:
+def _automaton(tokens: tuple[str, ...], words: tuple[str, ...]) -> tuple[object, tuple[tuple[tuple[bool, str], ...], ...]]:
     """An automaton over the tokens and every spelling of the words (None without
     `ahocorasick-rs`), and what each of its patterns stands for: `(is a word, name)` pairs.
     Cached: building it takes tens of milliseconds and every `Redactor` has the same one."""
@@ -371,10 +371,6 @@ class Redactor:
             self._counts[kind] += 1
             last = end
         return "".join(pieces) + text[last:]
-
-    def redact_value(self, value: Any) -> Any:
-        """Any JSON-like value with every string inside it redacted (dict keys are kept)."""
-        return self._redact_value(value, self._rules, tuple(_ASSIGNMENTS))
 
     def _redact_value(self, value: Any, rules: tuple[_Rule, ...], words: tuple[str, ...]) -> Any:
         if isinstance(value, str):
