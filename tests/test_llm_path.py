@@ -387,3 +387,49 @@ def _analyses(journal: Path) -> int:
             return db.execute("SELECT COUNT(*) FROM analyses").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def _lesson(title: str, subject: str) -> dict:
+    return dict(title=title, rule=f"Follow the {subject} practice named {title.lower()}.", when="When it applies.",
+                kind="procedure", subject=subject, polarity="do", steps=[1], quote="", cause="")
+
+
+def test_two_trajectories_of_one_task_do_not_make_a_rule_two_tasks_do(demo_traces, tmp_path, local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 3)
+    first, second, third = sorted(p.name for p in (traces / "trajs").iterdir())
+    # A second attempt at the first task: the same file under another instance id, labelled failed.
+    retry = f"{first}-retry"
+    (traces / "trajs" / retry).mkdir()
+    data = json.loads((traces / "trajs" / first / f"{first}.traj.json").read_text())
+    data["instance_id"] = retry
+    (traces / "trajs" / retry / f"{retry}.traj.json").write_text(json.dumps(data))
+    summary = json.loads((traces / "results_summary.json").read_text())
+    summary["instances"].append({"instance_id": retry, "resolved": False, "patch_applied": True})
+    (traces / "results_summary.json").write_text(json.dumps(summary))
+
+    def task_text(name: str) -> str:
+        raw = json.loads((traces / "trajs" / name / f"{name}.traj.json").read_text())
+        return str(raw["messages"][1]["content"])
+
+    assert task_text(first) == task_text(retry) != task_text(second) != task_text(third)
+    title = task_text(first).split("PR description:")[1].split()  # the title words
+    phrase = " ".join(title[:6])
+
+    def model(user: str) -> dict:
+        if phrase in " ".join(user.split()):
+            return {"lessons": [_lesson("Same task twice", "tox")]}
+        return {"lessons": [_lesson("Two different tasks", "nox")]}
+
+    with FakeServer(reply=lambda body: answer(body, model)) as server:
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url))
+        assert result.exit_code == 0, result.output
+        assert sum(1 for r in server.completions() if is_analysis(r)) == 4
+    skill = tmp_path / "out" / "demo"
+    text = (skill / "SKILL.md").read_text()
+    assert "Two different tasks" in text, "two distinct tasks meet the default minimum support"
+    assert "Same task twice" not in text
+    assert "Same task twice" in (skill / "references" / "low-support-lessons.md").read_text()
+    records = {**json.loads((skill / "provenance.json").read_text())["rules"],
+               **json.loads((skill / "provenance.json").read_text())["withheld"]}
+    [same] = [r for r in records.values() if r["title"] == "Same task twice"]
+    assert {e["trace_id"] for e in same["evidence"]} == {first, retry}, "both trajectories stay in its provenance"

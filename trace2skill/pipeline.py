@@ -23,7 +23,7 @@ from typing import Any
 from langgraph.errors import GraphDrained
 
 from .version import __version__
-from .analyse import Analyst, analyst_for
+from .analyse import Analyst, analyst_for, task_key
 from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
 from .budget import Quote, preflight
@@ -280,6 +280,7 @@ def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInf
         source_digest=source_digest,
         trace_outcomes={t.id: t.outcome for t in ingested.traces},
         tool_version=__version__,
+        trace_tasks={t.id: task_key(t) for t in ingested.traces} if model_run else {},
     )
 
 
