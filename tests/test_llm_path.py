@@ -433,3 +433,33 @@ def test_two_trajectories_of_one_task_do_not_make_a_rule_two_tasks_do(demo_trace
                **json.loads((skill / "provenance.json").read_text())["withheld"]}
     [same] = [r for r in records.values() if r["title"] == "Same task twice"]
     assert {e["trace_id"] for e in same["evidence"]} == {first, retry}, "both trajectories stay in its provenance"
+
+
+def rambling(user: str) -> dict:
+    """A model that writes far more than the budget allows for (about 6,000 tokens a reply)."""
+    lesson = _lesson("Ramble on", "talk")
+    return {"lessons": [{**lesson, "when": "and then " * 900} for _ in range(3)]}
+
+
+def test_the_budget_is_never_overshot_by_long_replies_at_concurrency_8(demo_traces, tmp_path, local_model):
+    from trace2skill.config import load_config
+    from trace2skill.ingest import load_traces
+    from trace2skill.llm import build_llm
+    from trace2skill.pipeline import plan
+
+    traces = corpus(demo_traces, tmp_path / "c", 20)
+    price = ["--set", "llm.price_in=1", "--set", "llm.price_out=1"]  # US dollars per million tokens
+    with FakeServer(reply=lambda body: answer(body, rambling), latency=0.1) as server:
+        config = load_config(overrides={"llm.model": MODEL, "llm.api_base": server.url, "llm.price_in": 1,
+                                        "llm.price_out": 1}, env={})
+        quoted = plan(config, build_llm(config, env={}), load_traces([traces], config), None, check=False).quote.cost
+        budget = round(quoted * 1.1, 6)  # the quote passes; the rambling replies would cost far more
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url, "--concurrency", "8",
+                                                 "--budget", str(budget), *price))
+        assert result.exit_code == 75, result.output
+        assert "cost cap reached" in result.output
+        billed = sum(r.usage.get("prompt_tokens", 0) + r.usage.get("completion_tokens", 0) for r in server.requests) / 1e6
+        print(f"budget ${budget:.4f}, billed ${billed:.4f} in {len(server.completions())} requests")
+        assert 0.5 * budget < billed <= budget
+        assert all(r.body.get("max_tokens") == 2048 for r in server.completions())
+        assert any(r.usage.get("completion_tokens") == 2048 for r in server.completions()), "replies were cut at the cap"

@@ -36,7 +36,7 @@ from .ingest import IngestResult, load_traces
 from .ingest.fidelity import loss_warnings
 from .ingest.fidelity import summary as fidelity_summary
 from .journal import AnalysisJournal, journal_path
-from .llm import LLMClient, close_clients
+from .llm import LLMClient, close_clients, sent_sampling
 from .prompts import version as prompt_version
 from .rules import RuleRecord
 from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
@@ -265,7 +265,7 @@ def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInf
     model_run = analyst.mode == "llm"
     settings = config.model_dump(mode="json", include={k: v for k, v in ANSWER_SETTINGS.items() if model_run or k != "llm"})
     run_id = "run-" + content_hash([source_digest, analyst.model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
-    sent = {k: v for k, v in settings.get("llm", {}).items() if k in {"temperature", "seed", "max_tokens"} and v is not None}
+    sent = sent_sampling(config.llm) if model_run else {}
     return RunInfo(
         settings={
             "sampling": sent if model_run else {},

@@ -26,7 +26,8 @@ from ..types import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["LLMClient", "build_llm", "allow_model_requests", "check_model", "resolve_api_key", "model_price"]
+__all__ = ["LLMClient", "build_llm", "allow_model_requests", "check_model", "resolve_api_key", "model_price",
+           "sent_sampling"]
 
 NO_KEY = "sk-no-key-sent"
 """Sent instead of a real key to an `api_base` that may not receive one, so litellm does not
@@ -153,6 +154,20 @@ def key_hint(config: LLMConfig) -> str:
     if missing:
         return f"Set {', '.join(missing)}."
     return "Check the provider's API key variable, or set llm.api_key_env."
+
+
+def sent_sampling(config: LLMConfig) -> dict:
+    """The sampling parameters each request to `config.model` carries (for provenance): those the
+    user set, and `max_tokens` always (the backend's default when unset); none for the scripted model."""
+    if config.model.startswith("scripted"):
+        return {}
+    if config.model.startswith("llamacpp/"):
+        from .llamacpp_backend import request_params
+
+        return request_params(config)
+    from .litellm_backend import sampling_params
+
+    return sampling_params(config)
 
 
 def model_price(config: Config) -> tuple[float, float] | None:
