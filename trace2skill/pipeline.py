@@ -66,10 +66,12 @@ class Plan:
 
 
 def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoint: Path | None,
-         check: bool = True, source: Path | None = None) -> Plan:
+         check: bool = True, source: Path | None = None, quoted: Quote | None = None) -> Plan:
     """Choose the analyst, check the model (when `check` and work is left), quote the work left,
     and refuse a run the caps cannot cover. The check comes first: it is one tiny request and
-    fails fast on a wrong key or model, before the quote reads every trajectory.
+    fails fast on a wrong key or model, before the quote reads every trajectory. `quoted` is a
+    quote an earlier `plan` of the same run already made and checked (the refresh job quotes
+    before touching git), used as it is instead of compressing every trajectory again.
 
     Raises:
         ProviderRejected: the model, key or structured output does not work (exit 78).
@@ -87,7 +89,7 @@ def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoi
         merges = journal.merges_done() if journal is not None else 0
         if check and len(analysed) < len(ingested.traces):
             asyncio.run(_check(analyst))
-        estimate = preflight(ingested.traces, config, analyst.model, analysed=analysed, merges_done=merges)
+        estimate = quoted if quoted is not None else preflight(ingested.traces, config, analyst.model, analysed=analysed, merges_done=merges)
     return Plan(analyst, run, journal, estimate)
 
 
@@ -103,6 +105,7 @@ def distill(
     control: Any = None,
     rejected: dict[str, int] | None = None,
     on_quote: Callable[[Quote], None] | None = None,
+    quoted: Quote | None = None,
 ) -> tuple[RunResult, SkillBuild]:
     """Distil trajectories into the skill folder `config.skill_dir()`.
 
@@ -116,6 +119,7 @@ def distill(
         control: a LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
         rejected: rule ids reviewers removed, with the support they had then.
         on_quote: shown the quote of the work left before any call is made.
+        quoted: the quote `plan` already made for this run (see `plan`), so it is not made twice.
 
     Raises:
         NoInputError: no trajectory could be read.
@@ -134,7 +138,7 @@ def distill(
         raise NoInputError(no_input_message(ingested))
     with skill_lock(config.skill_dir()) if write else _nothing():
         run, analyst, final, failed, notes, build = _build(config, llm, ingested, progress, checkpoint, control,
-                                                          rejected, write, on_quote)
+                                                          rejected, write, on_quote, quoted)
         decision = None
         if write and build.changed and config.gate.mode != "none":
             from .gate import run_gate
@@ -185,7 +189,7 @@ def _catalogue_text() -> str:
 
 def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progress: Progress | None,
            checkpoint: Path | None, control: Any, rejected: dict[str, int] | None, write: bool,
-           on_quote: Callable[[Quote], None] | None):
+           on_quote: Callable[[Quote], None] | None, quoted: Quote | None = None):
     """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
     finishing a killed write; a dry run reads where that write left it, moving nothing)."""
     source = config.skill_dir()
@@ -194,7 +198,7 @@ def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progre
     else:
         source = pending_source(source)
     no_symlinks(source)  # before any model call: a linked file would stop the run at the end anyway
-    run_plan = plan(config, llm, ingested, checkpoint, source=source)
+    run_plan = plan(config, llm, ingested, checkpoint, source=source, quoted=quoted)
     if on_quote is not None and run_plan.quote is not None:
         on_quote(run_plan.quote)
     analyst, run = run_plan.analyst, run_plan.run
