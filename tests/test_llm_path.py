@@ -463,3 +463,67 @@ def test_the_budget_is_never_overshot_by_long_replies_at_concurrency_8(demo_trac
         assert 0.5 * budget < billed <= budget
         assert all(r.body.get("max_tokens") == 2048 for r in server.completions())
         assert any(r.usage.get("completion_tokens") == 2048 for r in server.completions()), "replies were cut at the cap"
+
+
+def run_in_terminal(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run `command` with stderr on a pseudo-terminal (where progress is shown) and stdout piped;
+    return its exit code, stdout and what the terminal received, ANSI escapes removed."""
+    import os
+    import pty
+    import subprocess
+
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=terminal, text=True)
+    os.close(terminal)
+    received = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(controller)
+    stdout = child.stdout.read()
+    child.wait(timeout=60)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", received.decode("utf-8", "replace")).replace("\r", "\n")
+    return child.returncode, stdout, text
+
+
+def test_progress_shows_reading_then_count_rate_eta_spend_and_failures(demo_traces, tmp_path):
+    import os
+    import sys
+
+    from conftest import ROOT
+
+    traces = corpus(demo_traces, tmp_path / "c", 10)
+    names = sorted(p.name for p in (traces / "trajs").iterdir())
+    titles = [" ".join(str(json.loads((traces / "trajs" / n / f"{n}.traj.json").read_text())["messages"][1]["content"])
+                       .split("PR description:")[1].split()[:6]) for n in names[:2]]
+
+    def reply(body: dict) -> dict:
+        if any(title in " ".join(body["messages"][1]["content"].split()) for title in titles):
+            return {"not": "a report"}  # the first two trajectories' analyses fail, after the repair request too
+        return answer(body)
+
+    with FakeServer(reply=reply, latency=0.3) as server:
+        env = {k: v for k, v in os.environ.items() if k not in ("CI", "OPENAI_API_KEY")}
+        env.update(COLUMNS="200", LINES="50", TERM="xterm-256color")
+        command = [sys.executable, str(ROOT / "cli.py"), "distill", str(traces), "--out", str(tmp_path / "out"),
+                   "--skill", "demo", "--model", MODEL, "--api-base", server.url, "--concurrency", "2",
+                   "--set", "llm.price_in=1", "--set", "llm.price_out=1", "--set", f"state_dir={tmp_path / 'state'}"]
+        code, stdout, terminal = run_in_terminal(command, tmp_path, env)
+    assert code == 3, terminal
+    assert "reading trajectories" in terminal
+    billed = sum(r.usage.get("prompt_tokens", 0) + r.usage.get("completion_tokens", 0) for r in server.requests) / 1e6
+    lines = [line for line in terminal.splitlines() if line.strip().startswith("analyse")]
+    last = lines[-1]
+    assert re.search(r"\b10/10\b", last), last
+    assert re.search(r"\d+\.\d/s", last), "a rate"
+    assert "ETA" in last and re.search(r"ETA\s+\d+:\d\d:\d\d", last), "an ETA"
+    assert "2 failed" in last, last
+    spend = float(re.search(r"\$(\d+\.\d+)", last).group(1))
+    assert 0 < spend <= billed + 1e-4, (spend, billed)
+    assert any(re.search(r"\b[1-9]/10\b", line) for line in lines), "progress is shown while the run goes, not only at the end"

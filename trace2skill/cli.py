@@ -900,7 +900,7 @@ class _progress_reporter:
             self._tasks[stage] = self._progress.add_task(f"{stage:8}", total=total or None, rate="", status="")
         task = self._tasks[stage]
         elapsed = self._progress.tasks[task].elapsed or 0.0
-        rate = f"{done / elapsed:5.1f}/s" if elapsed > 0 else ""
+        rate = f"{done / elapsed:5.1f}/s" if elapsed >= 1 else ""  # a rate over a fraction of a second says nothing
         status = (f"${cost:.4f}" if cost is not None else "") + (f"  {failed} failed" if failed else "")
         self._progress.update(task, completed=done, total=total or None, rate=rate, status=status)
 
