@@ -200,11 +200,24 @@ def _innermost(client, attribute: str):
 
 
 def with_budget(client, config: Config):
-    """`client` under the run's caps: a backend that meters its own requests (retries and repairs
-    included) gets the meter, even inside wrappers; anything else is wrapped whole."""
-    meter = Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
+    """`client` under the command's caps: a backend that meters its own requests (retries and
+    repairs included) gets the meter, even inside wrappers; anything else is wrapped whole.
+
+    A client lives for one command, so its meter does too: a client already under a meter keeps
+    it, and every run the command makes with it (the preflight, the main run, the gate's and the
+    evaluation's fold runs) spends from one `--max-calls` and one `--budget`.
+    """
+    if isinstance(client, BudgetedClient):
+        return client
     backend = _innermost(client, "meter")
-    if backend is not None and not isinstance(backend, BudgetedClient):
+    if backend is not None and getattr(backend, "meter", None) is not None:
+        return client
+    meter = Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
+    if backend is not None:
         backend.meter = meter
         return client
-    return BudgetedClient(client, meter)
+    wrapped = getattr(client, "_under_budget", None)  # the one wrapper (and meter) of this client
+    if wrapped is None:
+        wrapped = BudgetedClient(client, meter)
+        client._under_budget = wrapped
+    return wrapped

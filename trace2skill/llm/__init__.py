@@ -15,6 +15,7 @@ in) gets a key only when the same file names the variable to send, `llm.api_key_
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
@@ -69,17 +70,28 @@ PING = [{"role": "system", "content": "You check that a connection works. Reply 
 
 async def check_model(client: LLMClient) -> None:
     """One cheap request before any analysis: the model exists, the key works, replies follow a schema.
+    Made once per client (so once per command, however many runs it makes).
 
     Raises:
         ProviderRejected: key, permission, model or request refused (exit 78), or replies that do
             not follow the schema even after a repair request.
         ProviderUnavailable: the provider cannot be reached (after retries).
     """
+    backend = client
+    while getattr(backend, "inner", None) is not None:  # wrappers (budget, call counts) keep the client in `inner`
+        backend = backend.inner
+    if backend in _checked:
+        return
     try:
         await client.complete(PING, output=Ping, purpose="preflight")
     except LessonParseError as exc:
         raise ProviderRejected(f"{client.model!r} answers without following the JSON schema ({exc}); "
                                "set llm.structured = \"tool\" or \"json\" (now the default \"json_schema\")") from None
+    _checked.add(backend)
+
+
+_checked: "weakref.WeakSet" = weakref.WeakSet()
+"""Clients whose preflight succeeded: one check per client, so per command, however many runs it makes."""
 
 
 async def close_clients() -> None:
