@@ -527,3 +527,40 @@ def test_progress_shows_reading_then_count_rate_eta_spend_and_failures(demo_trac
     spend = float(re.search(r"\$(\d+\.\d+)", last).group(1))
     assert 0 < spend <= billed + 1e-4, (spend, billed)
     assert any(re.search(r"\b[1-9]/10\b", line) for line in lines), "progress is shown while the run goes, not only at the end"
+
+
+def test_a_wrong_key_stops_before_any_trajectory_is_read_measured_from_process_start(demo_traces, tmp_path):
+    """As a user sees it: a fresh process (imports included). Python importing litellm costs about
+    5 s of CPU before any request can be made, so the bound checked here is what follows it:
+    the preflight is the first thing done with the model, before the trajectories are read (a
+    labels file that matches nothing would be reported after reading them), and the process is
+    gone within 5 s of the provider's refusal."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    traces = corpus(demo_traces, tmp_path / "c", 6)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"no-such-trajectory": "success"}))
+    with FakeServer(reply=answer, key="sk-right") as server:
+        env = {**{k: v for k, v in os.environ.items() if k != "CI"}, "OPENAI_API_KEY": "sk-wrong-key", "CI": "1"}
+        command = [sys.executable, str(ROOT / "cli.py"), *distill_args(traces, tmp_path / "out", "--api-base", server.url,
+                                                                     "--labels", str(labels),
+                                                                     "--set", f"state_dir={tmp_path / 'state'}")]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        ended = time.monotonic()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    print(f"wrong key: exit {done.returncode} after {ended - started:.1f} s ({cpu:.1f} s CPU) from process start; "
+          f"refused at {server.requests[0].at - started:.1f} s")
+    assert done.returncode == 78, done.stderr
+    assert len(server.requests) == 1, "the preflight only"
+    assert "Incorrect API key provided: sk-wr***." in done.stderr
+    assert "matched none" not in done.stderr, "no trajectory was read before the preflight"
+    assert ended - server.requests[0].at < 5
+    assert not (tmp_path / "out" / "demo").exists()
