@@ -93,7 +93,8 @@ def answer(body: dict, analyst=distinct_lessons) -> dict:
 
 
 def is_analysis(request) -> bool:
-    return "\n<trajectory>\n" in request.body["messages"][1]["content"]
+    messages = request.body["messages"]
+    return len(messages) > 1 and "\n<trajectory>\n" in messages[1]["content"]
 
 
 def distill_args(traces: Path, out: Path, *extra: str) -> list[str]:
@@ -564,3 +565,45 @@ def test_a_wrong_key_stops_before_any_trajectory_is_read_measured_from_process_s
     assert "matched none" not in done.stderr, "no trajectory was read before the preflight"
     assert ended - server.requests[0].at < 5
     assert not (tmp_path / "out" / "demo").exists()
+
+
+def is_judge(request) -> bool:
+    return "held-out judge" in request.body["messages"][0]["content"]
+
+
+def test_a_rerun_of_the_heldout_gate_pays_for_nothing_twice(demo_traces, tmp_path, local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 12)
+    first_four = corpus(demo_traces, tmp_path / "current", 4)
+    new = sorted(set(p.name for p in (traces / "trajs").iterdir()) - set(p.name for p in (first_four / "trajs").iterdir()))
+    assert len(new) == 8
+    judged = {"n": 0, "fail_from": 16}  # 8 new trajectories, each judged with the current skill and with a candidate
+
+    def reply(body: dict) -> dict:
+        if "held-out judge" in body["messages"][0]["content"]:
+            judged["n"] += 1
+            if judged["n"] >= judged["fail_from"]:
+                raise RuntimeError("judge unavailable")
+            return {"rule_ids": [], "reason": "none applies"}
+        return answer(body)
+
+    state = ["--set", f"state_dir={tmp_path / 'state'}", "--set", "llm.num_retries=0", "--concurrency", "1"]
+    with FakeServer(reply=reply) as server:
+        built = runner.invoke(app, distill_args(first_four, tmp_path / "out", "--api-base", server.url, *state))
+        assert built.exit_code == 0, built.output
+        gated = distill_args(traces, tmp_path / "out", "--api-base", server.url, "--gate", "heldout",
+                             "--set", "gate.folds=2", *state)
+        start = len(server.requests)
+        broken = runner.invoke(app, gated)
+        assert broken.exit_code == 69, broken.output
+        first = server.completions()[start:]
+        assert sum(1 for r in first if is_judge(r) and r.status == 200) == 15
+        judged["fail_from"] = 10**6
+        start = len(server.requests)
+        rerun = runner.invoke(app, gated)
+        assert rerun.exit_code == 0, rerun.output
+        again = server.completions()[start:]
+    assert not [r for r in again if is_analysis(r)], "every analysis (main run and folds) was journaled"
+    assert not [r for r in again if not is_judge(r) and "consolidating lessons" in r.body["messages"][1]["content"]], \
+        "and every merge"
+    assert [r.status for r in again if is_judge(r)] == [200], "only the judge call that failed is made again"
+    assert json.loads(rerun.stdout)["gate"]["heldout"]["trajectories"] == len(new)
