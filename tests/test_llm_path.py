@@ -607,3 +607,26 @@ def test_a_rerun_of_the_heldout_gate_pays_for_nothing_twice(demo_traces, tmp_pat
         "and every merge"
     assert [r.status for r in again if is_judge(r)] == [200], "only the judge call that failed is made again"
     assert json.loads(rerun.stdout)["gate"]["heldout"]["trajectories"] == len(new)
+
+
+def test_the_heldout_gate_is_quoted_in_dollars_and_refused_above_the_budget_before_any_analysis(demo_traces, tmp_path,
+                                                                                              local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 12)
+    first_four = corpus(demo_traces, tmp_path / "current", 4)
+    price = ["--set", "llm.price_in=1", "--set", "llm.price_out=1", "--set", f"state_dir={tmp_path / 'state'}"]
+    with FakeServer(reply=answer) as server:
+        built = runner.invoke(app, distill_args(first_four, tmp_path / "out", "--api-base", server.url, *price))
+        assert built.exit_code == 0, built.output
+        plain = runner.invoke(app, distill_args(traces, tmp_path / "dry", "--api-base", server.url, "--dry-run", *price))
+        main = float(re.search(r"cost ~\$(\d+\.\d+)", plain.stderr).group(1))
+        start = len(server.requests)
+        gated = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url, "--gate", "heldout",
+                                                "--set", "gate.folds=2", "--budget", f"{main * 1.5:.4f}", *price))
+        assert gated.exit_code == 78, gated.output
+        sent = server.completions()[start:]
+    [line] = [line for line in gated.stderr.splitlines() if "gate-judge" in line]
+    judge_calls = int(re.search(r"gate-judge: (\d+) call", line).group(1))
+    assert judge_calls == 2 * 8, "each of the 8 trajectories the skill has not seen, judged with the current skill and a candidate"
+    assert float(re.search(r"cost ~\$(\d+\.\d+)", line).group(1)) > main * 0.5
+    assert "(the run and its held-out gate)" in gated.stderr or "(the held-out gate)" in gated.stderr
+    assert not [r for r in sent if is_analysis(r) or is_judge(r)], "refused before any analysis or judge call"

@@ -101,14 +101,24 @@ def preflight(traces: list[Trace], config: Config, model: str, *, analysed: Coll
     """
     price = price_for(config, model)
     estimate = quote(traces, config, price, analysed=analysed, merges_done=merges_done)
-    cap, threshold = config.budget.max_cost, config.budget.approve_above
-    if estimate.cost is None:
-        return estimate
-    if cap is not None and estimate.cost > cap:
-        raise BudgetRefused(f"quoted ${estimate.cost:.4f} for {estimate.calls} calls exceeds --budget ${cap:.4f}; raise the budget or analyse fewer traces")
-    if threshold is not None and estimate.cost > threshold and not config.budget.approved:
-        raise BudgetRefused(f"quoted ${estimate.cost:.4f} for {estimate.calls} calls is above the approval threshold ${threshold:.4f}; rerun with --yes to approve")
+    refuse_above_caps(config, estimate.cost, estimate.calls)
     return estimate
+
+
+def refuse_above_caps(config: Config, cost: float | None, calls: int, what: str = "") -> None:
+    """Refuse work quoted at `cost` for `calls` calls (`what`: which work, for the message) when it
+    is above `--budget`, or above `budget.approve_above` without `--yes`.
+
+    Raises:
+        BudgetRefused: as said (exit 78).
+    """
+    cap, threshold = config.budget.max_cost, config.budget.approve_above
+    if cost is None:
+        return
+    if cap is not None and cost > cap:
+        raise BudgetRefused(f"quoted ${cost:.4f} for {calls} calls{what} exceeds --budget ${cap:.4f}; raise the budget or analyse fewer traces")
+    if threshold is not None and cost > threshold and not config.budget.approved:
+        raise BudgetRefused(f"quoted ${cost:.4f} for {calls} calls{what} is above the approval threshold ${threshold:.4f}; rerun with --yes to approve")
 
 
 def price_for(config: Config, model: str) -> tuple[float, float] | None:

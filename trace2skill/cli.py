@@ -310,8 +310,9 @@ def distill(
         labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
         _warn_unmatched_labels(ctx, config, labelled, len(ingested.traces))
         quoted: list[Any] = []
+        gate_quote = _quote_heldout(ctx, config, llm, ingested)
         if dry_run and llm is not None and ingested.traces:
-            _quoted(ctx, quoted, plan(config, llm, ingested, None, check=False).quote)
+            _quoted(ctx, quoted, plan(config, llm, ingested, None, check=False).quote, config, gate_quote)
             _note(ctx, "dry run: quote only; the diff needs the model's answers (run without --dry-run, with --max-calls or --budget)")
             return
         _quote_gate(config, dry_run)
@@ -319,7 +320,8 @@ def distill(
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
             checkpoint = checkpoint_path(config.state_dir) if llm is not None and not dry_run else None
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,
-                                        checkpoint=checkpoint, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
+                                        checkpoint=checkpoint, control=control,
+                                        on_quote=lambda q: _quoted(ctx, quoted, q, config, gate_quote))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
@@ -402,13 +404,55 @@ def refresh(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _quoted(ctx: typer.Context, keep: list, estimate: Any) -> None:
-    """Print the quote (unless -q) and keep it for the report."""
+def _quoted(ctx: typer.Context, keep: list, estimate: Any, config: Any = None, gate: Any = None) -> None:
+    """Print the quote (unless -q) and keep it for the report; with the held-out gate's quote,
+    refuse the two together above the caps, before the run makes a call.
+
+    Raises:
+        BudgetRefused: the run and its gate together are quoted above the caps.
+    """
     from .report import print_quote
 
     keep.append(estimate)
     if _level(ctx) >= 0:
         print_quote(estimate)
+    if gate is not None and estimate.cost is not None and gate.cost is not None:
+        from .budget import refuse_above_caps
+
+        refuse_above_caps(config, estimate.cost + gate.cost, estimate.calls + gate.calls, " (the run and its held-out gate)")
+
+
+def _quote_heldout(ctx: typer.Context, config, llm, ingested) -> Any:
+    """The held-out gate's quote with a model, printed before any call (None without one).
+
+    Raises:
+        BudgetRefused: the gate alone is quoted above the caps.
+    """
+    if llm is None or config.gate.mode != "heldout" or not ingested.traces:
+        return None
+    from dataclasses import replace
+
+    from .budget import BudgetConfig, price_for, refuse_above_caps, with_budget
+    from .gate import quote_heldout
+    from .journal import checkpoint_path
+    from .pipeline import plan
+    from .report import print_quote
+
+    with_budget(llm, config)  # the command's meter holds the real caps; the fold plans below reuse it
+    uncapped = config.model_copy(update={"budget": BudgetConfig()})  # the quotes are refused below, as a whole
+
+    def fold_quote(traces):
+        outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
+        fold = replace(ingested, traces=traces, outcomes=outcomes)
+        return plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
+
+    estimate = quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
+    if estimate is None:
+        return None
+    if _level(ctx) >= 0:
+        print_quote(estimate)
+    refuse_above_caps(config, estimate.cost, estimate.calls, " (the held-out gate)")
+    return estimate
 
 
 def _refresh_dry_run(ctx, config, llm, paths, since, report, json_out) -> None:
