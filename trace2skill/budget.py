@@ -19,7 +19,7 @@ import math
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
@@ -27,6 +27,9 @@ from .config import BudgetConfig, Config
 from .consolidate import merge_windows
 from .errors import BudgetExceeded, BudgetRefused, ConfigError
 from .types import Trace, Usage
+
+if TYPE_CHECKING:
+    from .llm import LLMClient
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -181,7 +184,7 @@ class Meter:
 class BudgetedClient:
     """An `LLMClient` whose every `complete` is reserved as one call (for clients that do not meter their own requests)."""
 
-    def __init__(self, inner, meter: Meter):
+    def __init__(self, inner: LLMClient, meter: Meter):
         self.inner = inner
         self.model = inner.model
         self.meter = meter
@@ -209,7 +212,7 @@ def _innermost(client, attribute: str):
     return client
 
 
-def with_budget(client, config: Config):
+def with_budget(client: LLMClient, config: Config) -> LLMClient:
     """`client` under the command's caps: a backend that meters its own requests (retries and
     repairs included) gets the meter, even inside wrappers; anything else is wrapped whole.
 

@@ -22,12 +22,12 @@ different state folders never work in one checkout at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import RunControl
 
@@ -41,6 +41,10 @@ from .llm import LLMClient
 from .pipeline import Progress, distill, no_input_message
 from .state import PendingPublish, RefreshState, load_state, run_lock, save_state
 from .types import RunResult, Trace
+
+if TYPE_CHECKING:
+    from .author import SkillBuild
+    from .budget import Quote
 
 @dataclass(frozen=True)
 class RefreshOutcome:
@@ -59,7 +63,7 @@ class RefreshOutcome:
     """The bot branch the change was committed on (None with `--publish none`)."""
     remote: str | None = None
     """The remote the bot branch was pushed to (None when not pushed)."""
-    build: Any = None
+    build: SkillBuild | None = None
     """The `SkillBuild` behind `result` (files, rule changes), for the report."""
     gated: bool = False
     """True when the gate refused the candidate: nothing was published and the trajectories stay unconsumed."""
@@ -74,7 +78,7 @@ def refresh(
     pr_body_path: Path | None = None,
     progress: Progress | None = None,
     control: RunControl | None = None,
-    on_quote: Any = None,
+    on_quote: Callable[[Quote], None] | None = None,
 ) -> RefreshOutcome:
     """Fold trajectories that no earlier refresh consumed into the skill, and publish it.
 
@@ -111,7 +115,7 @@ def refresh(
 
 def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: RefreshState, git: _GitTarget | None,
           plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: RunControl | None,
-          estimate: Any = None) -> RefreshOutcome:
+          estimate: Quote | None = None) -> RefreshOutcome:
     """Distil the new trajectories on the bot branch and publish the change (`estimate`: the quote
     already made and checked, passed on so distil does not quote again)."""
     name = config.skill.name

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
@@ -26,8 +26,12 @@ from ..config import LLMConfig
 from ..errors import (ContextTooLong, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
 from ..types import Usage
+from .backend import CostMeter, RequestGate
 from .parse import complete_with_repair, response_schema
 from .retry import RateLimiter, with_retries
+
+if TYPE_CHECKING:
+    from litellm import ModelResponse
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,9 +50,9 @@ def _litellm():
     return litellm
 
 
-def sampling_params(config: LLMConfig) -> dict[str, Any]:
+def sampling_params(config: LLMConfig) -> dict[str, float | int]:
     """The sampling parameters the user set, and `max_tokens` always (the budget reserves it)."""
-    params: dict[str, Any] = {"max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS}
+    params: dict[str, float | int] = {"max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS}
     for key in ("temperature", "seed"):
         value = getattr(config, key)
         if value is not None:
@@ -69,11 +73,11 @@ class LiteLLMClient:
             provider's own endpoint (see `llm.resolve_api_key`).
     """
 
-    def __init__(self, config: LLMConfig, gate: Any, *, api_key: str | None = None, key_hint: str = ""):
+    def __init__(self, config: LLMConfig, gate: RequestGate, *, api_key: str | None = None, key_hint: str = ""):
         self.config = config
         self.model = config.model
         self.usage = Usage()
-        self.meter: Any = None
+        self.meter: CostMeter | None = None
         """The run's budget meter (`budget.Meter`), set by `budget.with_budget`."""
         self._gate = gate
         self._api_key = api_key
@@ -90,7 +94,7 @@ class LiteLLMClient:
 
     async def _send(self, messages: list[dict[str, str]], output: type[BaseModel]) -> str:
         tokens_in = estimate_tokens(messages)
-        reserved = self.meter.reserve(tokens_in, sampling_params(self.config)["max_tokens"]) if self.meter else None
+        reserved = self.meter.reserve(tokens_in, int(sampling_params(self.config)["max_tokens"])) if self.meter else None
         cost: float | None = None
         try:
             await self._limiter.acquire(tokens_in)
@@ -104,9 +108,9 @@ class LiteLLMClient:
                 self.meter.settle(reserved, cost)
         return reply_text(response, self.config.structured)
 
-    def request(self, messages: list[dict[str, str]], output: type[BaseModel]) -> dict[str, Any]:
+    def request(self, messages: list[dict[str, str]], output: type[BaseModel]) -> dict[str, object]:
         """The keyword arguments of one `acompletion` call, structured output included."""
-        kwargs: dict[str, Any] = dict(model=self.model, messages=messages, timeout=self.config.timeout,
+        kwargs: dict[str, object] = dict(model=self.model, messages=messages, timeout=self.config.timeout,
                                       num_retries=0, max_retries=0, **sampling_params(self.config))
         if self.config.api_base:
             kwargs["api_base"] = self.config.api_base
@@ -126,7 +130,7 @@ class LiteLLMClient:
             kwargs["messages"] = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + hint}]
         return kwargs
 
-    def _record(self, response: Any) -> float | None:
+    def _record(self, response: ModelResponse) -> float | None:
         usage = getattr(response, "usage", None)
         tokens_in = getattr(usage, "prompt_tokens", 0) or 0
         tokens_out = getattr(usage, "completion_tokens", 0) or 0
@@ -137,7 +141,7 @@ class LiteLLMClient:
         return cost
 
 
-def reply_text(response: Any, structured: str) -> str:
+def reply_text(response: ModelResponse, structured: str) -> str:
     """The reply's JSON text: the forced tool call's arguments, or the message content."""
     message = response.choices[0].message
     calls = getattr(message, "tool_calls", None) or []
