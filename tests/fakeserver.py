@@ -11,7 +11,10 @@ OpenAI does, and lets a test script the ways a real provider fails:
 - `reply`: a function `reply(request_json) -> dict | str` giving the assistant's content
   (a dict is sent as JSON text). When the request forces a tool call, the content is returned
   as that tool call's arguments instead, as a provider would.
-- `requests`: the log of every request (path, headers, parsed body, arrival time).
+- `requests`: the log of every request (path, headers, parsed body, arrival time, and the
+  `usage` the server billed: prompt tokens are characters / 4, completion tokens likewise).
+- Like a provider, it honours `max_tokens` (or `max_completion_tokens`): a longer answer is cut
+  to that many tokens with `finish_reason: "length"` and billed for that many.
 
 Usage:
     with FakeServer(reply=lambda body: {"ok": True}, key="sk-good") as server:
@@ -53,6 +56,8 @@ class LoggedRequest:
     body: dict[str, Any]
     at: float
     status: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    """What the server billed for its answer (empty for an error)."""
 
     @property
     def key(self) -> str | None:
@@ -178,11 +183,17 @@ class FakeServer:
             content = self.reply(entry.body)
         except Exception as exc:  # noqa: BLE001 - a broken reply function is the test's bug; show it as a 500
             return 500, _error(f"fake server reply failed: {exc!r}", "server_error"), {}
-        return 200, _completion(entry.body, content), {}
+        payload = _completion(entry.body, content)
+        entry.usage = payload["usage"]
+        return 200, payload, {}
 
 
 def _completion(body: dict[str, Any], content: "dict[str, Any] | str") -> dict[str, Any]:
     text = content if isinstance(content, str) else json.dumps(content)
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    finish = "stop"
+    if cap is not None and len(text) // 4 > int(cap):
+        text, finish = text[: int(cap) * 4], "length"
     prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4
     message: dict[str, Any] = {"role": "assistant", "content": text}
     tools = body.get("tools") or []
@@ -192,7 +203,8 @@ def _completion(body: dict[str, Any], content: "dict[str, Any] | str") -> dict[s
                    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": name, "arguments": text}}]}
     return {
         "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model", "fake-model"),
-        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+        "choices": [{"index": 0, "message": message,
+                     "finish_reason": "tool_calls" if message.get("tool_calls") and finish == "stop" else finish}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": len(text) // 4, "total_tokens": prompt + len(text) // 4},
     }
 

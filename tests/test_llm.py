@@ -20,10 +20,10 @@ def test_parse_reply_accepts_fenced_json_and_rejects_garbage():
         parse_reply('{"lessons": [{"title": "x"}]}', AnalystReport)
 
 
-def test_only_parameters_the_user_set_are_sent():
-    assert sampling_params(load_config(env={}).llm) == {}
-    config = load_config(overrides={"llm.temperature": 0.0, "llm.seed": 7}, env={})
-    assert sampling_params(config.llm) == {"temperature": 0.0, "seed": 7}
+def test_only_parameters_the_user_set_are_sent_and_the_reply_cap_always():
+    assert sampling_params(load_config(env={}).llm) == {"max_tokens": 2048}, "the budget reserves what max_tokens allows"
+    config = load_config(overrides={"llm.temperature": 0.0, "llm.seed": 7, "llm.max_tokens": 300}, env={})
+    assert sampling_params(config.llm) == {"temperature": 0.0, "seed": 7, "max_tokens": 300}
 
 
 def test_real_backend_refuses_to_send_in_tests(tmp_path):

@@ -93,7 +93,8 @@ def answer(body: dict, analyst=distinct_lessons) -> dict:
 
 
 def is_analysis(request) -> bool:
-    return "\n<trajectory>\n" in request.body["messages"][1]["content"]
+    messages = request.body["messages"]
+    return len(messages) > 1 and "\n<trajectory>\n" in messages[1]["content"]
 
 
 def distill_args(traces: Path, out: Path, *extra: str) -> list[str]:
@@ -387,3 +388,245 @@ def _analyses(journal: Path) -> int:
             return db.execute("SELECT COUNT(*) FROM analyses").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def _lesson(title: str, subject: str) -> dict:
+    return dict(title=title, rule=f"Follow the {subject} practice named {title.lower()}.", when="When it applies.",
+                kind="procedure", subject=subject, polarity="do", steps=[1], quote="", cause="")
+
+
+def test_two_trajectories_of_one_task_do_not_make_a_rule_two_tasks_do(demo_traces, tmp_path, local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 3)
+    first, second, third = sorted(p.name for p in (traces / "trajs").iterdir())
+    # A second attempt at the first task: the same file under another instance id, labelled failed.
+    retry = f"{first}-retry"
+    (traces / "trajs" / retry).mkdir()
+    data = json.loads((traces / "trajs" / first / f"{first}.traj.json").read_text())
+    data["instance_id"] = retry
+    (traces / "trajs" / retry / f"{retry}.traj.json").write_text(json.dumps(data))
+    summary = json.loads((traces / "results_summary.json").read_text())
+    summary["instances"].append({"instance_id": retry, "resolved": False, "patch_applied": True})
+    (traces / "results_summary.json").write_text(json.dumps(summary))
+
+    def task_text(name: str) -> str:
+        raw = json.loads((traces / "trajs" / name / f"{name}.traj.json").read_text())
+        return str(raw["messages"][1]["content"])
+
+    assert task_text(first) == task_text(retry) != task_text(second) != task_text(third)
+    title = task_text(first).split("PR description:")[1].split()  # the issue's title words
+    phrase = " ".join(title[:6])
+
+    def model(user: str) -> dict:
+        if phrase in " ".join(user.split()):
+            return {"lessons": [_lesson("Same task twice", "tox")]}
+        return {"lessons": [_lesson("Two different tasks", "nox")]}
+
+    with FakeServer(reply=lambda body: answer(body, model)) as server:
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url))
+        assert result.exit_code == 0, result.output
+        assert sum(1 for r in server.completions() if is_analysis(r)) == 4
+    skill = tmp_path / "out" / "demo"
+    text = (skill / "SKILL.md").read_text()
+    assert "Two different tasks" in text, "two distinct tasks meet the default minimum support"
+    assert "Same task twice" not in text
+    assert "Same task twice" in (skill / "references" / "low-support-lessons.md").read_text()
+    records = {**json.loads((skill / "provenance.json").read_text())["rules"],
+               **json.loads((skill / "provenance.json").read_text())["withheld"]}
+    [same] = [r for r in records.values() if r["title"] == "Same task twice"]
+    assert {e["trace_id"] for e in same["evidence"]} == {first, retry}, "both trajectories stay in its provenance"
+
+
+def rambling(user: str) -> dict:
+    """A model that writes far more than the budget allows for (about 6,000 tokens a reply)."""
+    lesson = _lesson("Ramble on", "talk")
+    return {"lessons": [{**lesson, "when": "and then " * 900} for _ in range(3)]}
+
+
+def test_the_budget_is_never_overshot_by_long_replies_at_concurrency_8(demo_traces, tmp_path, local_model):
+    from trace2skill.config import load_config
+    from trace2skill.ingest import load_traces
+    from trace2skill.llm import build_llm
+    from trace2skill.pipeline import plan
+
+    traces = corpus(demo_traces, tmp_path / "c", 20)
+    price = ["--set", "llm.price_in=1", "--set", "llm.price_out=1"]  # US dollars per million tokens
+    with FakeServer(reply=lambda body: answer(body, rambling), latency=0.1) as server:
+        config = load_config(overrides={"llm.model": MODEL, "llm.api_base": server.url, "llm.price_in": 1,
+                                        "llm.price_out": 1}, env={})
+        quoted = plan(config, build_llm(config, env={}), load_traces([traces], config), None, check=False).quote.cost
+        budget = round(quoted * 1.1, 6)  # the quote passes; the rambling replies would cost far more
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url, "--concurrency", "8",
+                                                 "--budget", str(budget), *price))
+        assert result.exit_code == 75, result.output
+        assert "cost cap reached" in result.output
+        billed = sum(r.usage.get("prompt_tokens", 0) + r.usage.get("completion_tokens", 0) for r in server.requests) / 1e6
+        print(f"budget ${budget:.4f}, billed ${billed:.4f} in {len(server.completions())} requests")
+        assert 0.5 * budget < billed <= budget
+        assert all(r.body.get("max_tokens") == 2048 for r in server.completions())
+        assert any(r.usage.get("completion_tokens") == 2048 for r in server.completions()), "replies were cut at the cap"
+
+
+def run_in_terminal(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run `command` with stderr on a pseudo-terminal (where progress is shown) and stdout piped;
+    return its exit code, stdout and what the terminal received, ANSI escapes removed."""
+    import os
+    import pty
+    import subprocess
+
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=terminal, text=True)
+    os.close(terminal)
+    received = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(controller)
+    stdout = child.stdout.read()
+    child.wait(timeout=60)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", received.decode("utf-8", "replace")).replace("\r", "\n")
+    return child.returncode, stdout, text
+
+
+def test_progress_shows_reading_then_count_rate_eta_spend_and_failures(demo_traces, tmp_path):
+    import os
+    import sys
+
+    from conftest import ROOT
+
+    traces = corpus(demo_traces, tmp_path / "c", 10)
+    names = sorted(p.name for p in (traces / "trajs").iterdir())
+    titles = [" ".join(str(json.loads((traces / "trajs" / n / f"{n}.traj.json").read_text())["messages"][1]["content"])
+                       .split("PR description:")[1].split()[:6]) for n in names[:2]]
+
+    def reply(body: dict) -> dict:
+        if any(title in " ".join(body["messages"][1]["content"].split()) for title in titles):
+            return {"not": "a report"}  # the first two trajectories' analyses fail, after the repair request too
+        return answer(body)
+
+    with FakeServer(reply=reply, latency=0.3) as server:
+        env = {k: v for k, v in os.environ.items() if k not in ("CI", "OPENAI_API_KEY")}
+        env.update(COLUMNS="200", LINES="50", TERM="xterm-256color")
+        command = [sys.executable, str(ROOT / "cli.py"), "distill", str(traces), "--out", str(tmp_path / "out"),
+                   "--skill", "demo", "--model", MODEL, "--api-base", server.url, "--concurrency", "2",
+                   "--set", "llm.price_in=1", "--set", "llm.price_out=1", "--set", f"state_dir={tmp_path / 'state'}"]
+        code, stdout, terminal = run_in_terminal(command, tmp_path, env)
+    assert code == 3, terminal
+    assert "reading trajectories" in terminal
+    billed = sum(r.usage.get("prompt_tokens", 0) + r.usage.get("completion_tokens", 0) for r in server.requests) / 1e6
+    lines = [line for line in terminal.splitlines() if line.strip().startswith("analyse")]
+    last = lines[-1]
+    assert re.search(r"\b10/10\b", last), last
+    assert re.search(r"\d+\.\d/s", last), "a rate"
+    assert "ETA" in last and re.search(r"ETA\s+\d+:\d\d:\d\d", last), "an ETA"
+    assert "2 failed" in last, last
+    spend = float(re.search(r"\$(\d+\.\d+)", last).group(1))
+    assert 0 < spend <= billed + 1e-4, (spend, billed)
+    assert any(re.search(r"\b[1-9]/10\b", line) for line in lines), "progress is shown while the run goes, not only at the end"
+
+
+def test_a_wrong_key_stops_before_any_trajectory_is_read_measured_from_process_start(demo_traces, tmp_path):
+    """As a user sees it: a fresh process (imports included). Python importing litellm costs about
+    5 s of CPU before any request can be made, so the bound checked here is what follows it:
+    the preflight is the first thing done with the model, before the trajectories are read (a
+    labels file that matches nothing would be reported after reading them), and the process is
+    gone within 5 s of the provider's refusal."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    traces = corpus(demo_traces, tmp_path / "c", 6)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"no-such-trajectory": "success"}))
+    with FakeServer(reply=answer, key="sk-right") as server:
+        env = {**{k: v for k, v in os.environ.items() if k != "CI"}, "OPENAI_API_KEY": "sk-wrong-key", "CI": "1"}
+        command = [sys.executable, str(ROOT / "cli.py"), *distill_args(traces, tmp_path / "out", "--api-base", server.url,
+                                                                     "--labels", str(labels),
+                                                                     "--set", f"state_dir={tmp_path / 'state'}")]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        ended = time.monotonic()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    print(f"wrong key: exit {done.returncode} after {ended - started:.1f} s ({cpu:.1f} s CPU) from process start; "
+          f"refused at {server.requests[0].at - started:.1f} s")
+    assert done.returncode == 78, done.stderr
+    assert len(server.requests) == 1, "the preflight only"
+    assert "Incorrect API key provided: sk-wr***." in done.stderr
+    assert "matched none" not in done.stderr, "no trajectory was read before the preflight"
+    assert ended - server.requests[0].at < 5
+    assert not (tmp_path / "out" / "demo").exists()
+
+
+def is_judge(request) -> bool:
+    return "held-out judge" in request.body["messages"][0]["content"]
+
+
+def test_a_rerun_of_the_heldout_gate_pays_for_nothing_twice(demo_traces, tmp_path, local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 12)
+    first_four = corpus(demo_traces, tmp_path / "current", 4)
+    new = sorted(set(p.name for p in (traces / "trajs").iterdir()) - set(p.name for p in (first_four / "trajs").iterdir()))
+    assert len(new) == 8
+    judged = {"n": 0, "fail_from": 16}  # 8 new trajectories, each judged with the current skill and with a candidate
+
+    def reply(body: dict) -> dict:
+        if "held-out judge" in body["messages"][0]["content"]:
+            judged["n"] += 1
+            if judged["n"] >= judged["fail_from"]:
+                raise RuntimeError("judge unavailable")
+            return {"rule_ids": [], "reason": "none applies"}
+        return answer(body)
+
+    state = ["--set", f"state_dir={tmp_path / 'state'}", "--set", "llm.num_retries=0", "--concurrency", "1"]
+    with FakeServer(reply=reply) as server:
+        built = runner.invoke(app, distill_args(first_four, tmp_path / "out", "--api-base", server.url, *state))
+        assert built.exit_code == 0, built.output
+        gated = distill_args(traces, tmp_path / "out", "--api-base", server.url, "--gate", "heldout",
+                             "--set", "gate.folds=2", *state)
+        start = len(server.requests)
+        broken = runner.invoke(app, gated)
+        assert broken.exit_code == 69, broken.output
+        first = server.completions()[start:]
+        assert sum(1 for r in first if is_judge(r) and r.status == 200) == 15
+        judged["fail_from"] = 10**6
+        start = len(server.requests)
+        rerun = runner.invoke(app, gated)
+        assert rerun.exit_code == 0, rerun.output
+        again = server.completions()[start:]
+    assert not [r for r in again if is_analysis(r)], "every analysis (main run and folds) was journaled"
+    assert not [r for r in again if not is_judge(r) and "consolidating lessons" in r.body["messages"][1]["content"]], \
+        "and every merge"
+    assert [r.status for r in again if is_judge(r)] == [200], "only the judge call that failed is made again"
+    assert json.loads(rerun.stdout)["gate"]["heldout"]["trajectories"] == len(new)
+
+
+def test_the_heldout_gate_is_quoted_in_dollars_and_refused_above_the_budget_before_any_analysis(demo_traces, tmp_path,
+                                                                                              local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 12)
+    first_four = corpus(demo_traces, tmp_path / "current", 4)
+    price = ["--set", "llm.price_in=1", "--set", "llm.price_out=1", "--set", f"state_dir={tmp_path / 'state'}"]
+    with FakeServer(reply=answer) as server:
+        built = runner.invoke(app, distill_args(first_four, tmp_path / "out", "--api-base", server.url, *price))
+        assert built.exit_code == 0, built.output
+        plain = runner.invoke(app, distill_args(traces, tmp_path / "dry", "--api-base", server.url, "--dry-run", *price))
+        main = float(re.search(r"cost ~\$(\d+\.\d+)", plain.stderr).group(1))
+        start = len(server.requests)
+        gated = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url, "--gate", "heldout",
+                                                "--set", "gate.folds=2", "--budget", f"{main * 1.5:.4f}", *price))
+        assert gated.exit_code == 78, gated.output
+        sent = server.completions()[start:]
+    [line] = [line for line in gated.stderr.splitlines() if "gate-judge" in line]
+    judge_calls = int(re.search(r"gate-judge: (\d+) call", line).group(1))
+    assert judge_calls == 2 * 8, "each of the 8 trajectories the skill has not seen, judged with the current skill and a candidate"
+    assert float(re.search(r"cost ~\$(\d+\.\d+)", line).group(1)) > main * 0.5
+    assert "(the run and its held-out gate)" in gated.stderr or "(the held-out gate)" in gated.stderr
+    assert not [r for r in sent if is_analysis(r) or is_judge(r)], "refused before any analysis or judge call"

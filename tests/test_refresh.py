@@ -281,3 +281,24 @@ def test_publishing_a_pr_without_a_remote_fails_before_any_analysis(world):
     with pytest.raises(PublishError, match="remote"):
         refresh(config_for(world, **{"publish.mode": "gh", "llm.model": "scripted"}), llm, [world["traces"]])
     assert llm.count() == 0
+
+
+def test_a_refresh_with_a_model_quotes_once(world, monkeypatch):
+    """The quote refresh makes before touching git is the one the run uses: each trajectory is
+    compressed once for the quote and once for its analyst's prompt, never a third time."""
+    import trace2skill.compress as compress
+
+    add_traces(world, ALL_IDS[:4])
+    seen: list[str] = []
+    real = compress.compress_trace
+
+    def counted(trace, *args, **kwargs):
+        seen.append(trace.id)
+        return real(trace, *args, **kwargs)
+
+    monkeypatch.setattr(compress, "compress_trace", counted)
+    scripted = ScriptedLLM(responder)
+    outcome = refresh(config_for(world, **{"llm.model": "scripted"}), scripted, [world["traces"]])
+    assert outcome.changed
+    assert scripted.count("analyse-failure") + scripted.count("analyse-success") == 4
+    assert sorted(seen) == sorted(ALL_IDS[:4] * 2), sorted(seen)

@@ -183,13 +183,14 @@ class ModelAnalyst:
         return await merge_sets_llm(sets, level, self.llm)
 
     def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
-        return hold_risky(final, {t.id: content_hash(" ".join(t.task.split()) or t.id) for t in traces})
+        return hold_risky(final, {t.id: task_key(t) for t in traces})
 
     def nothing_learned(self, traces: Sequence[Trace]) -> str:
         return f"the model proposed no lesson from {len(traces)} trajectories; nothing was written"
 
     def author_config(self, config: Config) -> Config:
-        """A model lesson needs `llm.min_support` trajectories (default 2) to enter SKILL.md."""
+        """A model lesson needs `llm.min_support` distinct tasks (default 2) to enter SKILL.md; the
+        author counts tasks, not trajectories, for model runs (`RunInfo.trace_tasks`)."""
         support = max(config.consolidate.min_support, config.llm.min_support)
         return config.model_copy(update={"consolidate": config.consolidate.model_copy(update={"min_support": support})})
 
@@ -200,6 +201,13 @@ def analyst_for(config: Config, llm: LLMClient | None, existing: Sequence[RuleRe
     if llm is None:
         return OfflineAnalyst()
     return ModelAnalyst(with_budget(llm, config), config, existing)
+
+
+def task_key(trace: Trace) -> str:
+    """The task a trajectory attempted, as model runs count support: a hash of its task text
+    (whitespace-normalised), or its id when it has none. Two attempts at one task, or one
+    trajectory copied under two names, share a key, so they count once."""
+    return content_hash(" ".join(trace.task.split()) or trace.id)
 
 
 def analyst_purpose(trace: Trace) -> str:

@@ -63,6 +63,11 @@ class RunInfo:
     tool_version: str
     settings: dict = field(default_factory=dict)
     """Effective parameters: sampling parameters actually sent, prompt versions, merge settings."""
+    trace_tasks: dict[str, str] = field(default_factory=dict)
+    """Trace id -> task key, set for model runs: their minimum support counts distinct *tasks*, so
+    several attempts at one task (or one trajectory copied under several ids) never make a rule on
+    their own. Evidence from earlier runs whose task is not known here counts as its own task.
+    Not written to provenance.json."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ def author_skill(skill_dir: Path, final: LessonSet, config: Config, run: RunInfo
     previous = {**old.provenance.withheld, **old.provenance.rules}
     records = merge_records(_without_losers(final), previous, run.trace_outcomes, run.run_id)
     conflicts = _ledger(old, final, records, present)
-    targets, withheld = _route(records, conflicts, rejections, present, pinned, config)
+    targets, withheld = _route(records, conflicts, rejections, present, pinned, config, run.trace_tasks)
     ranked = sorted(records, key=lambda rid: rank_key(records[rid]))
     rules = {rid: Rule(rid, record.kind, render_rule(record)) for rid, record in records.items()}
     managed = (set(records) | set(old.provenance.rules)) - pinned
@@ -279,8 +284,10 @@ def _conflict(existing: Lesson, new: Lesson, reason: str) -> Conflict:
 
 
 def _route(records: Mapping[str, RuleRecord], conflicts: list[Conflict], rejections: Mapping[str, int],
-           present: set[str], pinned: set[str], config: Config) -> tuple[dict[str, Placement], dict[str, str]]:
-    """Placement of each rule to write, and the reason each other rule is withheld."""
+           present: set[str], pinned: set[str], config: Config,
+           task_of: Mapping[str, str]) -> tuple[dict[str, Placement], dict[str, str]]:
+    """Placement of each rule to write, and the reason each other rule is withheld (support counts
+    distinct tasks when `task_of` is given, see `RunInfo.trace_tasks`)."""
     held, lost = _conflict_sides(conflicts, present)
     targets: dict[str, Placement] = {}
     withheld: dict[str, str] = {}
@@ -289,7 +296,7 @@ def _route(records: Mapping[str, RuleRecord], conflicts: list[Conflict], rejecti
             continue
         reason = ("lost-conflict" if rid in lost else "needs-review" if rid in held
                   else "rejected" if rid in rejections and record.support <= rejections[rid] else None)
-        if reason is None and record.support < config.consolidate.min_support:
+        if reason is None and _support(record, task_of) < config.consolidate.min_support:
             if config.consolidate.below_support == "reference":
                 targets[rid] = "low"
                 continue
@@ -299,6 +306,13 @@ def _route(records: Mapping[str, RuleRecord], conflicts: list[Conflict], rejecti
         else:
             targets[rid] = "skill"
     return targets, withheld
+
+
+def _support(record: RuleRecord, task_of: Mapping[str, str]) -> int:
+    """Distinct tasks behind `record` when tasks are known (`task_of`), else distinct trajectories."""
+    if not task_of:
+        return record.support
+    return len({task_of.get(e.trace_id, e.trace_id) for e in record.evidence})
 
 
 def _conflict_sides(conflicts: list[Conflict], present: set[str]) -> tuple[set[str], set[str]]:
@@ -327,7 +341,7 @@ def _finish(skill_dir: Path, old: _Existing, layout: Layout, records: Mapping[st
     placed = _placed(workspace, {**old.provenance.rules, **records}, old.provenance.rules, frozen)
     description, derived = _description(config, old, placed.values())
     provenance = Provenance(
-        skill=config.skill.name, run=asdict(run), description=derived, rules=placed,
+        skill=config.skill.name, run={k: v for k, v in asdict(run).items() if k != "trace_tasks"}, description=derived, rules=placed,
         withheld={rid: records[rid].model_copy(update={"reason": reason}) for rid, reason in sorted(withheld.items())},
         conflicts=tuple(conflicts), rejected=rejections, sections=tuple(sorted(layout.sections)),
         files=tuple(sorted(set(GENERATED_FILES) | layout.files)),

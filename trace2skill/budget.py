@@ -104,14 +104,24 @@ def preflight(traces: list[Trace], config: Config, model: str, *, analysed: Coll
     """
     price = price_for(config, model)
     estimate = quote(traces, config, price, analysed=analysed, merges_done=merges_done)
-    cap, threshold = config.budget.max_cost, config.budget.approve_above
-    if estimate.cost is None:
-        return estimate
-    if cap is not None and estimate.cost > cap:
-        raise BudgetRefused(f"quoted ${estimate.cost:.4f} for {estimate.calls} calls exceeds --budget ${cap:.4f}; raise the budget or analyse fewer traces")
-    if threshold is not None and estimate.cost > threshold and not config.budget.approved:
-        raise BudgetRefused(f"quoted ${estimate.cost:.4f} for {estimate.calls} calls is above the approval threshold ${threshold:.4f}; rerun with --yes to approve")
+    refuse_above_caps(config, estimate.cost, estimate.calls)
     return estimate
+
+
+def refuse_above_caps(config: Config, cost: float | None, calls: int, what: str = "") -> None:
+    """Refuse work quoted at `cost` for `calls` calls (`what`: which work, for the message) when it
+    is above `--budget`, or above `budget.approve_above` without `--yes`.
+
+    Raises:
+        BudgetRefused: as said (exit 78).
+    """
+    cap, threshold = config.budget.max_cost, config.budget.approve_above
+    if cost is None:
+        return
+    if cap is not None and cost > cap:
+        raise BudgetRefused(f"quoted ${cost:.4f} for {calls} calls{what} exceeds --budget ${cap:.4f}; raise the budget or analyse fewer traces")
+    if threshold is not None and cost > threshold and not config.budget.approved:
+        raise BudgetRefused(f"quoted ${cost:.4f} for {calls} calls{what} is above the approval threshold ${threshold:.4f}; rerun with --yes to approve")
 
 
 def price_for(config: Config, model: str) -> tuple[float, float] | None:
@@ -203,11 +213,24 @@ def _innermost(client, attribute: str):
 
 
 def with_budget(client: LLMClient, config: Config) -> LLMClient:
-    """`client` under the run's caps: a backend that meters its own requests (retries and repairs
-    included) gets the meter, even inside wrappers; anything else is wrapped whole."""
-    meter = Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
+    """`client` under the command's caps: a backend that meters its own requests (retries and
+    repairs included) gets the meter, even inside wrappers; anything else is wrapped whole.
+
+    A client lives for one command, so its meter does too: a client already under a meter keeps
+    it, and every run the command makes with it (the preflight, the main run, the gate's and the
+    evaluation's fold runs) spends from one `--max-calls` and one `--budget`.
+    """
+    if isinstance(client, BudgetedClient):
+        return client
     backend = _innermost(client, "meter")
-    if backend is not None and not isinstance(backend, BudgetedClient):
+    if backend is not None and getattr(backend, "meter", None) is not None:
+        return client
+    meter = Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
+    if backend is not None:
         backend.meter = meter
         return client
-    return BudgetedClient(client, meter)
+    wrapped = getattr(client, "_under_budget", None)  # the one wrapper (and meter) of this client
+    if wrapped is None:
+        wrapped = BudgetedClient(client, meter)
+        client._under_budget = wrapped
+    return wrapped

@@ -37,6 +37,9 @@ from .onboard import config_keys
 
 if TYPE_CHECKING:
     from .budget import Quote
+    from .config import Config
+    from .ingest import IngestResult
+    from .llm import LLMClient
 
 EXIT_PARTIAL = 3
 EXIT_GATED = 4
@@ -292,6 +295,28 @@ def _llm(ctx: typer.Context, config):
     return _CallMeter(llm) if llm is not None else None
 
 
+def _check_model(config: Config, llm: LLMClient) -> None:
+    """The model preflight before any trajectory is read or the pipeline imported: a wrong key or
+    model exits 78 in seconds, whatever the size of the corpus. It spends from the command's
+    caps (`budget.with_budget`), and the run's own check does not repeat it (`llm.check_model`).
+
+    Raises:
+        ProviderRejected, ProviderUnavailable, ConfigError, BudgetExceeded: see `llm.check_model`.
+    """
+    import asyncio
+
+    from .budget import with_budget
+    from .llm import check_model, close_clients
+
+    async def check() -> None:
+        try:
+            await check_model(with_budget(llm, config))
+        finally:
+            await close_clients()
+
+    asyncio.run(check())
+
+
 def _show_progress(ctx: typer.Context, json_out: bool) -> bool:
     return _level(ctx) >= 0 and not json_out and sys.stderr.isatty() and not os.environ.get("CI")
 
@@ -304,22 +329,25 @@ def _show_progress(ctx: typer.Context, json_out: bool) -> bool:
 @_run_command
 def distill(ctx: typer.Context, flags: RunFlags) -> None:
     """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
-    from .ingest import load_traces
-    from .journal import checkpoint_path
-    from .pipeline import distill as run_distill
-    from .pipeline import plan
-
     _verbosity(ctx, flags.verbose, flags.quiet)
     try:
         config = _config(flags.config_path, flags.overrides(), flags.settings)
         llm = _llm(ctx, config)
+        if llm is not None and not flags.dry_run:
+            _check_model(config, llm)
+        from .ingest import load_traces
+        from .journal import checkpoint_path
+        from .pipeline import distill as run_distill
+        from .pipeline import plan
+
         with _reading(_show_progress(ctx, flags.json_out)):
             ingested = load_traces(flags.paths or [Path(p) for p in config.sources], config)
         labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
         _warn_unmatched_labels(ctx, config, labelled, len(ingested.traces))
         quoted: list[Quote] = []
+        gate_quote = _quote_heldout(ctx, config, llm, ingested)
         if flags.dry_run and llm is not None and ingested.traces:
-            _quoted(ctx, quoted, plan(config, llm, ingested, None, check=False).quote)
+            _quoted(ctx, quoted, plan(config, llm, ingested, None, check=False).quote, config, gate_quote)
             _note(ctx, "dry run: quote only; the diff needs the model's answers (run without --dry-run, with --max-calls or --budget)")
             return
         _quote_gate(config, flags.dry_run)
@@ -327,7 +355,8 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
             checkpoint = checkpoint_path(config.state_dir) if llm is not None and not flags.dry_run else None
             result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not flags.dry_run,
-                                        checkpoint=checkpoint, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
+                                        checkpoint=checkpoint, control=control,
+                                        on_quote=lambda q: _quoted(ctx, quoted, q, config, gate_quote))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
@@ -381,13 +410,56 @@ def refresh(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _quoted(ctx: typer.Context, keep: list[Quote], estimate: Quote) -> None:
-    """Print the quote (unless -q) and keep it for the report."""
+def _quoted(ctx: typer.Context, keep: list[Quote], estimate: Quote, config: Config | None = None,
+            gate: Quote | None = None) -> None:
+    """Print the quote (unless -q) and keep it for the report; with the held-out gate's quote,
+    refuse the two together above the caps, before the run makes a call.
+
+    Raises:
+        BudgetRefused: the run and its gate together are quoted above the caps.
+    """
     from .report import print_quote
 
     keep.append(estimate)
     if _level(ctx) >= 0:
         print_quote(estimate)
+    if gate is not None and estimate.cost is not None and gate.cost is not None:
+        from .budget import refuse_above_caps
+
+        refuse_above_caps(config, estimate.cost + gate.cost, estimate.calls + gate.calls, " (the run and its held-out gate)")
+
+
+def _quote_heldout(ctx: typer.Context, config: Config, llm: LLMClient | None, ingested: IngestResult) -> Quote | None:
+    """The held-out gate's quote with a model, printed before any call (None without one).
+
+    Raises:
+        BudgetRefused: the gate alone is quoted above the caps.
+    """
+    if llm is None or config.gate.mode != "heldout" or not ingested.traces:
+        return None
+    from dataclasses import replace
+
+    from .budget import BudgetConfig, price_for, refuse_above_caps, with_budget
+    from .gate import quote_heldout
+    from .journal import checkpoint_path
+    from .pipeline import plan
+    from .report import print_quote
+
+    with_budget(llm, config)  # the command's meter holds the real caps; the fold plans below reuse it
+    uncapped = config.model_copy(update={"budget": BudgetConfig()})  # the quotes are refused below, as a whole
+
+    def fold_quote(traces: list) -> Quote | None:
+        outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
+        fold = replace(ingested, traces=traces, outcomes=outcomes)
+        return plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
+
+    estimate = quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
+    if estimate is None:
+        return None
+    if _level(ctx) >= 0:
+        print_quote(estimate)
+    refuse_above_caps(config, estimate.cost, estimate.calls, " (the held-out gate)")
+    return estimate
 
 
 def _refresh_dry_run(ctx, config, llm, paths, since, report, json_out) -> None:
@@ -902,7 +974,7 @@ class _progress_reporter:
             self._tasks[stage] = self._progress.add_task(f"{stage:8}", total=total or None, rate="", status="")
         task = self._tasks[stage]
         elapsed = self._progress.tasks[task].elapsed or 0.0
-        rate = f"{done / elapsed:5.1f}/s" if elapsed > 0 else ""
+        rate = f"{done / elapsed:5.1f}/s" if elapsed >= 1 else ""  # a rate over a fraction of a second says nothing
         status = (f"${cost:.4f}" if cost is not None else "") + (f"  {failed} failed" if failed else "")
         self._progress.update(task, completed=done, total=total or None, rate=rate, status=status)
 
@@ -915,4 +987,34 @@ class _progress_reporter:
 def main() -> None:
     """Console-script entry point (also behind `python cli.py` and `python -m trace2skill`,
     which show the same program name in usage messages)."""
-    app(prog_name="trace2skill")
+    try:
+        app(prog_name="trace2skill")
+    except SystemExit as exc:
+        _exit_now(exc.code)
+    _exit_now(0)
+
+
+def _exit_now(code: int | str | None) -> None:
+    """Exit with `code` without tearing the interpreter down module by module.
+
+    After litellm and LangGraph are imported, that teardown (freeing thousands of pydantic
+    classes) took 1.6 s of CPU on every run, 4-5 s of wall time on a busy machine, after the
+    result was already printed. Exit handlers still run and the standard streams are flushed;
+    when a non-daemon thread is still running, the ordinary exit (which waits for it) is used.
+    """
+    import atexit
+    import threading
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    status = 0 if code is None else int(code)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)

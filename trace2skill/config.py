@@ -84,7 +84,8 @@ class LLMConfig(_Section):
     seed: Int | None = None
     """Sent only when set; part of the response-cache key."""
     max_tokens: Int | None = Field(default=None, ge=1)
-    """Sent only when set."""
+    """Most output tokens one reply may use. Always sent, and reserved against `--budget` before each
+    request; unset: 2048 (512 for `llamacpp/` models)."""
     cache: bool = True
     """Reuse the journal of successful analyses and merges of the same run id (inputs, model, sampling, prompts)."""
 

@@ -16,8 +16,9 @@ Scoring asks, for each held-out trajectory, which rules *flag* it:
   kind and polarity are used;
 * with a model, a judge call per held-out trajectory sees the rule list and the run's steps and
   must cite rule ids (`JudgeVerdict`); ids not in the list are dropped. Calls go through the
-  run's `LLMClient`, so they are capped and budgeted like any other (not cached across runs:
-  the journal keeps a run's own analyses, and each fold is its own run).
+  run's `LLMClient`, so they are capped and budgeted like any other. The journal keeps what was
+  paid for: each fold's distil is a run with its own run id (its analyses and merges are
+  journaled), and each verdict is kept by `verdict_key`, so a rerun pays for nothing twice.
 
 `heldout_failure_coverage` is the share of held-out failed runs flagged by at least one rule;
 `false_alarm_rate` the share of held-out successful runs flagged by at least one rule.
@@ -38,6 +39,7 @@ from .author import SkillBuild
 from .config import Config
 from .errors import NothingLearned
 from .ingest import IngestResult
+from .journal import AnalysisJournal
 from .llm import LLMClient
 from .provenance import load_provenance
 from .rules import RuleRecord
@@ -182,13 +184,44 @@ def judge_messages(trace: Trace, rules: Sequence[RuleRecord], config: Config) ->
     return [{"role": "user", "content": user}]
 
 
-async def model_flags(trace: Trace, rules: Sequence[RuleRecord], llm: LLMClient, config: Config) -> set[str]:
-    """Rule ids the judge cites for this run; ids that are not in the list are dropped."""
+async def model_flags(trace: Trace, rules: Sequence[RuleRecord], llm: LLMClient, config: Config,
+                      journal: AnalysisJournal | None = None) -> set[str]:
+    """Rule ids the judge cites for this run; ids that are not in the list are dropped. A verdict
+    in `journal` (an `AnalysisJournal`) is not asked again; a new one is recorded there."""
     if not rules:
         return set()
+    key = verdict_key(trace, rules, config)
+    kept = journal.get_verdict(key) if journal is not None else None
+    if kept is not None:
+        return set(kept)
     verdict = await llm.complete(judge_messages(trace, rules, config), output=JudgeVerdict, purpose=judge_purpose(trace))
     known = {r.id for r in rules}
-    return {rid.strip() for rid in verdict.rule_ids if rid.strip() in known}
+    flagged = {rid.strip() for rid in verdict.rule_ids if rid.strip() in known}
+    if journal is not None:
+        journal.put_verdict(key, sorted(flagged))
+    return flagged
+
+
+def verdict_key(trace: Trace, rules: Sequence[RuleRecord], config: Config) -> str:
+    """Everything a judge's answer depends on: the trajectory, the rules as listed, the model,
+    the settings sent, the prompt's and the tool's versions."""
+    from .llm import sent_sampling
+    from .prompts import version as prompt_version
+    from .types import content_hash
+    from .version import __version__
+
+    listed = [[r.id, r.title, r.rule, r.when] for r in rules]
+    return content_hash([trace.digest(), listed, config.llm.model, config.llm.api_base, config.llm.structured,
+                         sent_sampling(config.llm), config.analyse.token_budget, prompt_version("judge.md"), __version__])
+
+
+def judge_journal(config: Config, llm: LLMClient | None) -> AnalysisJournal | None:
+    """The journal judge verdicts are kept in (None offline, or with `llm.cache = false`)."""
+    if llm is None or not config.llm.cache:
+        return None
+    from .journal import checkpoint_path, journal_path
+
+    return AnalysisJournal(journal_path(checkpoint_path(config.state_dir)), "judge")
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,6 +276,7 @@ class Scorer:
     def __init__(self, config: Config, llm: LLMClient | None):
         self.config, self.llm = config, llm
         self._findings: dict[str, Findings] = {}
+        self._journal = judge_journal(config, llm)
 
     def flags(self, traces: list[Trace], rules: Sequence[RuleRecord]) -> list[set[str]]:
         """The rule ids flagging each trace: offline findings (cached per trace), or judge calls
@@ -259,7 +293,7 @@ class Scorer:
 
         async def one(trace: Trace) -> set[str]:
             async with limit:
-                return await model_flags(trace, rules, self.llm, self.config)  # type: ignore[arg-type]
+                return await model_flags(trace, rules, self.llm, self.config, self._journal)  # type: ignore[arg-type]
 
         from .llm import close_clients
 
@@ -319,8 +353,14 @@ def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, ingested
             raise ConfigError(f"{str(scratch)!r} must not exist: held-out evaluation distils from no skill there")
         config = config.model_copy(update={"skill": config.skill.model_copy(update={"out": scratch})})
     outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
+    checkpoint = None
+    if llm is not None:  # each fold is a run of its own: its analyses and merges are journaled, never paid twice
+        from .journal import checkpoint_path
+
+        checkpoint = checkpoint_path(config.state_dir)
     try:
-        _, build = distil(config, llm, ingested=replace(ingested, traces=traces, outcomes=outcomes), write=False)
+        _, build = distil(config, llm, ingested=replace(ingested, traces=traces, outcomes=outcomes), write=False,
+                          checkpoint=checkpoint)
     except NothingLearned:
         return [], {}  # a skill with no rules: it flags nothing
     return written_rules(build.files.get("provenance.json")), build.files

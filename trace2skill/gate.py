@@ -27,12 +27,16 @@ import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from collections.abc import Callable
+
 from .author import SkillBuild
+from .budget import PROMPT_OVERHEAD_TOKENS, Quote, StageQuote
 from .config import Config
 from .errors import GateError, StateError
-from .evaluate import Distil
+from .evaluate import Distil, written_rules
 from .ingest import IngestResult
 from .llm import LLMClient
+from .types import Trace
 from .skillfmt.markers import RULE_MARKER
 from .skill import write_skill_dir
 from .types import JSONObject
@@ -117,15 +121,12 @@ def recorded(build: SkillBuild, decision: GateDecision) -> SkillBuild:
 
 
 def heldout_gate(distil: Distil, config: Config, llm: LLMClient | None, build: SkillBuild, ingested: IngestResult) -> GateDecision:
-    from .evaluate import Scorer, Scores, distil_rules, split_folds, written_rules
+    from .evaluate import Scorer, Scores, distil_rules, written_rules
 
     tolerance = config.gate.tolerance
-    current_text = _read(config.skill_dir() / "provenance.json")
+    current_text, pool, folds = heldout_split(config, ingested)
     if current_text is None:
         return GateDecision("heldout", True, "no current skill to compare with", tolerance, None, None)
-    seen = _seen_ids(current_text)
-    pool = [t for t in ingested.traces if t.id not in seen and t.outcome in ("success", "failure")]
-    folds = split_folds(pool, config.gate.folds)
     if len(folds) < 2:
         return GateDecision("heldout", False, f"held-out comparison needs labelled trajectories of at least 2 tasks "
                             f"the current skill has not seen; found {len(folds) if pool else 0}", tolerance, None, None)
@@ -141,6 +142,56 @@ def heldout_gate(distil: Distil, config: Config, llm: LLMClient | None, build: S
     return GateDecision("heldout", not worse, worse or "candidate is no worse on held-out trajectories", tolerance,
                         current.coverage, candidate.coverage, None, current.false_alarm_rate,
                         candidate.false_alarm_rate, counts)
+
+
+def heldout_split(config: Config, ingested: IngestResult) -> tuple[str | None, list[Trace], list[list[Trace]]]:
+    """The current skill's provenance.json text (None: no skill), the labelled trajectories it has
+    not seen (the held-out pool) and their folds by task."""
+    from .evaluate import split_folds
+
+    current_text = _read(config.skill_dir() / "provenance.json")
+    if current_text is None:
+        return None, [], []
+    seen = _seen_ids(current_text)
+    pool = [t for t in ingested.traces if t.id not in seen and t.outcome in ("success", "failure")]
+    return current_text, pool, split_folds(pool, config.gate.folds) if pool else []
+
+
+JUDGE_OUTPUT_TOKENS = 300
+RULE_LISTING_TOKENS = 80
+"""Prompt tokens the quote assumes per listed rule in a judge call (id, title, rule, when)."""
+
+
+def quote_heldout(config: Config, ingested: IngestResult, fold_quote: Callable[[list[Trace]], Quote],
+                  price: tuple[float, float] | None) -> Quote | None:
+    """The model spend of the held-out gate, said before it runs (None when it makes no call).
+
+    Each fold's distil is quoted by `fold_quote` (the pipeline's own quote of that run, so work
+    its journal holds is not counted); the judge makes one call per held-out trajectory for the
+    current skill and one for each fold's candidate (counted in full: the candidate's rules are
+    not known before it is built).
+    """
+    from .compress import compress_trace, count_tokens
+
+    current_text, pool, folds = heldout_split(config, ingested)
+    if current_text is None or len(folds) < 2:
+        return None
+    stages: dict[str, list[int]] = {}
+    for heldout in folds:
+        held = {t.id for t in heldout}
+        for stage in fold_quote([t for t in ingested.traces if t.id not in held]).stages:
+            if stage.stage != "preflight":
+                totals = stages.setdefault(f"gate-{stage.stage}", [0, 0, 0])
+                totals[0], totals[1], totals[2] = totals[0] + stage.calls, totals[1] + stage.input_tokens, totals[2] + stage.output_tokens
+    rules = len(written_rules(current_text))
+    budget = config.analyse.token_budget
+    per_trace = [min(budget, count_tokens(compress_trace(t, budget))) for t in pool]
+    judged = (2 if rules else 1) * len(pool)
+    judge_in = sum(per_trace) * judged // len(pool) + judged * (PROMPT_OVERHEAD_TOKENS + max(rules, 1) * RULE_LISTING_TOKENS)
+    stages["gate-judge"] = [judged, judge_in, judged * JUDGE_OUTPUT_TOKENS]
+    quoted = tuple(StageQuote(name, *values) for name, values in stages.items())
+    cost = None if price is None else sum(q.input_tokens * price[0] + q.output_tokens * price[1] for q in quoted)
+    return Quote(stages=quoted, cost=cost)
 
 
 def _worse(cov_now: float | None, cov_new: float | None, far_now: float | None, far_new: float | None,

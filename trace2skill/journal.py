@@ -9,6 +9,9 @@ an outage or a bad key every rerun replayed the failures and made no call. Now:
   versions) and the trace digest or the merge's input; a failure is never written, so the next
   run of the same command retries exactly what failed and nothing else;
 - the graph's state lives in memory for one invocation only (nothing to go stale);
+- the held-out gate's and evaluation's fold runs are runs like any other (their own run ids), and
+  each judge verdict is kept by a key over the trajectory, the rules judged, the model, the
+  settings sent and the judge prompt's version, so a rerun of the gate pays for nothing twice;
 - there is no response cache: every request worth reusing is an analysis or a merge, and the
   run id already covers what a cache key would (model, seed, sampling, prompt versions).
 
@@ -17,6 +20,7 @@ The journal sits beside the state folder's checkpoint path (`journal_path`).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -53,6 +57,7 @@ class AnalysisJournal:
         with closing(self._connect()) as db, db:
             db.execute("CREATE TABLE IF NOT EXISTS analyses (run TEXT, trace TEXT, result TEXT NOT NULL, PRIMARY KEY (run, trace))")
             db.execute("CREATE TABLE IF NOT EXISTS merges (run TEXT, key TEXT, result TEXT NOT NULL, PRIMARY KEY (run, key))")
+            db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, rule_ids TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
@@ -80,6 +85,15 @@ class AnalysisJournal:
     def put_merge(self, key: str, merged: LessonSet) -> None:
         """Record a merge whose model calls all succeeded."""
         self._write("INSERT OR REPLACE INTO merges VALUES (?, ?, ?)", (self.run_id, key, merged.model_dump_json()))
+
+    def get_verdict(self, key: str) -> list[str] | None:
+        """A held-out judge's verdict (the rule ids it cited), by `evaluate.verdict_key`."""
+        row = self._one("SELECT rule_ids FROM verdicts WHERE key = ?", (key,))
+        return json.loads(row[0]) if row else None
+
+    def put_verdict(self, key: str, rule_ids: list[str]) -> None:
+        """Record a judge call that succeeded (its key covers everything the answer depends on)."""
+        self._write("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", (key, json.dumps(sorted(rule_ids))))
 
     def analysed(self) -> set[str]:
         """Digests of the traces this run has already analysed successfully."""

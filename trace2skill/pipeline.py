@@ -23,7 +23,7 @@ from typing import Any
 from langgraph.errors import GraphDrained
 
 from .version import __version__
-from .analyse import Analyst, analyst_for
+from .analyse import Analyst, analyst_for, task_key
 from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
 from .budget import Quote, preflight
@@ -36,7 +36,7 @@ from .ingest import IngestResult, load_traces
 from .ingest.fidelity import loss_warnings
 from .ingest.fidelity import summary as fidelity_summary
 from .journal import AnalysisJournal, journal_path
-from .llm import LLMClient, close_clients
+from .llm import LLMClient, close_clients, sent_sampling
 from .prompts import version as prompt_version
 from .rules import RuleRecord
 from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
@@ -66,10 +66,12 @@ class Plan:
 
 
 def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoint: Path | None,
-         check: bool = True, source: Path | None = None) -> Plan:
+         check: bool = True, source: Path | None = None, quoted: Quote | None = None) -> Plan:
     """Choose the analyst, check the model (when `check` and work is left), quote the work left,
     and refuse a run the caps cannot cover. The check comes first: it is one tiny request and
-    fails fast on a wrong key or model, before the quote reads every trajectory.
+    fails fast on a wrong key or model, before the quote reads every trajectory. `quoted` is a
+    quote an earlier `plan` of the same run already made and checked (the refresh job quotes
+    before touching git), used as it is instead of compressing every trajectory again.
 
     Raises:
         ProviderRejected: the model, key or structured output does not work (exit 78).
@@ -87,7 +89,7 @@ def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoi
         merges = journal.merges_done() if journal is not None else 0
         if check and len(analysed) < len(ingested.traces):
             asyncio.run(_check(analyst))
-        estimate = preflight(ingested.traces, config, analyst.model, analysed=analysed, merges_done=merges)
+        estimate = quoted if quoted is not None else preflight(ingested.traces, config, analyst.model, analysed=analysed, merges_done=merges)
     return Plan(analyst, run, journal, estimate)
 
 
@@ -103,6 +105,7 @@ def distill(
     control: Any = None,
     rejected: dict[str, int] | None = None,
     on_quote: Callable[[Quote], None] | None = None,
+    quoted: Quote | None = None,
 ) -> tuple[RunResult, SkillBuild]:
     """Distil trajectories into the skill folder `config.skill_dir()`.
 
@@ -116,6 +119,7 @@ def distill(
         control: a LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
         rejected: rule ids reviewers removed, with the support they had then.
         on_quote: shown the quote of the work left before any call is made.
+        quoted: the quote `plan` already made for this run (see `plan`), so it is not made twice.
 
     Raises:
         NoInputError: no trajectory could be read.
@@ -134,7 +138,7 @@ def distill(
         raise NoInputError(no_input_message(ingested))
     with skill_lock(config.skill_dir()) if write else _nothing():
         run, analyst, final, failed, notes, build = _build(config, llm, ingested, progress, checkpoint, control,
-                                                          rejected, write, on_quote)
+                                                          rejected, write, on_quote, quoted)
         decision = None
         if write and build.changed and config.gate.mode != "none":
             from .gate import run_gate
@@ -185,7 +189,7 @@ def _catalogue_text() -> str:
 
 def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progress: Progress | None,
            checkpoint: Path | None, control: Any, rejected: dict[str, int] | None, write: bool,
-           on_quote: Callable[[Quote], None] | None):
+           on_quote: Callable[[Quote], None] | None, quoted: Quote | None = None):
     """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
     finishing a killed write; a dry run reads where that write left it, moving nothing)."""
     source = config.skill_dir()
@@ -194,7 +198,7 @@ def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progre
     else:
         source = pending_source(source)
     no_symlinks(source)  # before any model call: a linked file would stop the run at the end anyway
-    run_plan = plan(config, llm, ingested, checkpoint, source=source)
+    run_plan = plan(config, llm, ingested, checkpoint, source=source, quoted=quoted)
     if on_quote is not None and run_plan.quote is not None:
         on_quote(run_plan.quote)
     analyst, run = run_plan.analyst, run_plan.run
@@ -265,7 +269,7 @@ def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInf
     model_run = analyst.mode == "llm"
     settings = config.model_dump(mode="json", include={k: v for k, v in ANSWER_SETTINGS.items() if model_run or k != "llm"})
     run_id = "run-" + content_hash([source_digest, analyst.model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
-    sent = {k: v for k, v in settings.get("llm", {}).items() if k in {"temperature", "seed", "max_tokens"} and v is not None}
+    sent = sent_sampling(config.llm) if model_run else {}
     return RunInfo(
         settings={
             "sampling": sent if model_run else {},
@@ -280,6 +284,7 @@ def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInf
         source_digest=source_digest,
         trace_outcomes={t.id: t.outcome for t in ingested.traces},
         tool_version=__version__,
+        trace_tasks={t.id: task_key(t) for t in ingested.traces} if model_run else {},
     )
 
 

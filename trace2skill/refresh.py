@@ -103,18 +103,21 @@ def refresh(
         fresh = select_new(ingested, state, name, since)
         if not fresh.traces:
             return RefreshOutcome(name, False, f"no changes: all {len(ingested.traces)} trajectories were already distilled")
+        estimate = None
         if llm is not None:  # refuse an over-budget run before touching git; distill checks the model
             from .pipeline import plan as plan_run
 
             estimate = plan_run(config, llm, fresh, checkpoint_path(config.state_dir), check=False).quote
             if on_quote is not None and estimate is not None:
                 on_quote(estimate)
-        return _fold(config, llm, fresh, state, git, plan, pr_body_path, progress, control)
+        return _fold(config, llm, fresh, state, git, plan, pr_body_path, progress, control, estimate)
 
 
 def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: RefreshState, git: _GitTarget | None,
-          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: RunControl | None) -> RefreshOutcome:
-    """Distil the new trajectories on the bot branch and publish the change."""
+          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: RunControl | None,
+          estimate: Quote | None = None) -> RefreshOutcome:
+    """Distil the new trajectories on the bot branch and publish the change (`estimate`: the quote
+    already made and checked, passed on so distil does not quote again)."""
     name = config.skill.name
     branch = git.prepare(config, plan) if git is not None else None
     try:
@@ -123,7 +126,7 @@ def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: Ref
             save_state(config.state_dir, state)
         rejected = {rid: r.support for rid, r in state.skill(name).rejected.items()}
         result, build = distill(config, llm, ingested=fresh, progress=progress, control=control,
-                                checkpoint=checkpoint_path(config.state_dir), rejected=rejected)
+                                checkpoint=checkpoint_path(config.state_dir), rejected=rejected, quoted=estimate)
         digests = [t.digest() for t in fresh.traces]
         if result.gate is not None and not result.gate["accepted"]:
             return RefreshOutcome(name, False, f"gated: {build.previous_version or 'new'} -> {build.version} not published "

@@ -15,6 +15,7 @@ in) gets a key only when the same file names the variable to send, `llm.api_key_
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
@@ -26,7 +27,8 @@ from ..types import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["LLMClient", "build_llm", "allow_model_requests", "check_model", "resolve_api_key", "model_price"]
+__all__ = ["LLMClient", "build_llm", "allow_model_requests", "check_model", "resolve_api_key", "model_price",
+           "sent_sampling"]
 
 NO_KEY = "sk-no-key-sent"
 """Sent instead of a real key to an `api_base` that may not receive one, so litellm does not
@@ -68,17 +70,28 @@ PING = [{"role": "system", "content": "You check that a connection works. Reply 
 
 async def check_model(client: LLMClient) -> None:
     """One cheap request before any analysis: the model exists, the key works, replies follow a schema.
+    Made once per client (so once per command, however many runs it makes).
 
     Raises:
         ProviderRejected: key, permission, model or request refused (exit 78), or replies that do
             not follow the schema even after a repair request.
         ProviderUnavailable: the provider cannot be reached (after retries).
     """
+    backend = client
+    while getattr(backend, "inner", None) is not None:  # wrappers (budget, call counts) keep the client in `inner`
+        backend = backend.inner
+    if backend in _checked:
+        return
     try:
         await client.complete(PING, output=Ping, purpose="preflight")
     except LessonParseError as exc:
         raise ProviderRejected(f"{client.model!r} answers without following the JSON schema ({exc}); "
                                "set llm.structured = \"tool\" or \"json\" (now the default \"json_schema\")") from None
+    _checked.add(backend)
+
+
+_checked: "weakref.WeakSet" = weakref.WeakSet()
+"""Clients whose preflight succeeded: one check per client, so per command, however many runs it makes."""
 
 
 async def close_clients() -> None:
@@ -153,6 +166,20 @@ def key_hint(config: LLMConfig) -> str:
     if missing:
         return f"Set {', '.join(missing)}."
     return "Check the provider's API key variable, or set llm.api_key_env."
+
+
+def sent_sampling(config: LLMConfig) -> dict:
+    """The sampling parameters each request to `config.model` carries (for provenance): those the
+    user set, and `max_tokens` always (the backend's default when unset); none for the scripted model."""
+    if config.model.startswith("scripted"):
+        return {}
+    if config.model.startswith("llamacpp/"):
+        from .llamacpp_backend import request_params
+
+        return request_params(config)
+    from .litellm_backend import sampling_params
+
+    return sampling_params(config)
 
 
 def model_price(config: Config) -> tuple[float, float] | None:

@@ -7,7 +7,11 @@ the OpenAI client's own retries are off; `retry.with_retries` is the policy, and
 errors become ours in exactly one place, `map_error`.
 
 Every request, retries and repair requests included, is reserved against the run's budget
-meter *before* it is sent, so `--max-calls` and `--budget` hold under any concurrency.
+meter *before* it is sent, so `--max-calls` and `--budget` hold under any concurrency. The
+reservation is a real cap: every request carries `max_tokens` (`llm.max_tokens`, else
+`DEFAULT_MAX_TOKENS`), the most output it may be billed for, and the prompt is reserved at an
+over-estimate of its tokens. A provider that ignores `max_tokens` can still bill more; the meter
+then counts what it billed and refuses every later request once the cap is passed.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=BaseModel)
 
-RESERVED_OUTPUT_TOKENS = 2048
-"""Output tokens reserved per request when `llm.max_tokens` does not bound the reply."""
+DEFAULT_MAX_TOKENS = 2048
+"""Reply length cap sent (and reserved against the budget) when `llm.max_tokens` is unset: about
+four times the longest analyst or merge reply."""
 
 
 def _litellm():
@@ -46,9 +51,9 @@ def _litellm():
 
 
 def sampling_params(config: LLMConfig) -> dict[str, float | int]:
-    """The request parameters the user set, and only those."""
-    params: dict[str, float | int] = {}
-    for key in ("temperature", "seed", "max_tokens"):
+    """The sampling parameters the user set, and `max_tokens` always (the budget reserves it)."""
+    params: dict[str, float | int] = {"max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS}
+    for key in ("temperature", "seed"):
         value = getattr(config, key)
         if value is not None:
             params[key] = value
@@ -89,7 +94,7 @@ class LiteLLMClient:
 
     async def _send(self, messages: list[dict[str, str]], output: type[BaseModel]) -> str:
         tokens_in = estimate_tokens(messages)
-        reserved = self.meter.reserve(tokens_in, self.config.max_tokens or RESERVED_OUTPUT_TOKENS) if self.meter else None
+        reserved = self.meter.reserve(tokens_in, int(sampling_params(self.config)["max_tokens"])) if self.meter else None
         cost: float | None = None
         try:
             await self._limiter.acquire(tokens_in)
@@ -129,9 +134,9 @@ class LiteLLMClient:
         usage = getattr(response, "usage", None)
         tokens_in = getattr(usage, "prompt_tokens", 0) or 0
         tokens_out = getattr(usage, "completion_tokens", 0) or 0
-        cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-        if cost is None and self.meter is not None:
-            cost = self.meter.price_of(tokens_in, tokens_out)
+        cost = self.meter.price_of(tokens_in, tokens_out) if self.meter is not None else None
+        if cost is None:  # the meter's price is the one the reservation used; litellm's is the fallback
+            cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
         self.usage = self.usage + Usage(calls=1, input_tokens=tokens_in, output_tokens=tokens_out, cost=cost)
         return cost
 
