@@ -378,13 +378,13 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, conf
             pool = await analyse_stream(work, traces, position, fan_in, config.analyse.concurrency, tick)
             level = 1 if n > 1 else 0
         work.halt.raise_if_halted()
-        final = await _merge_levels(work, config, pool, level, tick)
+        final = await merge_levels(work, config, pool, level, tick)
     finally:
         await close_clients()
     return final, list(work.failed), list(work.notes)
 
 
-async def _merge_levels(work: Work, config: Config, pool: list[Packed], level: int, tick: Callable[[str, int], None]) -> LessonSet:
+async def merge_levels(work: Work, config: Config, pool: list[Packed], level: int, tick: Callable[[str, int], None]) -> LessonSet:
     graph = build_graph(work, config)
     final: Packed | None = pool[0] if len(pool) == 1 else None
     try:
