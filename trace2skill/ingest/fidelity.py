@@ -108,20 +108,38 @@ def finish(row: FileFidelity, ledger: Ledger, format_name: str | None) -> FileFi
 
 def summary(rows: Iterable[FileFidelity]) -> dict[str, Any]:
     """Totals over files, and the files that lost more than `LOSS_WARNING` of their calls."""
-    rows = list(rows)
-    counted = [r for r in rows if r.counted]
-    return {
-        "files": len(rows),
-        "files_counted": len(counted),
-        "calls_in_files": sum(r.calls_in_file for r in counted),
-        "calls_read": sum(r.calls_read for r in counted),
-        "results_in_files": sum(r.results_in_file for r in counted),
-        "results_read": sum(r.results_read for r in counted),
-        "errors_flagged": sum(r.errors for r in rows),
-        "unexplained_calls": sum(r.unexplained_calls for r in rows),
-        "dropped": sum(sum(r.dropped.values()) for r in rows),
-        "lossy_files": [r.file for r in counted if r.calls_lost > LOSS_WARNING],
-    }
+    totals = empty_summary()
+    for row in rows:
+        add_to_summary(totals, row)
+    return totals
+
+
+def empty_summary() -> dict[str, Any]:
+    """The totals of no file (`add_to_summary` adds one): a run folds its files in as it reads
+    them instead of keeping a row per file."""
+    return {"files": 0, "files_counted": 0, "calls_in_files": 0, "calls_read": 0, "results_in_files": 0, "results_read": 0,
+            "errors_flagged": 0, "unexplained_calls": 0, "dropped": 0, "lossy_files": []}
+
+
+def add_to_summary(totals: dict[str, Any], row: FileFidelity) -> None:
+    """Add one file's row to `summary`'s totals."""
+    totals["files"] += 1
+    totals["errors_flagged"] += row.errors
+    totals["unexplained_calls"] += row.unexplained_calls
+    totals["dropped"] += sum(row.dropped.values())
+    if row.counted:
+        totals["files_counted"] += 1
+        totals["calls_in_files"] += row.calls_in_file
+        totals["calls_read"] += row.calls_read
+        totals["results_in_files"] += row.results_in_file
+        totals["results_read"] += row.results_read
+        if row.calls_lost > LOSS_WARNING:
+            totals["lossy_files"].append(row.file)
+
+
+def lossy(row: FileFidelity) -> bool:
+    """Whether `loss_warnings` says something about this file."""
+    return row.counted and row.calls_lost > LOSS_WARNING
 
 
 def summary_line(totals: dict[str, Any]) -> str:
@@ -138,7 +156,7 @@ def loss_warnings(rows: Iterable[FileFidelity]) -> list[str]:
     """A warning per file that lost more than 1 % of its calls, with the reasons it gives."""
     out = []
     for row in rows:
-        if row.counted and row.calls_lost > LOSS_WARNING:
+        if lossy(row):
             why = ", ".join(sorted(set(row.ignored) | set(row.dropped))[:3]) or "no reason given"
             out.append(f"{row.file}: read {row.calls_read} of {row.calls_in_file} tool calls "
                        f"({row.calls_lost:.0%} not read; {why}); see `trace2skill ingest --check`")
