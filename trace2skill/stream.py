@@ -34,12 +34,12 @@ from typing import Literal, Protocol
 from .config import Config
 from .ingest import IngestResult, iter_traces, limits_of
 from .ingest.documents import iter_sources
-from .ingest.fidelity import FileFidelity, add_to_summary, empty_summary, lossy
+from .ingest.fidelity import FileFidelity, Totals, lossy
 from .ingest.fidelity import summary as fidelity_summary
 from .ingest.labels import LabelBook, build_label_book
 from .redact import Redactor
 from .rules import RuleRecord
-from .types import LessonSet, Outcome, Skip, Trace, content_hash
+from .types import JSONObject, LessonSet, Outcome, Skip, Trace, content_hash
 
 Analysis = Literal["index", "offline", "llm"]
 """What `run_shard` does per trace: only index it; index it and run the offline analyst; or
@@ -270,7 +270,7 @@ class Corpus:
     fidelity: list[FileFidelity]
     """The rows of files that lost calls (`ingest.fidelity.lossy`); the rest are only counted in
     `fidelity_totals` (a row per file would grow with the corpus)."""
-    fidelity_totals: dict[str, object]
+    fidelity_totals: JSONObject
     """`ingest.fidelity.summary` over every file read."""
     redactions: dict[str, int]
     labels: LabelBook
@@ -309,7 +309,7 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
     entries: list[IndexEntry] = []
     lessons: dict[tuple[str, str], Packed] = {}
     skips, fidelity, failed = list(path_skips), [], []
-    totals = empty_summary()
+    totals = Totals()
     redactions: Counter[str] = Counter()
     for result in results:
         entries.extend(result.entries)
@@ -317,14 +317,14 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
             lessons.setdefault((entry.id, entry.digest), packed)
         skips.extend(result.skips)
         for row in result.fidelity:
-            add_to_summary(totals, row)
+            totals.add(row)
             if lossy(row):
                 fidelity.append(row)
         failed.extend(result.failed)
         redactions.update(result.redactions)
     kept, duplicates, renamed = settle_ids(entries)
     by_id = {e.id: lessons[(e.id, e.digest)] for e in kept if (e.id, e.digest) in lessons}
-    return Corpus(kept, by_id, skips + duplicates, fidelity, totals, dict(redactions), labels, inputs, shards, renamed, failed)
+    return Corpus(kept, by_id, skips + duplicates, fidelity, totals.as_json(), dict(redactions), labels, inputs, shards, renamed, failed)
 
 
 def with_renamed(corpus: Corpus, results: Iterable[ShardResult]) -> Corpus:

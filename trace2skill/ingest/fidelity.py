@@ -107,33 +107,47 @@ def finish(row: FileFidelity, ledger: Ledger, format_name: str | None) -> FileFi
 
 def summary(rows: Iterable[FileFidelity]) -> JSONObject:
     """Totals over files, and the files that lost more than `LOSS_WARNING` of their calls."""
-    totals = empty_summary()
+    totals = Totals()
     for row in rows:
-        add_to_summary(totals, row)
-    return totals
+        totals.add(row)
+    return totals.as_json()
 
 
-def empty_summary() -> dict[str, Any]:
-    """The totals of no file (`add_to_summary` adds one): a run folds its files in as it reads
-    them instead of keeping a row per file."""
-    return {"files": 0, "files_counted": 0, "calls_in_files": 0, "calls_read": 0, "results_in_files": 0, "results_read": 0,
-            "errors_flagged": 0, "unexplained_calls": 0, "dropped": 0, "lossy_files": []}
+@dataclass
+class Totals:
+    """`summary`'s totals, folded in one file at a time: a run adds each file as it reads it
+    instead of keeping a row per file."""
 
+    files: int = 0
+    files_counted: int = 0
+    calls_in_files: int = 0
+    calls_read: int = 0
+    results_in_files: int = 0
+    results_read: int = 0
+    errors_flagged: int = 0
+    unexplained_calls: int = 0
+    dropped: int = 0
+    lossy_files: list[str] = field(default_factory=list)
 
-def add_to_summary(totals: dict[str, Any], row: FileFidelity) -> None:
-    """Add one file's row to `summary`'s totals."""
-    totals["files"] += 1
-    totals["errors_flagged"] += row.errors
-    totals["unexplained_calls"] += row.unexplained_calls
-    totals["dropped"] += sum(row.dropped.values())
-    if row.counted:
-        totals["files_counted"] += 1
-        totals["calls_in_files"] += row.calls_in_file
-        totals["calls_read"] += row.calls_read
-        totals["results_in_files"] += row.results_in_file
-        totals["results_read"] += row.results_read
-        if row.calls_lost > LOSS_WARNING:
-            totals["lossy_files"].append(row.file)
+    def add(self, row: FileFidelity) -> None:
+        self.files += 1
+        self.errors_flagged += row.errors
+        self.unexplained_calls += row.unexplained_calls
+        self.dropped += sum(row.dropped.values())
+        if row.counted:
+            self.files_counted += 1
+            self.calls_in_files += row.calls_in_file
+            self.calls_read += row.calls_read
+            self.results_in_files += row.results_in_file
+            self.results_read += row.results_read
+            if lossy(row):
+                self.lossy_files.append(row.file)
+
+    def as_json(self) -> JSONObject:
+        return {"files": self.files, "files_counted": self.files_counted, "calls_in_files": self.calls_in_files,
+                "calls_read": self.calls_read, "results_in_files": self.results_in_files, "results_read": self.results_read,
+                "errors_flagged": self.errors_flagged, "unexplained_calls": self.unexplained_calls, "dropped": self.dropped,
+                "lossy_files": list(self.lossy_files)}
 
 
 def lossy(row: FileFidelity) -> bool:
