@@ -38,7 +38,7 @@ from .onboard import config_keys
 if TYPE_CHECKING:
     from .budget import Quote
     from .config import Config
-    from .ingest import IngestResult
+    from .stream import Corpus
     from .llm import LLMClient
 
 EXIT_PARTIAL = 3
@@ -89,6 +89,9 @@ LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help=_h("flat: OUT
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help=_h("litellm model string, 'offline' (no LLM) or 'scripted:FILE.json'.", _config_default("llm.model")), show_default=False)]
 ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help=_h("Base URL of a local OpenAI-compatible server.", "provider default"), show_default=False)]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help=_h("Analysts running at once.", _config_default("analyse.concurrency")), show_default=False)]
+ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help=_h("Where the map stage runs: local, process (--workers processes) or ray.", _config_default("analyse.executor")), show_default=False)]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help=_h("Worker processes of the map stage (the offline analyst is CPU-bound).", _config_default("analyse.workers")), show_default=False)]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help=_h("Ray cluster to join with --executor ray (auto, ray://HOST:PORT).", "a local Ray"), show_default=False)]
 FanInOpt = Annotated[Optional[int], typer.Option("--fan-in", help=_h("Lesson sets per merge.", _config_default("consolidate.fan_in")), show_default=False)]
 MinSupportOpt = Annotated[Optional[int], typer.Option("--min-support", help=_h("Trajectories a rule needs to enter SKILL.md.", _config_default("consolidate.min_support")), show_default=False)]
 BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help=_h("Hard cap on model spend in US dollars.", "no cap"), show_default=False)]
@@ -126,6 +129,9 @@ class RunFlags:
     model: ModelOpt = _sets("llm.model")
     api_base: ApiBaseOpt = _sets("llm.api_base")
     concurrency: ConcurrencyOpt = _sets("analyse.concurrency")
+    executor: ExecutorOpt = _sets("analyse.executor")
+    workers: WorkersOpt = _sets("analyse.workers")
+    ray_address: RayAddressOpt = _sets("analyse.ray_address")
     fan_in: FanInOpt = _sets("consolidate.fan_in")
     min_support: MinSupportOpt = _sets("consolidate.min_support")
     trace_format: FormatOpt = _sets("analyse.format")
@@ -329,32 +335,31 @@ def _show_progress(ctx: typer.Context, json_out: bool) -> bool:
 @_run_command
 def distill(ctx: typer.Context, flags: RunFlags) -> None:
     """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
+    from .journal import checkpoint_path
+    from .pipeline import distill as run_distill
+    from .pipeline import plan, read_corpus
+
     _verbosity(ctx, flags.verbose, flags.quiet)
     try:
         config = _config(flags.config_path, flags.overrides(), flags.settings)
         llm = _llm(ctx, config)
         if llm is not None and not flags.dry_run:
             _check_model(config, llm)
-        from .ingest import load_traces
-        from .journal import checkpoint_path
-        from .pipeline import distill as run_distill
-        from .pipeline import plan
-
-        with _reading(_show_progress(ctx, flags.json_out)):
-            ingested = load_traces(flags.paths or [Path(p) for p in config.sources], config)
-        labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
-        _warn_unmatched_labels(ctx, config, labelled, len(ingested.traces))
+        with _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
+            corpus = read_corpus(config, llm is None, flags.paths, progress=progress)
+        labelled = sum(e.label_source == str(config.analyse.labels) for e in corpus.entries)
+        _warn_unmatched_labels(ctx, config, labelled, len(corpus.entries))
         quoted: list[Quote] = []
-        gate_quote = _quote_heldout(ctx, config, llm, ingested)
-        if flags.dry_run and llm is not None and ingested.traces:
-            _quoted(ctx, quoted, plan(config, llm, ingested, None, check=False).quote, config, gate_quote)
+        gate_quote = _quote_heldout(ctx, config, llm, corpus)
+        if flags.dry_run and llm is not None and corpus.entries:
+            _quoted(ctx, quoted, plan(config, llm, corpus, None, check=False).quote, config, gate_quote)
             _note(ctx, "dry run: quote only; the diff needs the model's answers (run without --dry-run, with --max-calls or --budget)")
             return
         _quote_gate(config, flags.dry_run)
         before = _previous_titles(config.skill_dir())
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
             checkpoint = checkpoint_path(config.state_dir) if llm is not None and not flags.dry_run else None
-            result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not flags.dry_run,
+            result, build = run_distill(config, llm, corpus=corpus, progress=progress, write=not flags.dry_run,
                                         checkpoint=checkpoint, control=control,
                                         on_quote=lambda q: _quoted(ctx, quoted, q, config, gate_quote))
     except (Trace2SkillError, OSError) as exc:
@@ -429,28 +434,30 @@ def _quoted(ctx: typer.Context, keep: list[Quote], estimate: Quote, config: Conf
         refuse_above_caps(config, estimate.cost + gate.cost, estimate.calls + gate.calls, " (the run and its held-out gate)")
 
 
-def _quote_heldout(ctx: typer.Context, config: Config, llm: LLMClient | None, ingested: IngestResult) -> Quote | None:
+def _quote_heldout(ctx: typer.Context, config: Config, llm: LLMClient | None, corpus: Corpus) -> Quote | None:
     """The held-out gate's quote with a model, printed before any call (None without one).
 
     Raises:
         BudgetRefused: the gate alone is quoted above the caps.
     """
-    if llm is None or config.gate.mode != "heldout" or not ingested.traces:
+    if llm is None or config.gate.mode != "heldout" or not corpus.entries:
         return None
     from dataclasses import replace
 
     from .budget import BudgetConfig, price_for, refuse_above_caps, with_budget
     from .gate import quote_heldout
     from .journal import checkpoint_path
-    from .pipeline import plan
+    from .pipeline import held_traces, plan, read_corpus
     from .report import print_quote
+
+    ingested = held_traces(config, corpus)  # the gate distils its folds from whole traces anyway
 
     with_budget(llm, config)  # the command's meter holds the real caps; the fold plans below reuse it
     uncapped = config.model_copy(update={"budget": BudgetConfig()})  # the quotes are refused below, as a whole
 
     def fold_quote(traces: list) -> Quote | None:
         outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
-        fold = replace(ingested, traces=traces, outcomes=outcomes)
+        fold = read_corpus(uncapped, False, ingested=replace(ingested, traces=traces, outcomes=outcomes))
         return plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
 
     estimate = quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
@@ -468,15 +475,14 @@ def _refresh_dry_run(ctx, config, llm, paths, since, report, json_out) -> None:
     from .report import print_quote
 
     if llm is not None:
-        from .ingest import load_traces
-        from .refresh import select_new
+        from .refresh import read_new
         from .state import load_state
 
-        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
-        fresh = select_new(ingested, load_state(config.state_dir), config.skill.name, since)
+        _, fresh = read_new(config, False, paths, load_state(config.state_dir), config.skill.name, since)
+        entries = fresh.entries if fresh is not None else []
         if _level(ctx) >= 0:
-            print_quote(preflight(fresh.traces, config, llm.model))
-        _note(ctx, f"dry run: {len(fresh.traces)} new trajectories; quote only, the diff needs the model's answers")
+            print_quote(preflight(entries, config, llm.model))
+        _note(ctx, f"dry run: {len(entries)} new trajectories; quote only, the diff needs the model's answers")
         return
     preview = preview_refresh(config, None, paths, since)
     if preview is None:
@@ -935,18 +941,6 @@ def _interrupted() -> typer.Exit:
     return _fail(Interrupted("interrupted; rerun the same command to resume"))
 
 
-@contextmanager
-def _reading(enabled: bool):
-    """A spinner on stderr while trajectories are read (large corpora take a while)."""
-    if not enabled:
-        yield
-        return
-    from rich.console import Console
-
-    with Console(stderr=True).status("reading trajectories..."):
-        yield
-
-
 class _progress_reporter:
     """A rich progress bar on stderr driven by graph events: count, rate, ETA, spend, failures."""
 
@@ -971,7 +965,8 @@ class _progress_reporter:
 
     def update(self, stage: str, done: int, total: int, *, failed: int = 0, cost: float | None = None) -> None:
         if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(f"{stage:8}", total=total or None, rate="", status="")
+            label = "reading trajectories (files)" if stage == "read" else f"{stage:8}"
+            self._tasks[stage] = self._progress.add_task(label, total=total or None, rate="", status="")
         task = self._tasks[stage]
         elapsed = self._progress.tasks[task].elapsed or 0.0
         rate = f"{done / elapsed:5.1f}/s" if elapsed >= 1 else ""  # a rate over a fraction of a second says nothing
