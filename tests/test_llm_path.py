@@ -442,16 +442,15 @@ def rambling(user: str) -> dict:
 
 def test_the_budget_is_never_overshot_by_long_replies_at_concurrency_8(demo_traces, tmp_path, local_model):
     from trace2skill.config import load_config
-    from trace2skill.ingest import load_traces
     from trace2skill.llm import build_llm
-    from trace2skill.pipeline import plan
+    from trace2skill.pipeline import plan, read_corpus
 
     traces = corpus(demo_traces, tmp_path / "c", 20)
     price = ["--set", "llm.price_in=1", "--set", "llm.price_out=1"]  # US dollars per million tokens
     with FakeServer(reply=lambda body: answer(body, rambling), latency=0.1) as server:
         config = load_config(overrides={"llm.model": MODEL, "llm.api_base": server.url, "llm.price_in": 1,
                                         "llm.price_out": 1}, env={})
-        quoted = plan(config, build_llm(config, env={}), load_traces([traces], config), None, check=False).quote.cost
+        quoted = plan(config, build_llm(config, env={}), read_corpus(config, False, [traces]), None, check=False).quote.cost
         budget = round(quoted * 1.1, 6)  # the quote passes; the rambling replies would cost far more
         result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url, "--concurrency", "8",
                                                  "--budget", str(budget), *price))

@@ -172,8 +172,7 @@ def distill(
         quoted: the quote `plan` already made for this run (see `plan`), so it is not made twice.
 
     Raises:
-        NoInputError: no trajectory could be read.
-        BudgetRefused, ConfigError: see `plan`; ProviderRejected: the model preflight failed.
+        NoInputError: no trajectory could be read. BudgetRefused, ConfigError, ProviderRejected: see `plan`.
         LockHeld: another run is writing the skill folder (exit 75; dry runs take no lock).
         SkillValidationError: the rendered skill fails validation, the folder holds a symlink,
             or provenance.json lists a path outside it (nothing is written).
