@@ -19,7 +19,7 @@ import math
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -128,6 +128,16 @@ def price_for(config: Config, model: str) -> tuple[float, float] | None:
     return price
 
 
+class Caps(Protocol):
+    """What a client asks of the run's caps: `Meter` in one process, `executors.ray.RemoteMeter` on Ray."""
+
+    def price_of(self, tokens_in: int, tokens_out: int) -> float | None: ...
+
+    def reserve(self, tokens_in: int, tokens_out: int) -> float: ...
+
+    def settle(self, reserved: float, cost: float | None) -> None: ...
+
+
 class Meter:
     """The run's caps: calls and dollars reserved before each request, settled after."""
 
@@ -167,11 +177,18 @@ class Meter:
             self.reserved -= reserved
             self.spent += reserved if cost is None else cost
 
+    def carry(self, calls: int, spent: float) -> None:
+        """Count calls and spend made elsewhere in this run (by Ray workers, under their shared
+        meter) so the caps hold for the whole run, not per phase."""
+        with self._lock:
+            self.calls += calls
+            self.spent += spent
+
 
 class BudgetedClient:
     """An `LLMClient` whose every `complete` is reserved as one call (for clients that do not meter their own requests)."""
 
-    def __init__(self, inner, meter: Meter):
+    def __init__(self, inner, meter: Caps):
         self.inner = inner
         self.model = inner.model
         self.meter = meter
@@ -199,12 +216,33 @@ def _innermost(client, attribute: str):
     return client
 
 
-def with_budget(client, config: Config):
+def with_budget(client, config: Config, meter: Caps | None = None, limiter: "Limiter | None" = None):
     """`client` under the run's caps: a backend that meters its own requests (retries and repairs
-    included) gets the meter, even inside wrappers; anything else is wrapped whole."""
-    meter = Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
+    included) gets the meter, even inside wrappers; anything else is wrapped whole.
+
+    Args:
+        meter: the caps to hold (default: a new `Meter` for this client). A Ray worker passes the
+            run's shared meter (`executors.ray.RemoteMeter`), so caps hold across workers.
+        limiter: the rate limiter a self-metering backend waits on (default: its own,
+            `llm.rate_limit`); a Ray worker passes the run's shared one.
+    """
+    meter = meter or Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
     backend = _innermost(client, "meter")
     if backend is not None and not isinstance(backend, BudgetedClient):
         backend.meter = meter
+        if limiter is not None:
+            backend.limiter = limiter
         return client
     return BudgetedClient(client, meter)
+
+
+def meter_of(client) -> Caps | None:
+    """The meter `with_budget` gave `client` (None for a client that is not under one)."""
+    holder = _innermost(client, "meter")
+    return None if holder is None else holder.meter
+
+
+class Limiter(Protocol):
+    """Waits until one more request of `tokens` prompt tokens fits the rate limit (`llm.retry.RateLimiter`)."""
+
+    async def acquire(self, tokens: int) -> None: ...

@@ -73,7 +73,8 @@ class LiteLLMClient:
         self._gate = gate
         self._api_key = api_key
         self._key_hint = key_hint
-        self._limiter = RateLimiter(config.rate_limit.requests, config.rate_limit.tokens)
+        self.limiter = RateLimiter(config.rate_limit.requests, config.rate_limit.tokens)
+        """Keeps requests under `llm.rate_limit`; on Ray, the run's shared limiter (`budget.with_budget`)."""
 
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
         if not self._gate.allowed:
@@ -88,7 +89,7 @@ class LiteLLMClient:
         reserved = self.meter.reserve(tokens_in, self.config.max_tokens or RESERVED_OUTPUT_TOKENS) if self.meter else None
         cost: float | None = None
         try:
-            await self._limiter.acquire(tokens_in)
+            await self.limiter.acquire(tokens_in)
             response = await _litellm().acompletion(**self.request(messages, output))
             cost = self._record(response)
         except Exception as exc:  # noqa: BLE001 - mapped onto our own errors in one place

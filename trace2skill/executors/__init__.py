@@ -1,0 +1,1 @@
+"""Where the map stage (read, redact, analyse each trajectory) runs: alternatives, one module each."""
