@@ -1,1 +1,0 @@
-"""Where the map stage (read, redact, analyse each trajectory) runs: alternatives, one module each."""
