@@ -21,23 +21,33 @@ What crosses the wire, and what does not:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ..budget import Meter
+from ..budget import BudgetedClient, Meter, meter_of
 from ..config import BudgetConfig, Config
-from ..errors import BudgetExceeded, ConfigError
+from ..errors import (BudgetExceeded, ConfigError, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
+                      RateLimited)
 from ..llm.retry import RateLimiter
+from ..stream import Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
+from ..types import LessonSet, Skip, Trace, Usage
+from . import ExecutorName
 
 if TYPE_CHECKING:
+    from ray import ObjectRef
     from ray.actor import ActorHandle
 
+    from ..analyse import ModelAnalyst
+    from ..graph import FailureStreak
     from ..llm import LLMClient
 
 INSTALL = "pip install 'trace2skill[ray]'"
@@ -93,6 +103,27 @@ def _same_code() -> dict[str, dict[str, str]]:
 
 
 @dataclass(frozen=True)
+class Stop:
+    """Why a worker stopped the run: the error's class name (one of `STOPS`) and message."""
+
+    kind: str
+    message: str
+
+    @classmethod
+    def of(cls, exc: Exception) -> Stop:
+        return cls(type(exc).__name__, str(exc))
+
+    def error(self) -> Exception:
+        """The error again, on the driver, with its exit code."""
+        return STOPS.get(self.kind, LLMError)(self.message)
+
+
+STOPS: dict[str, type[Exception]] = {cls.__name__: cls for cls in (BudgetExceeded, LLMRequestsBlocked, ProviderRejected,
+                                                                   RateLimited, ProviderUnavailable, LLMError)}
+"""The errors that stop a run (`graph.fatal`, and the failure streak's `ProviderUnavailable`)."""
+
+
+@dataclass(frozen=True)
 class Reservation:
     """The budget actor's answer to one request: its reserved cost, or why it may not be sent."""
 
@@ -112,15 +143,26 @@ class BudgetKeeper:
         self.meter = Meter(budget, price)
         self.meter.carry(calls, spent)
         self.limiter = RateLimiter(requests, tokens)
+        self.stopped: Stop | None = None
 
     def price(self) -> tuple[float, float] | None:
         return self.meter.price
 
     def reserve(self, tokens_in: int, tokens_out: int) -> Reservation:
+        """Take one call from the caps; once a worker has stopped the run, refuse every request."""
+        if self.stopped is not None:
+            return Reservation(refused=f"not sent: the run stopped ({self.stopped.message})")
         try:
             return Reservation(cost=self.meter.reserve(tokens_in, tokens_out))
         except BudgetExceeded as exc:
             return Reservation(refused=str(exc))
+
+    def stop(self, cause: Stop) -> None:
+        """Record the first error that stops the run (`graph.fatal`); later ones are its echoes."""
+        self.stopped = self.stopped or cause
+
+    def cause(self) -> Stop | None:
+        return self.stopped
 
     def settle(self, reserved: float, cost: float | None) -> None:
         self.meter.settle(reserved, cost)
@@ -202,3 +244,198 @@ def worker_llm(config: Config, keeper: ActorHandle) -> LLMClient | None:
         return None
     price = ray.get(keeper.price.remote())
     return with_budget(client, config, RemoteMeter(keeper, price), RemoteLimiter(keeper))
+
+
+def carry_usage(client: LLMClient, usage: Usage) -> None:
+    """Add the workers' usage to the driver's client, so the run's summary counts every call."""
+    target = client
+    while isinstance(target, BudgetedClient):
+        target = target.inner
+    target.usage = target.usage + usage
+
+
+# -- the executor ---------------------------------------------------------------------------------
+
+
+def run_batch(shards: list[Shard], job: ShardJob) -> list[ShardResult]:
+    """`stream.run_shard` over consecutive shards, in one Ray task (fewer, larger tasks)."""
+    return [run_shard(shard, job) for shard in shards]
+
+
+@dataclass
+class ModelBatch:
+    """What a worker's model-path task sends back: one result per shard, its usage, and the
+    error that stopped the run, if it saw one."""
+
+    results: list[ShardResult]
+    usage: Usage = field(default_factory=Usage)
+    stopped: Stop | None = None
+
+
+class RayExecutor:
+    """The map stage as Ray tasks; results come back in shard order (see the module docstring).
+
+    `workers` is how many tasks are in flight at once; 1 (the default) means as many as the
+    cluster has CPUs. On the model path `analyse.concurrency` is the run's total, split across
+    the tasks in flight.
+    """
+
+    name: ExecutorName = "ray"
+
+    def __init__(self, workers: int, address: str | None = None):
+        require_ray()
+        self.workers = workers
+        self.address = address
+        self._session: contextlib.ExitStack | None = None
+        self._ray: ModuleType | None = None
+
+    def _connect(self) -> ModuleType:
+        if self._ray is None:
+            self._session = contextlib.ExitStack()
+            self._ray = self._session.enter_context(ray_session(self.address))
+        return self._ray
+
+    def _window(self, ray: ModuleType) -> int:
+        if self.workers > 1:
+            return self.workers
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def map(self, shards: Sequence[Shard], job: ShardJob, client: LLMClient | None = None) -> Iterator[ShardResult]:
+        """One result per shard, in the order of `shards`.
+
+        With `job.analysis == "llm"`, `client` is the driver's model client: the workers' caps
+        start from its meter and their calls, spend and usage are added back to it at the end.
+
+        Raises:
+            BudgetExceeded, ProviderRejected, ...: a worker stopped the run (after every result
+                that came back has been yielded, so the driver can journal it).
+        """
+        ray = self._connect()
+        window = self._window(ray)
+        if job.analysis == "llm":
+            if client is None:
+                raise ValueError("the model path on Ray needs the driver's client")
+            yield from self._map_model(ray, shards, job, client, window)
+            return
+        task = ray.remote(run_batch)
+        job_ref = ray.put(job)
+        size = max(1, min(16, len(shards) // (window * 4)))
+        refs = (task.remote(list(shards[i:i + size]), job_ref) for i in range(0, len(shards), size))
+        for batch in in_order(ray, refs, 2 * window):
+            yield from batch
+
+    def _map_model(self, ray: ModuleType, shards: Sequence[Shard], job: ShardJob, client: LLMClient,
+                   window: int) -> Iterator[ShardResult]:
+        driver = meter_of(client)
+        keeper = start_keeper(ray, job.config, driver if isinstance(driver, Meter) else None)
+        each = max(1, -(-job.config.analyse.concurrency // window))
+        task = ray.remote(run_model_batch)
+        job_ref = ray.put(job)
+        refs = (task.remote(list(shards[i:i + each]), job_ref, keeper, each) for i in range(0, len(shards), each))
+        usage = Usage()
+        try:
+            for batch in in_order(ray, refs, window):
+                usage = usage + batch.usage
+                yield from batch.results
+        finally:
+            if isinstance(driver, Meter):
+                carry_back(ray, keeper, driver)
+            carry_usage(client, usage)
+        cause: Stop | None = ray.get(keeper.cause.remote())
+        if cause is not None:
+            raise cause.error()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        self._session, self._ray = None, None
+
+
+def in_order(ray: ModuleType, refs: Iterator[ObjectRef], window: int) -> Iterator:
+    """The values of `refs`, in their order, with at most `window` tasks submitted and not yet read."""
+    pending: deque[ObjectRef] = deque()
+    for ref in refs:
+        pending.append(ref)
+        if len(pending) >= window:
+            yield ray.get(pending.popleft())
+    while pending:
+        yield ray.get(pending.popleft())
+
+
+# -- the model path on a worker -------------------------------------------------------------------
+
+
+def run_model_batch(shards: list[Shard], job: ShardJob, keeper: ActorHandle, concurrency: int) -> ModelBatch:
+    """Read consecutive shards and run the model analyst on their traces, `concurrency` at a
+    time, every request under the run's shared caps. Traces the journal holds (`job.recorded`)
+    are indexed, not analysed; the driver fills in their lesson sets."""
+    from ..analyse import ModelAnalyst
+
+    client = worker_llm(job.config, keeper)
+    if client is None:
+        raise ValueError("the model path on Ray needs a model")
+    analyst = ModelAnalyst(client, job.config, job.existing)
+    batch = ModelBatch([ShardResult(shard) for shard in shards])
+    asyncio.run(_analyse(batch, job, analyst, keeper, concurrency))
+    batch.usage = client.usage
+    return batch
+
+
+async def _analyse(batch: ModelBatch, job: ShardJob, analyst: ModelAnalyst, keeper: ActorHandle, concurrency: int) -> None:
+    """Every trace of the batch's shards, in stream order, at most `concurrency` analyses at once."""
+    from ..graph import FailureStreak
+
+    streak = FailureStreak()
+    running: set[asyncio.Task[None]] = set()
+    try:
+        for into in batch.results:
+            for trace in iter_shard(into.shard, job, into):
+                seq = len(into.entries)
+                into.entries.append(index_entry(trace, into.shard, seq, job))
+                into.lessons.append(LessonSet(sources=(trace.id,)))
+                if into.entries[-1].digest in job.recorded:
+                    continue
+                if len(running) >= concurrency:
+                    _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running.add(asyncio.create_task(_analyse_one(trace, into, seq, batch, analyst, keeper, streak)))
+        if running:
+            await asyncio.wait(running)
+    finally:
+        from ..llm import close_clients
+
+        await close_clients()
+
+
+async def _analyse_one(trace: Trace, into: ShardResult, seq: int, batch: ModelBatch, analyst: ModelAnalyst,
+                       keeper: ActorHandle, streak: FailureStreak) -> None:
+    """One analysis; a failure is recorded (retried by the next run), an error every later request
+    would share stops the run on every worker (`graph.fatal`, as on one machine)."""
+    from ..graph import fatal
+
+    if batch.stopped is not None:
+        into.failed.append(Skip(path=trace.id, record=None, reason="not analysed: the run stopped"))
+        return
+    try:
+        lessons = await analyst.analyse(trace)
+    except (LLMError, BudgetExceeded) as exc:
+        stop = exc if fatal(exc) else _streak(streak, exc)
+        if stop is not None:
+            batch.stopped = batch.stopped or Stop.of(stop)
+            await keeper.stop.remote(Stop.of(stop))
+            into.failed.append(Skip(path=trace.id, record=None, reason="not analysed: the run stopped"))
+        else:
+            into.failed.append(Skip(path=trace.id, record=None, reason=f"analysis failed: {exc}"))
+        return
+    streak.succeeded()
+    into.lessons[seq] = lessons
+
+
+def _streak(streak: FailureStreak, exc: LLMError | BudgetExceeded) -> LLMError | None:
+    """The error that stops the run after too many identical failures in a row, else None."""
+    if not isinstance(exc, LLMError):
+        return None
+    try:
+        streak.failed(exc)
+    except LLMError as stopped:
+        return stopped
+    return None

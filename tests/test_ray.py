@@ -1,0 +1,52 @@
+"""The Ray executor on a real local Ray (2 CPUs, started once for this module).
+
+Skipped, with the reason, only where `import ray` fails (`pip install 'trace2skill[ray]'`).
+Expected numbers come from the fake server's own request log or from plain counts of the
+corpus, never from our counters.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_CORPUS, ROOT
+
+try:
+    import ray  # noqa: F401
+except ImportError as exc:  # the only reason to skip: Ray cannot be imported here
+    pytest.skip(f"Ray is not installed ({exc}); pip install 'trace2skill[ray]' to test the Ray executor",
+                allow_module_level=True)
+
+from fakeserver import FakeServer
+from trace2skill.config import load_config
+from trace2skill.executor import LocalExecutor
+from trace2skill.executor.ray import RayExecutor, ray_session
+from trace2skill.stream import ShardJob, label_book, plan_shards
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (starting one takes 6-20 s on this machine)."""
+    with ray_session() as session:
+        yield session
+
+
+def test_the_ray_executor_returns_what_the_local_executor_returns_in_shard_order(local_ray):
+    config = load_config(env={})
+    shards, path_skips = plan_shards([DEMO_CORPUS], config)
+    job = ShardJob(config=config, labels=label_book([DEMO_CORPUS], config), analysis="offline")
+    expected = list(LocalExecutor().map(shards, job))
+    executor = RayExecutor(workers=1)
+    got = list(executor.map(shards, job))
+    executor.close()
+    assert local_ray.is_initialized(), "an executor leaves a Ray it did not start running"
+    trajectories = sorted(p.name for p in (DEMO_CORPUS / "trajs").iterdir())
+    assert len(shards) >= len(trajectories) and not path_skips
+    assert [r.shard.order for r in got] == list(range(len(shards)))
+    assert sorted(e.id for r in got for e in r.entries) == trajectories
+    assert got == expected
