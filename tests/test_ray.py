@@ -50,3 +50,34 @@ def test_the_ray_executor_returns_what_the_local_executor_returns_in_shard_order
     assert [r.shard.order for r in got] == list(range(len(shards)))
     assert sorted(e.id for r in got for e in r.entries) == trajectories
     assert got == expected
+
+
+def test_the_call_cap_holds_across_ray_workers_and_the_driver_counts_their_calls(local_ray, tmp_path, demo_traces):
+    from test_llm_path import MODEL, answer, corpus, is_analysis
+
+    from trace2skill.analyse import analyst_for
+    from trace2skill.budget import meter_of
+    from trace2skill.errors import BudgetExceeded
+    from trace2skill.llm import allow_model_requests, build_llm
+
+    allow_model_requests.allowed = True
+    traces = corpus(demo_traces, tmp_path / "c", 12)
+    with FakeServer(reply=answer) as server:
+        config = load_config(overrides={"llm.model": MODEL, "llm.api_base": server.url, "budget.max_calls": 5,
+                                        "analyse.concurrency": 4}, env={})
+        client = analyst_for(config, build_llm(config, env={})).llm
+        shards, _ = plan_shards([traces], config)
+        job = ShardJob(config=config, labels=label_book([traces], config), analysis="llm")
+        results = []
+        executor = RayExecutor(workers=2)
+        with pytest.raises(BudgetExceeded, match="call cap reached"):
+            for result in executor.map(shards, job, client=client):
+                results.append(result)
+        executor.close()
+        sent = [r for r in server.completions() if is_analysis(r)]
+    assert len(server.completions()) == len(sent) == 5, "five calls allowed, five made, over two workers"
+    assert len(results) == len(shards), "every shard's result came back before the run stopped"
+    not_analysed = {s.path for r in results for s in r.failed}
+    analysed = [e.id for r in results for e in r.entries if e.id not in not_analysed]
+    assert len(analysed) == 5 and len(not_analysed) == 12 - 5
+    assert meter_of(client).calls == 5 and client.usage.calls == 5, "the driver's caps and usage include the workers'"
