@@ -16,24 +16,35 @@ import pytest
 
 from conftest import DEMO_CORPUS, ROOT
 
-try:
-    import ray  # noqa: F401
-except ImportError as exc:  # the only reason to skip: Ray cannot be imported here
-    pytest.skip(f"Ray is not installed ({exc}); pip install 'trace2skill[ray]' to test the Ray executor",
-                allow_module_level=True)
-
 from fakeserver import FakeServer
 from trace2skill.config import load_config
-from trace2skill.executor import LocalExecutor
+from trace2skill.errors import ConfigError
+from trace2skill.executor import LocalExecutor, executor_for
 from trace2skill.executor.ray import RayExecutor, ray_session
 from trace2skill.stream import ShardJob, label_book, plan_shards
+
+try:
+    import ray  # noqa: F401
+
+    NO_RAY = ""
+except ImportError as exc:  # the only reason to skip: Ray cannot be imported here
+    NO_RAY = f"Ray is not installed ({exc}); pip install 'trace2skill[ray]' to test the Ray executor"
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the module (starting one takes 6-20 s on this machine)."""
+    if NO_RAY:
+        pytest.skip(NO_RAY)
     with ray_session() as session:
         yield session
+
+
+def test_asking_for_ray_where_it_is_not_installed_is_a_configuration_error_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as where it is not installed
+    with pytest.raises(ConfigError, match=r"pip install 'trace2skill\[ray\]'") as refused:
+        executor_for("ray", 2)
+    assert refused.value.exit_code == 78
 
 
 def test_the_ray_executor_returns_what_the_local_executor_returns_in_shard_order(local_ray):
