@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ..budget import BudgetedClient, Meter, meter_of
 from ..config import BudgetConfig, Config
@@ -40,7 +40,6 @@ from ..errors import (BudgetExceeded, ConfigError, LLMError, LLMRequestsBlocked,
 from ..llm.retry import RateLimiter
 from ..stream import Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
 from ..types import LessonSet, Skip, Trace, Usage
-from . import ExecutorName
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -49,6 +48,8 @@ if TYPE_CHECKING:
     from ..analyse import ModelAnalyst
     from ..graph import FailureStreak
     from ..llm import LLMClient
+
+T = TypeVar("T")
 
 INSTALL = "pip install 'trace2skill[ray]'"
 LOCAL = "local"
@@ -280,7 +281,8 @@ class RayExecutor:
     the tasks in flight.
     """
 
-    name: ExecutorName = "ray"
+    name: Literal["ray"] = "ray"
+    """(`ExecutorName`, not imported: the package imports this module.)"""
 
     def __init__(self, workers: int, address: str | None = None):
         require_ray()
@@ -351,9 +353,10 @@ class RayExecutor:
         self._session, self._ray = None, None
 
 
-def in_order(ray: ModuleType, refs: Iterator[ObjectRef], window: int) -> Iterator:
-    """The values of `refs`, in their order, with at most `window` tasks submitted and not yet read."""
-    pending: deque[ObjectRef] = deque()
+def in_order(ray: ModuleType, refs: Iterator[ObjectRef[T]], window: int) -> Iterator[T]:
+    """The values of `refs`, in their order, with at most `window` tasks submitted and not yet
+    read (the oldest is read first, so results never depend on which task finished first)."""
+    pending: deque[ObjectRef[T]] = deque()
     for ref in refs:
         pending.append(ref)
         if len(pending) >= window:
