@@ -22,7 +22,6 @@ What crosses the wire, and what does not:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections import deque
@@ -69,19 +68,18 @@ def require_ray() -> ModuleType:
     return ray
 
 
-@contextmanager
-def ray_session(address: str | None = None) -> Iterator[ModuleType]:
-    """Ray, connected for the length of the block: a Ray the caller already initialised is used
-    as it is (and left running); otherwise `address` is joined (`auto`, `ray://HOST:PORT`) or,
-    when None or `local`, a private local Ray with this machine's CPUs is started, and shut down after.
+def connect(address: str | None = None) -> ModuleType:
+    """Ray, connected: a Ray this process already joined is used as it is; otherwise `address`
+    is joined (`auto`, `ray://HOST:PORT`) or, when None or `local`, a private local Ray with this
+    machine's CPUs is started. It stays up for the rest of the process (Ray shuts it down at
+    exit), so the run's passes and a refresh's runs start it once (6-20 s here).
 
     Raises:
         ConfigError: Ray is not installed, or no cluster answers at `address`.
     """
     ray = require_ray()
     if ray.is_initialized():
-        yield ray
-        return
+        return ray
     local = address in (None, LOCAL)
     options = dict(num_cpus=os.cpu_count() or 1, include_dashboard=False, runtime_env=_same_code()) if local else {}
     try:
@@ -89,10 +87,19 @@ def ray_session(address: str | None = None) -> Iterator[ModuleType]:
                  configure_logging=True, **options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"cannot connect to Ray at {address or LOCAL!r}: {' '.join(str(exc).split())}") from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[ModuleType]:
+    """`connect`, shut down after the block unless Ray was already up (tests start one per module)."""
+    started = not require_ray().is_initialized()
+    ray = connect(address)
     try:
         yield ray
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def _same_code() -> dict[str, dict[str, str]]:
@@ -288,14 +295,6 @@ class RayExecutor:
         require_ray()
         self.workers = workers
         self.address = address
-        self._session: contextlib.ExitStack | None = None
-        self._ray: ModuleType | None = None
-
-    def _connect(self) -> ModuleType:
-        if self._ray is None:
-            self._session = contextlib.ExitStack()
-            self._ray = self._session.enter_context(ray_session(self.address))
-        return self._ray
 
     def _window(self, ray: ModuleType) -> int:
         if self.workers > 1:
@@ -312,7 +311,7 @@ class RayExecutor:
             BudgetExceeded, ProviderRejected, ...: a worker stopped the run (after every result
                 that came back has been yielded, so the driver can journal it).
         """
-        ray = self._connect()
+        ray = connect(self.address)
         window = self._window(ray)
         if job.analysis == "llm":
             if client is None:
@@ -348,9 +347,7 @@ class RayExecutor:
             raise cause.error()
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-        self._session, self._ray = None, None
+        """Nothing to release: Ray stays up for the process's next pass (see `connect`)."""
 
 
 def in_order(ray: ModuleType, refs: Iterator[ObjectRef[T]], window: int) -> Iterator[T]:
