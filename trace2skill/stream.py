@@ -23,6 +23,8 @@ under their new id (rare, and the only re-read the offline path makes).
 from __future__ import annotations
 
 import os
+import pickle
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,13 +32,12 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from .config import Config
-from .ingest import iter_traces, limits_of
+from .ingest import IngestResult, iter_traces, limits_of
 from .ingest.documents import iter_sources
 from .ingest.fidelity import FileFidelity
 from .ingest.labels import LabelBook, build_label_book
 from .redact import Redactor
 from .rules import RuleRecord
-from .offline.behaviours import Shown
 from .types import LessonSet, Outcome, Skip, Trace, content_hash
 
 Analysis = Literal["index", "offline", "llm"]
@@ -55,15 +56,6 @@ class Shard:
     start: int = 0
     end: int | None = None
     """None: to the end of the file."""
-
-
-@dataclass(frozen=True)
-class Behaviours:
-    """What the offline corpus pass needs of one labelled run: the behaviours it showed and
-    the sources (`generic`, pack names) it was judged by."""
-
-    shown: tuple[Shown, ...] = ()
-    sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,8 +82,9 @@ class IndexEntry:
     """Task-specific literals of its task statement, for the leakage audit (`audit.literals_of`)."""
     tokens: int = 0
     """Prompt tokens of its compressed text (for the model path's quote; 0 offline)."""
-    behaviours: Behaviours | None = None
-    """The offline corpus pass's view of it (labelled runs of an offline job only)."""
+    behaviours: bytes | None = None
+    """The offline corpus pass's view of it (labelled runs of an offline job only), packed
+    (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed."""
 
     @property
     def where(self) -> str:
@@ -128,6 +121,27 @@ class ShardJob:
     the driver fills their lesson sets from the journal)."""
 
 
+@dataclass(frozen=True)
+class Packed:
+    """A lesson set as the run holds it between stages: compressed, with its sort key.
+
+    Lesson sets carry every evidence quote; as objects they cost about 8 KB per trajectory,
+    packed about 1 KB, which is what keeps a large run's memory flat."""
+
+    key: str
+    """`LessonSet.key()` of the set, which the merge tree sorts by."""
+    blob: bytes
+
+    @classmethod
+    def of(cls, lessons: LessonSet) -> "Packed":
+        return cls(lessons.key(), zlib.compress(pickle.dumps(lessons, protocol=pickle.HIGHEST_PROTOCOL), 1))
+
+    def unpack(self) -> LessonSet:
+        value = pickle.loads(zlib.decompress(self.blob))  # noqa: S301 - written by this run, never read from input
+        assert isinstance(value, LessonSet)
+        return value
+
+
 @dataclass
 class ShardResult:
     """What one shard gave: its index entries and, aligned with them, lesson sets (when the
@@ -135,7 +149,7 @@ class ShardResult:
 
     shard: Shard
     entries: list[IndexEntry] = field(default_factory=list)
-    lessons: list[LessonSet] = field(default_factory=list)
+    lessons: list[Packed] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
     fidelity: list[FileFidelity] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
@@ -192,16 +206,27 @@ def run_shard(shard: Shard, job: ShardJob) -> ShardResult:
     if job.analysis == "llm":
         raise ValueError("the model analysis runs in the driver on the local executors (see executor)")
     for trace in iter_shard(shard, job, result):
-        entry = index_entry(trace, shard, len(result.entries), job)
-        if job.analysis == "offline":
-            lessons, behaviours = analyse_offline_entry(trace)
-            entry = _with_behaviours(entry, behaviours)
-            result.lessons.append(lessons)
+        entry, lessons = entry_and_lessons(trace, shard.order, len(result.entries), job)
         result.entries.append(entry)
+        if lessons is not None:
+            result.lessons.append(lessons)
     return result
 
 
-def index_entry(trace: Trace, shard: Shard, seq: int, job: ShardJob) -> IndexEntry:
+def entry_and_lessons(trace: Trace, shard: int, seq: int, job: ShardJob) -> tuple[IndexEntry, Packed | None]:
+    """One trace's index entry and, for an offline job, its packed lesson set."""
+    entry = index_entry(trace, shard, seq, job)
+    if job.analysis != "offline":
+        return entry, None
+    lessons, behaviours = analyse_offline_entry(trace)
+    if behaviours is not None:
+        from dataclasses import replace
+
+        entry = replace(entry, behaviours=behaviours)
+    return entry, Packed.of(lessons)
+
+
+def index_entry(trace: Trace, shard: int, seq: int, job: ShardJob) -> IndexEntry:
     """The entry of one trace (its digest is computed here, once)."""
     from .audit import literals_of
 
@@ -214,7 +239,7 @@ def index_entry(trace: Trace, shard: Shard, seq: int, job: ShardJob) -> IndexEnt
     label = trace.extra.get("label_source")
     return IndexEntry(
         id=trace.id, digest=trace.digest(), outcome=trace.outcome, path=trace.source.path, record=trace.source.record,
-        shard=shard.order, seq=seq, task_hash=task_hash(trace), format=trace.format,
+        shard=shard, seq=seq, task_hash=task_hash(trace), format=trace.format,
         label_source=label if isinstance(label, str) else None, literals=literals_of(trace.task), tokens=tokens,
     )
 
@@ -224,39 +249,31 @@ def task_hash(trace: Trace) -> str:
     return content_hash(" ".join(trace.task.split()) or trace.id)
 
 
-def analyse_offline_entry(trace: Trace) -> tuple[LessonSet, Behaviours | None]:
-    """The offline analyst's lesson set of one trace, and what its corpus pass needs of it."""
+def analyse_offline_entry(trace: Trace) -> tuple[LessonSet, bytes | None]:
+    """The offline analyst's lesson set of one trace, and its packed behaviours (labelled runs)."""
     from .offline import analyse_offline
-    from .offline.select import observe
+    from .offline.select import observed
 
     lessons = analyse_offline(trace)
-    lesson_set = LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0)
-    if trace.outcome not in ("success", "failure"):
-        return lesson_set, None
-    shown, sources = observe(trace)
-    return lesson_set, Behaviours(tuple(shown), tuple(sorted(sources)))
-
-
-def _with_behaviours(entry: IndexEntry, behaviours: Behaviours | None) -> IndexEntry:
-    if behaviours is None:
-        return entry
-    from dataclasses import replace
-
-    return replace(entry, behaviours=behaviours)
+    return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0), observed(trace)
 
 
 @dataclass
 class Corpus:
-    """The whole map stage's output: the index (sorted by id, ids unique), lesson sets by id,
-    skips in reading order (duplicates last), fidelity rows, redaction and outcome counts."""
+    """The whole map stage's output: the index (sorted by id, ids unique), packed lesson sets by
+    id (offline), skips in reading order (duplicates last), fidelity rows and redaction counts,
+    and what it takes to read the traces again (inputs, shards, labels, renamed ids)."""
 
     entries: list[IndexEntry]
-    lessons: dict[str, LessonSet]
+    lessons: dict[str, Packed]
     skips: list[Skip]
     fidelity: list[FileFidelity]
     redactions: dict[str, int]
-    label_sources: list[str]
+    labels: LabelBook
+    inputs: list[str]
     shards: list[Shard]
+    renamed: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(id as read, digest) -> the id the run gives it (`settle_ids`)."""
     failed: list[Skip] = field(default_factory=list)
 
     @property
@@ -269,33 +286,55 @@ class Corpus:
     def formats(self) -> dict[str, int]:
         return dict(sorted(Counter(e.format for e in self.entries).items()))
 
+    @property
+    def label_sources(self) -> list[str]:
+        return list(self.labels.sources)
+
     def in_stream_order(self) -> list[IndexEntry]:
         """Entries in the order they were read (shard, then position in it)."""
         return sorted(self.entries, key=lambda e: (e.shard, e.seq))
 
 
-def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list[Skip],
-           label_sources: list[str]) -> tuple[Corpus, dict[tuple[str, str], str]]:
+def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list[Skip], labels: LabelBook,
+           inputs: list[str]) -> Corpus:
     """Fold shard results (in shard order) into one `Corpus`, settling colliding ids.
 
-    Returns the corpus and the renames (`settle_ids`): the traces renamed must be analysed
-    again under their new id before their lesson sets are used (`Corpus.lessons` lacks them).
+    Traces renamed by `settle_ids` have no lesson set yet: they must be analysed again under
+    their new id (`with_renamed`) before the lesson sets are used.
     """
     entries: list[IndexEntry] = []
-    lessons: dict[tuple[str, str], LessonSet] = {}
+    lessons: dict[tuple[str, str], Packed] = {}
     skips, fidelity, failed = list(path_skips), [], []
     redactions: Counter[str] = Counter()
     for result in results:
         entries.extend(result.entries)
-        for entry, lesson_set in zip(result.entries, result.lessons):
-            lessons.setdefault((entry.id, entry.digest), lesson_set)
+        for entry, packed in zip(result.entries, result.lessons):
+            lessons.setdefault((entry.id, entry.digest), packed)
         skips.extend(result.skips)
         fidelity.extend(result.fidelity)
         failed.extend(result.failed)
         redactions.update(result.redactions)
     kept, duplicates, renamed = settle_ids(entries)
     by_id = {e.id: lessons[(e.id, e.digest)] for e in kept if (e.id, e.digest) in lessons}
-    return Corpus(kept, by_id, skips + duplicates, fidelity, dict(redactions), label_sources, shards, failed), renamed
+    return Corpus(kept, by_id, skips + duplicates, fidelity, dict(redactions), labels, inputs, shards, renamed, failed)
+
+
+def with_renamed(corpus: Corpus, results: Iterable[ShardResult]) -> Corpus:
+    """`corpus` with the lesson sets of its renamed traces, from their shards analysed again
+    with `ShardJob(renamed=corpus.renamed, wanted=their digests)`."""
+    new_ids = set(corpus.renamed.values())
+    for result in results:
+        for entry, packed in zip(result.entries, result.lessons):
+            if entry.id in new_ids:
+                corpus.lessons.setdefault(entry.id, packed)
+    return corpus
+
+
+def renamed_shards(corpus: Corpus) -> list[Shard]:
+    """The shards that hold a renamed trace."""
+    new_ids = set(corpus.renamed.values())
+    used = {e.shard for e in corpus.entries if e.id in new_ids}
+    return [s for s in corpus.shards if s.order in used]
 
 
 def settle_ids(entries: list[IndexEntry]) -> tuple[list[IndexEntry], list[Skip], dict[tuple[str, str], str]]:
@@ -335,3 +374,18 @@ def settle_ids(entries: list[IndexEntry]) -> tuple[list[IndexEntry], list[Skip],
 
 def paths_of(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return [str(Path(p)) for p in paths]
+
+
+def corpus_of(ingested: IngestResult, job: ShardJob) -> Corpus:
+    """The corpus of traces already in memory, as the map stage would give it: the refresh
+    job, previews and held-out folds read and filter before they distil (ids already unique)."""
+    shard = Shard(order=0, path="<memory>")
+    entries, lessons = [], {}
+    for seq, trace in enumerate(ingested.traces):
+        entry, packed = entry_and_lessons(trace, shard.order, seq, job)
+        entries.append(entry)
+        if packed is not None:
+            lessons[entry.id] = packed
+    labels = LabelBook(sources=tuple(ingested.label_sources), threshold=job.labels.threshold)
+    return Corpus(entries, lessons, list(ingested.skips), list(ingested.fidelity), dict(ingested.redactions),
+                  labels, [], [shard])
