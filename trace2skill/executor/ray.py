@@ -37,7 +37,7 @@ from ..config import BudgetConfig, Config
 from ..errors import (BudgetExceeded, ConfigError, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
 from ..llm.retry import RateLimiter
-from ..stream import Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
+from ..stream import Packed, Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
 from ..types import LessonSet, Skip, Trace, Usage
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
     from ..analyse import ModelAnalyst
-    from ..graph import FailureStreak
+    from ..fleet import FailureStreak
     from ..llm import LLMClient
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class Stop:
 
 STOPS: dict[str, type[Exception]] = {cls.__name__: cls for cls in (BudgetExceeded, LLMRequestsBlocked, ProviderRejected,
                                                                    RateLimited, ProviderUnavailable, LLMError)}
-"""The errors that stop a run (`graph.fatal`, and the failure streak's `ProviderUnavailable`)."""
+"""The errors that stop a run (`fleet.fatal`, and the failure streak's `ProviderUnavailable`)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class BudgetKeeper:
             return Reservation(refused=str(exc))
 
     def stop(self, cause: Stop) -> None:
-        """Record the first error that stops the run (`graph.fatal`); later ones are its echoes."""
+        """Record the first error that stops the run (`fleet.fatal`); later ones are its echoes."""
         self.stopped = self.stopped or cause
 
     def cause(self) -> Stop | None:
@@ -383,7 +383,7 @@ def run_model_batch(shards: list[Shard], job: ShardJob, keeper: ActorHandle, con
 
 async def _analyse(batch: ModelBatch, job: ShardJob, analyst: ModelAnalyst, keeper: ActorHandle, concurrency: int) -> None:
     """Every trace of the batch's shards, in stream order, at most `concurrency` analyses at once."""
-    from ..graph import FailureStreak
+    from ..fleet import FailureStreak
 
     streak = FailureStreak()
     running: set[asyncio.Task[None]] = set()
@@ -391,8 +391,8 @@ async def _analyse(batch: ModelBatch, job: ShardJob, analyst: ModelAnalyst, keep
         for into in batch.results:
             for trace in iter_shard(into.shard, job, into):
                 seq = len(into.entries)
-                into.entries.append(index_entry(trace, into.shard, seq, job))
-                into.lessons.append(LessonSet(sources=(trace.id,)))
+                into.entries.append(index_entry(trace, into.shard.order, seq, job))
+                into.lessons.append(Packed.of(LessonSet(sources=(trace.id,))))
                 if into.entries[-1].digest in job.recorded:
                     continue
                 if len(running) >= concurrency:
@@ -409,8 +409,8 @@ async def _analyse(batch: ModelBatch, job: ShardJob, analyst: ModelAnalyst, keep
 async def _analyse_one(trace: Trace, into: ShardResult, seq: int, batch: ModelBatch, analyst: ModelAnalyst,
                        keeper: ActorHandle, streak: FailureStreak) -> None:
     """One analysis; a failure is recorded (retried by the next run), an error every later request
-    would share stops the run on every worker (`graph.fatal`, as on one machine)."""
-    from ..graph import fatal
+    would share stops the run on every worker (`fleet.fatal`, as on one machine)."""
+    from ..fleet import fatal
 
     if batch.stopped is not None:
         into.failed.append(Skip(path=trace.id, record=None, reason="not analysed: the run stopped"))
@@ -427,7 +427,7 @@ async def _analyse_one(trace: Trace, into: ShardResult, seq: int, batch: ModelBa
             into.failed.append(Skip(path=trace.id, record=None, reason=f"analysis failed: {exc}"))
         return
     streak.succeeded()
-    into.lessons[seq] = lessons
+    into.lessons[seq] = Packed.of(lessons)
 
 
 def _streak(streak: FailureStreak, exc: LLMError | BudgetExceeded) -> LLMError | None:
