@@ -16,7 +16,11 @@ import pytest
 
 from conftest import DEMO_CORPUS, ROOT
 
+from typer.testing import CliRunner
+
 from fakeserver import FakeServer
+from test_llm_path import MODEL, answer, corpus, distill_args, is_analysis, local_model  # noqa: F401 - a fixture
+from trace2skill.cli import app
 from trace2skill.config import load_config
 from trace2skill.errors import ConfigError
 from trace2skill.executor import LocalExecutor, executor_for
@@ -60,12 +64,13 @@ def test_the_ray_executor_returns_what_the_local_executor_returns_in_shard_order
     assert len(shards) >= len(trajectories) and not path_skips
     assert [r.shard.order for r in got] == list(range(len(shards)))
     assert sorted(e.id for r in got for e in r.entries) == trajectories
-    assert got == expected
+    unpacked = [[p.unpack() for p in r.lessons] for r in got]
+    assert unpacked == [[p.unpack() for p in r.lessons] for r in expected]
+    assert [(r.shard, r.entries, r.skips, r.fidelity, r.redactions, r.failed) for r in got] == \
+        [(r.shard, r.entries, r.skips, r.fidelity, r.redactions, r.failed) for r in expected]
 
 
 def test_the_call_cap_holds_across_ray_workers_and_the_driver_counts_their_calls(local_ray, tmp_path, demo_traces):
-    from test_llm_path import MODEL, answer, corpus, is_analysis
-
     from trace2skill.analyse import analyst_for
     from trace2skill.budget import meter_of
     from trace2skill.errors import BudgetExceeded
@@ -92,3 +97,50 @@ def test_the_call_cap_holds_across_ray_workers_and_the_driver_counts_their_calls
     analysed = [e.id for r in results for e in r.entries if e.id not in not_analysed]
     assert len(analysed) == 5 and len(not_analysed) == 12 - 5
     assert meter_of(client).calls == 5 and client.usage.calls == 5, "the driver's caps and usage include the workers'"
+
+
+runner = CliRunner()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_distill_on_ray_writes_byte_for_byte_the_skill_the_local_executor_writes(local_ray, demo_traces, tmp_path):
+    runs = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        result = runner.invoke(app, ["distill", str(demo_traces), "--out", str(out), "--skill", "demo", "--json",
+                                     "--executor", executor, "--state-dir", str(tmp_path / f"state-{executor}")])
+        assert result.exit_code == 0, result.output
+        runs[executor] = (json.loads(result.stdout), _files(out / "demo"))
+    trajectories = len(list((DEMO_CORPUS / "trajs").iterdir()))
+    assert runs["ray"][0]["traces_read"] == runs["local"][0]["traces_read"] == trajectories
+    assert runs["ray"][0]["rules_written"] == runs["local"][0]["rules_written"] > 0
+    assert "SKILL.md" in runs["ray"][1]
+    assert runs["ray"][1] == runs["local"][1], "every file of the skill folder is the same, byte for byte"
+
+
+def test_the_call_cap_holds_across_ray_workers_through_the_cli_and_a_rerun_pays_only_for_the_rest(
+        local_ray, demo_traces, tmp_path, local_model):
+    traces = corpus(demo_traces, tmp_path / "c", 8)
+    with FakeServer(reply=answer) as server:
+        args = distill_args(traces, tmp_path / "ray", "--api-base", server.url, "--executor", "ray", "--workers", "2",
+                            "--concurrency", "4", "--state-dir", str(tmp_path / "state"))
+        capped = runner.invoke(app, [*args, "--max-calls", "5"])
+        assert capped.exit_code == 75, capped.output
+        assert "call cap reached" in capped.output
+        first = list(server.completions())
+        assert len(first) == 5, "the preflight and four analyses, over two workers: the cap is the run's"
+        paid = sum(1 for r in first if is_analysis(r) and r.status == 200)
+        assert paid == 4 and not (tmp_path / "ray" / "demo").exists()
+
+        resumed = runner.invoke(app, args)
+        assert resumed.exit_code == 0, resumed.output
+        again = [r for r in server.completions()[len(first):] if is_analysis(r)]
+        assert len(again) == 8 - paid, "what the capped run paid for is journaled on the driver, not asked again"
+        # the same server: its address is part of the run id the skill records
+        local = runner.invoke(app, distill_args(traces, tmp_path / "local", "--api-base", server.url,
+                                                "--state-dir", str(tmp_path / "state-local")))
+        assert local.exit_code == 0, local.output
+    assert _files(tmp_path / "ray" / "demo") == _files(tmp_path / "local" / "demo")

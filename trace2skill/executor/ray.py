@@ -32,12 +32,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from ..budget import BudgetedClient, Meter, meter_of
+from ..budget import Meter, meter_of
 from ..config import BudgetConfig, Config
 from ..errors import (BudgetExceeded, ConfigError, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
 from ..llm.retry import RateLimiter
-from ..stream import Packed, Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
+from ..stream import Corpus, Packed, Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
 from ..types import LessonSet, Skip, Trace, Usage
 
 if TYPE_CHECKING:
@@ -45,10 +45,11 @@ if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
     from ..analyse import ModelAnalyst
-    from ..fleet import FailureStreak
+    from ..fleet import FailureStreak, Tick, Work
     from ..llm import LLMClient
 
 T = TypeVar("T")
+NOT_ANALYSED = "not analysed: the run stopped"
 
 INSTALL = "pip install 'trace2skill[ray]'"
 LOCAL = "local"
@@ -255,11 +256,12 @@ def worker_llm(config: Config, keeper: ActorHandle) -> LLMClient | None:
 
 
 def carry_usage(client: LLMClient, usage: Usage) -> None:
-    """Add the workers' usage to the driver's client, so the run's summary counts every call."""
-    target = client
-    while isinstance(target, BudgetedClient):
-        target = target.inner
-    target.usage = target.usage + usage
+    """Add the workers' usage to the driver's client, so the run's summary counts every call
+    (on the innermost client that keeps it: wrappers only pass `usage` through)."""
+    target: object = client
+    while isinstance(getattr(type(target), "usage", None), property) and hasattr(target, "inner"):
+        target = getattr(target, "inner")
+    setattr(target, "usage", getattr(target, "usage") + usage)
 
 
 # -- the executor ---------------------------------------------------------------------------------
@@ -413,7 +415,7 @@ async def _analyse_one(trace: Trace, into: ShardResult, seq: int, batch: ModelBa
     from ..fleet import fatal
 
     if batch.stopped is not None:
-        into.failed.append(Skip(path=trace.id, record=None, reason="not analysed: the run stopped"))
+        into.failed.append(Skip(path=trace.id, record=None, reason=NOT_ANALYSED))
         return
     try:
         lessons = await analyst.analyse(trace)
@@ -422,7 +424,7 @@ async def _analyse_one(trace: Trace, into: ShardResult, seq: int, batch: ModelBa
         if stop is not None:
             batch.stopped = batch.stopped or Stop.of(stop)
             await keeper.stop.remote(Stop.of(stop))
-            into.failed.append(Skip(path=trace.id, record=None, reason="not analysed: the run stopped"))
+            into.failed.append(Skip(path=trace.id, record=None, reason=NOT_ANALYSED))
         else:
             into.failed.append(Skip(path=trace.id, record=None, reason=f"analysis failed: {exc}"))
         return
@@ -439,3 +441,64 @@ def _streak(streak: FailureStreak, exc: LLMError | BudgetExceeded) -> LLMError |
     except LLMError as stopped:
         return stopped
     return None
+
+
+# -- the model path's driver side -----------------------------------------------------------------
+
+
+def analyse_remote(work: Work, corpus: Corpus, config: Config, tick: Tick | None = None) -> list[Packed | None]:
+    """The model path's analyses on Ray: the corpus's shards read again on the workers, each
+    trajectory the index kept analysed there (those the journal holds are not), under the run's
+    shared caps; each lesson set journaled here as it comes back, so a rerun resumes.
+
+    Returns the level-0 lesson sets in stream order (None where the run stopped first), for
+    `fleet.merge_ready`. Failed analyses go to `work.failed`, as on one machine.
+
+    Raises:
+        BudgetExceeded, ProviderRejected, ...: a worker stopped the run (everything that came
+            back is journaled first).
+    """
+    from ..analyse import ModelAnalyst
+
+    analyst = work.analyst
+    if not isinstance(analyst, ModelAnalyst):
+        raise ValueError("only the model analyst runs on Ray workers; the offline one runs in the map stage")
+    order = corpus.in_stream_order()
+    position = {e.id: i for i, e in enumerate(order)}
+    digests = {e.id: e.digest for e in order}
+    recorded = frozenset(work.journal.analysed()) & frozenset(digests.values()) if work.journal is not None else frozenset()
+    job = ShardJob(config, corpus.labels, "llm", wanted=frozenset(digests.values()), renamed=corpus.renamed,
+                   existing=tuple(analyst.existing), recorded=recorded)
+    used = {e.shard for e in order}
+    ready: list[Packed | None] = [None] * len(order)
+    executor = RayExecutor(config.analyse.workers, config.analyse.ray_address)
+    for result in executor.map([s for s in corpus.shards if s.order in used], job, client=analyst.llm):
+        taken = _take(result, ready, position, digests, job, work)
+        if tick is not None and taken:
+            tick("analyse", taken)
+    return ready
+
+
+def _take(result: ShardResult, ready: list[Packed | None], position: dict[str, int], digests: dict[str, str],
+          job: ShardJob, work: Work) -> int:
+    """Place one shard's lesson sets at their stream positions (the first copy of a trace read
+    twice wins, as when the driver reads them), journaling each new success. Returns how many."""
+    failed = {s.path: s for s in result.failed}
+    taken = 0
+    for entry, packed in zip(result.entries, result.lessons):
+        spot = position.get(entry.id)
+        if spot is None or digests[entry.id] != entry.digest or ready[spot] is not None:
+            continue
+        failure = failed.get(entry.id)
+        if failure is not None and failure.reason == NOT_ANALYSED:
+            continue
+        if entry.digest in job.recorded and work.journal is not None:
+            recorded = work.journal.get(entry.digest)
+            packed = Packed.of(recorded) if recorded is not None else packed
+        elif failure is not None:
+            work.failed.append(failure)
+        elif work.journal is not None:
+            work.journal.put(entry.digest, packed.unpack())
+        ready[spot] = packed
+        taken += 1
+    return taken
