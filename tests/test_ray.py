@@ -8,22 +8,20 @@ corpus, never from our counters.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_CORPUS, ROOT
-
 from typer.testing import CliRunner
 
+from conftest import DEMO_CORPUS
+
 from fakeserver import FakeServer
-from test_llm_path import MODEL, answer, corpus, distill_args, is_analysis, local_model  # noqa: F401 - a fixture
+from test_llm_path import answer, corpus, distill_args, is_analysis, local_model  # noqa: F401 - a fixture
 from trace2skill.cli import app
 from trace2skill.config import load_config
-from trace2skill.errors import ConfigError
-from trace2skill.executor import LocalExecutor, executor_for
+from trace2skill.executor import LocalExecutor
 from trace2skill.executor.ray import RayExecutor, ray_session
 from trace2skill.stream import ShardJob, label_book, plan_shards
 
@@ -33,6 +31,8 @@ try:
     NO_RAY = ""
 except ImportError as exc:  # the only reason to skip: Ray cannot be imported here
     NO_RAY = f"Ray is not installed ({exc}); pip install 'trace2skill[ray]' to test the Ray executor"
+
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +44,12 @@ def local_ray():
         yield session
 
 
-def test_asking_for_ray_where_it_is_not_installed_is_a_configuration_error_naming_the_extra(monkeypatch):
+def test_asking_for_ray_where_it_is_not_installed_is_a_configuration_error_naming_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as where it is not installed
-    with pytest.raises(ConfigError, match=r"pip install 'trace2skill\[ray\]'") as refused:
-        executor_for("ray", 2)
-    assert refused.value.exit_code == 78
+    refused = runner.invoke(app, ["distill", str(DEMO_CORPUS), "--out", str(tmp_path / "out"), "--executor", "ray"])
+    assert refused.exit_code == 78, refused.output
+    assert "pip install 'trace2skill[ray]'" in refused.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_ray_executor_returns_what_the_local_executor_returns_in_shard_order(local_ray):
@@ -68,38 +69,6 @@ def test_the_ray_executor_returns_what_the_local_executor_returns_in_shard_order
     assert unpacked == [[p.unpack() for p in r.lessons] for r in expected]
     assert [(r.shard, r.entries, r.skips, r.fidelity, r.redactions, r.failed) for r in got] == \
         [(r.shard, r.entries, r.skips, r.fidelity, r.redactions, r.failed) for r in expected]
-
-
-def test_the_call_cap_holds_across_ray_workers_and_the_driver_counts_their_calls(local_ray, tmp_path, demo_traces):
-    from trace2skill.analyse import analyst_for
-    from trace2skill.budget import meter_of
-    from trace2skill.errors import BudgetExceeded
-    from trace2skill.llm import allow_model_requests, build_llm
-
-    allow_model_requests.allowed = True
-    traces = corpus(demo_traces, tmp_path / "c", 12)
-    with FakeServer(reply=answer) as server:
-        config = load_config(overrides={"llm.model": MODEL, "llm.api_base": server.url, "budget.max_calls": 5,
-                                        "analyse.concurrency": 4}, env={})
-        client = analyst_for(config, build_llm(config, env={})).llm
-        shards, _ = plan_shards([traces], config)
-        job = ShardJob(config=config, labels=label_book([traces], config), analysis="llm")
-        results = []
-        executor = RayExecutor(workers=2)
-        with pytest.raises(BudgetExceeded, match="call cap reached"):
-            for result in executor.map(shards, job, client=client):
-                results.append(result)
-        executor.close()
-        sent = [r for r in server.completions() if is_analysis(r)]
-    assert len(server.completions()) == len(sent) == 5, "five calls allowed, five made, over two workers"
-    assert len(results) == len(shards), "every shard's result came back before the run stopped"
-    not_analysed = {s.path for r in results for s in r.failed}
-    analysed = [e.id for r in results for e in r.entries if e.id not in not_analysed]
-    assert len(analysed) == 5 and len(not_analysed) == 12 - 5
-    assert meter_of(client).calls == 5 and client.usage.calls == 5, "the driver's caps and usage include the workers'"
-
-
-runner = CliRunner()
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -137,8 +106,10 @@ def test_the_call_cap_holds_across_ray_workers_through_the_cli_and_a_rerun_pays_
 
         resumed = runner.invoke(app, args)
         assert resumed.exit_code == 0, resumed.output
-        again = [r for r in server.completions()[len(first):] if is_analysis(r)]
+        second = server.completions()[len(first):]
+        again = [r for r in second if is_analysis(r)]
         assert len(again) == 8 - paid, "what the capped run paid for is journaled on the driver, not asked again"
+        assert json.loads(resumed.stdout)["usage"]["calls"] == len(second), "the summary counts the workers' calls"
         # the same server: its address is part of the run id the skill records
         local = runner.invoke(app, distill_args(traces, tmp_path / "local", "--api-base", server.url,
                                                 "--state-dir", str(tmp_path / "state-local")))
