@@ -253,7 +253,7 @@ def _build(config: Config, llm: LLMClient | None, corpus: Corpus, ingested: Inge
     analyst, run = run_plan.analyst, run_plan.run
     work = Work(analyst, run_plan.journal, control)
     traces = iter(ingested.traces) if ingested is not None else reread(corpus, config)
-    final, failed, notes = _consolidate_run(corpus, traces, work, config, progress)
+    final, failed, notes = analyse_and_consolidate(corpus, traces, work, config, progress)
     if len(failed) == len(corpus.entries):
         raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
     final = analyst.finish(final, corpus.entries, corpus.outcomes)
@@ -338,7 +338,7 @@ def run_info(config: Config, analyst: Analyst, corpus: Corpus) -> RunInfo:
     )
 
 
-def _consolidate_run(corpus: Corpus, traces: Iterator[Trace], work: Work, config: Config,
+def analyse_and_consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, config: Config,
                      progress: Progress | None) -> tuple[LessonSet, list[Skip], list[str]]:
     """Analyse (model path: streamed through the fleet) and consolidate, in memory; the journal
     carries paid-for work across runs."""

@@ -251,11 +251,10 @@ def task_hash(trace: Trace) -> str:
 
 def analyse_offline_entry(trace: Trace) -> tuple[LessonSet, bytes | None]:
     """The offline analyst's lesson set of one trace, and its packed behaviours (labelled runs)."""
-    from .offline import analyse_offline
-    from .offline.select import observed
+    from .offline import mine
 
-    lessons = analyse_offline(trace)
-    return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0), observed(trace)
+    lessons, behaviours = mine(trace)
+    return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0), behaviours
 
 
 @dataclass

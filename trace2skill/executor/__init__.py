@@ -4,8 +4,8 @@ An `Executor` takes the run's shards and one `ShardJob` and yields one `ShardRes
 shard, **in shard order** (never completion order), each computed by `stream.run_shard`, a
 pure top-level function of picklable arguments. Alternatives, one module each:
 
-* `local` (default): in this process, one shard after another;
-* `process`: `--workers N` worker processes (the offline analyst is CPU-bound);
+* `local` (default, `local.py`): in this process, one shard after another;
+* `process` (`process.py`): `--workers N` worker processes (the offline analyst is CPU-bound);
 * `ray` (optional extra): Ray tasks, on this machine or a cluster (`executor/ray.py`).
 
 The model path does not ship its analyses through `map` on the local executors: its
@@ -13,47 +13,15 @@ analysts run concurrently in the driver's event loop, reading shards with `strea
 (`pipeline`); a remote executor may run them where the shard is read instead
 (`ShardJob.analysis == "llm"`), sharing the run's caps through `budget.Meter`'s
 `reserve`/`settle` (see SEAM notes in `docs/scale.md`).
+
+The protocol (`Executor`, `ExecutorName`) is in `base.py`, which every alternative imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Literal, Protocol
-
 from ..errors import ConfigError
-from ..stream import Shard, ShardJob, ShardResult, run_shard
-
-ExecutorName = Literal["local", "process", "ray"]
-EXECUTORS: tuple[ExecutorName, ...] = ("local", "process", "ray")
-
-
-class Executor(Protocol):
-    """Runs `stream.run_shard` over shards; results come back in shard order."""
-
-    name: ExecutorName
-    workers: int
-
-    def map(self, shards: Sequence[Shard], job: ShardJob) -> Iterator[ShardResult]:
-        """One result per shard, in the order of `shards`, each `run_shard(shard, job)`."""
-        ...
-
-    def close(self) -> None:
-        """Release workers (idempotent)."""
-        ...
-
-
-class LocalExecutor:
-    """The map stage in this process, one shard at a time (memory: one trace at a time)."""
-
-    name: ExecutorName = "local"
-    workers = 1
-
-    def map(self, shards: Sequence[Shard], job: ShardJob) -> Iterator[ShardResult]:
-        for shard in shards:
-            yield run_shard(shard, job)
-
-    def close(self) -> None:
-        return None
+from .base import EXECUTORS, Executor, ExecutorName
+from .local import LocalExecutor
 
 
 def executor_for(name: str, workers: int = 1, address: str | None = None) -> Executor:
@@ -79,4 +47,4 @@ def executor_for(name: str, workers: int = 1, address: str | None = None) -> Exe
     raise ConfigError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "Executor", "ExecutorName", "LocalExecutor", "executor_for", "run_shard"]
+__all__ = ["EXECUTORS", "Executor", "ExecutorName", "LocalExecutor", "executor_for"]

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from multiprocessing.pool import Pool
 
 from ..stream import Shard, ShardJob, ShardResult, run_shard
-from . import ExecutorName
+from .base import ExecutorName
 
 _JOB: ShardJob | None = None
 
