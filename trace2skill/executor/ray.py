@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..budget import Meter, meter_of
 from ..config import BudgetConfig, Config
@@ -39,6 +39,7 @@ from ..errors import (BudgetExceeded, ConfigError, LLMError, LLMRequestsBlocked,
 from ..llm.retry import RateLimiter
 from ..stream import Corpus, Packed, Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
 from ..types import LessonSet, Skip, Trace, Usage
+from .base import ExecutorName
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -290,8 +291,7 @@ class RayExecutor:
     the tasks in flight.
     """
 
-    name: Literal["ray"] = "ray"
-    """(`ExecutorName`, not imported: the package imports this module.)"""
+    name: ExecutorName = "ray"
 
     def __init__(self, workers: int, address: str | None = None):
         require_ray()
