@@ -366,7 +366,7 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, conf
         elif config.analyse.executor == "ray" and corpus.shards:  # the analysts run where the shards are read
             from .executor.ray import analyse_remote
 
-            ready = await asyncio.to_thread(analyse_remote, work, corpus, config, tick)
+            ready = analyse_remote(work, corpus, config, tick)  # blocks the loop on purpose: nothing else runs yet, and Ctrl-C reaches it
             pool = await merge_ready(work, ready, fan_in, config.analyse.concurrency, tick)
             level = 1 if n > 1 else 0
         else:

@@ -7,8 +7,9 @@ remote one. Ray is imported only here, and only when asked for.
 
 What crosses the wire, and what does not:
 
-- a worker gets a *shard* (a trace file, or a byte range of a JSONL file) by its path: the traces
-  must be readable at the same path on every node (a shared file system or the same copy);
+- a worker gets a *shard* (`stream.Shard`: a trace file, an archive counting as one) by its path,
+  never its bytes: the traces must be readable at the same path on every node (a shared file
+  system or the same copy);
 - it sends back, per trajectory, its lessons, its index entry and its usage; consolidation,
   authoring and publishing run on the driver as on one machine, so the skill is byte-identical;
 - workers never write the state folder: the driver journals each analysis as it arrives, so a
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..budget import Meter, meter_of
 from ..config import BudgetConfig, Config
-from ..errors import (BudgetExceeded, ConfigError, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
+from ..errors import (BudgetExceeded, ConfigError, Interrupted, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
 from ..llm.retry import RateLimiter
 from ..stream import Corpus, Packed, Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
@@ -129,8 +130,8 @@ class Stop:
 
 
 STOPS: dict[str, type[Exception]] = {cls.__name__: cls for cls in (BudgetExceeded, LLMRequestsBlocked, ProviderRejected,
-                                                                   RateLimited, ProviderUnavailable, LLMError)}
-"""The errors that stop a run (`fleet.fatal`, and the failure streak's `ProviderUnavailable`)."""
+                                                                   RateLimited, ProviderUnavailable, LLMError, Interrupted)}
+"""The errors that stop a run (`fleet.fatal`, the failure streak's `ProviderUnavailable`, a drain)."""
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,13 @@ class RayExecutor:
         require_ray()
         self.workers = workers
         self.address = address
+        self._keeper: ActorHandle | None = None
+
+    def stop(self, cause: Exception) -> None:
+        """Stop the model path on every worker (a drain): no new request is sent, those in
+        flight finish and come back, then `map` raises `cause`."""
+        if self._keeper is not None:
+            connect(self.address).get(self._keeper.stop.remote(Stop.of(cause)))
 
     def _window(self, ray: ModuleType) -> int:
         if self.workers > 1:
@@ -330,7 +338,7 @@ class RayExecutor:
     def _map_model(self, ray: ModuleType, shards: Sequence[Shard], job: ShardJob, client: LLMClient,
                    window: int) -> Iterator[ShardResult]:
         driver = meter_of(client)
-        keeper = start_keeper(ray, job.config, driver if isinstance(driver, Meter) else None)
+        keeper = self._keeper = start_keeper(ray, job.config, driver if isinstance(driver, Meter) else None)
         each = max(1, -(-job.config.analyse.concurrency // window))
         task = ray.remote(run_model_batch)
         job_ref = ray.put(job)
@@ -473,6 +481,8 @@ def analyse_remote(work: Work, corpus: Corpus, config: Config, tick: Tick | None
     ready: list[Packed | None] = [None] * len(order)
     executor = RayExecutor(config.analyse.workers, config.analyse.ray_address)
     for result in executor.map([s for s in corpus.shards if s.order in used], job, client=analyst.llm):
+        if work.control is not None and work.control.drain_requested:
+            executor.stop(Interrupted("interrupted (run drained on request); rerun the same command to resume"))
         taken = _take(result, ready, position, digests, job, work)
         if tick is not None and taken:
             tick("analyse", taken)
