@@ -337,22 +337,27 @@ class RayExecutor:
 
     def _map_model(self, ray: ModuleType, shards: Sequence[Shard], job: ShardJob, client: LLMClient,
                    window: int) -> Iterator[ShardResult]:
+        """`window` tasks run at once (each takes a share of the CPUs: they wait on the model),
+        each analysing its shards `analyse.concurrency / window` at a time; as many again wait queued."""
         driver = meter_of(client)
         keeper = self._keeper = start_keeper(ray, job.config, driver if isinstance(driver, Meter) else None)
         each = max(1, -(-job.config.analyse.concurrency // window))
-        task = ray.remote(run_model_batch)
+        cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1)) / window)
+        task = ray.remote(num_cpus=cpus)(run_model_batch)
         job_ref = ray.put(job)
         refs = (task.remote(list(shards[i:i + each]), job_ref, keeper, each) for i in range(0, len(shards), each))
         usage = Usage()
         try:
-            for batch in in_order(ray, refs, window):
+            for batch in in_order(ray, refs, 2 * window):
                 usage = usage + batch.usage
                 yield from batch.results
+            cause: Stop | None = ray.get(keeper.cause.remote())
         finally:
             if isinstance(driver, Meter):
                 carry_back(ray, keeper, driver)
             carry_usage(client, usage)
-        cause: Stop | None = ray.get(keeper.cause.remote())
+            ray.kill(keeper)
+            self._keeper = None
         if cause is not None:
             raise cause.error()
 
