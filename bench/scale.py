@@ -8,9 +8,10 @@ the behaviour contrast runs as on the real corpus). Inputs are built once per si
 temporary folder (`--keep DIR` keeps them for the next invocation).
 
 Each measurement is a fresh `python cli.py distill` subprocess (offline, `--executor E
---workers W`); its peak memory is the largest resident set of the child and its workers
-(`VmHWM` of each, sampled every 0.2 s; the child's own high-water mark is exact), and the
-figures are printed as ratios against the 500 run measured in the same invocation.
+--workers W`); its peak memory is the child's own high-water mark (`VmHWM`, exact) or, when it
+has worker processes, the largest sum of the resident sets of the child and its workers
+(sampled every 0.2 s), whichever is larger; the figures are printed as ratios against the
+first size measured in the same invocation.
 
 Usage: `python bench/scale.py [--sizes 500,5000] [--executors local,process] [--workers 2]
 [--keep DIR]`. Ray rows need `pip install 'trace2skill[ray]'` (`--executors local,ray`).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -104,7 +104,7 @@ def measure(executor: str, workers: int, size: int, trajs: Path, out: Path) -> M
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     peak = 0.0
     while child.poll() is None:
-        peak = max(peak, _tree_peak_mb(child.pid))
+        peak = max(peak, _tree_mb(child.pid, "VmRSS:"), _tree_mb(child.pid, "VmHWM:", own=True))
         time.sleep(0.2)
     seconds = time.perf_counter() - started
     stdout, stderr = child.communicate()
@@ -116,20 +116,20 @@ def measure(executor: str, workers: int, size: int, trajs: Path, out: Path) -> M
     return Measured(executor, workers, size, seconds, peak, result["traces_read"], result["rules_written"])
 
 
-def _tree_peak_mb(pid: int) -> float:
-    """The largest `VmHWM` among `pid` and its descendants (each process's own high-water mark)."""
-    peak, todo = 0.0, [pid]
+def _tree_mb(pid: int, field: str, own: bool = False) -> float:
+    """`field` (`VmRSS:` or `VmHWM:`) of `pid`, summed over its descendants unless `own`."""
+    total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+                if line.startswith(field):
+                    total += int(line.split()[1]) / 1024
+            children = [] if own else Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue
         todo.extend(int(c) for c in children)
-    return peak
+    return total
 
 
 def print_table(rows: list[Measured]) -> None:

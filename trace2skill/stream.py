@@ -319,13 +319,18 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
 
 
 def with_renamed(corpus: Corpus, results: Iterable[ShardResult]) -> Corpus:
-    """`corpus` with the lesson sets of its renamed traces, from their shards analysed again
-    with `ShardJob(renamed=corpus.renamed, wanted=their digests)`."""
+    """`corpus` with its renamed traces read again under their new id (their shards run with
+    `ShardJob(renamed=corpus.renamed, wanted=their digests)`): the entry (a trace's digest
+    covers its id) and, offline, the lesson set."""
     new_ids = set(corpus.renamed.values())
+    fresh: dict[str, IndexEntry] = {}
     for result in results:
-        for entry, packed in zip(result.entries, result.lessons):
-            if entry.id in new_ids:
-                corpus.lessons.setdefault(entry.id, packed)
+        for n, entry in enumerate(result.entries):
+            if entry.id in new_ids and entry.id not in fresh:
+                fresh[entry.id] = entry
+                if n < len(result.lessons):
+                    corpus.lessons[entry.id] = result.lessons[n]
+    corpus.entries = [fresh.get(e.id, e) for e in corpus.entries]
     return corpus
 
 
