@@ -19,7 +19,7 @@ import math
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -27,6 +27,10 @@ from .config import BudgetConfig, Config
 from .consolidate import merge_windows
 from .errors import BudgetExceeded, BudgetRefused, ConfigError
 from .types import Usage
+
+if TYPE_CHECKING:
+    from .llm import LLMClient
+    from .llm.backend import CostMeter, Limiter
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -136,16 +140,6 @@ def price_for(config: Config, model: str) -> tuple[float, float] | None:
     return price
 
 
-class Caps(Protocol):
-    """What a client asks of the run's caps: `Meter` in one process, `executors.ray.RemoteMeter` on Ray."""
-
-    def price_of(self, tokens_in: int, tokens_out: int) -> float | None: ...
-
-    def reserve(self, tokens_in: int, tokens_out: int) -> float: ...
-
-    def settle(self, reserved: float, cost: float | None) -> None: ...
-
-
 class Meter:
     """The run's caps: calls and dollars reserved before each request, settled after."""
 
@@ -196,7 +190,7 @@ class Meter:
 class BudgetedClient:
     """An `LLMClient` whose every `complete` is reserved as one call (for clients that do not meter their own requests)."""
 
-    def __init__(self, inner, meter: Caps):
+    def __init__(self, inner: LLMClient, meter: CostMeter):
         self.inner = inner
         self.model = inner.model
         self.meter = meter
@@ -224,13 +218,14 @@ def _innermost(client, attribute: str):
     return client
 
 
-def with_budget(client, config: Config, meter: Caps | None = None, limiter: "Limiter | None" = None):
+def with_budget(client: LLMClient, config: Config, meter: CostMeter | None = None,
+                limiter: Limiter | None = None) -> LLMClient:
     """`client` under the run's caps: a backend that meters its own requests (retries and repairs
     included) gets the meter, even inside wrappers; anything else is wrapped whole.
 
     Args:
         meter: the caps to hold (default: a new `Meter` for this client). A Ray worker passes the
-            run's shared meter (`executors.ray.RemoteMeter`), so caps hold across workers.
+            run's shared meter (`executor.ray.RemoteMeter`), so caps hold across workers.
         limiter: the rate limiter a self-metering backend waits on (default: its own,
             `llm.rate_limit`); a Ray worker passes the run's shared one.
     """
@@ -244,13 +239,8 @@ def with_budget(client, config: Config, meter: Caps | None = None, limiter: "Lim
     return BudgetedClient(client, meter)
 
 
-def meter_of(client) -> Caps | None:
+def meter_of(client: LLMClient) -> CostMeter | None:
     """The meter `with_budget` gave `client` (None for a client that is not under one)."""
     holder = _innermost(client, "meter")
     return None if holder is None else holder.meter
 
-
-class Limiter(Protocol):
-    """Waits until one more request of `tokens` prompt tokens fits the rate limit (`llm.retry.RateLimiter`)."""
-
-    async def acquire(self, tokens: int) -> None: ...

@@ -202,7 +202,7 @@ def carry_back(ray: ModuleType, keeper: ActorHandle, driver: Meter) -> None:
 
 
 class RemoteMeter:
-    """`budget.Caps` on a worker: each reservation is made by the run's `BudgetKeeper`.
+    """`llm.backend.CostMeter` on a worker: each reservation is made by the run's `BudgetKeeper`.
 
     `reserve` is synchronous, as the meter's contract is (one round trip, about 2 ms locally),
     so no two workers can both take the last call.
@@ -230,7 +230,7 @@ class RemoteMeter:
 
 
 class RemoteLimiter:
-    """`budget.Limiter` on a worker: waits on the run's one rate limiter, in the budget actor."""
+    """`llm.backend.Limiter` on a worker: waits on the run's one rate limiter, in the budget actor."""
 
     def __init__(self, keeper: ActorHandle):
         self.keeper = keeper
