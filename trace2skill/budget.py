@@ -30,6 +30,7 @@ from .types import Usage
 
 if TYPE_CHECKING:
     from .llm import LLMClient
+    from .llm.backend import CostMeter, Limiter
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -188,11 +189,18 @@ class Meter:
             self.reserved -= reserved
             self.spent += reserved if cost is None else cost
 
+    def carry(self, calls: int, spent: float) -> None:
+        """Count calls and spend made elsewhere in this run (by Ray workers, under their shared
+        meter) so the caps hold for the whole run, not per phase."""
+        with self._lock:
+            self.calls += calls
+            self.spent += spent
+
 
 class BudgetedClient:
     """An `LLMClient` whose every `complete` is reserved as one call (for clients that do not meter their own requests)."""
 
-    def __init__(self, inner: LLMClient, meter: Meter):
+    def __init__(self, inner: LLMClient, meter: CostMeter):
         self.inner = inner
         self.model = inner.model
         self.meter = meter
@@ -220,25 +228,41 @@ def _innermost(client, attribute: str):
     return client
 
 
-def with_budget(client: LLMClient, config: Config) -> LLMClient:
+def with_budget(client: LLMClient, config: Config, meter: CostMeter | None = None,
+                limiter: Limiter | None = None) -> LLMClient:
     """`client` under the command's caps: a backend that meters its own requests (retries and
     repairs included) gets the meter, even inside wrappers; anything else is wrapped whole.
 
     A client lives for one command, so its meter does too: a client already under a meter keeps
     it, and every run the command makes with it (the preflight, the main run, the gate's and the
     evaluation's fold runs) spends from one `--max-calls` and one `--budget`.
+
+    Args:
+        meter: the caps to hold instead (a Ray worker passes the run's shared meter,
+            `executor.ray.RemoteMeter`, so caps hold across workers); it replaces any meter.
+        limiter: the rate limiter a self-metering backend waits on (default: its own,
+            `llm.rate_limit`); a Ray worker passes the run's shared one.
     """
-    if isinstance(client, BudgetedClient):
+    if isinstance(client, BudgetedClient) and meter is None:
         return client
     backend = _innermost(client, "meter")
-    if backend is not None and getattr(backend, "meter", None) is not None:
+    if backend is not None and getattr(backend, "meter", None) is not None and meter is None:
         return client
-    meter = Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
+    meter = meter or Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
     if backend is not None:
         backend.meter = meter
+        if limiter is not None:
+            backend.limiter = limiter
         return client
     wrapped = getattr(client, "_under_budget", None)  # the one wrapper (and meter) of this client
-    if wrapped is None:
+    if wrapped is None or wrapped.meter is not meter:
         wrapped = BudgetedClient(client, meter)
         client._under_budget = wrapped
     return wrapped
+
+
+def meter_of(client: LLMClient) -> CostMeter | None:
+    """The meter `with_budget` gave `client` (None for a client that is not under one)."""
+    holder = _innermost(client, "meter")
+    return None if holder is None else holder.meter
+

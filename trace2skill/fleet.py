@@ -220,6 +220,29 @@ async def _settle(tasks: set[asyncio.Task[None]], errors: list[BaseException]) -
         raise errors[0]
 
 
+async def merge_ready(work: Work, ready: list[Packed | None], fan_in: int, concurrency: int,
+                      tick: Tick | None = None) -> list[Packed]:
+    """The level-1 pool of lesson sets analysed elsewhere (`ready`, in stream order; None where
+    the run stopped first), grouped exactly as `analyse_stream` groups them, so a run whose
+    analysts ran on Ray merges as a local run does. At most `concurrency` merges at once."""
+    if len(ready) == 1:
+        return [ready[0]] if ready[0] is not None else []
+    slots = asyncio.Semaphore(concurrency)
+    merged: dict[int, Packed] = {}
+
+    async def merge(g: int, group: list[Packed]) -> None:
+        async with slots:
+            if work.halt.cause is None:
+                merged[g] = await work.merge(group, 1)
+                if tick is not None:
+                    tick("merge", 1)
+
+    groups = [[ready[p] for p in members] for members in chunk(list(range(len(ready))), fan_in)]
+    await asyncio.gather(*(merge(g, [p for p in group if p is not None]) for g, group in enumerate(groups)
+                           if all(p is not None for p in group)))
+    return [merged[g] for g in sorted(merged)]
+
+
 def _spawn(tasks: set[asyncio.Task[None]], coroutine: Coroutine[object, object, None], errors: list[BaseException]) -> None:
     """Run `coroutine` as a task of the fleet; an error it raises (a bug, Ctrl-C) stops the fleet."""
     task = asyncio.ensure_future(coroutine)

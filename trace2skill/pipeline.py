@@ -32,7 +32,7 @@ from .consolidate import merge_count
 from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillValidationError
 from .fsguard import no_symlinks
 from .executor import Executor, executor_for
-from .fleet import Work, analyse_stream
+from .fleet import Work, analyse_stream, merge_ready
 from .graph import build_graph, run_config
 from .ingest import IngestResult, require_paths
 from .ingest.labels import LabelBook
@@ -376,6 +376,12 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, conf
         if work.analyst.mode == "offline":
             pool, level = [corpus.lessons[e.id] for e in corpus.entries], 0
             tick("analyse", n)
+        elif config.analyse.executor == "ray" and corpus.shards:  # the analysts run where the shards are read
+            from .executor.ray import analyse_remote
+
+            ready = analyse_remote(work, corpus, config, tick)  # blocks the loop on purpose: nothing else runs yet, and Ctrl-C reaches it
+            pool = await merge_ready(work, ready, fan_in, config.analyse.concurrency, tick)
+            level = 1 if n > 1 else 0
         else:
             position = {e.id: i for i, e in enumerate(corpus.in_stream_order())}
             pool = await analyse_stream(work, traces, position, fan_in, config.analyse.concurrency, tick)

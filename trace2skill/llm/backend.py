@@ -1,4 +1,4 @@
-"""What a model backend is handed by its surroundings: the request gate and the run's cost meter.
+"""What a model backend is handed by its surroundings: the request gate, the run's cost meter and rate limiter.
 
 Protocols, so a backend imports neither the `llm` package that builds it (`allow_model_requests`)
 nor `budget` (`budget.Meter`), which would make import cycles.
@@ -23,3 +23,10 @@ class CostMeter(Protocol):
     def reserve(self, tokens_in: int, tokens_out: int) -> float: ...
 
     def settle(self, reserved: float, cost: float | None) -> None: ...
+
+
+class Limiter(Protocol):
+    """Waits until one more request of `tokens` prompt tokens fits `llm.rate_limit`
+    (`retry.RateLimiter`; on Ray, the run's one limiter in the budget actor)."""
+
+    async def acquire(self, tokens: int) -> None: ...

@@ -26,7 +26,7 @@ from ..config import LLMConfig
 from ..errors import (ContextTooLong, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
 from ..types import Usage
-from .backend import CostMeter, RequestGate
+from .backend import CostMeter, Limiter, RequestGate
 from .parse import complete_with_repair, response_schema
 from .retry import RateLimiter, with_retries
 
@@ -82,7 +82,8 @@ class LiteLLMClient:
         self._gate = gate
         self._api_key = api_key
         self._key_hint = key_hint
-        self._limiter = RateLimiter(config.rate_limit.requests, config.rate_limit.tokens)
+        self.limiter: Limiter = RateLimiter(config.rate_limit.requests, config.rate_limit.tokens)
+        """Keeps requests under `llm.rate_limit`; on Ray, the run's shared limiter (`budget.with_budget`)."""
 
     async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
         if not self._gate.allowed:
@@ -97,7 +98,7 @@ class LiteLLMClient:
         reserved = self.meter.reserve(tokens_in, int(sampling_params(self.config)["max_tokens"])) if self.meter else None
         cost: float | None = None
         try:
-            await self._limiter.acquire(tokens_in)
+            await self.limiter.acquire(tokens_in)
             response = await _litellm().acompletion(**self.request(messages, output))
             cost = self._record(response)
         except Exception as exc:  # noqa: BLE001 - mapped onto our own errors in one place
