@@ -1,9 +1,10 @@
 """Cost quoted before it is spent, and capped while it is spent.
 
-`quote` estimates calls and tokens per stage from the actual trajectories (compressed exactly
-as the analysts will see them) before any call is made: the preflight request, one analysis
-per trajectory not yet analysed, every merge *window* the tree will send (not one per merge),
-and an allowance for repair requests. On a resumed run it counts only the work left.
+`quote` estimates calls and tokens per stage from the actual trajectories before any call is
+made: the preflight request, one analysis per trajectory not yet analysed, every merge
+*window* the tree will send (not one per merge), and an allowance for repair requests. On a
+resumed run it counts only the work left. Prompt sizes are estimated from the text's length
+(`compress.estimated_tokens`), so each trajectory is compressed once, by its analyst.
 
 `Meter` holds the caps. Every request is *reserved* before it is sent (a call, and the cost of
 its prompt plus the most output it may return) and settled with the real cost after, so
@@ -67,11 +68,11 @@ def quote(traces: list[Trace], config: Config, price: tuple[float, float] | None
         analysed: digests of traces whose analysis is already recorded (not quoted again).
         merges_done: merge windows already recorded for this run (not quoted again).
     """
-    from .compress import compress_trace, count_tokens
+    from .compress import estimated_tokens
 
     budget = config.analyse.token_budget
-    left = [t for t in traces if t.digest() not in analysed]
-    analyst_in = sum(min(budget, count_tokens(compress_trace(t, budget))) for t in left)
+    left = [t for t in traces if t.digest() not in analysed] if analysed else list(traces)
+    analyst_in = sum(estimated_tokens(t, budget) for t in left)
     analyse = StageQuote("analyse", len(left), analyst_in + PROMPT_OVERHEAD_TOKENS * len(left), ANALYST_OUTPUT_TOKENS * len(left))
     windows = max(0, merge_windows(len(traces), config.consolidate.fan_in, LESSONS_PER_ANALYSIS) - merges_done)
     from .consolidate import MERGE_WINDOW

@@ -23,6 +23,7 @@ reach SKILL.md.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import Counter, defaultdict
@@ -138,13 +139,36 @@ def merge_sets(sets: Iterable[LessonSet], level: int) -> LessonSet:
 
 
 async def merge_sets_llm(sets: Iterable[LessonSet], level: int, llm: LLMClient) -> LessonSet:
-    """Merge deterministically, then let the model group paraphrases and flag contradictions."""
+    """Merge deterministically, then let the model group paraphrases and flag contradictions.
+
+    The windows are disjoint, so their calls go out together (the client bounds how many are in
+    flight) and the decisions are applied in window order, whatever order the answers arrive in:
+    the result is the one a call-by-call merge would give. The deterministic merge, the windows
+    and the prompts are computed in a worker thread, off the event loop. When one call fails the
+    calls not yet answered are cancelled and the error is raised, as a call-by-call merge would.
+    """
+    base, windows, prompts = await asyncio.to_thread(_prepare_merge, list(sets), level)
+    tasks = [asyncio.ensure_future(llm.complete(messages, output=MergeDecision, purpose="merge")) for messages in prompts]
+    try:
+        decisions = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return await asyncio.to_thread(_apply_decisions, base, windows, decisions, level)
+
+
+def _prepare_merge(sets: list[LessonSet], level: int) -> tuple[LessonSet, list[list[Lesson]], list[list[dict[str, str]]]]:
+    """The deterministic merge of `sets`, its windows of two or more lessons, and their prompts."""
     base = merge_sets(sets, level)
+    windows = [w for w in similarity_windows(list(base.lessons)) if len(w) >= 2]
+    return base, windows, [merge_messages(w) for w in windows]
+
+
+def _apply_decisions(base: LessonSet, windows: list[list[Lesson]], decisions: list[MergeDecision], level: int) -> LessonSet:
     lessons, conflicts = list(base.lessons), list(base.conflicts)
-    for window in similarity_windows(list(base.lessons)):
-        if len(window) < 2:
-            continue
-        decision = await llm.complete(merge_messages(window), output=MergeDecision, purpose="merge")
+    for window, decision in zip(windows, decisions):
         merged, found = apply_decision(tuple(window), decision)
         window_ids = {l.id for l in window}
         lessons = [l for l in lessons if l.id not in window_ids] + merged

@@ -285,11 +285,15 @@ def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInf
 
 def _run_graph(ingested: IngestResult, analyst: Analyst, config: Config, thread_id: str, progress: Progress | None,
                journal: AnalysisJournal | None, control: Any) -> tuple[LessonSet, list[Skip], list[str]]:
-    """Check the analyst, then run the graph once, in memory; the journal carries work across runs."""
+    """Check the analyst, then run the graph once, in memory; the journal carries work across runs
+    (and is committed and closed on every way out)."""
     try:
         return asyncio.run(_consolidate(ingested, analyst, config, thread_id, progress, journal, control))
     except KeyboardInterrupt:
         raise Interrupted("interrupted; rerun the same command to resume") from None
+    finally:
+        if journal is not None:
+            journal.close()
 
 
 async def _consolidate(ingested: IngestResult, analyst: Analyst, config: Config, thread_id: str,

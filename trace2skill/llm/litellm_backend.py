@@ -12,8 +12,10 @@ meter *before* it is sent, so `--max-calls` and `--budget` hold under any concur
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -31,7 +33,9 @@ RESERVED_OUTPUT_TOKENS = 2048
 """Output tokens reserved per request when `llm.max_tokens` does not bound the reply."""
 
 
+@functools.cache
 def _litellm():
+    """litellm, imported and configured once per process (the import alone takes seconds)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
@@ -62,9 +66,12 @@ class LiteLLMClient:
     Args:
         api_key: the key to send, or None to let litellm send the provider's own key to the
             provider's own endpoint (see `llm.resolve_api_key`).
+        key_hint: what to set when the provider refuses the key; asked only then, because
+            finding out imports litellm.
     """
 
-    def __init__(self, config: LLMConfig, gate: Any, *, api_key: str | None = None, key_hint: str = ""):
+    def __init__(self, config: LLMConfig, gate: Any, *, api_key: str | None = None,
+                 key_hint: Callable[[], str] = lambda: ""):
         self.config = config
         self.model = config.model
         self.usage = Usage()
@@ -141,7 +148,7 @@ def reply_text(response: Any, structured: str) -> str:
     return message.content or ""
 
 
-def map_error(exc: Exception, model: str, key_hint: str = "") -> LLMError:
+def map_error(exc: Exception, model: str, key_hint: Callable[[], str] = lambda: "") -> LLMError:
     """The one mapping from provider exceptions to ours, by class (`isinstance`), keeping the
     provider's whole message and saying what to set."""
     errors = _litellm().exceptions
@@ -149,7 +156,7 @@ def map_error(exc: Exception, model: str, key_hint: str = "") -> LLMError:
     if isinstance(exc, errors.ContextWindowExceededError):
         return ContextTooLong(f"{model!r}: the prompt is longer than the model's context window: {text}")
     if isinstance(exc, (errors.AuthenticationError, errors.PermissionDeniedError)):
-        return ProviderRejected(f"{model!r}: the provider refused the credentials: {text}. {key_hint}".strip())
+        return ProviderRejected(f"{model!r}: the provider refused the credentials: {text}. {key_hint()}".strip())
     if isinstance(exc, errors.NotFoundError):
         return ProviderRejected(f"{model!r}: the provider does not know this model or endpoint: {text}. "
                                 "Check --model / llm.model and --api-base / llm.api_base.")

@@ -5,6 +5,7 @@ Shared by every backend so a reply is judged the same way whoever produced it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,8 @@ async def complete_with_repair(
     messages: list[dict[str, str]],
     output: type[M],
 ) -> M:
-    """Send, validate, and on an invalid reply ask once more with the validation error.
+    """Send, validate (in a worker thread, off the event loop), and on an invalid reply ask once
+    more with the validation error.
 
     Raises:
         LessonParseError: the second reply is not valid either.
@@ -53,11 +55,11 @@ async def complete_with_repair(
 
     text = await send(messages, output)
     try:
-        return parse_reply(text, output)
+        return await asyncio.to_thread(parse_reply, text, output)
     except LessonParseError as exc:
         repair = render("repair.md", error=str(exc), schema=output.model_json_schema())
         retry = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": repair}]
-        return parse_reply(await send(retry, output), output)
+        return await asyncio.to_thread(parse_reply, await send(retry, output), output)
 
 
 def response_schema(output: type[BaseModel]) -> dict:
