@@ -72,15 +72,23 @@ class AnalysisJournal:
         self._pending: dict[tuple[str, str], str] = {}
         """(table, key) -> result JSON, written at the next commit."""
         self._flushed = -math.inf
+        self._known: set[tuple[str, str]] = set()
+        """(table, key) of this run's committed records, read once here: a lookup of anything
+        else is answered without a query, so a fresh run asks the database nothing. (A run's
+        records are written by that run only: its skill folder or state folder is locked.)"""
         with self._lock, self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS analyses (run TEXT, trace TEXT, result TEXT NOT NULL, PRIMARY KEY (run, trace))")
             self._db.execute("CREATE TABLE IF NOT EXISTS merges (run TEXT, key TEXT, result TEXT NOT NULL, PRIMARY KEY (run, key))")
+            for table, column in (("analyses", "trace"), ("merges", "key")):
+                self._known.update((table, row[0]) for row in self._db.execute(f"SELECT {column} FROM {table} WHERE run = ?", (run_id,)))
         self._finalizer = weakref.finalize(self, _commit_and_close, self._db, self._lock, self._pending, run_id)
 
     def _one(self, table: str, key: str) -> str | None:
         with self._lock:
             if (table, key) in self._pending:
                 return self._pending[(table, key)]
+            if (table, key) not in self._known:
+                return None
             column = "trace" if table == "analyses" else "key"
             row = self._db.execute(f"SELECT result FROM {table} WHERE run = ? AND {column} = ?", (self.run_id, key)).fetchone()
         return row[0] if row else None
@@ -95,6 +103,7 @@ class AnalysisJournal:
     def flush(self) -> None:
         """Commit every record not yet committed (one transaction)."""
         with self._lock:
+            self._known.update(self._pending)
             _commit(self._db, self._pending, self.run_id)
             self._flushed = time.monotonic()
 
@@ -120,19 +129,18 @@ class AnalysisJournal:
 
     def analysed(self) -> set[str]:
         """Digests of the traces this run has already analysed successfully."""
-        self.flush()
         with self._lock:
-            return {row[0] for row in self._db.execute("SELECT trace FROM analyses WHERE run = ?", (self.run_id,))}
+            return {key for table, key in (*self._known, *self._pending) if table == "analyses"}
 
     def merges_done(self) -> int:
-        self.flush()
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM merges WHERE run = ?", (self.run_id,)).fetchone()[0]
+            return len({key for table, key in (*self._known, *self._pending) if table == "merges"})
 
     def forget(self) -> None:
         """Drop this run's entries once its result is safely committed."""
         with self._lock, self._db:
             self._pending.clear()
+            self._known.clear()
             self._db.execute("DELETE FROM analyses WHERE run = ?", (self.run_id,))
             self._db.execute("DELETE FROM merges WHERE run = ?", (self.run_id,))
 

@@ -24,7 +24,7 @@ from ..config import LLMConfig
 from ..errors import (ContextTooLong, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
 from ..types import Usage
-from .parse import complete_with_repair, response_schema
+from .parse import complete_with_repair, json_schema, response_schema
 from .retry import RateLimiter, with_retries
 
 M = TypeVar("M", bound=BaseModel)
@@ -114,7 +114,7 @@ class LiteLLMClient:
             kwargs["api_base"] = self.config.api_base
         if self._api_key is not None:
             kwargs["api_key"] = self._api_key
-        schema = output.model_json_schema()
+        schema = json_schema(output)
         if self.config.structured == "json_schema":
             kwargs["response_format"] = response_schema(output)
         elif self.config.structured == "tool":
