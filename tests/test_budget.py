@@ -11,8 +11,7 @@ from trace2skill.cli import app
 from trace2skill.config import load_config
 from trace2skill.consolidate import merge_count
 from trace2skill.errors import BudgetExceeded, ConfigError, Interrupted
-from trace2skill.ingest import load_traces
-from trace2skill.pipeline import distill
+from trace2skill.pipeline import distill, read_corpus
 from trace2skill.testing import ScriptedLLM
 
 from test_graph import responder
@@ -24,7 +23,7 @@ def analyst_calls(llm: ScriptedLLM) -> int:
 
 def test_quote_counts_every_call_the_run_will_make(demo_traces):
     config = load_config(env={})
-    traces = load_traces([demo_traces], config).traces
+    traces = read_corpus(config, False, [demo_traces]).entries
     estimate = quote(traces, config, price=(1e-6, 4e-6))
     analyse, merge, repair, preflight_stage = estimate.stages
     # 40 analyses of at most 3 lessons, fan-in 5: 8 merges of 15 lessons (one window each), then
@@ -38,7 +37,7 @@ def test_quote_counts_every_call_the_run_will_make(demo_traces):
 
 def test_a_run_quoted_above_the_budget_is_refused_before_any_call(demo_traces):
     config = load_config(overrides={"budget.max_cost": 0.0001}, env={})
-    traces = load_traces([demo_traces], config).traces
+    traces = read_corpus(config, False, [demo_traces]).entries
     with pytest.raises(BudgetExceeded, match="exceeds --budget"):
         preflight(traces, config, "openai/gpt-4o-mini")
     assert preflight(traces, config, "scripted").cost == 0, "the scripted model is free"
@@ -49,7 +48,7 @@ def test_a_run_quoted_above_the_budget_is_refused_before_any_call(demo_traces):
 
 
 def test_a_run_above_the_approval_threshold_needs_yes(demo_traces):
-    traces = load_traces([demo_traces], load_config(env={})).traces
+    traces = read_corpus(load_config(env={}), False, [demo_traces]).entries
     needs_approval = load_config(overrides={"budget.approve_above": 0.0001}, env={})
     with pytest.raises(BudgetExceeded, match="--yes"):
         preflight(traces, needs_approval, "openai/gpt-4o-mini")

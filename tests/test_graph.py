@@ -1,15 +1,16 @@
 """The real LangGraph graph driven by the scripted model."""
 
-import asyncio
 import re
+from collections import Counter
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
 
 from trace2skill.analyse import AnalystReport, analyst_for
 from trace2skill.config import load_config
 from trace2skill.consolidate import MergeDecision
-from trace2skill.graph import build_graph, run_config
+from trace2skill.fleet import Work
+from trace2skill.ingest import IngestResult
+from trace2skill.pipeline import analyse_and_consolidate, read_corpus
 from trace2skill.testing import ScriptedLLM
 from trace2skill.types import LessonSet, Observation, SourceRef, Step, ToolCall, Trace
 
@@ -46,18 +47,18 @@ def responder(messages, output, purpose):
 
 
 def run_graph(traces, llm, config, concurrency):
-    graph = build_graph(analyst_for(config, llm), config, {t.id: t for t in traces}, InMemorySaver())
-    cfg = run_config(len(traces), config, "test-thread")
-    cfg["max_concurrency"] = concurrency
+    """The fleet and the consolidation graph over `traces`, as a run drives them; the progress
+    ticks count analyses and merges."""
+    config = config.model_copy(update={"analyse": config.analyse.model_copy(update={"concurrency": concurrency})})
+    held = IngestResult(traces=traces, skips=[], outcomes={}, redactions={})
+    corpus = read_corpus(config, False, ingested=held)
+    counts: Counter[str] = Counter()
 
-    async def go():
-        counts = {"analyse": 0, "merge": 0}
-        async for update in graph.astream({"traces": [t.id for t in traces], "level": 0}, cfg, stream_mode="updates"):
-            for node in update:
-                counts[node] = counts.get(node, 0) + 1
-        return counts, (await graph.aget_state(cfg)).values
+    def progress(stage, done, total, **_):
+        counts[stage] = done
 
-    return asyncio.run(go())
+    final, failed, _ = analyse_and_consolidate(corpus, iter(traces), Work(analyst_for(config, llm)), config, progress)
+    return counts, {"final": final, "failed": [{"trace_id": f.path} for f in failed]}
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])
@@ -66,7 +67,7 @@ def test_fan_out_count_in_equals_count_out_and_merge_levels(concurrency):
     config = load_config(overrides={"consolidate.fan_in": 3, "llm.model": "scripted"}, env={})
     llm = ScriptedLLM(responder)
     counts, state = run_graph(traces, llm, config, concurrency)
-    final = LessonSet.model_validate(state["final"])
+    final = state["final"]
 
     assert counts["analyse"] == llm.count("analyse-failure") + llm.count("analyse-success") == 12
     assert llm.count("analyse-failure") == 4
@@ -91,7 +92,7 @@ def test_failed_analysis_is_recorded_and_the_rest_goes_on():
     config = load_config(overrides={"llm.model": "scripted"}, env={})
     llm = ScriptedLLM(responder).enqueue("analyse-failure", LLMError("provider down"))
     _, state = run_graph(traces, llm, config, 2)
-    final = LessonSet.model_validate(state["final"])
+    final = state["final"]
     assert [f["trace_id"] for f in state["failed"]] == ["trace-00"]
     assert final.sources == tuple(t.id for t in traces)
     assert next(l for l in final.lessons if l.subject == "pytest").support == 3
@@ -102,4 +103,4 @@ def test_single_trace_needs_no_merge():
     llm = ScriptedLLM(responder)
     counts, state = run_graph([make_trace(1)], llm, config, 1)
     assert counts.get("merge", 0) == 0 and llm.count("merge") == 0
-    assert LessonSet.model_validate(state["final"]).level == 0
+    assert state["final"].level == 0

@@ -11,6 +11,7 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from trace2skill.ingest import load_traces
 from trace2skill.offline import analyse_offline, select_offline
 from trace2skill.offline.behaviours import Shown, contrast
-from trace2skill.offline.select import observe
+from trace2skill.offline.select import observe, observed
 from trace2skill.types import Evidence, Lesson, Observation, SourceRef, Step, ToolCall, Trace
 
 CORPUS = Path(__file__).resolve().parent.parent / "traces" / "mini-swe-agent-swebench-verified"
@@ -274,7 +275,7 @@ def test_same_signature_means_same_wording_across_the_corpus(corpus, analysed):
 def selected(corpus, analysed) -> list[Lesson]:
     outcomes = Counter(t.outcome for t in corpus)
     assert outcomes == {"success": 26, "failure": 14}
-    return select_offline(_merge([l for lessons in analysed.values() for l in lessons]), corpus)
+    return select_offline(_merge([l for lessons in analysed.values() for l in lessons]), _runs(corpus))
 
 
 def test_corpus_yields_concrete_pitfalls_and_no_behaviour_its_numbers_do_not_back(selected):
@@ -319,8 +320,21 @@ def test_system_python_counts_match_an_independent_scan(selected):
 def test_selection_is_deterministic_whatever_the_input_order(corpus, analysed, selected):
     lessons = _merge([l for lessons in reversed(list(analysed.values())) for l in lessons])
     random.Random(7).shuffle(lessons)
-    again = select_offline(lessons, list(reversed(corpus)))
+    again = select_offline(lessons, _runs(list(reversed(corpus))))
     assert [l.id for l in again] == [l.id for l in selected]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A run as the corpus pass sees it (what `stream.IndexEntry` carries): no trajectory."""
+
+    id: str
+    outcome: str
+    behaviours: bytes | None
+
+
+def _runs(traces: list[Trace]) -> list[_Run]:
+    return [_Run(t.id, t.outcome, observed(t)) for t in traces]
 
 
 def _table(signature: str, did: tuple[int, int], of: tuple[int, int]) -> tuple[dict, list[Trace], dict]:

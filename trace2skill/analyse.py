@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +34,9 @@ from .llm import BoundedClient, LLMClient, check_model
 from .prompts import render
 from .rules import RuleRecord, record_lesson, rule_id
 from .types import Conflict, Evidence, Lesson, LessonKind, LessonSet, Trace, Usage, content_hash
+
+if TYPE_CHECKING:
+    from .stream import IndexEntry
 
 MAX_LESSONS = 3
 QUOTE_CHARS = 200
@@ -96,10 +99,11 @@ class Analyst(Protocol):
     async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
         """One lesson set from several."""
 
-    def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
-        """The consolidated set as it goes to the author (selection, safety holds)."""
+    def finish(self, final: LessonSet, runs: Sequence[IndexEntry], outcomes: dict[str, int]) -> LessonSet:
+        """The consolidated set as it goes to the author (selection, safety holds), from the
+        run's index (the trajectories are not held)."""
 
-    def nothing_learned(self, traces: Sequence[Trace]) -> str:
+    def nothing_learned(self, runs: Sequence[IndexEntry]) -> str:
         """Why no lesson came out of `traces` (the run then writes nothing and exits 3)."""
 
     def author_config(self, config: Config) -> Config:
@@ -125,15 +129,15 @@ class OfflineAnalyst:
     async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
         return merge_sets(sets, level)
 
-    def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
+    def finish(self, final: LessonSet, runs: Sequence[IndexEntry], outcomes: dict[str, int]) -> LessonSet:
         from .offline import select_offline
 
-        return final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), traces))})
+        return final.model_copy(update={"lessons": tuple(select_offline(list(final.lessons), runs))})
 
-    def nothing_learned(self, traces: Sequence[Trace]) -> str:
+    def nothing_learned(self, runs: Sequence[IndexEntry]) -> str:
         from .offline import nothing_learned
 
-        return nothing_learned(list(traces))
+        return nothing_learned(runs)
 
     def author_config(self, config: Config) -> Config:
         return config
@@ -188,11 +192,11 @@ class ModelAnalyst:
     async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
         return await merge_sets_llm(sets, level, self.llm)
 
-    def finish(self, final: LessonSet, traces: Sequence[Trace], outcomes: dict[str, int]) -> LessonSet:
-        return hold_risky(final, {t.id: content_hash(" ".join(t.task.split()) or t.id) for t in traces})
+    def finish(self, final: LessonSet, runs: Sequence[IndexEntry], outcomes: dict[str, int]) -> LessonSet:
+        return hold_risky(final, {r.id: r.task_hash for r in runs})
 
-    def nothing_learned(self, traces: Sequence[Trace]) -> str:
-        return f"the model proposed no lesson from {len(traces)} trajectories; nothing was written"
+    def nothing_learned(self, runs: Sequence[IndexEntry]) -> str:
+        return f"the model proposed no lesson from {len(runs)} trajectories; nothing was written"
 
     def author_config(self, config: Config) -> Config:
         """A model lesson needs `llm.min_support` trajectories (default 2) to enter SKILL.md."""

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from .config import BudgetConfig, Config
 from .consolidate import merge_windows
 from .errors import BudgetExceeded, BudgetRefused, ConfigError
-from .types import Trace, Usage
+from .types import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,7 +60,18 @@ class Quote:
         return sum(s.calls for s in self.stages)
 
 
-def quote(traces: list[Trace], config: Config, price: tuple[float, float] | None, *,
+class Quoted(Protocol):
+    """A trajectory as the quote sees it (`stream.IndexEntry`): its digest and the prompt
+    tokens of its compressed text, counted when it was read."""
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def tokens(self) -> int: ...
+
+
+def quote(traces: Sequence[Quoted], config: Config, price: tuple[float, float] | None, *,
           analysed: Collection[str] = (), merges_done: int = 0) -> Quote:
     """Estimate the model spend of distilling `traces` (an upper bound per call, not a promise).
 
@@ -68,11 +79,8 @@ def quote(traces: list[Trace], config: Config, price: tuple[float, float] | None
         analysed: digests of traces whose analysis is already recorded (not quoted again).
         merges_done: merge windows already recorded for this run (not quoted again).
     """
-    from .compress import estimated_tokens
-
-    budget = config.analyse.token_budget
-    left = [t for t in traces if t.digest() not in analysed] if analysed else list(traces)
-    analyst_in = sum(estimated_tokens(t, budget) for t in left)
+    left = [t for t in traces if t.digest not in analysed]
+    analyst_in = sum(t.tokens for t in left)
     analyse = StageQuote("analyse", len(left), analyst_in + PROMPT_OVERHEAD_TOKENS * len(left), ANALYST_OUTPUT_TOKENS * len(left))
     windows = max(0, merge_windows(len(traces), config.consolidate.fan_in, LESSONS_PER_ANALYSIS) - merges_done)
     from .consolidate import MERGE_WINDOW
@@ -90,7 +98,7 @@ def quote(traces: list[Trace], config: Config, price: tuple[float, float] | None
     return Quote(stages=stages, cost=cost)
 
 
-def preflight(traces: list[Trace], config: Config, model: str, *, analysed: Collection[str] = (),
+def preflight(traces: Sequence[Quoted], config: Config, model: str, *, analysed: Collection[str] = (),
               merges_done: int = 0) -> Quote:
     """Quote the run before any call; refuse it when the quote exceeds the cap or needs approval.
 

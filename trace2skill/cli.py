@@ -78,6 +78,9 @@ LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help=_h("flat: OUT
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help=_h("litellm model string, 'offline' (no LLM) or 'scripted:FILE.json'.", _config_default("llm.model")), show_default=False)]
 ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help=_h("Base URL of a local OpenAI-compatible server.", "provider default"), show_default=False)]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help=_h("Analysts running at once.", _config_default("analyse.concurrency")), show_default=False)]
+ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help=_h("Where the map stage runs: local, process (--workers processes) or ray.", _config_default("analyse.executor")), show_default=False)]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help=_h("Worker processes of the map stage (the offline analyst is CPU-bound).", _config_default("analyse.workers")), show_default=False)]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help=_h("Ray cluster to join with --executor ray (auto, ray://HOST:PORT).", "a local Ray"), show_default=False)]
 FanInOpt = Annotated[Optional[int], typer.Option("--fan-in", help=_h("Lesson sets per merge.", _config_default("consolidate.fan_in")), show_default=False)]
 MinSupportOpt = Annotated[Optional[int], typer.Option("--min-support", help=_h("Trajectories a rule needs to enter SKILL.md.", _config_default("consolidate.min_support")), show_default=False)]
 BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help=_h("Hard cap on model spend in US dollars.", "no cap"), show_default=False)]
@@ -90,7 +93,8 @@ GateOpt = Annotated[Optional[str], typer.Option("--gate", help="none | heldout: 
 GateCmdOpt = Annotated[Optional[str], typer.Option("--gate-cmd", help="Benchmark command run with the current skill and the candidate (folder in TRACE2SKILL_SKILL_DIR); last stdout line is the score.")]
 AblateOpt = Annotated[Optional[int], typer.Option("--ablate", help="With --gate-cmd: also score the candidate without each of its N newest or weakest rules.")]
 
-RUN_FLAGS = ("paths", "out", "skill", "description", "layout", "model", "api_base", "concurrency", "fan_in", "min_support",
+RUN_FLAGS = ("paths", "out", "skill", "description", "layout", "model", "api_base", "concurrency", "executor", "workers",
+             "ray_address", "fan_in", "min_support",
              "trace_format", "labels", "success_threshold", "drop_sidechains", "budget", "max_calls", "dry_run", "yes",
              "report", "state_dir", "gate", "gate_cmd", "ablate", "settings", "config_path", "json_out", "verbose", "quiet")
 """The flags `distill` and `refresh` share (a test holds both commands to it)."""
@@ -188,7 +192,8 @@ def _run_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     return {
         "skill.out": flags["out"], "skill.name": flags["skill"], "skill.layout": flags["layout"],
         "skill.description": flags["description"], "llm.model": flags["model"], "llm.api_base": flags["api_base"],
-        "analyse.concurrency": flags["concurrency"], "analyse.format": flags["trace_format"], "analyse.labels": flags["labels"],
+        "analyse.concurrency": flags["concurrency"], "analyse.executor": flags["executor"], "analyse.workers": flags["workers"],
+        "analyse.ray_address": flags["ray_address"], "analyse.format": flags["trace_format"], "analyse.labels": flags["labels"],
         "analyse.success_threshold": flags["success_threshold"], "analyse.sidechains": "drop" if flags["drop_sidechains"] else None,
         "consolidate.fan_in": flags["fan_in"], "consolidate.min_support": flags["min_support"],
         "budget.max_cost": flags["budget"], "budget.max_calls": flags["max_calls"], "budget.approved": True if flags["yes"] else None,
@@ -247,6 +252,9 @@ def distill(
     model: ModelOpt = None,
     api_base: ApiBaseOpt = None,
     concurrency: ConcurrencyOpt = None,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
     fan_in: FanInOpt = None,
     min_support: MinSupportOpt = None,
     trace_format: FormatOpt = None,
@@ -272,30 +280,29 @@ def distill(
 
     Long because typer takes one parameter per option (about 30 of its lines); the body is short.
     """
-    from .ingest import load_traces
     from .journal import checkpoint_path
     from .pipeline import distill as run_distill
-    from .pipeline import plan
+    from .pipeline import plan, read_corpus
     from .report import print_summary
 
     _verbosity(ctx, verbose, quiet)
     try:
         config = _config(config_path, _run_overrides(locals()), settings)
         llm = _llm(ctx, config)
-        with _reading(_show_progress(ctx, json_out)):
-            ingested = load_traces(paths or [Path(p) for p in config.sources], config)
-        labelled = sum(t.extra.get("label_source") == str(config.analyse.labels) for t in ingested.traces)
-        _warn_unmatched_labels(ctx, config, labelled, len(ingested.traces))
+        with _progress_reporter(_show_progress(ctx, json_out)) as progress:
+            corpus = read_corpus(config, llm is None, paths, progress=progress)
+        labelled = sum(e.label_source == str(config.analyse.labels) for e in corpus.entries)
+        _warn_unmatched_labels(ctx, config, labelled, len(corpus.entries))
         quoted: list[Any] = []
-        if dry_run and llm is not None and ingested.traces:
-            _quoted(ctx, quoted, plan(config, llm, ingested, None, check=False).quote)
+        if dry_run and llm is not None and corpus.entries:
+            _quoted(ctx, quoted, plan(config, llm, corpus, None, check=False).quote)
             _note(ctx, "dry run: quote only; the diff needs the model's answers (run without --dry-run, with --max-calls or --budget)")
             return
         _quote_gate(config, dry_run)
         before = _previous_titles(config.skill_dir())
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
             checkpoint = checkpoint_path(config.state_dir) if llm is not None and not dry_run else None
-            result, build = run_distill(config, llm, ingested=ingested, progress=progress, write=not dry_run,
+            result, build = run_distill(config, llm, corpus=corpus, progress=progress, write=not dry_run,
                                         checkpoint=checkpoint, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
@@ -321,6 +328,9 @@ def refresh(
     model: ModelOpt = None,
     api_base: ApiBaseOpt = None,
     concurrency: ConcurrencyOpt = None,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
     fan_in: FanInOpt = None,
     min_support: MinSupportOpt = None,
     trace_format: FormatOpt = None,
@@ -398,10 +408,12 @@ def _refresh_dry_run(ctx, config, llm, paths, since, report, json_out) -> None:
         from .refresh import select_new
         from .state import load_state
 
+        from .pipeline import read_corpus
+
         ingested = load_traces(paths or [Path(p) for p in config.sources], config)
         fresh = select_new(ingested, load_state(config.state_dir), config.skill.name, since)
         if _level(ctx) >= 0:
-            print_quote(preflight(fresh.traces, config, llm.model))
+            print_quote(preflight(read_corpus(config, False, ingested=fresh).entries, config, llm.model))
         _note(ctx, f"dry run: {len(fresh.traces)} new trajectories; quote only, the diff needs the model's answers")
         return
     preview = preview_refresh(config, None, paths, since)
@@ -859,18 +871,6 @@ def _interrupted() -> typer.Exit:
 
     warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
     return _fail(Interrupted("interrupted; rerun the same command to resume"))
-
-
-@contextmanager
-def _reading(enabled: bool):
-    """A spinner on stderr while trajectories are read (large corpora take a while)."""
-    if not enabled:
-        yield
-        return
-    from rich.console import Console
-
-    with Console(stderr=True).status("reading trajectories..."):
-        yield
 
 
 class _progress_reporter:

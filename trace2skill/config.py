@@ -98,6 +98,12 @@ class AnalyseConfig(_Section):
     """A reward at or above this counts as success."""
     sidechains: Literal["keep", "drop"] = "keep"
     """Claude Code sub-agent conversations: kept apart in `extra` (`keep`) or dropped."""
+    executor: Literal["local", "process", "ray"] = "local"
+    """Where the map stage (read and analyse each trajectory) runs: this process, worker processes, or Ray."""
+    workers: Int = Field(default=1, ge=1, le=MAX_CONCURRENCY)
+    """Worker processes (or Ray tasks at once) of the map stage; the offline analyst is CPU-bound."""
+    ray_address: str | None = None
+    """Ray cluster to join (`auto`, `ray://HOST:PORT`); unset starts a local Ray."""
 
 
 class ConsolidateConfig(_Section):

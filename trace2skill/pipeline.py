@@ -14,13 +14,13 @@ import asyncio
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from langgraph.errors import GraphDrained
+from langgraph.runtime import RunControl
 
 from .version import __version__
 from .analyse import Analyst, analyst_for
@@ -31,8 +31,11 @@ from .config import Config
 from .consolidate import merge_count
 from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillValidationError
 from .fsguard import no_symlinks
-from .graph import Halt, build_graph, run_config
-from .ingest import IngestResult, load_traces
+from .executor import Executor, executor_for
+from .fleet import Work, analyse_stream
+from .graph import build_graph, run_config
+from .ingest import IngestResult, require_paths
+from .ingest.labels import LabelBook
 from .ingest.fidelity import loss_warnings
 from .ingest.fidelity import summary as fidelity_summary
 from .journal import AnalysisJournal, journal_path
@@ -40,7 +43,9 @@ from .llm import LLMClient, close_clients
 from .prompts import version as prompt_version
 from .rules import RuleRecord
 from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
-from .types import LessonSet, RunResult, Skip, content_hash
+from .stream import (Analysis, Corpus, Packed, ShardJob, ShardResult, corpus_of, gather, iter_shard, label_book,
+                     plan_shards, renamed_shards, with_renamed)
+from .types import LessonSet, RunResult, Skip, Trace, content_hash
 
 warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning, module=r"langgraph\.")
 """LangGraph leaves coroutines of cancelled tasks unawaited when a run stops on an error or Ctrl-C;
@@ -65,11 +70,11 @@ class Plan:
     quote: Quote | None
 
 
-def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoint: Path | None,
+def plan(config: Config, llm: LLMClient | None, corpus: Corpus, checkpoint: Path | None,
          check: bool = True, source: Path | None = None) -> Plan:
     """Choose the analyst, check the model (when `check` and work is left), quote the work left,
     and refuse a run the caps cannot cover. The check comes first: it is one tiny request and
-    fails fast on a wrong key or model, before the quote reads every trajectory.
+    fails fast on a wrong key or model, before anything is spent.
 
     Raises:
         ProviderRejected: the model, key or structured output does not work (exit 78).
@@ -77,7 +82,7 @@ def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoi
         BudgetRefused: the quote is above `--budget`, or above `budget.approve_above` without `--yes`.
     """
     analyst = analyst_for(config, llm, existing_rules(config, source))
-    run = run_info(config, analyst, ingested)
+    run = run_info(config, analyst, corpus)
     journal = None
     if checkpoint is not None and analyst.mode == "llm" and config.llm.cache:
         journal = AnalysisJournal(journal_path(checkpoint), run.run_id)
@@ -85,10 +90,47 @@ def plan(config: Config, llm: LLMClient | None, ingested: IngestResult, checkpoi
     if analyst.mode == "llm":
         analysed = journal.analysed() if journal is not None else set()
         merges = journal.merges_done() if journal is not None else 0
-        if check and len(analysed) < len(ingested.traces):
+        if check and len(analysed) < len(corpus.entries):
             asyncio.run(_check(analyst))
-        estimate = preflight(ingested.traces, config, analyst.model, analysed=analysed, merges_done=merges)
+        estimate = preflight(corpus.entries, config, analyst.model, analysed=analysed, merges_done=merges)
     return Plan(analyst, run, journal, estimate)
+
+
+def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, *, ingested: IngestResult | None = None,
+                executor: Executor | None = None, progress: Progress | None = None) -> Corpus:
+    """The map stage: every trajectory read, indexed and (offline) analysed, one at a time
+    (`stream`), by `executor` (default: the one `analyse.executor` names).
+
+    Raises:
+        NoInputError: no paths were given, or a given path does not exist.
+        ConfigError, TraceFormatError: a bad labels file, format or redaction pattern.
+    """
+    job_analysis: Analysis = "offline" if offline else "index"
+    if ingested is not None:
+        labels = LabelBook(threshold=config.analyse.success_threshold)
+        return corpus_of(ingested, ShardJob(config, labels, job_analysis, count_tokens=not offline))
+    inputs = [str(p) for p in (paths or [Path(p) for p in config.sources])]
+    require_paths(inputs)
+    shards, path_skips = plan_shards(inputs, config)
+    job = ShardJob(config, label_book(inputs, config), job_analysis, count_tokens=not offline)
+    own = executor is None
+    executor = executor or executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address)
+    try:
+        corpus = gather(_counted(executor.map(shards, job), len(shards), progress), shards, path_skips, job.labels, inputs)
+        if corpus.renamed and offline:
+            again = replace(job, renamed=corpus.renamed, wanted=frozenset(d for _, d in corpus.renamed))
+            corpus = with_renamed(corpus, executor.map(renamed_shards(corpus), again))
+    finally:
+        if own:
+            executor.close()
+    return corpus
+
+
+def _counted(results: Iterator[ShardResult], shards: int, progress: Progress | None) -> Iterator[ShardResult]:
+    for done, result in enumerate(results, start=1):
+        if progress is not None:
+            progress("read", done, shards)
+        yield result
 
 
 def distill(
@@ -100,22 +142,24 @@ def distill(
     progress: Progress | None = None,
     checkpoint: Path | None = None,
     write: bool = True,
-    control: Any = None,
+    control: RunControl | None = None,
     rejected: dict[str, int] | None = None,
     on_quote: Callable[[Quote], None] | None = None,
+    corpus: Corpus | None = None,
 ) -> tuple[RunResult, SkillBuild]:
     """Distil trajectories into the skill folder `config.skill_dir()`.
 
     Args:
         llm: the model client, or None for the offline analyst (the analyst is chosen here, once).
-        paths: trace files or folders (ignored when `ingested` is given).
-        ingested: traces already read (the refresh job filters them first).
+        paths: trace files or folders (ignored when `ingested` or `corpus` is given).
+        ingested: traces already read and held (the refresh job filters them first).
         progress: see `Progress`.
         checkpoint: run-state path; its journal makes a rerun skip work already paid for.
         write: False computes the build without touching the skill folder (and runs no gate).
         control: a LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
         rejected: rule ids reviewers removed, with the support they had then.
         on_quote: shown the quote of the work left before any call is made.
+        corpus: the map stage already run (`read_corpus`, e.g. by the CLI's label check).
 
     Raises:
         NoInputError: no trajectory could be read.
@@ -129,37 +173,45 @@ def distill(
     started = time.monotonic()
     if write:
         check_skill_target(config.skill_dir())
-    ingested = ingested or load_traces(paths or [Path(p) for p in config.sources], config)
-    if not ingested.traces:
-        raise NoInputError(no_input_message(ingested))
+    corpus = corpus or read_corpus(config, llm is None, paths, ingested=ingested, progress=progress)
+    if not corpus.entries:
+        raise NoInputError(no_input_message(corpus.skips))
     with skill_lock(config.skill_dir()) if write else _nothing():
-        run, analyst, final, failed, notes, build = _build(config, llm, ingested, progress, checkpoint, control,
+        run, analyst, final, failed, notes, build = _build(config, llm, corpus, ingested, progress, checkpoint, control,
                                                           rejected, write, on_quote)
         decision = None
         if write and build.changed and config.gate.mode != "none":
             from .gate import run_gate
 
-            build, decision = run_gate(distill, config, llm, build, ingested, run.run_id)
+            held = ingested if ingested is not None else _held(config, corpus)
+            build, decision = run_gate(distill, config, llm, build, held, run.run_id)
         if write and build.changed and (decision is None or decision["accepted"]):
             write_skill_dir(config.skill_dir(), build.files)
     written_before = _catalogue_text() if analyst.mode == "offline" else ""
-    warnings = (tuple(loss_warnings(ingested.fidelity)) + tuple(leakage(final.lessons, ingested.traces, written_before))
+    warnings = (tuple(loss_warnings(corpus.fidelity)) + tuple(leakage(final.lessons, corpus.entries, written_before))
                 + tuple(notes))
-    result = _result(config, ingested, run, final, build, failed, analyst, time.monotonic() - started, warnings)
+    result = _result(config, corpus, run, final, build, failed, analyst, time.monotonic() - started, warnings)
     return result.model_copy(update={"gate": decision}), build
 
 
-def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonSet, build: SkillBuild,
+def _held(config: Config, corpus: Corpus) -> IngestResult:
+    """The traces the gate's held-out evaluation distils again (it needs them whole)."""
+    from .ingest import load_traces
+
+    return load_traces(corpus.inputs, config)
+
+
+def _result(config: Config, corpus: Corpus, run: RunInfo, final: LessonSet, build: SkillBuild,
             failed: list[Skip], analyst: Analyst, seconds: float, warnings: tuple[str, ...]) -> RunResult:
     return RunResult(
         skill_dir=str(config.skill_dir()),
         run_id=run.run_id,
         mode=run.mode,
         model=run.model,
-        traces_read=len(ingested.traces),
-        skipped=tuple(ingested.skips) + tuple(failed),
-        analysed=len(ingested.traces) - len(failed),
-        outcomes=dict(ingested.outcomes),
+        traces_read=len(corpus.entries),
+        skipped=tuple(corpus.skips) + tuple(failed),
+        analysed=len(corpus.entries) - len(failed),
+        outcomes=corpus.outcomes,
         lessons=len(final.lessons),
         rules_written=build.rules_written,
         conflicts=final.conflicts,
@@ -169,10 +221,10 @@ def _result(config: Config, ingested: IngestResult, run: RunInfo, final: LessonS
         changed=build.changed,
         usage=analyst.usage,
         seconds=round(seconds, 2),
-        redactions=dict(ingested.redactions),
+        redactions=dict(corpus.redactions),
         warnings=warnings,
-        fidelity=fidelity_summary(ingested.fidelity),
-        sources={t.id: t.source.path + (f" [{t.source.record}]" if t.source.record else "") for t in ingested.traces},
+        fidelity=fidelity_summary(corpus.fidelity),
+        sources={e.id: e.where for e in corpus.entries},
     )
 
 
@@ -183,9 +235,10 @@ def _catalogue_text() -> str:
     return catalogue_text()
 
 
-def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progress: Progress | None,
-           checkpoint: Path | None, control: Any, rejected: dict[str, int] | None, write: bool,
-           on_quote: Callable[[Quote], None] | None):
+def _build(config: Config, llm: LLMClient | None, corpus: Corpus, ingested: IngestResult | None,
+           progress: Progress | None, checkpoint: Path | None, control: RunControl | None,
+           rejected: dict[str, int] | None, write: bool,
+           on_quote: Callable[[Quote], None] | None) -> tuple[RunInfo, Analyst, LessonSet, list[Skip], list[str], SkillBuild]:
     """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
     finishing a killed write; a dry run reads where that write left it, moving nothing)."""
     source = config.skill_dir()
@@ -194,19 +247,21 @@ def _build(config: Config, llm: LLMClient | None, ingested: IngestResult, progre
     else:
         source = pending_source(source)
     no_symlinks(source)  # before any model call: a linked file would stop the run at the end anyway
-    run_plan = plan(config, llm, ingested, checkpoint, source=source)
+    run_plan = plan(config, llm, corpus, checkpoint, source=source)
     if on_quote is not None and run_plan.quote is not None:
         on_quote(run_plan.quote)
     analyst, run = run_plan.analyst, run_plan.run
-    final, failed, notes = _run_graph(ingested, analyst, config, run.run_id, progress, run_plan.journal, control)
-    if len(failed) == len(ingested.traces):
+    work = Work(analyst, run_plan.journal, control)
+    traces = iter(ingested.traces) if ingested is not None else reread(corpus, config)
+    final, failed, notes = analyse_and_consolidate(corpus, traces, work, config, progress)
+    if len(failed) == len(corpus.entries):
         raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
-    final = analyst.finish(final, ingested.traces, dict(ingested.outcomes))
+    final = analyst.finish(final, corpus.entries, corpus.outcomes)
     if not final.lessons and not existing_rules(config, source):
         from .ingest.fidelity import summary_line
 
-        totals = fidelity_summary(ingested.fidelity)
-        raise NothingLearned(analyst.nothing_learned(ingested.traces), tuple(loss_warnings(ingested.fidelity)),
+        totals = fidelity_summary(corpus.fidelity)
+        raise NothingLearned(analyst.nothing_learned(corpus.entries), tuple(loss_warnings(corpus.fidelity)),
                              (summary_line(totals),) if totals else ())
     build = author_skill(source, final, analyst.author_config(config), run, rejected=rejected)
     problems = validate_build(build, config.skill.name)
@@ -250,18 +305,18 @@ def pending_source(skill_dir: Path) -> Path:
     return work / "previous" if (work / "previous").is_dir() else Path(skill_dir)
 
 
-def no_input_message(ingested: IngestResult) -> str:
+def no_input_message(skips: Sequence[Skip]) -> str:
     """Why nothing could be read, with the first skip's reason so the user need not dig."""
-    if not ingested.skips:
+    if not skips:
         return "no trajectory found in the given paths (no .json, .jsonl, .ndjson, .traj, .gz or .zip files in them)"
-    first = ingested.skips[0]
+    first = skips[0]
     where = first.path + (f" [{first.record}]" if first.record else "")
-    return (f"no trajectory could be read ({len(ingested.skips)} files or records skipped; first: {where}: {first.reason}); "
+    return (f"no trajectory could be read ({len(skips)} files or records skipped; first: {where}: {first.reason}); "
             "`trace2skill ingest PATHS --check` lists every skip")
 
 
-def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInfo:
-    source_digest = content_hash(sorted(t.digest() for t in ingested.traces))
+def run_info(config: Config, analyst: Analyst, corpus: Corpus) -> RunInfo:
+    source_digest = content_hash(sorted(e.digest for e in corpus.entries))
     model_run = analyst.mode == "llm"
     settings = config.model_dump(mode="json", include={k: v for k, v in ANSWER_SETTINGS.items() if model_run or k != "llm"})
     run_id = "run-" + content_hash([source_digest, analyst.model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:12]
@@ -278,46 +333,79 @@ def run_info(config: Config, analyst: Analyst, ingested: IngestResult) -> RunInf
         model=analyst.model,
         mode=analyst.mode,
         source_digest=source_digest,
-        trace_outcomes={t.id: t.outcome for t in ingested.traces},
+        trace_outcomes={e.id: e.outcome for e in corpus.entries},
         tool_version=__version__,
     )
 
 
-def _run_graph(ingested: IngestResult, analyst: Analyst, config: Config, thread_id: str, progress: Progress | None,
-               journal: AnalysisJournal | None, control: Any) -> tuple[LessonSet, list[Skip], list[str]]:
-    """Check the analyst, then run the graph once, in memory; the journal carries work across runs
-    (and is committed and closed on every way out)."""
+def analyse_and_consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, config: Config,
+                     progress: Progress | None) -> tuple[LessonSet, list[Skip], list[str]]:
+    """Analyse (model path: streamed through the fleet) and consolidate, in memory; the journal
+    carries paid-for work across runs."""
     try:
-        return asyncio.run(_consolidate(ingested, analyst, config, thread_id, progress, journal, control))
+        return asyncio.run(_consolidate(corpus, traces, work, config, progress))
     except KeyboardInterrupt:
         raise Interrupted("interrupted; rerun the same command to resume") from None
     finally:
-        if journal is not None:
-            journal.close()
+        if work.journal is not None:
+            work.journal.close()
 
 
-async def _consolidate(ingested: IngestResult, analyst: Analyst, config: Config, thread_id: str,
-                       progress: Progress | None, journal: AnalysisJournal | None, control: Any) -> tuple[LessonSet, list[Skip], list[str]]:
-    from langgraph.checkpoint.memory import InMemorySaver
+async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, config: Config,
+                       progress: Progress | None) -> tuple[LessonSet, list[Skip], list[str]]:
+    n, fan_in = len(corpus.entries), config.consolidate.fan_in
+    counts = {"analyse": 0, "merge": 0}
+    totals = {"analyse": n, "merge": merge_count(n, fan_in)}
+
+    def tick(stage: str, done: int) -> None:
+        counts[stage] += done
+        if progress is not None:
+            progress(stage, counts[stage], totals[stage], failed=len(work.failed), cost=work.analyst.usage.cost)
 
     try:
-        halt = Halt()
-        graph = build_graph(analyst, config, {t.id: t for t in ingested.traces}, InMemorySaver(), journal, control, halt)
-        cfg = run_config(len(ingested.traces), config, thread_id)
-        totals = {"analyse": len(ingested.traces), "merge": merge_count(len(ingested.traces), config.consolidate.fan_in)}
-        counts = {"analyse": 0, "merge": 0, "failed": 0}
-        try:
-            async for update in graph.astream({"traces": [t.id for t in ingested.traces], "level": 0}, cfg,
-                                              stream_mode="updates", control=control):
-                _report(update, counts, progress, totals, analyst)
-        except GraphDrained:
-            raise Interrupted("interrupted (drained on request); rerun the same command to resume") from None
-        halt.raise_if_halted()
-        state = (await graph.aget_state(cfg)).values
+        if work.analyst.mode == "offline":
+            pool, level = [corpus.lessons[e.id] for e in corpus.entries], 0
+            tick("analyse", n)
+        else:
+            position = {e.id: i for i, e in enumerate(corpus.in_stream_order())}
+            pool = await analyse_stream(work, traces, position, fan_in, config.analyse.concurrency, tick)
+            level = 1 if n > 1 else 0
+        work.halt.raise_if_halted()
+        final = await _merge_levels(work, config, pool, level, tick)
     finally:
         await close_clients()
-    failed = [Skip(path=f["trace_id"], record=None, reason=f"analysis failed: {f['reason']}") for f in state.get("failed", [])]
-    return LessonSet.model_validate(state["final"]), failed, list(state.get("notes", []))
+    return final, list(work.failed), list(work.notes)
+
+
+async def _merge_levels(work: Work, config: Config, pool: list[Packed], level: int, tick: Callable[[str, int], None]) -> LessonSet:
+    graph = build_graph(work, config)
+    final: Packed | None = pool[0] if len(pool) == 1 else None
+    try:
+        async for update in graph.astream({"pool": pool, "level": level}, run_config(len(pool), config),
+                                          stream_mode="updates", control=work.control):
+            for node, values in (update or {}).items():
+                if node == "merge" and values:
+                    tick("merge", values.get("merged", 0))
+                if node == "finish" and values and "final" in values:
+                    final = values["final"]
+    except GraphDrained:
+        raise Interrupted("interrupted (drained on request); rerun the same command to resume") from None
+    work.halt.raise_if_halted()
+    return final.unpack() if final is not None else LessonSet()
+
+
+def reread(corpus: Corpus, config: Config) -> Iterator[Trace]:
+    """The corpus's traces again, in stream order, one at a time (the model analysts need
+    them whole): shards read again, kept only if the index kept them, each id once."""
+    job = ShardJob(config, corpus.labels, "index", renamed=corpus.renamed)
+    wanted = {e.id: e.digest for e in corpus.entries}
+    used = {e.shard for e in corpus.entries}
+    for shard in corpus.shards:
+        if shard.order not in used:
+            continue
+        for trace in iter_shard(shard, job, ShardResult(shard)):
+            if wanted.pop(trace.id, None) == trace.digest():
+                yield trace
 
 
 async def _check(analyst: Analyst) -> None:
@@ -325,14 +413,6 @@ async def _check(analyst: Analyst) -> None:
         await analyst.check()
     finally:
         await close_clients()
-
-
-def _report(update: dict, counts: dict[str, int], progress: Progress | None, totals: dict[str, int], analyst: Analyst) -> None:
-    for node, values in (update or {}).items():
-        if node in totals and progress is not None:
-            counts[node] += 1
-            counts["failed"] += len((values or {}).get("failed", [])) if isinstance(values, dict) else 0
-            progress(node, counts[node], totals[node], failed=counts["failed"], cost=analyst.usage.cost)
 
 
 def existing_rules(config: Config, folder: Path | None = None) -> list[RuleRecord]:

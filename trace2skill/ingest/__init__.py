@@ -76,6 +76,7 @@ __all__ = [
     "iter_traces",
     "load_traces",
     "reader_for",
+    "require_paths",
 ]
 
 
@@ -300,11 +301,7 @@ def load_traces(
     from .labels import build_label_book
 
     paths = [str(p) for p in paths]
-    if not paths:
-        raise NoInputError("no input paths given; pass PATHS or set `sources` in trace2skill.toml")
-    missing = [p for p in paths if not os.path.lexists(p)]
-    if missing:
-        raise NoInputError(f"input path does not exist: {', '.join(repr(p) for p in missing)}")
+    require_paths(paths)
     config = config or Config()
     book = build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = Redactor(config.redact)
@@ -325,6 +322,19 @@ def load_traces(
         label_sources=list(book.sources),
         fidelity=rows,
     )
+
+
+def require_paths(paths: list[str]) -> None:
+    """Refuse a run with no input paths, or with a path that does not exist.
+
+    Raises:
+        NoInputError: no paths were given, or a given path does not exist.
+    """
+    if not paths:
+        raise NoInputError("no input paths given; pass PATHS or set `sources` in trace2skill.toml")
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if missing:
+        raise NoInputError(f"input path does not exist: {', '.join(repr(p) for p in missing)}")
 
 
 def _unique_ids(traces: list[Trace]) -> tuple[list[Trace], list[Skip]]:

@@ -28,10 +28,13 @@ numbers; the rule states all four counts, the test and what the evidence lists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import pickle
+import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from ..types import Evidence, Lesson, Trace
+from ..types import Evidence, Lesson, Outcome
 from . import quotes
 from .runs import Run
 from .stats import benjamini_hochberg, fisher_exact
@@ -51,6 +54,39 @@ class Shown:
     signature: str
     steps: tuple[int, ...]
     quote: str
+
+
+@dataclass(frozen=True)
+class Behaviours:
+    """What the corpus pass needs of one labelled run: the behaviours it showed and the
+    sources (`generic`, pack names) it was judged by. A run keeps it packed (`pack`), about
+    1 KB instead of 14 KB of objects, so a large corpus's behaviours fit in memory."""
+
+    shown: tuple[Shown, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    def pack(self) -> bytes:
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+    @staticmethod
+    def unpack(blob: bytes) -> "Behaviours":
+        value = pickle.loads(zlib.decompress(blob))  # noqa: S301 - packed by this run, never read from input
+        assert isinstance(value, Behaviours)
+        return value
+
+
+class Labelled(Protocol):
+    """A run as the statistics see it (a `Trace`, or a `stream.IndexEntry`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def outcome(self) -> Outcome: ...
+
+
+Tally = dict[str, list[int]]
+"""Per behaviour signature (or population source): [resolved runs, failed runs]."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +139,7 @@ def _called(run: Run) -> str:
     return run.command if run.command and run.family != run.tool.lower() else f"{run.tool} {run.arguments}".strip()
 
 
-def contrast(shown: dict[str, list[Shown]], traces: Iterable[Trace], populations: dict[str, set[str]]) -> list[Verdict]:
+def contrast(shown: Mapping[str, Iterable[Shown]], traces: Iterable[Labelled], populations: Mapping[str, set[str]]) -> list[Verdict]:
     """Test every candidate behaviour; return the kept ones (module docstring), by signature.
 
     Args:
@@ -114,27 +150,39 @@ def contrast(shown: dict[str, list[Shown]], traces: Iterable[Trace], populations
             `source_of(signature)`.
     """
     outcome = {t.id: t.outcome for t in traces}
-    showers: dict[str, set[str]] = {}
+    showed: Tally = {}
     for trace_id, items in shown.items():
-        for item in items:
-            showers.setdefault(item.signature, set()).add(trace_id)
+        for signature in {item.signature for item in items}:
+            count(showed, signature, outcome[trace_id])
+    judged: Tally = {}
+    for source, ids in populations.items():
+        judged[source] = [0, 0]
+        for trace_id in ids:
+            count(judged, source, outcome[trace_id])
+    return tested(showed, judged)
+
+
+def count(tally: Tally, key: str, outcome: Outcome) -> None:
+    """Add one run of `outcome` to `tally[key]` (unlabelled runs are not counted)."""
+    if outcome in ("success", "failure"):
+        tally.setdefault(key, [0, 0])[outcome == "failure"] += 1
+
+
+def tested(showed: Tally, judged: Tally) -> list[Verdict]:
+    """`contrast` on counts: runs that showed each behaviour, runs each source judged, per side."""
     verdicts = []
-    for signature, ids in sorted(showers.items()):
-        population = populations[source_of(signature)]
-        resolved = sum(outcome[t] == "success" for t in population)
-        failed = sum(outcome[t] == "failure" for t in population)
-        did_s = sum(outcome[t] == "success" for t in ids)
-        did_f = sum(outcome[t] == "failure" for t in ids)
+    for signature, (did_s, did_f) in sorted(showed.items()):
+        resolved, failed = judged.get(source_of(signature), (0, 0))
         if not resolved or not failed or did_s + did_f < MIN_RUNS:
             continue
         p = fisher_exact(did_s, resolved - did_s, did_f, failed - did_f)
-        verdicts.append(Verdict(signature, len(population), (did_s, resolved), (did_f, failed), p))
-    tested = []
+        verdicts.append(Verdict(signature, resolved + failed, (did_s, resolved), (did_f, failed), p))
+    corrected = []
     for source in sorted({source_of(v.signature) for v in verdicts}):
         family = [v for v in verdicts if source_of(v.signature) == source]
         adjusted = benjamini_hochberg([v.p for v in family])
-        tested += [Verdict(**{**v.__dict__, "q": q, "tested": len(family)}) for v, q in zip(family, adjusted)]
-    return [v for v in tested if _kept(v)]
+        corrected += [Verdict(**{**v.__dict__, "q": q, "tested": len(family)}) for v, q in zip(family, adjusted)]
+    return [v for v in corrected if _kept(v)]
 
 
 def _kept(verdict: Verdict) -> bool:
@@ -151,7 +199,7 @@ def source_of(signature: str) -> str:
     return "generic" if signature.split(":", 1)[0] in ("uses", "sequence", "after-edit") else "swe"
 
 
-def evidence_for(verdict: Verdict, shown: dict[str, list[Shown]], traces: Iterable[Trace]) -> tuple[Evidence, ...]:
+def evidence_for(verdict: Verdict, shown: Mapping[str, Iterable[Shown]], traces: Iterable[Labelled]) -> tuple[Evidence, ...]:
     """The evidence of a kept behaviour: the runs on the side that argues for its rule."""
     wanted = "success" if verdict.polarity == "do" else "failure"
     found = []

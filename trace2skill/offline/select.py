@@ -17,11 +17,13 @@ Anything else (facts, heuristics from elsewhere) passes through untouched.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
-from ..types import Lesson, Trace
+from ..types import Evidence, Lesson, Trace
 from . import packs
-from .behaviours import (MIN_RUNS, Shown, as_lesson, contrast, evidence_for, generic_behaviours, source_of)
+from .behaviours import (MIN_RUNS, Behaviours, Labelled, Shown, Tally, Verdict, as_lesson, count, generic_behaviours,
+                         source_of, tested)
 from .edits import edited_files
 from .runs import read_runs
 from .shell import shape
@@ -36,19 +38,27 @@ MAX_BEHAVIOURS = 8
 """Most behaviour rules one skill gets: the strongest by adjusted p-value, then signature."""
 
 
-def select_offline(lessons: list[Lesson], traces: Iterable[Trace]) -> list[Lesson]:
+class Observed(Labelled, Protocol):
+    """A run as the corpus pass sees it (`stream.IndexEntry`): id, outcome, and its packed
+    `Behaviours` (`observed` makes them for a trace; None for an unlabelled run)."""
+
+    @property
+    def behaviours(self) -> bytes | None: ...
+
+
+def select_offline(lessons: list[Lesson], runs: Sequence[Observed]) -> list[Lesson]:
     """Corpus-level pass over consolidated offline lessons (module docstring).
 
     Args:
         lessons: consolidated lessons (one per signature), as produced from `analyse_offline`.
-        traces: every trace of the run (their outcomes and runs feed the behaviour contrast).
+        runs: every run of the run's corpus, with its behaviours (their outcomes and behaviours
+            feed the behaviour contrast); the trajectories themselves are not needed.
 
     Returns:
         The kept lessons, pitfalls first, each group by descending support then signature.
     """
-    traces = list(traces)
     kept = [judged for lesson in merge_templates(lessons) if (judged := _judge_pitfall(lesson)) is not None]
-    kept += behaviour_rules(traces)
+    kept += behaviour_rules(runs)
     return sorted(kept, key=lambda x: (x.kind != "pitfall", -x.support, x.signature))
 
 
@@ -92,7 +102,7 @@ def merge_templates(lessons: list[Lesson]) -> list[Lesson]:
     return rest
 
 
-def nothing_learned(traces: Iterable[Trace]) -> str:
+def nothing_learned(traces: Iterable[Labelled]) -> str:
     """Why a corpus gave no rule, for the message the CLI prints (exit 3)."""
     outcomes = Counter(t.outcome for t in traces)
     total = sum(outcomes.values())
@@ -153,24 +163,52 @@ def observe(trace: Trace) -> tuple[list[Shown], set[str]]:
     return shown, sources
 
 
-def behaviour_rules(traces: list[Trace]) -> list[Lesson]:
-    """Behaviours that really separate resolved from failed runs, as lessons (module docstring)."""
-    labelled = [t for t in traces if t.outcome in ("success", "failure")]
-    if len({t.outcome for t in labelled}) < 2 or len(labelled) < MIN_RUNS:
+def observed(trace: Trace) -> bytes | None:
+    """The packed `Behaviours` of a labelled trace (None for an unlabelled one), as a run keeps them."""
+    if trace.outcome not in ("success", "failure"):
+        return None
+    shown, sources = observe(trace)
+    return Behaviours(tuple(shown), tuple(sorted(sources))).pack()
+
+
+def behaviour_rules(runs: Sequence[Observed]) -> list[Lesson]:
+    """Behaviours that really separate resolved from failed runs, as lessons (module docstring).
+
+    Two passes over the packed behaviours, one run unpacked at a time: count who showed what,
+    test, then collect the evidence of the kept behaviours only."""
+    labelled = [r for r in runs if r.outcome in ("success", "failure") and r.behaviours is not None]
+    if len({r.outcome for r in labelled}) < 2 or len(labelled) < MIN_RUNS:
         return []
-    shown: dict[str, list[Shown]] = {}
-    populations: dict[str, set[str]] = {"generic": set(), **{pack.NAME: set() for pack in packs.PACKS}}
-    for trace in labelled:
-        shown[trace.id], sources = observe(trace)
-        for source in sources:
-            populations[source].add(trace.id)
+    showed: Tally = {}
+    judged: Tally = {"generic": [0, 0], **{pack.NAME: [0, 0] for pack in packs.PACKS}}
+    for run in labelled:
+        behaviours = Behaviours.unpack(run.behaviours or b"")
+        for signature in {item.signature for item in behaviours.shown}:
+            count(showed, signature, run.outcome)
+        for source in behaviours.sources:
+            count(judged, source, run.outcome)
+    verdicts = sorted(tested(showed, judged), key=lambda v: (v.q, v.signature))
+    evidence = _evidence(verdicts, labelled)
     lessons = []
-    for verdict in sorted(contrast(shown, labelled, populations), key=lambda v: (v.q, v.signature)):
+    for verdict in verdicts:
         if source_of(verdict.signature) == "generic":
             wording, what = behaviour_wording(verdict.signature, verdict.polarity), behaviour_shown(verdict.signature)
         else:
             wording, what = packs.wording(verdict.signature), packs.shown(verdict.signature)
             if wording is None or wording["polarity"] != verdict.polarity:
                 continue  # the pack's advice points the other way than these numbers
-        lessons.append(as_lesson(verdict, wording, what, evidence_for(verdict, shown, labelled)))
+        lessons.append(as_lesson(verdict, wording, what, tuple(evidence[verdict.signature])))
     return lessons[:MAX_BEHAVIOURS]
+
+
+def _evidence(verdicts: list[Verdict], labelled: Sequence[Observed]) -> dict[str, list[Evidence]]:
+    """Per kept behaviour, the runs on the side that argues for its rule, with steps and quote."""
+    wanted = {v.signature: "success" if v.polarity == "do" else "failure" for v in verdicts}
+    found: dict[str, list[Evidence]] = {signature: [] for signature in wanted}
+    for run in labelled:
+        if run.outcome not in wanted.values():
+            continue
+        for item in Behaviours.unpack(run.behaviours or b"").shown:
+            if wanted.get(item.signature) == run.outcome and not any(e.trace_id == run.id for e in found[item.signature][-1:]):
+                found[item.signature].append(Evidence(trace_id=run.id, outcome=run.outcome, steps=item.steps, quote=item.quote))
+    return found

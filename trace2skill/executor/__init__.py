@@ -1,0 +1,50 @@
+"""Where the map stage runs: the executor seam.
+
+An `Executor` takes the run's shards and one `ShardJob` and yields one `ShardResult` per
+shard, **in shard order** (never completion order), each computed by `stream.run_shard`, a
+pure top-level function of picklable arguments. Alternatives, one module each:
+
+* `local` (default, `local.py`): in this process, one shard after another;
+* `process` (`process.py`): `--workers N` worker processes (the offline analyst is CPU-bound);
+* `ray` (optional extra): Ray tasks, on this machine or a cluster (`executor/ray.py`).
+
+The model path does not ship its analyses through `map` on the local executors: its
+analysts run concurrently in the driver's event loop, reading shards with `stream.iter_shard`
+(`pipeline`); a remote executor may run them where the shard is read instead
+(`ShardJob.analysis == "llm"`), sharing the run's caps through `budget.Meter`'s
+`reserve`/`settle` (see SEAM notes in `docs/scale.md`).
+
+The protocol (`Executor`, `ExecutorName`) is in `base.py`, which every alternative imports.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import EXECUTORS, Executor, ExecutorName
+from .local import LocalExecutor
+
+
+def executor_for(name: str, workers: int = 1, address: str | None = None) -> Executor:
+    """The executor a run asked for (`--executor`, `--workers`, `--ray-address`).
+
+    Raises:
+        ConfigError: unknown name, workers below 1, or Ray asked for but not installed.
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
+    if name == "local":
+        return LocalExecutor()
+    if name == "process":
+        from .process import ProcessExecutor
+
+        return ProcessExecutor(workers)
+    if name == "ray":
+        try:
+            from .ray import RayExecutor  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise ConfigError(f"--executor ray needs the ray extra: pip install 'trace2skill[ray]' ({exc})") from None
+        return RayExecutor(workers, address)
+    raise ConfigError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
+
+
+__all__ = ["EXECUTORS", "Executor", "ExecutorName", "LocalExecutor", "executor_for"]

@@ -1,0 +1,210 @@
+"""The model path's analysis fleet: trajectories streamed through the analysts, merges started
+as soon as their group is analysed, and the run's failure policy.
+
+Traces come one at a time from the shards (read in a worker thread, off the event loop); at
+most `analyse.concurrency` analyses and merges are in flight, and the reader waits for a free
+slot before it reads the next trace, so a run holds about `concurrency` trajectories whatever
+the corpus size. Level-1 merge groups are fixed before the first call: `fan_in` consecutive
+trajectories in stream order (`consolidate.chunk` over the positions), so a group's merge
+starts the moment its last analysis lands and never depends on completion order. Higher
+levels run in the consolidation graph (`graph`).
+
+Failure policy: one trajectory whose analysis fails is recorded in `failed` and the run goes on
+(exit 3, retried by the next run). A refusal that every later request would share (key,
+permission, model, parameters, rate limits that outlast the retries, a budget cap) halts the
+run, and so does a run of `STOP_AFTER` identical provider errors, so a broken provider costs a
+handful of requests, not one per trajectory. Halting sends nothing new but lets requests
+already in flight finish and be journaled (cancelling them would waste what the cap allowed);
+no merge starts once halted and `Halt.raise_if_halted` re-raises the first cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from langgraph.runtime import RunControl
+
+from .analyse import Analyst
+from .consolidate import chunk, merge_sets
+from .errors import (BudgetExceeded, ContextTooLong, Interrupted, LessonParseError, LLMError, LLMRequestsBlocked,
+                     ProviderRejected, ProviderUnavailable, RateLimited)
+from .journal import AnalysisJournal
+from .stream import Packed
+from .types import LessonSet, Skip, Trace, content_hash
+
+STOP_AFTER = 5
+"""Identical consecutive analysis errors after which the run stops instead of trying every trace."""
+
+Tick = Callable[[str, int], None]
+"""Told `(stage, how many finished)` as analyses (`analyse`) and merges (`merge`) finish."""
+
+
+class FailureStreak:
+    """Stops the run after `limit` consecutive analysis errors with the same message."""
+
+    def __init__(self, limit: int = STOP_AFTER):
+        self.limit, self.last, self.count = limit, "", 0
+
+    def failed(self, exc: LLMError) -> None:
+        if not isinstance(exc, ProviderUnavailable):
+            self.last, self.count = "", 0
+            return
+        message = f"{type(exc).__name__}: {exc}"
+        self.count = self.count + 1 if message == self.last else 1
+        self.last = message
+        if self.count >= self.limit:
+            raise type(exc)(f"stopped after {self.count} identical errors in a row: {exc}") from exc
+
+    def succeeded(self) -> None:
+        self.last, self.count = "", 0
+
+
+class Halt:
+    """The first error that stops the run; analysts check it before sending anything."""
+
+    def __init__(self) -> None:
+        self.cause: Exception | None = None
+
+    def stop(self, exc: Exception) -> None:
+        self.cause = self.cause or exc
+
+    def raise_if_halted(self) -> None:
+        if self.cause is not None:
+            raise self.cause
+
+
+def fatal(exc: Exception) -> bool:
+    """Errors every later request would share: the run stops instead of recording a failure."""
+    if isinstance(exc, ContextTooLong):
+        return False
+    return isinstance(exc, (BudgetExceeded, LLMRequestsBlocked, ProviderRejected, RateLimited))
+
+
+@dataclass
+class Work:
+    """One run's analyst with its journal, stop switch and failure policy; used by the fleet
+    (analyses, level-1 merges) and the consolidation graph (higher merges)."""
+
+    analyst: Analyst
+    journal: AnalysisJournal | None = None
+    control: RunControl | None = None
+    halt: Halt = field(default_factory=Halt)
+    streak: FailureStreak = field(default_factory=FailureStreak)
+    failed: list[Skip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Things the summary must say (a merge that fell back to the deterministic merge)."""
+
+    async def analyse(self, trace: Trace) -> LessonSet | None:
+        """The lesson set of one trace (journaled when it was paid for), an empty one for a
+        failed analysis (recorded in `failed`), or None when the run has stopped."""
+        digest = trace.digest() if self.journal is not None else ""
+        recorded = self.journal.get(digest) if self.journal is not None else None
+        if recorded is not None:
+            return recorded
+        if self.control is not None and self.control.drain_requested and self.halt.cause is None:
+            self.halt.stop(Interrupted("interrupted (run drained on request); rerun the same command to resume"))
+        if self.halt.cause is not None:
+            return None
+        try:
+            lessons = await self.analyst.analyse(trace)
+        except (LLMError, BudgetExceeded) as exc:
+            return self._failed(trace, exc)
+        self.streak.succeeded()
+        if self.journal is not None:
+            self.journal.put(digest, lessons)
+        return lessons
+
+    def _failed(self, trace: Trace, exc: Exception) -> LessonSet | None:
+        """Record one failed analysis (retried by the next run), or halt the run."""
+        if fatal(exc):
+            self.halt.stop(exc)
+            return None
+        try:
+            self.streak.failed(exc)
+        except LLMError as stopped:
+            self.halt.stop(stopped)
+            return None
+        self.failed.append(Skip(path=trace.id, record=None, reason=f"analysis failed: {exc}"))
+        return LessonSet(sources=(trace.id,))
+
+    async def merge(self, group: list[Packed], level: int) -> Packed:
+        """One merge of a group (sorted by key), journaled; an unusable model reply falls back
+        to the deterministic merge and says so in `notes`."""
+        group = sorted(group, key=lambda p: p.key)
+        key = content_hash([level, [p.key for p in group]])
+        recorded = self.journal.get_merge(key) if self.journal is not None else None
+        if recorded is not None:
+            return Packed.of(recorded)
+        sets = [p.unpack() for p in group]
+        try:
+            merged = await self.analyst.merge(sets, level)
+        except LessonParseError as exc:
+            self.notes.append(f"a merge at level {level} used the deterministic merge: the model's reply was unusable ({exc})")
+            return Packed.of(merge_sets(sets, level))
+        if self.journal is not None:
+            self.journal.put_merge(key, merged)
+        return Packed.of(merged)
+
+
+async def analyse_stream(work: Work, traces: Iterator[Trace], position: Mapping[str, int], fan_in: int,
+                         concurrency: int, tick: Tick | None = None) -> list[Packed]:
+    """Analyse `traces` (each id's stream position in `position`, 0..n-1) with at most
+    `concurrency` calls in flight, merging each level-1 group as soon as it is complete.
+
+    Returns the level-1 pool (the lone level-0 set when there is one trace; nothing once halted).
+    """
+    n = len(position)
+    groups = chunk(list(range(n)), fan_in) if n > 1 else []
+    group_of = {p: g for g, members in enumerate(groups) for p in members}
+    slots = asyncio.Semaphore(concurrency)
+    done: dict[int, Packed] = {}
+    merged: dict[int, Packed] = {}
+    tasks: set[asyncio.Task[None]] = set()
+    lone: list[Packed] = []
+
+    async def merge(g: int) -> None:
+        try:
+            if work.halt.cause is None:
+                merged[g] = await work.merge([done.pop(p) for p in groups[g]], 1)
+                if tick is not None:
+                    tick("merge", 1)
+        finally:
+            slots.release()
+
+    async def analyse(trace: Trace) -> None:
+        try:
+            lessons = await work.analyse(trace)
+        finally:
+            slots.release()
+        if tick is not None:
+            tick("analyse", 1)
+        if lessons is None:
+            return
+        spot = position[trace.id]
+        done[spot] = Packed.of(lessons)
+        if n == 1:
+            lone.append(done.pop(spot))
+            return
+        g = group_of[spot]
+        if all(p in done for p in groups[g]):
+            await slots.acquire()
+            _spawn(tasks, merge(g))
+
+    while True:
+        await slots.acquire()
+        trace = await asyncio.to_thread(next, traces, None)
+        if trace is None:
+            slots.release()
+            break
+        _spawn(tasks, analyse(trace))
+    while tasks:
+        await asyncio.gather(*list(tasks))
+    return lone or [merged[g] for g in sorted(merged)]
+
+
+def _spawn(tasks: set[asyncio.Task[None]], coroutine) -> None:
+    task = asyncio.ensure_future(coroutine)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)

@@ -1,0 +1,391 @@
+"""The map stage, one trajectory at a time: shards in, an index and lesson sets out.
+
+A run never holds its trajectories. The inputs are cut into `Shard`s (one file each, in the
+sorted order `ingest.documents.iter_sources` walks them); `run_shard` reads one shard, and for
+every trace in it (read, labelled, redacted) records an `IndexEntry` (id, digest, outcome,
+where it was read, what the later stages need of it) and, when the job asks for it, the
+offline analyst's `LessonSet` and the behaviours the corpus pass tests; then the trace is
+released. `run_shard` is a pure top-level function of picklable arguments, so an executor
+(`executor/`) may run it in this process, in worker processes or on a cluster; results come
+back in shard order, never in completion order, which keeps a run deterministic.
+
+What the later stages need of a trajectory is in its entry: `run_info` (digests, outcomes),
+the model analyst's safety hold (task hashes), the leakage audit (task literals), the
+offline selection (behaviours, outcomes), the run summary (sources). A stage that needs the
+trajectory itself (the model analyst) reads its shard again (`iter_shard`).
+
+Ids that collide across files are settled by `settle_ids` over the index, as `load_traces`
+does over traces: an exact duplicate (same id, same digest) is a skip, colliding ids with
+different content are suffixed with their digest, and the suffixed traces are analysed again
+under their new id (rare, and the only re-read the offline path makes).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from .config import Config
+from .ingest import IngestResult, iter_traces, limits_of
+from .ingest.documents import iter_sources
+from .ingest.fidelity import FileFidelity
+from .ingest.labels import LabelBook, build_label_book
+from .redact import Redactor
+from .rules import RuleRecord
+from .types import LessonSet, Outcome, Skip, Trace, content_hash
+
+Analysis = Literal["index", "offline", "llm"]
+"""What `run_shard` does per trace: only index it; index it and run the offline analyst; or
+(remote executors only, see `executor`) index it and run the model analyst where it is read."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of the map stage: a file (a `.gz` or `.zip` counts as one), or a byte range of
+    a large plain JSONL file (`start` inclusive, `end` exclusive, both on line boundaries)."""
+
+    order: int
+    """Position in stream order (the sorted walk of the inputs): results are merged by it."""
+    path: str
+    start: int = 0
+    end: int | None = None
+    """None: to the end of the file."""
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """What a run keeps of one trajectory once it has been read and released."""
+
+    id: str
+    digest: str
+    outcome: Outcome
+    path: str
+    """The file it was read from (`archive.zip!member` for an archive member)."""
+    record: str | None
+    """Where inside the file (a line number, list index or record id), as `SourceRef.record`."""
+    shard: int
+    """`Shard.order` of the shard it was read from, to read it again."""
+    seq: int
+    """Position among the traces read from that shard: (shard, seq) is the stream order."""
+    task_hash: str
+    """Hash of the task statement (whitespace-normalised; the id when there is none)."""
+    format: str
+    label_source: str | None = None
+    """The labels file its outcome came from, when one did."""
+    literals: tuple[str, ...] = ()
+    """Task-specific literals of its task statement, for the leakage audit (`audit.literals_of`)."""
+    tokens: int = 0
+    """Prompt tokens of its compressed text, estimated without compressing (`compress.estimated_tokens`),
+    for the model path's quote; 0 offline."""
+    behaviours: bytes | None = None
+    """The offline corpus pass's view of it (labelled runs of an offline job only), packed
+    (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed."""
+
+    @property
+    def where(self) -> str:
+        return self.path + (f" [{self.record}]" if self.record else "")
+
+
+class CallMeter(Protocol):
+    """The run's caps as a model client sees them (`budget.Meter` is one): every request is
+    reserved before it is sent and settled after. A remote executor shares one meter across
+    its workers by handing them a proxy with these two methods (e.g. to one Ray actor)."""
+
+    def reserve(self, tokens_in: int, tokens_out: int) -> float: ...
+
+    def settle(self, reserved: float, cost: float | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything `run_shard` needs besides the shard; built once per run, sent once per worker."""
+
+    config: Config
+    labels: LabelBook
+    analysis: Analysis = "index"
+    wanted: frozenset[str] | None = None
+    """Digests to keep (the refresh job's new trajectories); None keeps every trace."""
+    renamed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """(original id, digest) -> the id it gets (see `settle_ids`), for a shard read again."""
+    count_tokens: bool = False
+    """Fill `IndexEntry.tokens` (the model path's quote)."""
+    existing: tuple[RuleRecord, ...] = ()
+    """The skill's current rules, which the model analyst sees (analysis `llm` only)."""
+    recorded: frozenset[str] = frozenset()
+    """Digests whose analysis the run's journal already holds: not analysed again (`llm` only;
+    the driver fills their lesson sets from the journal)."""
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A lesson set as the run holds it between stages: compressed, with its sort key.
+
+    Lesson sets carry every evidence quote; as objects they cost about 8 KB per trajectory,
+    packed about 1 KB, which is what keeps a large run's memory flat."""
+
+    key: str
+    """`LessonSet.key()` of the set, which the merge tree sorts by."""
+    blob: bytes
+
+    @classmethod
+    def of(cls, lessons: LessonSet) -> "Packed":
+        return cls(lessons.key(), zlib.compress(pickle.dumps(lessons, protocol=pickle.HIGHEST_PROTOCOL), 1))
+
+    def unpack(self) -> LessonSet:
+        value = pickle.loads(zlib.decompress(self.blob))  # noqa: S301 - written by this run, never read from input
+        assert isinstance(value, LessonSet)
+        return value
+
+
+@dataclass
+class ShardResult:
+    """What one shard gave: its index entries and, aligned with them, lesson sets (when the
+    job analysed), every skip, its files' fidelity rows and the secrets redacted in it."""
+
+    shard: Shard
+    entries: list[IndexEntry] = field(default_factory=list)
+    lessons: list[Packed] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    fidelity: list[FileFidelity] = field(default_factory=list)
+    redactions: dict[str, int] = field(default_factory=dict)
+    failed: list[Skip] = field(default_factory=list)
+    """Analyses that failed (model path on a remote executor); their traces are still indexed."""
+
+
+def plan_shards(paths: Iterable[str | os.PathLike[str]], config: Config) -> tuple[list[Shard], list[Skip]]:
+    """The shards of `paths` in stream order, and the paths that cannot be read at all.
+
+    Folders are walked and files reached twice read once, exactly as `iter_sources` does;
+    archive members stay in their archive's shard.
+    """
+    shards: list[Shard] = []
+    skips: list[Skip] = []
+    seen: set[str] = set()
+    for source in iter_sources([str(p) for p in paths], limits_of(config)):
+        if isinstance(source, Skip):
+            skips.append(source)
+            continue
+        path = source.path.split("!", 1)[0]
+        if path not in seen:
+            seen.add(path)
+            shards.append(Shard(order=len(shards), path=path))
+    return shards, skips
+
+
+def label_book(paths: Iterable[str | os.PathLike[str]], config: Config) -> LabelBook:
+    """The run's labels, read once on the driver and shipped with the job."""
+    return build_label_book([str(p) for p in paths], config.analyse.labels, config.analyse.success_threshold)
+
+
+def iter_shard(shard: Shard, job: ShardJob, into: ShardResult) -> Iterator[Trace]:
+    """The traces of one shard, renamed where `job.renamed` says and filtered by `job.wanted`;
+    skips, fidelity rows and redaction counts go to `into`."""
+    redactor = Redactor(job.config.redact)
+    for item in iter_traces([shard.path], job.config, labels=job.labels, redactor=redactor, fidelity=into.fidelity):
+        if isinstance(item, Skip):
+            into.skips.append(item)
+            continue
+        digest = item.digest()
+        if job.wanted is not None and digest not in job.wanted:
+            continue
+        new_id = job.renamed.get((item.id, digest))
+        yield item.model_copy(update={"id": new_id}) if new_id else item
+    for kind, count in redactor.counts.items():
+        into.redactions[kind] = into.redactions.get(kind, 0) + count
+
+
+def run_shard(shard: Shard, job: ShardJob) -> ShardResult:
+    """Read one shard and release its traces, keeping their index entries (and, for an
+    offline job, their lesson sets). Pure: the result depends only on the arguments."""
+    result = ShardResult(shard)
+    if job.analysis == "llm":
+        raise ValueError("the model analysis runs in the driver on the local executors (see executor)")
+    for trace in iter_shard(shard, job, result):
+        entry, lessons = entry_and_lessons(trace, shard.order, len(result.entries), job)
+        result.entries.append(entry)
+        if lessons is not None:
+            result.lessons.append(lessons)
+    return result
+
+
+def entry_and_lessons(trace: Trace, shard: int, seq: int, job: ShardJob) -> tuple[IndexEntry, Packed | None]:
+    """One trace's index entry and, for an offline job, its packed lesson set."""
+    entry = index_entry(trace, shard, seq, job)
+    if job.analysis != "offline":
+        return entry, None
+    lessons, behaviours = analyse_offline_entry(trace)
+    if behaviours is not None:
+        from dataclasses import replace
+
+        entry = replace(entry, behaviours=behaviours)
+    return entry, Packed.of(lessons)
+
+
+def index_entry(trace: Trace, shard: int, seq: int, job: ShardJob) -> IndexEntry:
+    """The entry of one trace (its digest is computed here, once)."""
+    from .audit import literals_of
+
+    tokens = 0
+    if job.count_tokens:
+        from .compress import estimated_tokens
+
+        tokens = estimated_tokens(trace, job.config.analyse.token_budget)  # compressed once, by its analyst
+    label = trace.extra.get("label_source")
+    return IndexEntry(
+        id=trace.id, digest=trace.digest(), outcome=trace.outcome, path=trace.source.path, record=trace.source.record,
+        shard=shard, seq=seq, task_hash=task_hash(trace), format=trace.format,
+        label_source=label if isinstance(label, str) else None, literals=literals_of(trace.task), tokens=tokens,
+    )
+
+
+def task_hash(trace: Trace) -> str:
+    """The task a trace worked on, as a hash (the safety hold counts distinct tasks)."""
+    return content_hash(" ".join(trace.task.split()) or trace.id)
+
+
+def analyse_offline_entry(trace: Trace) -> tuple[LessonSet, bytes | None]:
+    """The offline analyst's lesson set of one trace, and its packed behaviours (labelled runs)."""
+    from .offline import analyse_offline
+    from .offline.select import observed
+
+    lessons = analyse_offline(trace)
+    return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0), observed(trace)
+
+
+@dataclass
+class Corpus:
+    """The whole map stage's output: the index (sorted by id, ids unique), packed lesson sets by
+    id (offline), skips in reading order (duplicates last), fidelity rows and redaction counts,
+    and what it takes to read the traces again (inputs, shards, labels, renamed ids)."""
+
+    entries: list[IndexEntry]
+    lessons: dict[str, Packed]
+    skips: list[Skip]
+    fidelity: list[FileFidelity]
+    redactions: dict[str, int]
+    labels: LabelBook
+    inputs: list[str]
+    shards: list[Shard]
+    renamed: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(id as read, digest) -> the id the run gives it (`settle_ids`)."""
+    failed: list[Skip] = field(default_factory=list)
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        counts = Counter({"success": 0, "failure": 0, "unknown": 0})
+        counts.update(e.outcome for e in self.entries)
+        return dict(counts)
+
+    @property
+    def formats(self) -> dict[str, int]:
+        return dict(sorted(Counter(e.format for e in self.entries).items()))
+
+    @property
+    def label_sources(self) -> list[str]:
+        return list(self.labels.sources)
+
+    def in_stream_order(self) -> list[IndexEntry]:
+        """Entries in the order they were read (shard, then position in it)."""
+        return sorted(self.entries, key=lambda e: (e.shard, e.seq))
+
+
+def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list[Skip], labels: LabelBook,
+           inputs: list[str]) -> Corpus:
+    """Fold shard results (in shard order) into one `Corpus`, settling colliding ids.
+
+    Traces renamed by `settle_ids` have no lesson set yet: they must be analysed again under
+    their new id (`with_renamed`) before the lesson sets are used.
+    """
+    entries: list[IndexEntry] = []
+    lessons: dict[tuple[str, str], Packed] = {}
+    skips, fidelity, failed = list(path_skips), [], []
+    redactions: Counter[str] = Counter()
+    for result in results:
+        entries.extend(result.entries)
+        for entry, packed in zip(result.entries, result.lessons):
+            lessons.setdefault((entry.id, entry.digest), packed)
+        skips.extend(result.skips)
+        fidelity.extend(result.fidelity)
+        failed.extend(result.failed)
+        redactions.update(result.redactions)
+    kept, duplicates, renamed = settle_ids(entries)
+    by_id = {e.id: lessons[(e.id, e.digest)] for e in kept if (e.id, e.digest) in lessons}
+    return Corpus(kept, by_id, skips + duplicates, fidelity, dict(redactions), labels, inputs, shards, renamed, failed)
+
+
+def with_renamed(corpus: Corpus, results: Iterable[ShardResult]) -> Corpus:
+    """`corpus` with the lesson sets of its renamed traces, from their shards analysed again
+    with `ShardJob(renamed=corpus.renamed, wanted=their digests)`."""
+    new_ids = set(corpus.renamed.values())
+    for result in results:
+        for entry, packed in zip(result.entries, result.lessons):
+            if entry.id in new_ids:
+                corpus.lessons.setdefault(entry.id, packed)
+    return corpus
+
+
+def renamed_shards(corpus: Corpus) -> list[Shard]:
+    """The shards that hold a renamed trace."""
+    new_ids = set(corpus.renamed.values())
+    used = {e.shard for e in corpus.entries if e.id in new_ids}
+    return [s for s in corpus.shards if s.order in used]
+
+
+def settle_ids(entries: list[IndexEntry]) -> tuple[list[IndexEntry], list[Skip], dict[tuple[str, str], str]]:
+    """`load_traces`' id rule over index entries: sort by id; an exact duplicate (same id and
+    digest, later in (path, record) order) is a skip; ids shared by different contents get
+    `~` and eight digest characters. Returns the kept entries, the skips and the renames."""
+    from dataclasses import replace
+
+    groups: dict[str, list[IndexEntry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.id, []).append(entry)
+    kept: list[IndexEntry] = []
+    skips: list[Skip] = []
+    renamed: dict[tuple[str, str], str] = {}
+    for ident in sorted(groups):
+        group = groups[ident]
+        if len(group) == 1:
+            kept.append(group[0])
+            continue
+        first: dict[str, IndexEntry] = {}
+        for entry in sorted(group, key=lambda e: (e.path, e.record or "")):
+            if entry.digest in first:
+                where = first[entry.digest].path + (f" ({first[entry.digest].record})" if first[entry.digest].record else "")
+                skips.append(Skip(path=entry.path, record=entry.record, reason=f"exact duplicate of trace {ident!r} from {where}"))
+            else:
+                first[entry.digest] = entry
+        if len(first) == 1:
+            kept.extend(first.values())
+            continue
+        for digest in sorted(first):
+            new_id = f"{ident}~{digest[:8]}"
+            renamed[(ident, digest)] = new_id
+            kept.append(replace(first[digest], id=new_id))
+    kept.sort(key=lambda e: e.id)
+    return kept, skips, renamed
+
+
+def paths_of(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    return [str(Path(p)) for p in paths]
+
+
+def corpus_of(ingested: IngestResult, job: ShardJob) -> Corpus:
+    """The corpus of traces already in memory, as the map stage would give it: the refresh
+    job, previews and held-out folds read and filter before they distil (ids already unique)."""
+    shard = Shard(order=0, path="<memory>")
+    entries, lessons = [], {}
+    for seq, trace in enumerate(ingested.traces):
+        entry, packed = entry_and_lessons(trace, shard.order, seq, job)
+        entries.append(entry)
+        if packed is not None:
+            lessons[entry.id] = packed
+    labels = LabelBook(sources=tuple(ingested.label_sources), threshold=job.labels.threshold)
+    return Corpus(entries, lessons, list(ingested.skips), list(ingested.fidelity), dict(ingested.redactions),
+                  labels, [], [shard])
