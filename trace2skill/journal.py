@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .types import LessonSet
 
-FLUSH_SECONDS = 0.25
+FLUSH_SECONDS = 0.5
 """Longest a record waits for its commit while the run keeps recording."""
 FLUSH_RECORDS = 64
 """Records that trigger a commit however recent the last one."""
@@ -58,9 +58,11 @@ class AnalysisJournal:
     a record is committed with the first one after it that comes `FLUSH_SECONDS` after the
     previous commit, or when `FLUSH_RECORDS` are waiting, or on `flush` / `close`, which the
     pipeline calls on every way out of the graph (success, error, Ctrl-C). So a run killed
-    outright (SIGKILL, power loss) loses at most the records since the last commit (fewer than
-    `FLUSH_RECORDS`); anything else keeps every result it paid for. Lookups see records not yet
-    committed. The first record is committed at once.
+    outright (SIGKILL) loses at most the records since the last commit (fewer than
+    `FLUSH_RECORDS`, about `FLUSH_SECONDS` of work); anything else keeps every result it paid
+    for. The database is in WAL mode with `synchronous=NORMAL`: a commit is an append to the log
+    (no fsync), durable when the process dies; a power cut may lose the last commits, never the
+    file. Lookups see records not yet committed. The first record is committed at once.
     """
 
     def __init__(self, path: Path, run_id: str):
@@ -76,6 +78,8 @@ class AnalysisJournal:
         """(table, key) of this run's committed records, read once here: a lookup of anything
         else is answered without a query, so a fresh run asks the database nothing. (A run's
         records are written by that run only: its skill folder or state folder is locked.)"""
+        self._db.execute("PRAGMA journal_mode=WAL")  # a commit appends to the log: no fsync on the event loop,
+        self._db.execute("PRAGMA synchronous=NORMAL")  # and a killed process keeps every commit
         with self._lock, self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS analyses (run TEXT, trace TEXT, result TEXT NOT NULL, PRIMARY KEY (run, trace))")
             self._db.execute("CREATE TABLE IF NOT EXISTS merges (run TEXT, key TEXT, result TEXT NOT NULL, PRIMARY KEY (run, key))")
