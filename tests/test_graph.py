@@ -12,7 +12,7 @@ from trace2skill.fleet import Work
 from trace2skill.ingest import IngestResult
 from trace2skill.pipeline import analyse_and_consolidate, read_corpus
 from trace2skill.testing import ScriptedLLM
-from trace2skill.types import LessonSet, Observation, SourceRef, Step, ToolCall, Trace
+from trace2skill.types import Observation, SourceRef, Step, ToolCall, Trace
 
 
 def make_trace(i: int) -> Trace:

@@ -139,13 +139,12 @@ def test_failed_analyses_of_a_partial_run_are_retried_by_the_next_run(demo_trace
         assert json.loads(partial.stdout)["analysed"] == 5
         flaky.failing = False
         from trace2skill.config import load_config
-        from trace2skill.ingest import load_traces
         from trace2skill.journal import checkpoint_path
         from trace2skill.llm import build_llm
-        from trace2skill.pipeline import plan
+        from trace2skill.pipeline import plan, read_corpus
 
         config = load_config(overrides={"llm.model": MODEL, "llm.api_base": server.url}, env={})
-        left = plan(config, build_llm(config, env={}), load_traces([traces], config), checkpoint_path(config.state_dir),
+        left = plan(config, build_llm(config, env={}), read_corpus(config, False, [traces]), checkpoint_path(config.state_dir),
                     check=False).quote
         assert {s.stage: s.calls for s in left.stages}["analyse"] == 3, "the resumed run is quoted for the work left"
         first = len(server.requests)
@@ -209,15 +208,14 @@ def test_structured_output_modes_for_servers_litellm_does_not_know(demo_traces, 
 
 def test_the_quote_is_within_ten_percent_of_the_requests_a_run_makes(demo_traces, tmp_path, local_model):
     from trace2skill.config import load_config
-    from trace2skill.ingest import load_traces
     from trace2skill.llm import build_llm
-    from trace2skill.pipeline import plan
+    from trace2skill.pipeline import plan, read_corpus
 
     traces = demo_traces  # all 40: merges of 15, 75, 45 and 120 lessons, several windows each
     with FakeServer(reply=answer) as server:
         config = load_config(overrides={"llm.model": MODEL, "llm.api_base": server.url, "skill.out": tmp_path / "out",
                                         "skill.name": "demo"}, env={})
-        quoted = plan(config, build_llm(config, env={}), load_traces([traces], config), None, check=False).quote.calls
+        quoted = plan(config, build_llm(config, env={}), read_corpus(config, False, [traces]), None, check=False).quote.calls
         result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url, "--concurrency", "8"))
         assert result.exit_code == 0, result.output
         sent = len(server.completions())

@@ -404,17 +404,14 @@ def _refresh_dry_run(ctx, config, llm, paths, since, report, json_out) -> None:
     from .report import print_quote
 
     if llm is not None:
-        from .ingest import load_traces
-        from .refresh import select_new
+        from .refresh import read_new
         from .state import load_state
 
-        from .pipeline import read_corpus
-
-        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
-        fresh = select_new(ingested, load_state(config.state_dir), config.skill.name, since)
+        _, fresh = read_new(config, False, paths, load_state(config.state_dir), config.skill.name, since)
+        entries = fresh.entries if fresh is not None else []
         if _level(ctx) >= 0:
-            print_quote(preflight(read_corpus(config, False, ingested=fresh).entries, config, llm.model))
-        _note(ctx, f"dry run: {len(fresh.traces)} new trajectories; quote only, the diff needs the model's answers")
+            print_quote(preflight(entries, config, llm.model))
+        _note(ctx, f"dry run: {len(entries)} new trajectories; quote only, the diff needs the model's answers")
         return
     preview = preview_refresh(config, None, paths, since)
     if preview is None:

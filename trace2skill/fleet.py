@@ -21,7 +21,7 @@ no merge starts once halted and `Halt.raise_if_halted` re-raises the first cause
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from langgraph.runtime import RunControl
@@ -163,6 +163,7 @@ async def analyse_stream(work: Work, traces: Iterator[Trace], position: Mapping[
     merged: dict[int, Packed] = {}
     tasks: set[asyncio.Task[None]] = set()
     lone: list[Packed] = []
+    errors: list[BaseException] = []
 
     async def merge(g: int) -> None:
         try:
@@ -190,21 +191,35 @@ async def analyse_stream(work: Work, traces: Iterator[Trace], position: Mapping[
         g = group_of[spot]
         if all(p in done for p in groups[g]):
             await slots.acquire()
-            _spawn(tasks, merge(g))
+            _spawn(tasks, merge(g), errors)
 
-    while True:
-        await slots.acquire()
-        trace = await asyncio.to_thread(next, traces, None)
-        if trace is None:
-            slots.release()
-            break
-        _spawn(tasks, analyse(trace))
-    while tasks:
-        await asyncio.gather(*list(tasks))
+    try:
+        while not errors:
+            await slots.acquire()
+            trace = await asyncio.to_thread(next, traces, None)
+            if trace is None:
+                slots.release()
+                break
+            _spawn(tasks, analyse(trace), errors)
+        while tasks and not errors:
+            await asyncio.wait(list(tasks), return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*list(tasks), return_exceptions=True)
+    if errors:
+        raise errors[0]
     return lone or [merged[g] for g in sorted(merged)]
 
 
-def _spawn(tasks: set[asyncio.Task[None]], coroutine) -> None:
+def _spawn(tasks: set[asyncio.Task[None]], coroutine: Coroutine[object, object, None], errors: list[BaseException]) -> None:
+    """Run `coroutine` as a task of the fleet; an error it raises (a bug, Ctrl-C) stops the fleet."""
     task = asyncio.ensure_future(coroutine)
     tasks.add(task)
-    task.add_done_callback(tasks.discard)
+
+    def done(finished: asyncio.Task[None]) -> None:
+        tasks.discard(finished)
+        if not finished.cancelled() and finished.exception() is not None:
+            errors.append(finished.exception())
+
+    task.add_done_callback(done)

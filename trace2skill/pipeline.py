@@ -97,27 +97,34 @@ def plan(config: Config, llm: LLMClient | None, corpus: Corpus, checkpoint: Path
 
 
 def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, *, ingested: IngestResult | None = None,
-                executor: Executor | None = None, progress: Progress | None = None) -> Corpus:
+                executor: Executor | None = None, progress: Progress | None = None,
+                wanted: frozenset[str] | None = None, index_only: bool = False,
+                renamed: dict[tuple[str, str], str] | None = None) -> Corpus:
     """The map stage: every trajectory read, indexed and (offline) analysed, one at a time
-    (`stream`), by `executor` (default: the one `analyse.executor` names).
+    (`stream`), by `executor` (default: the one `analyse.executor` names). `wanted` keeps only
+    those digests (the refresh job's new trajectories); `index_only` neither analyses nor counts
+    prompt tokens (the refresh job's first look); `renamed` applies the ids an earlier look at
+    the same inputs settled (`stream.settle_ids`), so a filtered read names traces alike.
 
     Raises:
         NoInputError: no paths were given, or a given path does not exist.
         ConfigError, TraceFormatError: a bad labels file, format or redaction pattern.
     """
-    job_analysis: Analysis = "offline" if offline else "index"
+    analysis: Analysis = "index" if index_only or not offline else "offline"
+    count_tokens = not offline and not index_only
     if ingested is not None:
         labels = LabelBook(threshold=config.analyse.success_threshold)
-        return corpus_of(ingested, ShardJob(config, labels, job_analysis, count_tokens=not offline))
+        return corpus_of(ingested, ShardJob(config, labels, analysis, count_tokens=count_tokens))
     inputs = [str(p) for p in (paths or [Path(p) for p in config.sources])]
     require_paths(inputs)
     shards, path_skips = plan_shards(inputs, config)
-    job = ShardJob(config, label_book(inputs, config), job_analysis, count_tokens=not offline)
+    job = ShardJob(config, label_book(inputs, config), analysis, wanted=wanted, renamed=renamed or {},
+                   count_tokens=count_tokens)
     own = executor is None
     executor = executor or executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address)
     try:
         corpus = gather(_counted(executor.map(shards, job), len(shards), progress), shards, path_skips, job.labels, inputs)
-        if corpus.renamed and offline:
+        if corpus.renamed:
             again = replace(job, renamed=corpus.renamed, wanted=frozenset(d for _, d in corpus.renamed))
             corpus = with_renamed(corpus, executor.map(renamed_shards(corpus), again))
     finally:
@@ -195,10 +202,13 @@ def distill(
 
 
 def _held(config: Config, corpus: Corpus) -> IngestResult:
-    """The traces the gate's held-out evaluation distils again (it needs them whole)."""
+    """The traces the gate's held-out evaluation distils again (it needs them whole: the one
+    stage that holds a corpus in memory, and only when a gate is configured)."""
     from .ingest import load_traces
 
-    return load_traces(corpus.inputs, config)
+    every = load_traces(corpus.inputs, config)
+    kept = {e.digest for e in corpus.entries}
+    return replace(every, traces=[t for t in every.traces if t.digest() in kept])
 
 
 def _result(config: Config, corpus: Corpus, run: RunInfo, final: LessonSet, build: SkillBuild,
@@ -371,13 +381,13 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, conf
             pool = await analyse_stream(work, traces, position, fan_in, config.analyse.concurrency, tick)
             level = 1 if n > 1 else 0
         work.halt.raise_if_halted()
-        final = await _merge_levels(work, config, pool, level, tick)
+        final = await merge_levels(work, config, pool, level, tick)
     finally:
         await close_clients()
     return final, list(work.failed), list(work.notes)
 
 
-async def _merge_levels(work: Work, config: Config, pool: list[Packed], level: int, tick: Callable[[str, int], None]) -> LessonSet:
+async def merge_levels(work: Work, config: Config, pool: list[Packed], level: int, tick: Callable[[str, int], None]) -> LessonSet:
     graph = build_graph(work, config)
     final: Packed | None = pool[0] if len(pool) == 1 else None
     try:

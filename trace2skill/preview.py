@@ -55,17 +55,15 @@ def preview_refresh(config: Any, llm: Any, paths: list[Path] | None, since: date
     state, checkpoint or skill file.
     """
     from .errors import NoInputError
-    from .ingest import load_traces
     from .pipeline import distill, no_input_message
-    from .refresh import select_new
+    from .refresh import read_new
     from .state import load_state
 
     state = load_state(config.state_dir)
-    ingested = load_traces(paths or [Path(p) for p in config.sources], config)
-    if not ingested.traces:
-        raise NoInputError(no_input_message(ingested))
-    fresh = select_new(ingested, state, config.skill.name, since)
-    if not fresh.traces:
+    index, fresh = read_new(config, llm is None, paths, state, config.skill.name, since)
+    if not index.entries:
+        raise NoInputError(no_input_message(index.skips))
+    if fresh is None:
         return None
     rejected = {rid: r.support for rid, r in state.skill(config.skill.name).rejected.items()}
-    return distill(config, llm, ingested=fresh, write=False, rejected=rejected)
+    return distill(config, llm, corpus=fresh, write=False, rejected=rejected)

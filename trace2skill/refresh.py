@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,12 +35,12 @@ from .version import __version__
 from .config import Config
 from .errors import NoInputError, PublishError
 from .fsguard import crash_point
-from .ingest import IngestResult, load_traces
 from .journal import AnalysisJournal, checkpoint_path, journal_path
 from .llm import LLMClient
 from .pipeline import Progress, distill, no_input_message
+from .stream import Corpus
 from .state import PendingPublish, RefreshState, load_state, run_lock, save_state
-from .types import RunResult, Trace
+from .types import RunResult
 
 @dataclass(frozen=True)
 class RefreshOutcome:
@@ -93,12 +93,11 @@ def refresh(
         plan = git.preflight(config) if git is not None else None
         if git is not None:
             state = git.finish_pending(config, git.repair(config, state, plan), plan)
-        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
-        if not ingested.traces:
-            raise NoInputError(no_input_message(ingested))
-        fresh = select_new(ingested, state, name, since)
-        if not fresh.traces:
-            return RefreshOutcome(name, False, f"no changes: all {len(ingested.traces)} trajectories were already distilled")
+        index, fresh = read_new(config, llm is None, paths, state, name, since, progress)
+        if not index.entries:
+            raise NoInputError(no_input_message(index.skips))
+        if fresh is None:
+            return RefreshOutcome(name, False, f"no changes: all {len(index.entries)} trajectories were already distilled")
         if llm is not None:  # refuse an over-budget run before touching git; distill checks the model
             from .pipeline import plan as plan_run
 
@@ -108,7 +107,7 @@ def refresh(
         return _fold(config, llm, fresh, state, git, plan, pr_body_path, progress, control)
 
 
-def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: RefreshState, git: _GitTarget | None,
+def _fold(config: Config, llm: LLMClient | None, fresh: Corpus, state: RefreshState, git: _GitTarget | None,
           plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: RunControl | None) -> RefreshOutcome:
     """Distil the new trajectories on the bot branch and publish the change."""
     name = config.skill.name
@@ -118,16 +117,16 @@ def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: Ref
             state = state.with_checkout(name, branch.original).with_rejections(name, branch.removals)
             save_state(config.state_dir, state)
         rejected = {rid: r.support for rid, r in state.skill(name).rejected.items()}
-        result, build = distill(config, llm, ingested=fresh, progress=progress, control=control,
+        result, build = distill(config, llm, corpus=fresh, progress=progress, control=control,
                                 checkpoint=checkpoint_path(config.state_dir), rejected=rejected)
-        digests = [t.digest() for t in fresh.traces]
+        digests = [e.digest for e in fresh.entries]
         if result.gate is not None and not result.gate["accepted"]:
             return RefreshOutcome(name, False, f"gated: {build.previous_version or 'new'} -> {build.version} not published "
                                   f"({result.gate['reason']}); candidate kept in {result.gate['kept_at']}",
-                                  len(fresh.traces), result, build=build, gated=True)
+                                  len(fresh.entries), result, build=build, gated=True)
         if not build.changed:
             save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
-            return RefreshOutcome(name, False, f"no changes: {len(fresh.traces)} new trajectories added nothing", len(fresh.traces), result,
+            return RefreshOutcome(name, False, f"no changes: {len(fresh.entries)} new trajectories added nothing", len(fresh.entries), result,
                                   build=build)
         content = git.pr_content(config, result, build, branch) if git is not None else None
         body = _render_body(content, pr_body_path)
@@ -144,7 +143,7 @@ def _fold(config: Config, llm: LLMClient | None, fresh: IngestResult, state: Ref
         save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
         _forget_journal(config, result.run_id)
         review = tuple(item.summary for item in content.review) if content is not None else ()
-        return RefreshOutcome(name, True, f"{build.previous_version or 'new'} -> {build.version}", len(fresh.traces),
+        return RefreshOutcome(name, True, f"{build.previous_version or 'new'} -> {build.version}", len(fresh.entries),
                               result, commit, pr_url, body, review, branch.name if branch else None, remote, build)
     finally:
         if git is not None and branch is not None:
@@ -224,26 +223,34 @@ def _rollback_body(name: str, restored: str, version: str, removed: list[str]) -
     return "\n".join(lines) + "\n"
 
 
-def select_new(ingested: IngestResult, state: RefreshState, skill: str, since: datetime | None) -> IngestResult:
-    """Trajectories no earlier refresh consumed; with `since`, those whose file changed since then."""
+def read_new(config: Config, offline: bool, paths: list[Path] | None, state: RefreshState, skill: str,
+             since: datetime | None, progress: Progress | None = None) -> tuple[Corpus, Corpus | None]:
+    """Index every trajectory (nothing analysed, nothing held), then read and analyse only the
+    new ones: those no earlier refresh consumed, or with `since`, those whose file changed
+    since then. Returns the index of everything and the new trajectories' corpus (None: none)."""
+    from .pipeline import read_corpus
+
+    index = read_corpus(config, offline, paths, index_only=True, progress=progress)
     if since is not None:
         cutoff = since.timestamp()
-        keep = [t for t in ingested.traces if _modified(t) >= cutoff]
+        keep = [e for e in index.entries if _modified(e.path) >= cutoff]
     else:
-        new = set(state.skill(skill).new_digests(t.digest() for t in ingested.traces))
-        keep = [t for t in ingested.traces if t.digest() in new]
-    outcomes = {key: sum(1 for t in keep if t.outcome == key) for key in ingested.outcomes}
-    return replace(ingested, traces=keep, outcomes=outcomes)
+        new = set(state.skill(skill).new_digests(e.digest for e in index.entries))
+        keep = [e for e in index.entries if e.digest in new]
+    if not keep:
+        return index, None
+    kept_ids = {e.id for e in keep}
+    wanted = {e.digest for e in keep} | {digest for (_, digest), new_id in index.renamed.items() if new_id in kept_ids}
+    return index, read_corpus(config, offline, paths, progress=progress, wanted=frozenset(wanted), renamed=index.renamed)
 
 
 def _forget_journal(config: Config, run_id: str) -> None:
     AnalysisJournal(journal_path(checkpoint_path(config.state_dir)), run_id).forget()
 
 
-def _modified(trace: Trace) -> float:
-    path = trace.source.path.split("!", 1)[0]
+def _modified(path: str) -> float:
     try:
-        return os.stat(path).st_mtime
+        return os.stat(path.split("!", 1)[0]).st_mtime
     except OSError:
         return float("inf")
 

@@ -251,11 +251,10 @@ def task_hash(trace: Trace) -> str:
 
 def analyse_offline_entry(trace: Trace) -> tuple[LessonSet, bytes | None]:
     """The offline analyst's lesson set of one trace, and its packed behaviours (labelled runs)."""
-    from .offline import analyse_offline
-    from .offline.select import observed
+    from .offline import mine
 
-    lessons = analyse_offline(trace)
-    return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0), observed(trace)
+    lessons, behaviours = mine(trace)
+    return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0), behaviours
 
 
 @dataclass
@@ -320,13 +319,18 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
 
 
 def with_renamed(corpus: Corpus, results: Iterable[ShardResult]) -> Corpus:
-    """`corpus` with the lesson sets of its renamed traces, from their shards analysed again
-    with `ShardJob(renamed=corpus.renamed, wanted=their digests)`."""
+    """`corpus` with its renamed traces read again under their new id (their shards run with
+    `ShardJob(renamed=corpus.renamed, wanted=their digests)`): the entry (a trace's digest
+    covers its id) and, offline, the lesson set."""
     new_ids = set(corpus.renamed.values())
+    fresh: dict[str, IndexEntry] = {}
     for result in results:
-        for entry, packed in zip(result.entries, result.lessons):
-            if entry.id in new_ids:
-                corpus.lessons.setdefault(entry.id, packed)
+        for n, entry in enumerate(result.entries):
+            if entry.id in new_ids and entry.id not in fresh:
+                fresh[entry.id] = entry
+                if n < len(result.lessons):
+                    corpus.lessons[entry.id] = result.lessons[n]
+    corpus.entries = [fresh.get(e.id, e) for e in corpus.entries]
     return corpus
 
 

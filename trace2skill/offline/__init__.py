@@ -28,24 +28,33 @@ from ..types import Lesson, Trace
 from . import packs
 from .edits import edited_files
 from .pitfalls import generic_findings, pitfall_lessons
-from .runs import read_runs
-from .select import nothing_learned, select_offline
+from .runs import Run, read_runs
+from .select import nothing_learned, observed, select_offline
 
-__all__ = ["analyse_offline", "nothing_learned", "select_offline"]
+__all__ = ["analyse_offline", "mine", "nothing_learned", "select_offline"]
 
 
-def analyse_offline(trace: Trace) -> list[Lesson]:
+def mine(trace: Trace) -> tuple[list[Lesson], bytes | None]:
+    """One trajectory's lessons and its packed behaviours (None when unlabelled), reading its
+    runs once for both: what the map stage keeps of a trajectory for the offline analyst."""
+    runs = read_runs(trace)
+    writes = edited_files(runs)
+    return analyse_offline(trace, runs, writes), observed(trace, runs, writes)
+
+
+def analyse_offline(trace: Trace, runs: list[Run] | None = None, writes: list[set[str]] | None = None) -> list[Lesson]:
     """Mine one trajectory for its failures, without a model.
 
     Args:
         trace: any canonical trace; only tool calls, observations and step text are read.
+        runs, writes: `read_runs(trace)` and `edited_files(runs)` when the caller has them.
 
     Returns:
         One lesson per signature found in this trace, ordered by signature. Lessons with the
         same signature from other traces carry identical wording.
     """
-    runs = read_runs(trace)
-    writes = edited_files(runs)
+    runs = read_runs(trace) if runs is None else runs
+    writes = edited_files(runs) if writes is None else writes
     findings, judged = [], set()
     for pack in packs.PACKS:
         if pack.applies(trace, runs):

@@ -25,7 +25,7 @@ from . import packs
 from .behaviours import (MIN_RUNS, Behaviours, Labelled, Shown, Tally, Verdict, as_lesson, count, generic_behaviours,
                          source_of, tested)
 from .edits import edited_files
-from .runs import read_runs
+from .runs import Run, read_runs
 from .shell import shape
 from .wording import (behaviour_shown, behaviour_wording, counted_error_rule, error_signature, error_wording,
                       parse_error)
@@ -150,11 +150,11 @@ def _restate(original: Lesson, sentence: str) -> Lesson:
     return Lesson.create(evidence=original.evidence, **fields)
 
 
-def observe(trace: Trace) -> tuple[list[Shown], set[str]]:
+def observe(trace: Trace, runs: list[Run] | None = None, writes: list[set[str]] | None = None) -> tuple[list[Shown], set[str]]:
     """The behaviours one run showed, generic and from every pack that applies, and the
-    sources (`generic`, pack names) it was judged by."""
-    runs = read_runs(trace)
-    writes = edited_files(runs)
+    sources (`generic`, pack names) it was judged by (`runs`, `writes`: when the caller has them)."""
+    runs = read_runs(trace) if runs is None else runs
+    writes = edited_files(runs) if writes is None else writes
     shown, sources = generic_behaviours(runs, writes), {"generic"}
     for pack in packs.PACKS:
         if pack.applies(trace, runs):
@@ -163,11 +163,11 @@ def observe(trace: Trace) -> tuple[list[Shown], set[str]]:
     return shown, sources
 
 
-def observed(trace: Trace) -> bytes | None:
+def observed(trace: Trace, runs: list[Run] | None = None, writes: list[set[str]] | None = None) -> bytes | None:
     """The packed `Behaviours` of a labelled trace (None for an unlabelled one), as a run keeps them."""
     if trace.outcome not in ("success", "failure"):
         return None
-    shown, sources = observe(trace)
+    shown, sources = observe(trace, runs, writes)
     return Behaviours(tuple(shown), tuple(sorted(sources))).pack()
 
 

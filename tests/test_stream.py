@@ -1,0 +1,115 @@
+"""The streaming map stage and its executors, on the real demo corpus.
+
+Expected numbers come from plain Python over the files (a count of `.traj.json` files, the
+labels in `results_summary.json`), or from the exact formula (math.comb), never from our code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trace2skill.cli import app
+from trace2skill.config import load_config
+from trace2skill.executor import executor_for
+from trace2skill.offline.stats import fisher_exact
+from trace2skill.pipeline import read_corpus
+from trace2skill.stream import ShardJob, label_book, plan_shards
+
+from conftest import DEMO_CORPUS, demo_subset
+
+runner = CliRunner()
+
+
+def _skill_files(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_process_executor_writes_the_same_skill_as_the_local_one(demo_traces, tmp_path):
+    produced = {}
+    for executor, workers in (("local", "1"), ("process", "2")):
+        out = tmp_path / executor
+        result = runner.invoke(app, ["distill", str(demo_traces), "--out", str(out), "--skill", "demo",
+                                     "--executor", executor, "--workers", workers, "--json"])
+        assert result.exit_code == 0, result.output
+        produced[executor] = _skill_files(out / "demo")
+        assert json.loads(result.stdout)["traces_read"] == len(list(DEMO_CORPUS.glob("trajs/*/*.traj.json")))
+    assert produced["local"] == produced["process"]
+    assert Path("SKILL.md") in produced["local"]
+
+
+def test_each_shard_gives_its_traces_in_order_and_executors_agree(tmp_path):
+    ids = sorted(p.name for p in (DEMO_CORPUS / "trajs").iterdir())[:6]
+    folder = demo_subset(tmp_path / "run", ids) / "trajs"  # its labels sit in results_summary.json beside it
+    config = load_config(env={})
+    shards, skips = plan_shards([folder], config)
+    assert skips == [] and [Path(s.path).name for s in shards] == [f"{i}.traj.json" for i in ids]
+    job = ShardJob(config, label_book([folder], config), "offline")
+    local = list(executor_for("local").map(shards, job))
+    spread = list(executor_for("process", 2).map(shards, job))
+    assert [r.shard for r in spread] == shards, "results come back in shard order"
+    assert [[e.id for e in r.entries] for r in local] == [[i] for i in ids]
+    assert [r.entries for r in local] == [r.entries for r in spread]
+    assert [[p.unpack() for p in r.lessons] for r in local] == [[p.unpack() for p in r.lessons] for r in spread]
+    assert [[p.key for p in r.lessons] for r in local] == [[p.key for p in r.lessons] for r in spread]
+    labels = {row["instance_id"]: row["resolved"] for row in json.loads((DEMO_CORPUS / "results_summary.json").read_text())["instances"]}
+    outcomes = {e.id: e.outcome for r in local for e in r.entries}
+    assert outcomes == {i: "success" if labels[i] else "failure" for i in ids}
+    assert all(e.behaviours is not None for r in local for e in r.entries), "labelled runs carry their behaviours"
+
+
+def test_colliding_ids_across_files_are_suffixed_and_exact_copies_skipped(tmp_path):
+    source = sorted((DEMO_CORPUS / "trajs").glob("*/*.traj.json"))[0]
+    record = json.loads(source.read_text())
+    (tmp_path / "in").mkdir()
+    shutil.copy(source, tmp_path / "in" / "a.traj.json")
+    shutil.copy(source, tmp_path / "in" / "b.traj.json")             # an exact copy: a skip
+    record["messages"] = record["messages"][:-2]
+    (tmp_path / "in" / "c.traj.json").write_text(json.dumps(record))  # same id, other content
+    config = load_config(env={})
+    for offline in (True, False):
+        corpus = read_corpus(config, offline, [tmp_path / "in"])
+        ident = record["instance_id"]
+        assert len(corpus.entries) == 2
+        assert all(e.id.startswith(ident + "~") and len(e.id) == len(ident) + 9 for e in corpus.entries)
+        assert [s.reason for s in corpus.skips] == [f"exact duplicate of trace {ident!r} from {tmp_path / 'in' / 'a.traj.json'}"]
+        if offline:
+            assert set(corpus.lessons) == {e.id for e in corpus.entries}
+            for entry in corpus.entries:
+                assert all(ev.trace_id == entry.id for lesson in corpus.lessons[entry.id].unpack().lessons for ev in lesson.evidence)
+
+
+def _exact_fisher(a: int, b: int, c: int, d: int) -> float:
+    """The textbook definition, with exact binomial coefficients."""
+    row1, col1, n = a + b, a + c, a + b + c + d
+    total = math.comb(n, col1)
+
+    def probability(x: int) -> float:
+        return math.comb(row1, x) * math.comb(n - row1, col1 - x) / total
+
+    observed = probability(a)
+    low, high = max(0, col1 - (n - row1)), min(row1, col1)
+    return min(1.0, sum(q for x in range(low, high + 1) if (q := probability(x)) <= observed * (1 + 1e-7)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fisher_exact_matches_the_exact_definition(seed):
+    rng = random.Random(seed)
+    for _ in range(300):
+        table = [rng.randint(0, 40) for _ in range(4)]
+        expected = _exact_fisher(*table)
+        assert fisher_exact(*table) == pytest.approx(expected, rel=1e-9, abs=1e-300), table
+    assert fisher_exact(3000, 700, 900, 400) == pytest.approx(_exact_fisher(3000, 700, 900, 400), rel=1e-9)
+
+
+def test_unknown_executor_and_bad_worker_counts_are_configuration_errors(demo_traces, tmp_path):
+    bad = runner.invoke(app, ["distill", str(demo_traces), "--out", str(tmp_path), "--executor", "cluster"])
+    assert bad.exit_code == 78, bad.output
+    zero = runner.invoke(app, ["distill", str(demo_traces), "--out", str(tmp_path), "--workers", "0"])
+    assert zero.exit_code == 78, zero.output
