@@ -40,14 +40,12 @@ def test_offline_model_needs_no_client():
 def test_the_journal_replays_only_work_done_with_the_same_settings(demo_traces, tmp_path):
     """The journal replaced the response cache: its run id hashes every setting sent, seed included."""
     from trace2skill.analyse import analyst_for
-    from trace2skill.ingest import load_traces
     from trace2skill.journal import AnalysisJournal
-    from trace2skill.pipeline import run_info
+    from trace2skill.pipeline import read_corpus, run_info
 
     def run_id(seed):
         config = load_config(overrides={"llm.seed": seed, "llm.model": "scripted"}, env={})
-        ingested = load_traces([demo_traces], config)
-        return run_info(config, analyst_for(config, ScriptedLLM()), ingested).run_id
+        return run_info(config, analyst_for(config, ScriptedLLM()), read_corpus(config, False, [demo_traces])).run_id
 
     first = AnalysisJournal(tmp_path / "j.sqlite", run_id(1))
     first.put("digest", LessonSet())
