@@ -9,10 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trace2skill.errors import EditError
-from trace2skill.skillfmt.sections import (LOCK_MARKER, AddRule, AddSection, CreateFile, DeleteFile, MoveToReference,
-                                  RemoveLink, RemoveRule, RemoveSection, ReorderRules, ReplaceRule, SetLink,
-                                  apply_edit, find_section, heading_problem, item_locations, item_text, locked_at,
-                                  parse, render, walk)
+from trace2skill.skillfmt.sections import (LOCK_MARKER, Edit, apply_edit, find_section, heading_problem, item_locations,
+                                           item_text, locked_at, parse, render, walk)
 from trace2skill.skillfmt.frontmatter import split_frontmatter
 
 REAL_SKILL = Path(__file__).parent / "data" / "skills" / "brand-guidelines" / "SKILL.md"
@@ -99,10 +97,10 @@ def test_unclosed_fence_swallows_later_headings():
 
 def test_add_replace_remove_rule_keep_hand_written_lines():
     edited = _apply(_ws(), [
-        AddRule(("Skill", "Gotchas"), "r-new", "- **New rule.** Do the new thing."),
-        ReplaceRule("r-old", "- **Old rule.** Do it better."),
-        AddRule(("Skill", "Procedures"), "r-proc", "- **Proc.** Run it."),
-        RemoveRule("r-proc"),
+        Edit("add_rule", section=("Skill", "Gotchas"), key="r-new", text="- **New rule.** Do the new thing."),
+        Edit("replace_rule", key="r-old", text="- **Old rule.** Do it better."),
+        Edit("add_rule", section=("Skill", "Procedures"), key="r-proc", text="- **Proc.** Run it."),
+        Edit("remove_rule", key="r-proc"),
     ])
     out = render(edited["SKILL.md"])
     assert "- **New rule.** Do the new thing. <!-- rule:r-new -->\n" in out
@@ -113,46 +111,48 @@ def test_add_replace_remove_rule_keep_hand_written_lines():
 
 
 def test_new_rule_goes_after_the_last_managed_line_and_a_paragraph_gets_a_blank_line():
-    ws = _apply(_ws("# S\n\nA paragraph.\n"), [AddRule(("S",), "r-1", "- one"), AddRule(("S",), "r-2", "- two")])
+    ws = _apply(_ws("# S\n\nA paragraph.\n"), [Edit("add_rule", section=("S",), key="r-1", text="- one"),
+                                                 Edit("add_rule", section=("S",), key="r-2", text="- two")])
     assert render(ws["SKILL.md"]) == "# S\n\nA paragraph.\n\n- one <!-- rule:r-1 -->\n- two <!-- rule:r-2 -->\n"
 
 
 def test_wrapped_bullet_is_replaced_as_one_block_keeping_its_indent():
     text = "# S\n\nIntro.\n  - **Wrapped.** First line\n    second line <!-- rule:r-w -->\nAfter.\n"
-    ws = _apply(_ws(text), [ReplaceRule("r-w", "- **Wrapped.** One line now")])
+    ws = _apply(_ws(text), [Edit("replace_rule", key="r-w", text="- **Wrapped.** One line now")])
     assert render(ws["SKILL.md"]) == "# S\n\nIntro.\n  - **Wrapped.** One line now <!-- rule:r-w -->\nAfter.\n"
     assert item_text(ws, "rule:r-w") == "- **Wrapped.** One line now"
 
 
 def test_reorder_keeps_hand_written_lines_in_their_slots():
     text = "# S\n\n- b <!-- rule:r-b -->\n- hand\n- a <!-- rule:r-a -->\n"
-    ws = _apply(_ws(text), [ReorderRules(("S",), ("r-a", "r-b"))])
+    ws = _apply(_ws(text), [Edit("reorder_rules", section=("S",), order=("r-a", "r-b"))])
     assert render(ws["SKILL.md"]) == "# S\n\n- a <!-- rule:r-a -->\n- hand\n- b <!-- rule:r-b -->\n"
 
 
 def test_sections_links_and_reference_files():
     ws = _apply(_ws(), [
-        AddSection(("Skill",), "Facts"),
-        CreateFile("references/more.md", "More lessons", "Lower-ranked rules."),
-        AddSection(("More lessons",), "Gotchas", file="references/more.md"),
-        MoveToReference("r-old", "references/more.md", ("More lessons", "Gotchas")),
-        SetLink(("Skill", "Facts"), "references/more.md", "- [More](references/more.md)"),
-        SetLink(("Skill", "Facts"), "references/more.md", "- [More lessons](references/more.md)"),
+        Edit("add_section", section=("Skill",), text="Facts"),
+        Edit("create_file", file="references/more.md", text="More lessons", intro="Lower-ranked rules."),
+        Edit("add_section", file="references/more.md", section=("More lessons",), text="Gotchas"),
+        Edit("move_to_reference", file="references/more.md", section=("More lessons", "Gotchas"), key="r-old"),
+        Edit("set_link", section=("Skill", "Facts"), key="references/more.md", text="- [More](references/more.md)"),
+        Edit("set_link", section=("Skill", "Facts"), key="references/more.md", text="- [More lessons](references/more.md)"),
     ])
     skill = render(ws["SKILL.md"])
     assert skill.endswith("## Facts\n\n- [More lessons](references/more.md) <!-- link:references/more.md -->\n")
     assert "r-old" not in skill
     assert render(ws["references/more.md"]) == (
         "# More lessons\n\nLower-ranked rules.\n\n## Gotchas\n\n- **Old rule.** Do the old thing. <!-- rule:r-old -->\n")
-    ws = _apply(ws, [RemoveRule("r-old"), RemoveSection(("More lessons", "Gotchas"), "references/more.md"),
-                          DeleteFile("references/more.md"), RemoveLink("references/more.md")])
+    ws = _apply(ws, [Edit("remove_rule", key="r-old"),
+                     Edit("remove_section", file="references/more.md", section=("More lessons", "Gotchas")),
+                     Edit("delete_file", file="references/more.md"), Edit("remove_link", key="references/more.md")])
     assert "references/more.md" not in ws
     assert item_locations(ws).keys() == {"rule:r-pinned"}
 
 
 def test_new_section_after_a_locked_last_line_without_newline_is_not_glued_on():
     text = "# S\n\n## Locked\n" + LOCK_MARKER + "\n- keep"
-    ws = _apply(_ws(text), [AddSection(("S",), "Gotchas")])
+    ws = _apply(_ws(text), [Edit("add_section", section=("S",), text="Gotchas")])
     assert render(ws["SKILL.md"]) == text + "\n## Gotchas\n\n"
     assert [t for _, t in _titles(render(ws["SKILL.md"]))] == ["S", "Locked", "Gotchas"]
 
@@ -162,20 +162,20 @@ def test_new_section_after_a_locked_last_line_without_newline_is_not_glued_on():
 
 
 @pytest.mark.parametrize("edit", [
-    ReplaceRule("r-missing", "- x"),
-    RemoveRule("r-missing"),
-    AddRule(("Skill", "Nope"), "r-x", "- x"),
-    AddRule(("Skill", "Gotchas"), "r-old", "- duplicate id"),
-    AddRule(("Skill", "Gotchas"), "bad id!", "- x"),
-    AddRule(("Skill", "Gotchas"), "r-x", "- two\nlines"),
-    AddRule(("Skill", "Gotchas"), "r-x", "- sneaky <!-- rule:r-y -->"),
-    ReorderRules(("Skill", "Gotchas"), ("r-old", "r-missing")),
-    MoveToReference("r-old", "SKILL.md", ("Skill",)),
-    MoveToReference("r-old", "references/absent.md", ("X",)),
-    RemoveSection(("Skill", "Gotchas")),
-    DeleteFile("SKILL.md"),
-    CreateFile("SKILL.md", "Again"),
-    RemoveLink("references/none.md"),
+    Edit("replace_rule", key="r-missing", text="- x"),
+    Edit("remove_rule", key="r-missing"),
+    Edit("add_rule", section=("Skill", "Nope"), key="r-x", text="- x"),
+    Edit("add_rule", section=("Skill", "Gotchas"), key="r-old", text="- duplicate id"),
+    Edit("add_rule", section=("Skill", "Gotchas"), key="bad id!", text="- x"),
+    Edit("add_rule", section=("Skill", "Gotchas"), key="r-x", text="- two\nlines"),
+    Edit("add_rule", section=("Skill", "Gotchas"), key="r-x", text="- sneaky <!-- rule:r-y -->"),
+    Edit("reorder_rules", section=("Skill", "Gotchas"), order=("r-old", "r-missing")),
+    Edit("move_to_reference", file="SKILL.md", section=("Skill",), key="r-old"),
+    Edit("move_to_reference", file="references/absent.md", section=("X",), key="r-old"),
+    Edit("remove_section", section=("Skill", "Gotchas")),
+    Edit("delete_file", file="SKILL.md"),
+    Edit("create_file", file="SKILL.md", text="Again"),
+    Edit("remove_link", key="references/none.md"),
 ])
 def test_unapplicable_edit_raises(edit):
     with pytest.raises(EditError):
@@ -183,12 +183,12 @@ def test_unapplicable_edit_raises(edit):
 
 
 @pytest.mark.parametrize("edit", [
-    ReplaceRule("r-pinned", "- changed"),
-    RemoveRule("r-pinned"),
-    AddRule(("Skill", "Locked part"), "r-x", "- x"),
-    AddRule(("Skill", "Locked part", "Child of locked"), "r-x", "- x"),
-    AddSection(("Skill", "Locked part"), "Inside the lock"),
-    MoveToReference("r-pinned", "references/more.md", ("More",)),
+    Edit("replace_rule", key="r-pinned", text="- changed"),
+    Edit("remove_rule", key="r-pinned"),
+    Edit("add_rule", section=("Skill", "Locked part"), key="r-x", text="- x"),
+    Edit("add_rule", section=("Skill", "Locked part", "Child of locked"), key="r-x", text="- x"),
+    Edit("add_section", section=("Skill", "Locked part"), text="Inside the lock"),
+    Edit("move_to_reference", file="references/more.md", section=("More",), key="r-pinned"),
 ])
 def test_edits_touching_a_locked_section_raise(edit):
     ws = _ws()
@@ -201,14 +201,14 @@ def test_lock_in_the_preamble_locks_the_whole_file():
     ws = _ws(LOCK_MARKER + "\n# S\n\n- a <!-- rule:r-a -->\n")
     assert locked_at(ws["SKILL.md"], ("S",))
     with pytest.raises(EditError, match="locked"):
-        _apply(ws, [RemoveRule("r-a")])
+        _apply(ws, [Edit("remove_rule", key="r-a")])
 
 
 @pytest.mark.parametrize("title", ["New Section", "Misc", "Section 1", "Untitled", "", "  ", "TODO", "Section 2.1", "42"])
 def test_generic_headings_are_rejected(title):
     assert heading_problem(title) is not None
     with pytest.raises(EditError):
-        _apply(_ws(), [AddSection(("Skill",), title)])
+        _apply(_ws(), [Edit("add_section", section=("Skill",), text=title)])
 
 
 @pytest.mark.parametrize("title", ["Gotchas", "Pytest timeouts", "决策树", "Section on retries", "Phase 1: Research"])
@@ -218,15 +218,15 @@ def test_meaningful_headings_pass(title):
 
 def test_duplicate_sibling_and_unstable_headings_are_rejected():
     with pytest.raises(EditError, match="already has"):
-        _apply(_ws(), [AddSection(("Skill",), "gotchas")])
+        _apply(_ws(), [Edit("add_section", section=("Skill",), text="gotchas")])
     with pytest.raises(EditError, match="nest"):
-        _apply(_ws(), [AddSection(("Skill",), "Tips #")])
+        _apply(_ws(), [Edit("add_section", section=("Skill",), text="Tips #")])
 
 
 def test_duplicate_rule_markers_are_an_error_not_a_guess():
     ws = _ws("# S\n\n- a <!-- rule:r-a -->\n- a again <!-- rule:r-a -->\n")
     with pytest.raises(EditError, match="appears 2 times"):
-        _apply(ws, [ReplaceRule("r-a", "- b")])
+        _apply(ws, [Edit("replace_rule", key="r-a", text="- b")])
 
 
 def test_markers_inside_code_are_not_rules():

@@ -19,7 +19,7 @@ import typer
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from trace2skill.cli import RUN_FLAGS, app
+from trace2skill.cli import RUN_FLAGS, RunFlags, app
 
 from conftest import ROOT, init_repo
 
@@ -72,6 +72,22 @@ def test_distill_and_refresh_share_one_flag_set():
     for flag in ("--budget", "--max-calls", "--dry-run", "--yes", "--api-base", "--concurrency", "--labels", "--format", "--report"):
         assert flag in refresh_flags
 
+
+
+def test_every_shared_flag_names_a_real_config_key():
+    """A `RunFlags` field that sets a config key names one that exists, and setting the flag sets
+    that key (so a new shared flag with a mistyped key fails here, not at a user's run)."""
+    from dataclasses import fields
+
+    from trace2skill.onboard import config_keys
+
+    known = {key.dotted for key in config_keys()}
+    keyed = {f.name: f.metadata["config"] for f in fields(RunFlags) if "config" in f.metadata}
+    assert {"out", "model", "concurrency", "budget", "state_dir"} <= set(keyed)
+    assert set(keyed.values()) <= known, set(keyed.values()) - known
+    overrides = RunFlags(concurrency=3, out=Path("x")).overrides()
+    assert overrides["analyse.concurrency"] == 3 and overrides["skill.out"] == Path("x")
+    assert overrides["llm.model"] is None
 
 def test_quiet_leaves_only_results(demo_traces, tmp_path):
     loud = _distill(demo_traces, tmp_path / "a")

@@ -20,7 +20,7 @@ import math
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -28,6 +28,9 @@ from .config import BudgetConfig, Config
 from .consolidate import merge_windows
 from .errors import BudgetExceeded, BudgetRefused, ConfigError
 from .types import Usage
+
+if TYPE_CHECKING:
+    from .llm import LLMClient
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -180,7 +183,7 @@ class Meter:
 class BudgetedClient:
     """An `LLMClient` whose every `complete` is reserved as one call (for clients that do not meter their own requests)."""
 
-    def __init__(self, inner, meter: Meter):
+    def __init__(self, inner: LLMClient, meter: Meter):
         self.inner = inner
         self.model = inner.model
         self.meter = meter
@@ -208,7 +211,7 @@ def _innermost(client, attribute: str):
     return client
 
 
-def with_budget(client, config: Config):
+def with_budget(client: LLMClient, config: Config) -> LLMClient:
     """`client` under the run's caps: a backend that meters its own requests (retries and repairs
     included) gets the meter, even inside wrappers; anything else is wrapped whole."""
     meter = Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))

@@ -6,8 +6,8 @@ and nowhere else. Results go to stdout; progress, quotes, notes and warnings to 
 silences all but errors). Tests hand in a scripted model through the context object
 (`obj={"llm_factory": ...}`), never by patching.
 
-`distill` and `refresh` take one shared set of run flags (`RUN_FLAGS`), so what works on one
-works on the other.
+`distill` and `refresh` take one shared set of run flags (`RunFlags`, one field a flag, given to
+both by `_run_command`), so what works on one works on the other.
 
 Exit codes: 0 success (also "no changes"), 1 failure, 2 usage error, 3 partial success (some
 trajectories skipped or failed, skill produced), 65 bad data or invalid skill, 66 no input,
@@ -17,18 +17,26 @@ trajectories skipped or failed, skill produced), 65 bad data or invalid skill, 6
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, get_type_hints
 
 import typer
 
+from .config import ConfigValue
 from .errors import Trace2SkillError
 from .onboard import config_keys
+
+if TYPE_CHECKING:
+    from .budget import Quote
 
 EXIT_PARTIAL = 3
 EXIT_GATED = 4
@@ -93,11 +101,83 @@ GateOpt = Annotated[Optional[str], typer.Option("--gate", help="none | heldout: 
 GateCmdOpt = Annotated[Optional[str], typer.Option("--gate-cmd", help="Benchmark command run with the current skill and the candidate (folder in TRACE2SKILL_SKILL_DIR); last stdout line is the score.")]
 AblateOpt = Annotated[Optional[int], typer.Option("--ablate", help="With --gate-cmd: also score the candidate without each of its N newest or weakest rules.")]
 
-RUN_FLAGS = ("paths", "out", "skill", "description", "layout", "model", "api_base", "concurrency", "executor", "workers",
-             "ray_address", "fan_in", "min_support",
-             "trace_format", "labels", "success_threshold", "drop_sidechains", "budget", "max_calls", "dry_run", "yes",
-             "report", "state_dir", "gate", "gate_cmd", "ablate", "settings", "config_path", "json_out", "verbose", "quiet")
+_Default = TypeVar("_Default")
+
+
+def _sets(key: str | None = None, default: _Default = None) -> _Default:
+    """A `RunFlags` field's default, naming the config key the flag sets (None: read by the command)."""
+    return field(default=default, metadata={"config": key} if key else {})
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    """The flags `distill` and `refresh` share, one field each, in the order `--help` lists them.
+
+    Adding a shared flag is one field here: its typer annotation and `_sets("section.key")`, the
+    config key it overrides (None when it is not one). `_run_command` gives every field to both
+    commands as a parameter of their own and hands the values back as one `RunFlags`.
+    """
+
+    paths: RunPathsArg = _sets()
+    out: OutOpt = _sets("skill.out")
+    skill: SkillOpt = _sets("skill.name")
+    description: DescriptionOpt = _sets("skill.description")
+    layout: LayoutOpt = _sets("skill.layout")
+    model: ModelOpt = _sets("llm.model")
+    api_base: ApiBaseOpt = _sets("llm.api_base")
+    concurrency: ConcurrencyOpt = _sets("analyse.concurrency")
+    executor: ExecutorOpt = _sets("analyse.executor")
+    workers: WorkersOpt = _sets("analyse.workers")
+    ray_address: RayAddressOpt = _sets("analyse.ray_address")
+    fan_in: FanInOpt = _sets("consolidate.fan_in")
+    min_support: MinSupportOpt = _sets("consolidate.min_support")
+    trace_format: FormatOpt = _sets("analyse.format")
+    labels: LabelsOpt = _sets("analyse.labels")
+    success_threshold: ThresholdOpt = _sets("analyse.success_threshold")
+    drop_sidechains: SidechainsOpt = _sets(default=False)
+    budget: BudgetOpt = _sets("budget.max_cost")
+    max_calls: MaxCallsOpt = _sets("budget.max_calls")
+    dry_run: DryRunOpt = _sets(default=False)
+    yes: YesOpt = _sets(default=False)
+    report: ReportOpt = _sets()
+    state_dir: StateDirOpt = _sets("state_dir")
+    gate: GateOpt = _sets()
+    gate_cmd: GateCmdOpt = _sets()
+    ablate: AblateOpt = _sets()
+    settings: SetOpt = _sets()
+    config_path: ConfigOpt = _sets()
+    json_out: JsonOpt = _sets(default=False)
+    verbose: VerboseOpt = _sets(default=0)
+    quiet: QuietOpt = _sets(default=False)
+
+    def overrides(self) -> dict[str, ConfigValue]:
+        """Config keys set by these flags (None: not set, the config file or default stands)."""
+        keys = {f.metadata["config"]: getattr(self, f.name) for f in fields(self) if "config" in f.metadata}
+        return {**keys, "analyse.sidechains": "drop" if self.drop_sidechains else None,
+                "budget.approved": True if self.yes else None, **_gate_overrides(self.gate, self.gate_cmd, self.ablate)}
+
+
+RUN_FLAGS = tuple(f.name for f in fields(RunFlags))
 """The flags `distill` and `refresh` share (a test holds both commands to it)."""
+
+
+def _run_command(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(ctx, flags: RunFlags, ...)` as typer sees it: each `RunFlags` field a parameter of
+    its own in place of `flags`, gathered back into one `RunFlags` when typer calls it."""
+    hints = get_type_hints(RunFlags, include_extras=True)
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+              for f in fields(RunFlags)]
+    own = inspect.signature(command, eval_str=True)
+    params = [new for p in own.parameters.values()
+              for new in (shared if p.name == "flags" else [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)])]
+
+    @functools.wraps(command)
+    def run(**values: object) -> None:
+        flags = RunFlags(**{f.name: values.pop(f.name) for f in fields(RunFlags)})
+        command(flags=flags, **values)
+
+    run.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    return run
 
 
 def _version(value: bool) -> None:
@@ -173,11 +253,11 @@ def _fail_os(exc: OSError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _config(config_path: Path | None, overrides: dict[str, Any], settings: list[str] | None = None):
+def _config(config_path: Path | None, overrides: Mapping[str, ConfigValue], settings: list[str] | None = None):
     from .config import load_config
     from .errors import ConfigError
 
-    extra: dict[str, Any] = {}
+    extra: dict[str, ConfigValue] = {}
     for item in settings or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -185,21 +265,6 @@ def _config(config_path: Path | None, overrides: dict[str, Any], settings: list[
         extra[key.strip()] = value
     flags = {key: value for key, value in overrides.items() if value is not None}
     return load_config(config_path, {**extra, **flags})
-
-
-def _run_overrides(flags: dict[str, Any]) -> dict[str, Any]:
-    """Config keys set by the shared run flags."""
-    return {
-        "skill.out": flags["out"], "skill.name": flags["skill"], "skill.layout": flags["layout"],
-        "skill.description": flags["description"], "llm.model": flags["model"], "llm.api_base": flags["api_base"],
-        "analyse.concurrency": flags["concurrency"], "analyse.executor": flags["executor"], "analyse.workers": flags["workers"],
-        "analyse.ray_address": flags["ray_address"], "analyse.format": flags["trace_format"], "analyse.labels": flags["labels"],
-        "analyse.success_threshold": flags["success_threshold"], "analyse.sidechains": "drop" if flags["drop_sidechains"] else None,
-        "consolidate.fan_in": flags["fan_in"], "consolidate.min_support": flags["min_support"],
-        "budget.max_cost": flags["budget"], "budget.max_calls": flags["max_calls"], "budget.approved": True if flags["yes"] else None,
-        "state_dir": flags["state_dir"],
-        **_gate_overrides(flags["gate"], flags["gate_cmd"], flags["ablate"]),
-    }
 
 
 def _warn_unmatched_labels(ctx: typer.Context, config, matched: int, total: int) -> None:
@@ -242,75 +307,39 @@ def _show_progress(ctx: typer.Context, json_out: bool) -> bool:
 
 
 @app.command(epilog="Example: trace2skill distill traces/ --out skills_out --skill swe-agent-lessons --dry-run")
-def distill(
-    ctx: typer.Context,
-    paths: RunPathsArg = None,
-    out: OutOpt = None,
-    skill: SkillOpt = None,
-    description: DescriptionOpt = None,
-    layout: LayoutOpt = None,
-    model: ModelOpt = None,
-    api_base: ApiBaseOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    executor: ExecutorOpt = None,
-    workers: WorkersOpt = None,
-    ray_address: RayAddressOpt = None,
-    fan_in: FanInOpt = None,
-    min_support: MinSupportOpt = None,
-    trace_format: FormatOpt = None,
-    labels: LabelsOpt = None,
-    success_threshold: ThresholdOpt = None,
-    drop_sidechains: SidechainsOpt = False,
-    budget: BudgetOpt = None,
-    max_calls: MaxCallsOpt = None,
-    dry_run: DryRunOpt = False,
-    yes: YesOpt = False,
-    report: ReportOpt = None,
-    state_dir: StateDirOpt = None,
-    gate: GateOpt = None,
-    gate_cmd: GateCmdOpt = None,
-    ablate: AblateOpt = None,
-    settings: SetOpt = None,
-    config_path: ConfigOpt = None,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
-    """Distil trajectories into a skill folder (create it, or deepen the existing one).
-
-    Long because typer takes one parameter per option (about 30 of its lines); the body is short.
-    """
+@_run_command
+def distill(ctx: typer.Context, flags: RunFlags) -> None:
+    """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
     from .journal import checkpoint_path
     from .pipeline import distill as run_distill
     from .pipeline import plan, read_corpus
-    from .report import print_summary
 
-    _verbosity(ctx, verbose, quiet)
+    _verbosity(ctx, flags.verbose, flags.quiet)
     try:
-        config = _config(config_path, _run_overrides(locals()), settings)
+        config = _config(flags.config_path, flags.overrides(), flags.settings)
         llm = _llm(ctx, config)
-        with _progress_reporter(_show_progress(ctx, json_out)) as progress:
-            corpus = read_corpus(config, llm is None, paths, progress=progress)
+        with _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
+            corpus = read_corpus(config, llm is None, flags.paths, progress=progress)
         labelled = sum(e.label_source == str(config.analyse.labels) for e in corpus.entries)
         _warn_unmatched_labels(ctx, config, labelled, len(corpus.entries))
-        quoted: list[Any] = []
-        if dry_run and llm is not None and corpus.entries:
+        quoted: list[Quote] = []
+        if flags.dry_run and llm is not None and corpus.entries:
             _quoted(ctx, quoted, plan(config, llm, corpus, None, check=False).quote)
             _note(ctx, "dry run: quote only; the diff needs the model's answers (run without --dry-run, with --max-calls or --budget)")
             return
-        _quote_gate(config, dry_run)
+        _quote_gate(config, flags.dry_run)
         before = _previous_titles(config.skill_dir())
-        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
-            checkpoint = checkpoint_path(config.state_dir) if llm is not None and not dry_run else None
-            result, build = run_distill(config, llm, corpus=corpus, progress=progress, write=not dry_run,
+        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
+            checkpoint = checkpoint_path(config.state_dir) if llm is not None and not flags.dry_run else None
+            result, build = run_distill(config, llm, corpus=corpus, progress=progress, write=not flags.dry_run,
                                         checkpoint=checkpoint, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
         raise _interrupted() from None
     estimate = quoted[0] if quoted else None
-    _finish_run(ctx, config, result, build, before=before, estimate=estimate, llm=llm, report=report,
-                dry_run=dry_run, json_out=json_out, command="distill")
+    _finish_run(ctx, config, result, build, before=before, estimate=estimate, llm=llm, report=flags.report,
+                dry_run=flags.dry_run, json_out=flags.json_out, command="distill")
     if result.gate is not None and not result.gate["accepted"]:
         raise typer.Exit(EXIT_GATED)
     if result.skipped:
@@ -318,78 +347,46 @@ def distill(
 
 
 @app.command(epilog="Example: trace2skill refresh --skill swe-agent-lessons --publish gh --budget 2.00 --yes")
+@_run_command
 def refresh(
     ctx: typer.Context,
-    paths: RunPathsArg = None,
-    out: OutOpt = None,
-    skill: SkillOpt = None,
-    description: DescriptionOpt = None,
-    layout: LayoutOpt = None,
-    model: ModelOpt = None,
-    api_base: ApiBaseOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    executor: ExecutorOpt = None,
-    workers: WorkersOpt = None,
-    ray_address: RayAddressOpt = None,
-    fan_in: FanInOpt = None,
-    min_support: MinSupportOpt = None,
-    trace_format: FormatOpt = None,
-    labels: LabelsOpt = None,
-    success_threshold: ThresholdOpt = None,
-    drop_sidechains: SidechainsOpt = False,
-    budget: BudgetOpt = None,
-    max_calls: MaxCallsOpt = None,
-    dry_run: DryRunOpt = False,
-    yes: YesOpt = False,
-    report: ReportOpt = None,
-    state_dir: StateDirOpt = None,
-    gate: GateOpt = None,
-    gate_cmd: GateCmdOpt = None,
-    ablate: AblateOpt = None,
-    settings: SetOpt = None,
-    config_path: ConfigOpt = None,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
+    flags: RunFlags,
     publish: Annotated[Optional[str], typer.Option("--publish", help=_h("none | branch | gh | github", _config_default("publish.mode")), show_default=False)] = None,
     base: Annotated[Optional[str], typer.Option("--base", help=_h("Branch pull requests target.", _config_default("publish.base")), show_default=False)] = None,
     since: Annotated[Optional[datetime], typer.Option("--since", help=_h("Re-read trajectories whose files changed since this time, instead of only unseen ones.", "unseen ones only"), show_default=False)] = None,
     pr_body: Annotated[Optional[Path], typer.Option("--pr-body", help=_h("Also write the pull-request body to this file.", "not written"), show_default=False)] = None,
 ) -> None:
-    """Fold new trajectories into a skill and publish the change (commit, branch or pull request).
-
-    Long because typer takes one parameter per option (about 30 of its lines); the body is short.
-    """
+    """Fold new trajectories into a skill and publish the change (commit, branch or pull request)."""
     from .refresh import refresh as run_refresh
     from .report import print_refresh
 
-    _verbosity(ctx, verbose, quiet)
-    overrides = {**_run_overrides(locals()), "publish.mode": publish, "publish.base": base}
+    _verbosity(ctx, flags.verbose, flags.quiet)
+    overrides = {**flags.overrides(), "publish.mode": publish, "publish.base": base}
     try:
-        config = _config(config_path, overrides, settings)
+        config = _config(flags.config_path, overrides, flags.settings)
         llm = _llm(ctx, config)
         before = _previous_titles(config.skill_dir())
-        if dry_run:
-            return _refresh_dry_run(ctx, config, llm, paths, since, report, json_out)
+        if flags.dry_run:
+            return _refresh_dry_run(ctx, config, llm, flags.paths, since, flags.report, flags.json_out)
         _quote_gate(config)
-        quoted: list[Any] = []
-        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, json_out)) as progress:
-            outcome = run_refresh(config, llm, paths or None, since=since, pr_body_path=pr_body,
+        quoted: list[Quote] = []
+        with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
+            outcome = run_refresh(config, llm, flags.paths or None, since=since, pr_body_path=pr_body,
                                   progress=progress, control=control, on_quote=lambda q: _quoted(ctx, quoted, q))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
         raise _interrupted() from None
-    print_refresh(outcome, json_out=json_out, publish=config.publish.mode)
+    print_refresh(outcome, json_out=flags.json_out, publish=config.publish.mode)
     if outcome.result is not None and outcome.build is not None:
-        _write_reports(ctx, config, outcome.result, outcome.build, before, quoted[0] if quoted else None, llm, report, False, "refresh")
+        _write_reports(ctx, config, outcome.result, outcome.build, before, quoted[0] if quoted else None, llm, flags.report, False, "refresh")
     if outcome.gated:
         raise typer.Exit(EXIT_GATED)
     if outcome.result is not None and outcome.result.skipped:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _quoted(ctx: typer.Context, keep: list, estimate: Any) -> None:
+def _quoted(ctx: typer.Context, keep: list[Quote], estimate: Quote) -> None:
     """Print the quote (unless -q) and keep it for the report."""
     from .report import print_quote
 
@@ -433,7 +430,7 @@ def _finish_run(ctx, config, result, build, *, before, estimate, llm, report, dr
     diffs = file_diffs(config.skill_dir(), build.files) if dry_run else []
     if dry_run:
         extra = {"diffs": diffs, "rules_added": build.added, "rules_changed": build.changed_rules, "rules_removed": build.removed}
-    print_summary(result, build, json_out=json_out, dry_run=dry_run, extra=extra, quiet=_level(ctx) < 0)
+    print_summary(result, json_out=json_out, dry_run=dry_run, extra=extra, quiet=_level(ctx) < 0)
     if dry_run and not json_out:
         typer.echo(f"dry run: would change {len(diffs)} file(s), {rule_counts(build)}; nothing was written")
         for diff in diffs:
@@ -472,7 +469,7 @@ def _write_reports(ctx, config, result, build, before, estimate, llm, explicit, 
 # Held-out evaluation and the gate
 
 
-def _gate_overrides(gate: str | None, gate_cmd: str | None, ablate: int | None) -> dict[str, Any]:
+def _gate_overrides(gate: str | None, gate_cmd: str | None, ablate: int | None) -> dict[str, ConfigValue]:
     if gate is not None and gate not in ("none", "heldout", "command"):
         raise typer.BadParameter(f"{gate!r} is not one of none, heldout (or give --gate-cmd CMD)", param_hint="--gate")
     return {"gate.mode": "command" if gate_cmd and gate is None else gate, "gate.command": gate_cmd, "gate.ablate": ablate}

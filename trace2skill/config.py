@@ -17,6 +17,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .types import JSONValue
+
+ConfigValue = JSONValue | Path
+"""A value for one config key from a flag, `--set` or an override: what TOML or JSON can hold, or a path."""
 
 ENV_PREFIX = "TRACE2SKILL_"
 OFFLINE_MODEL = "offline"
@@ -256,7 +260,7 @@ _SHORT_ENV = {"MODEL": "llm.model", "API_BASE": "llm.api_base", "CONCURRENCY": "
 
 def load_config(
     path: Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, ConfigValue] | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Config:

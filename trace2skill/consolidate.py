@@ -28,13 +28,16 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from .llm import LLMClient
 from .prompts import render
 from .types import Conflict, Lesson, LessonKind, LessonSet, content_hash
+
+if TYPE_CHECKING:
+    from .rules import RuleRecord
 
 NEAR_DUPLICATE = 0.8
 MERGE_WINDOW = 40
@@ -268,7 +271,7 @@ def _finish(lessons: list[Lesson], conflicts: list[Conflict], sets: list[LessonS
     return LessonSet(lessons=tuple(lessons), conflicts=tuple(sorted(unique.values(), key=lambda c: c.id)), level=level, sources=sources)
 
 
-def anchor_to_existing(lessons: Iterable[Lesson], existing: Iterable[Any]) -> list[Lesson]:
+def anchor_to_existing(lessons: Iterable[Lesson], existing: Iterable[RuleRecord]) -> list[Lesson]:
     """Give a new lesson the signature of an existing rule it restates, so the rule is updated, not duplicated.
 
     `existing` holds anything with `title`, `rule`, `kind`, `polarity` and `signature`: the

@@ -16,11 +16,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
 from .config import Config
+
+if TYPE_CHECKING:
+    from .llm import LLMClient
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Ping(BaseModel):
     ok: bool
 
 
-def run_checks(config: Config, make_llm: Callable[[Config], Any], *, verbose: bool = False) -> list[Check]:
+def run_checks(config: Config, make_llm: Callable[[Config], LLMClient | None], *, verbose: bool = False) -> list[Check]:
     """Every check, in the order a run meets them; `verbose` keeps a model error whole."""
     return [_python(), *_model(config, make_llm, verbose), _git(config), _github(config), *_paths(config)]
 
@@ -49,7 +52,7 @@ def _python() -> Check:
     return Check("python", "ok", f"Python {version} ({sys.executable})")
 
 
-def _model(config: Config, make_llm: Callable[[Config], Any], verbose: bool = False) -> list[Check]:
+def _model(config: Config, make_llm: Callable[[Config], LLMClient | None], verbose: bool = False) -> list[Check]:
     if config.offline:
         return [Check("model", "ok", "offline analyst: no model, no key, no network needed")]
     checks = []

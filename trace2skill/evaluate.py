@@ -29,20 +29,19 @@ import asyncio
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .author import SkillBuild
 from .config import Config
 from .errors import NothingLearned
 from .ingest import IngestResult
 from .llm import LLMClient
 from .provenance import load_provenance
 from .rules import RuleRecord
-from .types import Trace
+from .types import JSONObject, JSONValue, RunResult, Trace
 
 CURVE = (0.25, 0.5, 0.75, 1.0)
 """Shares of the training folds' tasks the learning curve distils from."""
@@ -231,7 +230,7 @@ class Scores:
                       self.rules + other.rules, self.training + other.training,
                       dict(Counter(self.by_kind) + Counter(other.by_kind)))
 
-    def figures(self) -> dict[str, Any]:
+    def figures(self) -> JSONObject:
         return {"heldout_failure_coverage": self.coverage, "false_alarm_rate": self.false_alarm_rate,
                 "heldout_failures": self.failures, "heldout_successes": self.successes,
                 "covered_failures": self.covered, "flagged_successes": self.alarmed,
@@ -297,7 +296,7 @@ def written_rules(provenance_text: str | None) -> list[RuleRecord]:
     return sorted(load_provenance(provenance_text).rules.values(), key=lambda r: r.id)
 
 
-Distil = Callable[..., tuple[Any, Any]]
+Distil = Callable[..., tuple[RunResult, SkillBuild]]
 """`pipeline.distill`, passed in by the caller: the pipeline runs the gate, which scores with this
 module, so importing the pipeline here would make an import cycle."""
 
@@ -345,7 +344,7 @@ class Evaluation:
     def pooled(self) -> Scores:
         return sum(self.folds, Scores())
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JSONObject:
         """The `--json` document; key names are part of the interface (see README)."""
         pooled = self.pooled
         rule_ids = sorted(set(pooled.hits) | set(pooled.alarms) | set(self.titles))
@@ -371,7 +370,7 @@ class Evaluation:
 
 
 def evaluate(distil: Distil, config: Config, llm: LLMClient | None, ingested: IngestResult, k: int = 4,
-             curve: Sequence[float] = CURVE, progress: Any = None) -> Evaluation:
+             curve: Sequence[float] = CURVE, progress: Callable[..., None] | None = None) -> Evaluation:
     """K-fold held-out evaluation of distilling `ingested` with `distil` (`pipeline.distill`; see
     the module docstring).
 
@@ -415,7 +414,7 @@ def _rate(count: int, total: int) -> float | None:
 # The learning-curve plot
 
 
-def curve_svg(curve: Sequence[dict[str, Any]], title: str = "held-out learning curve") -> str:
+def curve_svg(curve: Sequence[Mapping[str, JSONValue]], title: str = "held-out learning curve") -> str:
     """A self-contained SVG line chart of coverage and false-alarm rate against the number of
     training trajectories (points of `Evaluation.as_dict()["learning_curve"]`)."""
     width, height, left, right, top, bottom = 520, 320, 56, 150, 34, 46

@@ -14,7 +14,6 @@ namespace on purpose), so tests can show a kill at each step is safe.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import stat
 from collections.abc import Iterator
@@ -107,13 +106,6 @@ def remove_file(root: Path, name: str) -> None:
     while parent != Path(root) and not any(parent.iterdir()):
         parent.rmdir()
         parent = parent.parent
-
-
-def remove_tree(root: Path, name: str) -> None:
-    """Remove the folder `root/name` and everything in it; links inside are removed, not followed."""
-    target = inside(root, name)
-    if target.is_dir():
-        shutil.rmtree(target)
 
 
 @contextmanager

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .author import SkillBuild
 from .config import Config
@@ -36,6 +35,7 @@ from .ingest import IngestResult
 from .llm import LLMClient
 from .skillfmt.markers import RULE_MARKER
 from .skill import write_skill_dir
+from .types import JSONObject
 
 ENV_VAR = "TRACE2SKILL_SKILL_DIR"
 
@@ -64,20 +64,20 @@ class GateDecision:
     command: str | None = None
     current_false_alarm: float | None = None
     candidate_false_alarm: float | None = None
-    heldout: dict[str, Any] = field(default_factory=dict)
+    heldout: JSONObject = field(default_factory=dict)
     """Held-out counts behind the figures (trajectories, folds, failures, successes)."""
     ablation: tuple[RuleEffect, ...] = ()
     kept_at: str | None = None
     """Where a refused candidate was kept."""
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JSONObject:
         data = asdict(self)
         data["ablation"] = [asdict(effect) for effect in self.ablation]
         return data
 
 
 def run_gate(distil: Distil, config: Config, llm: LLMClient | None, build: SkillBuild, ingested: IngestResult,
-             run_id: str) -> tuple[SkillBuild, dict[str, Any]]:
+             run_id: str) -> tuple[SkillBuild, JSONObject]:
     """Judge the candidate `build`; return it with the decision recorded in its provenance.json.
 
     `distil` is `pipeline.distill` (the held-out gate distils folds with it), passed in by the

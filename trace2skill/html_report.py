@@ -19,14 +19,17 @@ import tempfile
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from markupsafe import Markup, escape
 
 from .rules import RuleRecord, clean, rank_key, sentence, when_clause
-from .types import RunResult
+from .types import JSONValue, RunResult
+
+if TYPE_CHECKING:
+    from .budget import Quote
 
 REPORTS_DIR = "reports"
 MAX_EVIDENCE = 25
@@ -34,9 +37,9 @@ MAX_EVIDENCE = 25
 
 
 def report_context(result: RunResult, provenance_text: str | None, *, added: list[str] = (), changed: list[str] = (),
-                   removed: list[str] = (), previous_titles: Mapping[str, str] | None = None, quote: Any = None,
+                   removed: list[str] = (), previous_titles: Mapping[str, str] | None = None, quote: Quote | None = None,
                    calls: Mapping[str, int] | None = None, sources: Mapping[str, str] | None = None,
-                   command: str = "distill", dry_run: bool = False) -> dict[str, Any]:
+                   command: str = "distill", dry_run: bool = False) -> dict[str, object]:
     """Everything the template shows, as plain data (also what a test can check)."""
     data = json.loads(provenance_text) if provenance_text else {}
     rules = sorted((RuleRecord.model_validate(r) for r in (data.get("rules") or {}).values()), key=rank_key)
@@ -92,7 +95,7 @@ def _conflict(conflict: Mapping[str, Any]) -> dict[str, Any]:
             "a": side(conflict.get("a") or {}), "b": side(conflict.get("b") or {})}
 
 
-def _stages(quote: Any, calls: Mapping[str, int]) -> list[dict[str, Any]]:
+def _stages(quote: Quote | None, calls: Mapping[str, int]) -> list[dict[str, Any]]:
     """Quoted and actual calls per stage (analysts' purposes count as `analyse`)."""
     actual: dict[str, int] = {}
     for purpose, count in calls.items():
@@ -122,12 +125,12 @@ def _code_spans(text: str) -> Markup:
     return Markup("".join(str(escape(p)) if i % 2 == 0 else f"<code>{escape(p)}</code>" for i, p in enumerate(parts)))
 
 
-def render_report(context: Mapping[str, Any], eval: Mapping[str, Any] | None = None) -> str:
+def render_report(context: Mapping[str, object], eval: Mapping[str, JSONValue] | None = None) -> str:
     """The page for `context`, with the held-out section filled from `eval` when given."""
     return _environment().get_template("report.html.j2").render(**context, eval=_eval(eval))
 
 
-def _eval(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _eval(data: Mapping[str, JSONValue] | None) -> dict[str, Any] | None:
     """The eval dict with the learning curve scaled to a 600x200 SVG box."""
     if not data:
         return None

@@ -21,10 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .skillfmt.sections import (SKILL_FILE, AddRule, AddSection, CreateFile, DeleteFile, Edit, MoveToReference, RemoveLink,
-                       RemoveRule, RemoveSection, ReorderRules, ReplaceRule, Section, SectionPath, SetLink, Workspace,
-                       apply_edit, find_section, item_locations, item_text, items, locked_at, render, slug,
-                       split_lines, walk)
+from .skillfmt.sections import (SKILL_FILE, Edit, Section, SectionPath, Workspace, apply_edit, find_section, item_locations,
+                                item_text, items, locked_at, render, slug, split_lines, walk)
 from .skill import TOC_AFTER_LINES, body_overage
 from .types import LessonKind
 
@@ -169,16 +167,16 @@ def _place_existing(layout: Layout, rules: Mapping[str, Rule], targets: Mapping[
         if rid not in managed or rid in pinned:
             continue
         if rid not in targets:
-            layout.do(RemoveRule(rid))
+            layout.do(Edit("remove_rule", key=rid))
             continue
         wanted = _target_file(targets[rid])
         if file != wanted and file in ours:
             if wanted == SKILL_FILE:
-                layout.do(RemoveRule(rid))
+                layout.do(Edit("remove_rule", key=rid))
                 continue
-            layout.do(MoveToReference(rid, wanted, _ensure_kind_section(layout, wanted, rules[rid].kind)))
+            layout.do(Edit("move_to_reference", wanted, _ensure_kind_section(layout, wanted, rules[rid].kind), rid))
         if item_text(layout.workspace, f"rule:{rid}") != rules[rid].text:
-            layout.do(ReplaceRule(rid, rules[rid].text))
+            layout.do(Edit("replace_rule", key=rid, text=rules[rid].text))
 
 
 def _add_missing(layout: Layout, rules: Mapping[str, Rule], targets: Mapping[str, Placement], ranked: list[str]) -> None:
@@ -189,7 +187,7 @@ def _add_missing(layout: Layout, rules: Mapping[str, Rule], targets: Mapping[str
             for rid in ranked:
                 if targets.get(rid) == placement and rules[rid].kind == kind and rid not in present:
                     path = _ensure_kind_section(layout, file, kind)
-                    layout.do(AddRule(path, rid, rules[rid].text, file))
+                    layout.do(Edit("add_rule", file, path, rid, rules[rid].text))
 
 
 def _reorder(layout: Layout, ranked: list[str], managed: set[str]) -> None:
@@ -200,7 +198,7 @@ def _reorder(layout: Layout, ranked: list[str], managed: set[str]) -> None:
             current = [key[5:] for key, _ in items(section) if key.startswith("rule:") and key[5:] in managed and key[5:] in rank]
             wanted = sorted(current, key=rank.__getitem__)
             if len(current) > 1 and current != wanted and not locked_at(root, path):
-                layout.do(ReorderRules(path, tuple(wanted), file))
+                layout.do(Edit("reorder_rules", file, path, order=tuple(wanted)))
 
 
 def _container(root: Section) -> SectionPath:
@@ -214,7 +212,7 @@ def _ensure_file(layout: Layout, file: str) -> None:
     if file in layout.workspace:
         return
     reference = next(ref for ref in REFERENCE_FILES.values() if ref.path == file)
-    layout.do(CreateFile(file, reference.title, reference.intro))
+    layout.do(Edit("create_file", file, text=reference.title, intro=reference.intro))
     layout.files.add(file)
 
 
@@ -229,7 +227,7 @@ def _ensure_section(layout: Layout, file: str, title: str, synonyms: set[str] = 
         names = {candidate.casefold()} | (set(synonyms) if candidate == title else set())
         match = next((c for c in parent.children if " ".join(c.title.casefold().split()) in names), None)
         if match is None:
-            layout.do(AddSection(container, candidate, file))
+            layout.do(Edit("add_section", file, container, text=candidate))
             layout.sections.add((file, *container, candidate))
             return container + (candidate,)
         if not locked_at(root, container + (match.title,)):
@@ -251,12 +249,12 @@ def _link_references(layout: Layout) -> None:
         if has_rules:
             section = _ensure_section(layout, SKILL_FILE, LINKS_TITLE)
             if reference.path not in links or item_text(layout.workspace, f"link:{reference.path}", SKILL_FILE) != text:
-                layout.do(SetLink(section, reference.path, text))
+                layout.do(Edit("set_link", SKILL_FILE, section, reference.path, text))
             continue
         if reference.path in links:
-            layout.do(RemoveLink(reference.path))
+            layout.do(Edit("remove_link", key=reference.path))
         if root is not None and reference.path in layout.files:
-            layout.do(DeleteFile(reference.path))
+            layout.do(Edit("delete_file", reference.path))
             layout.files.discard(reference.path)
 
 
@@ -268,7 +266,7 @@ def _drop_empty_sections(layout: Layout) -> None:
         if section is None:
             layout.sections.discard(created)
         elif not section.children and not any(line.strip() for line in section.body) and not locked_at(root, path):
-            layout.do(RemoveSection(path, file))
+            layout.do(Edit("remove_section", file, path))
             layout.sections.discard(created)
 
 
@@ -292,13 +290,13 @@ def _table_of_contents(layout: Layout, file: str) -> None:
     without = len(split_lines(render(root))) - len(existing)
     if without <= TOC_AFTER_LINES or locked_at(root, container):
         for target in sorted(existing):
-            layout.do(RemoveLink(target, file))
+            layout.do(Edit("remove_link", file, key=target))
         return
     children = find_section(root, container).children
     wanted = {f"#{slug(child.title)}": child.title for child in children}
     for target in sorted(existing - set(wanted)):
-        layout.do(RemoveLink(target, file))
+        layout.do(Edit("remove_link", file, key=target))
     for target, title in wanted.items():
         text = f"- [{title}]({target})"
         if target not in existing or item_text(layout.workspace, f"link:{target}", file) != text:
-            layout.do(SetLink(container, target, text, file))
+            layout.do(Edit("set_link", file, container, target, text))

@@ -11,11 +11,11 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
 from .config import ENV_PREFIX, Config
+from .types import JSONObject, JSONValue
 
 KNOWN_TRACE_FOLDERS = ("~/.claude/projects", "~/.codex/sessions", "./traces")
 """Where Claude Code and Codex CLI keep their sessions, and the conventional project folder."""
@@ -24,7 +24,7 @@ KNOWN_TRACE_FOLDERS = ("~/.claude/projects", "~/.codex/sessions", "./traces")
 @dataclass(frozen=True)
 class Key:
     dotted: str
-    default: Any
+    default: JSONValue
     """The default as JSON-able data; None when the key is unset by default."""
     doc: str
     type: str
@@ -51,12 +51,12 @@ def _keys(model: type[BaseModel], prefix: str) -> Iterator[Key]:
         yield from _keys(section, f"{prefix}{name}.")
 
 
-def _type_name(annotation: Any) -> str:
+def _type_name(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("<class '", "").replace("'>", "")
     return text.replace("NoneType", "None")
 
 
-def toml_value(value: Any) -> str:
+def toml_value(value: JSONValue) -> str:
     """A TOML literal for a JSON-able value (strings, numbers, booleans, lists of them)."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -69,7 +69,7 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML literal for {value!r}")
 
 
-def config_template(chosen: dict[str, Any] | None = None, offered: list[str] | None = None) -> str:
+def config_template(chosen: JSONObject | None = None, offered: list[str] | None = None) -> str:
     """The commented `trace2skill.toml`: every key with its default and what it does.
 
     Keys in `chosen` (dotted) are written live with that value; every other key is written

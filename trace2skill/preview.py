@@ -12,9 +12,15 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .skill import read_skill_files
+
+if TYPE_CHECKING:
+    from .author import SkillBuild
+    from .config import Config
+    from .llm import LLMClient
+    from .types import RunResult
 
 
 def file_diffs(skill_dir: Path, files: Mapping[str, str]) -> list[str]:
@@ -43,12 +49,13 @@ def _generated(before: Mapping[str, str]) -> list[str]:
     return [name for name in listed if isinstance(name, str) and name in before]
 
 
-def rule_counts(build: Any) -> str:
+def rule_counts(build: SkillBuild) -> str:
     """`+A ~C -R rules` for a build."""
     return f"+{len(build.added)} ~{len(build.changed_rules)} -{len(build.removed)} rules"
 
 
-def preview_refresh(config: Any, llm: Any, paths: list[Path] | None, since: datetime | None):
+def preview_refresh(config: Config, llm: LLMClient | None, paths: list[Path] | None,
+                    since: datetime | None) -> tuple[RunResult, SkillBuild] | None:
     """`(result, build)` of the refresh that would run now, or None when nothing is new.
 
     Reads the state and the traces, distils the new ones in memory; takes no lock, writes no

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import SkillValidationError
 from .rules import RuleRecord, clean
-from .types import Conflict, Lesson
+from .types import Conflict, JSONFields, Lesson
 
 FORMAT = 1
 
@@ -33,7 +33,7 @@ class Provenance(BaseModel):
     format: int = FORMAT
     skill: str = ""
     version: str | None = None
-    run: dict[str, Any] = Field(default_factory=dict)
+    run: JSONFields = Field(default_factory=dict)
     """The run that produced this version: id, model, mode, source digest, trace outcomes."""
     description: str | None = None
     """The description trace2skill derived, so a later run knows it may re-derive it."""
@@ -46,7 +46,7 @@ class Provenance(BaseModel):
     """`(file, heading, ...)` of every section trace2skill created and may remove when empty."""
     files: tuple[str, ...] = ()
     """Files trace2skill generated; only these are ever deleted from the folder."""
-    gate: dict[str, Any] | None = None
+    gate: JSONFields | None = None
     """The gate decision this version passed (kind, both scores, tolerance, command), when gated."""
 
 

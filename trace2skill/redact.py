@@ -312,10 +312,6 @@ class Redactor:
             last = end
         return "".join(pieces) + text[last:]
 
-    def redact_value(self, value: Any) -> Any:
-        """Any JSON-like value with every string inside it redacted (dict keys are kept)."""
-        return self._redact_value(value, self._rules, tuple(_ASSIGNMENTS))
-
     def _redact_value(self, value: Any, rules: tuple[_Rule, ...], words: tuple[str, ...]) -> Any:
         if isinstance(value, str):
             return self._redact(value, rules, words)

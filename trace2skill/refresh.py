@@ -22,12 +22,12 @@ different state folders never work in one checkout at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import RunControl
 
@@ -41,6 +41,10 @@ from .pipeline import Progress, distill, no_input_message
 from .stream import Corpus
 from .state import PendingPublish, RefreshState, load_state, run_lock, save_state
 from .types import RunResult
+
+if TYPE_CHECKING:
+    from .author import SkillBuild
+    from .budget import Quote
 
 @dataclass(frozen=True)
 class RefreshOutcome:
@@ -59,7 +63,7 @@ class RefreshOutcome:
     """The bot branch the change was committed on (None with `--publish none`)."""
     remote: str | None = None
     """The remote the bot branch was pushed to (None when not pushed)."""
-    build: Any = None
+    build: SkillBuild | None = None
     """The `SkillBuild` behind `result` (files, rule changes), for the report."""
     gated: bool = False
     """True when the gate refused the candidate: nothing was published and the trajectories stay unconsumed."""
@@ -74,7 +78,7 @@ def refresh(
     pr_body_path: Path | None = None,
     progress: Progress | None = None,
     control: RunControl | None = None,
-    on_quote: Any = None,
+    on_quote: Callable[[Quote], None] | None = None,
 ) -> RefreshOutcome:
     """Fold trajectories that no earlier refresh consumed into the skill, and publish it.
 

@@ -7,16 +7,21 @@ pipeline reading stdout sees only results.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from .budget import Quote
-from .types import RunResult
+from .types import JSONObject, RunResult, Skip
+
+if TYPE_CHECKING:
+    from .refresh import RefreshOutcome
 
 
-def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: bool = False,
+def print_summary(result: RunResult, *, json_out: bool, dry_run: bool = False,
                   extra: dict | None = None, quiet: bool = False) -> None:
     """The run's summary table (or JSON with `extra` merged in); warnings always, notes and the
     fidelity line unless quiet."""
@@ -61,7 +66,7 @@ def print_summary(result: RunResult, build: Any, *, json_out: bool, dry_run: boo
         Console(stderr=True, highlight=False).print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
-def _print_skips(console: Console, skips: Any) -> None:
+def _print_skips(console: Console, skips: Iterable[Skip]) -> None:
     """One unwrapped line per skip, so a log keeps each path whole and greppable."""
     for skip in skips:
         where = f"{skip.path}" + (f" [{skip.record}]" if skip.record else "")
@@ -85,7 +90,7 @@ def print_quote(estimate: Quote) -> None:
     console.print(f"quote: {'; '.join(parts)}; cost {cost}", markup=False)
 
 
-def print_explanation(info: dict, *, json_out: bool, skill_dir: Any = None, verbose: bool = False) -> None:
+def print_explanation(info: JSONObject, *, json_out: bool, skill_dir: Path | None = None, verbose: bool = False) -> None:
     """Evidence first (trajectory, outcome, steps from 1, quote, then the rule and where it is
     written, with the file's path); lesson ids only with -v, as a count otherwise."""
     if json_out:
@@ -118,7 +123,7 @@ def print_explanation(info: dict, *, json_out: bool, skill_dir: Any = None, verb
         console.print(line, markup=False, soft_wrap=True)
 
 
-def print_trace_rules(rows: list[dict], trace_id: str, *, json_out: bool, skill_dir: Any = None) -> None:
+def print_trace_rules(rows: list[JSONObject], trace_id: str, *, json_out: bool, skill_dir: Path | None = None) -> None:
     """The rules one trajectory supports, with the steps (from 1) and quotes it gave each."""
     if json_out:
         print(json.dumps({"trace_id": trace_id, "rules": rows}, indent=2, sort_keys=True))
@@ -134,7 +139,7 @@ def print_trace_rules(rows: list[dict], trace_id: str, *, json_out: bool, skill_
             console.print(f"     \"{quote}\"", markup=False, soft_wrap=True)
 
 
-def print_refresh(outcome: Any, *, json_out: bool, publish: str = "none") -> None:
+def print_refresh(outcome: RefreshOutcome, *, json_out: bool, publish: str = "none") -> None:
     """What the refresh did and where it went: commit, branch, remote, pull request."""
     if json_out:
         payload = {

@@ -22,7 +22,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import skills_ref
 from skills_ref.errors import ParseError
@@ -32,6 +32,10 @@ from skills_ref.validator import validate_metadata
 from .errors import ConfigError, RuleLookupError, SkillValidationError
 from .fsguard import crash_point, inside, no_symlinks, refuse_symlink, remove_file, safe_relative, write_bytes
 from .skillfmt.frontmatter import frontmatter_data, split_frontmatter
+from .types import JSONObject
+
+if TYPE_CHECKING:
+    from .rules import RuleRecord
 from .skillfmt.sections import (REFERENCES_DIR, SKILL_FILE, code_mask, heading_problem, parse, same_title, split_lines,
                        walk)
 
@@ -171,7 +175,14 @@ def check_skill_dir(path: Path) -> tuple[list[str], list[str]]:
     return _view_problems(_disk_view(path))
 
 
-def validate_build(build: Any, name: str, existing: Path | None = None) -> list[str]:
+class BuiltFiles(Protocol):
+    """What validation needs of a build (`author.SkillBuild`): its files by relative path."""
+
+    @property
+    def files(self) -> Mapping[str, str]: ...
+
+
+def validate_build(build: BuiltFiles, name: str, existing: Path | None = None) -> list[str]:
     """Validate a build's files as they would be written, in memory (nothing is staged).
 
     Returns errors and warnings together: a skill trace2skill writes fits every recommended limit.
@@ -470,7 +481,7 @@ def _swap(staged: Path, path: Path, backup: Path) -> None:
 # Explaining
 
 
-def explain_rule(skill_dir: Path, rule: str) -> dict[str, Any]:
+def explain_rule(skill_dir: Path, rule: str) -> JSONObject:
     """The evidence behind one rule, from the skill's provenance.json.
 
     Args:
@@ -506,7 +517,7 @@ def explain_rule(skill_dir: Path, rule: str) -> dict[str, Any]:
     raise RuleLookupError(f"{rule!r} matches {len(matches)} rules ({listed}); give the rule id")
 
 
-def _explanation(record: Any, status: str) -> dict[str, Any]:
+def _explanation(record: RuleRecord, status: str) -> JSONObject:
     return {
         "id": record.id, "title": record.title, "rule": record.rule, "when": record.when, "kind": record.kind,
         "status": status, "file": record.file, "section": record.section, "text": record.text,

@@ -14,16 +14,18 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 from .errors import LLMError
-from .types import Usage
+from .types import JSONObject, Usage
 
 M = TypeVar("M", bound=BaseModel)
 
-Responder = Callable[[list[dict[str, str]], type[BaseModel], str], Any]
+Answer = BaseModel | JSONObject | str | Exception
+"""A scripted reply: a model instance, its JSON as a dict or a string, or an exception to raise."""
+Responder = Callable[[list[dict[str, str]], type[BaseModel], str], Answer]
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class ScriptedLLM:
         self.delay = delay
         self.usage = Usage()
         self.calls: list[RecordedCall] = []
-        self._queues: dict[str, deque[Any]] = defaultdict(deque)
+        self._queues: dict[str, deque[Answer]] = defaultdict(deque)
         self._responder = responder
 
     @classmethod
@@ -75,7 +77,7 @@ class ScriptedLLM:
         if not isinstance(script, dict):
             raise ConfigError(f"{str(path)!r} must map purposes to answers, e.g. {{\"merge\": {{...}}}}")
 
-        def answer(messages: list[dict[str, str]], output: type[BaseModel], purpose: str) -> Any:
+        def answer(messages: list[dict[str, str]], output: type[BaseModel], purpose: str) -> Answer:
             if purpose not in script:
                 raise LLMError(f"the script {str(path)!r} has no answer for {purpose!r}")
             return script[purpose]
@@ -83,7 +85,7 @@ class ScriptedLLM:
         delay = float(script.pop("_delay", 0.0))
         return cls(answer, model=model or f"scripted:{path}", delay=delay)
 
-    def enqueue(self, purpose: str, *answers: Any) -> "ScriptedLLM":
+    def enqueue(self, purpose: str, *answers: Answer) -> "ScriptedLLM":
         """Queue answers for calls with this purpose, consumed in order."""
         self._queues[purpose].extend(answers)
         return self

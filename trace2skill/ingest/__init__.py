@@ -28,12 +28,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..errors import ConfigError, NoInputError
 from ..redact import Redactor
-from ..types import Skip, Trace
+from ..types import JSONObject, Skip, Trace
 from . import (
     aider,
     anthropic,
@@ -57,7 +57,7 @@ from . import (
 )
 from . import fidelity as _fidelity
 from ._steps import kind_of
-from .base import Document, Reader
+from .base import Document, Reader, Sample
 from .documents import DEFAULT_MAX_BYTES, Limits, iter_documents
 from .fidelity import FileFidelity
 
@@ -101,11 +101,11 @@ _DETECTION_ORDER = (
     anthropic,
     openai_chat,
 )
-READERS: dict[str, Any] = {module.NAME: module for module in _DETECTION_ORDER}
+READERS: dict[str, Reader] = {module.NAME: module for module in _DETECTION_ORDER}
 """Reader modules by `--format` name, in detection order (most specific shape first)."""
 
 
-def reader_for(name: str) -> Any:
+def reader_for(name: str) -> Reader:
     """The reader module for a `--format` name (`-` and `_` are interchangeable).
 
     Raises:
@@ -118,7 +118,7 @@ def reader_for(name: str) -> Any:
     raise ConfigError(f"unknown trace format {name!r}; choose one of {sorted(READERS)}")
 
 
-def detect_format(sample: Any) -> str | None:
+def detect_format(sample: Sample) -> str | None:
     """Name of the first reader whose `sniff` accepts `sample`, or None for an unknown shape."""
     for name, reader in READERS.items():
         try:
@@ -191,7 +191,7 @@ def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
         return Skip(path=trace.source.path, record=trace.source.record, reason=redactor.redact_text(reason))
 
 
-def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool = True) -> Iterator[Trace | Skip]:
+def _read_document(doc: Document, forced: Reader | None, book: LabelBook, sidechains: bool = True) -> Iterator[Trace | Skip]:
     from .labels import label_document
 
     if book.is_source(doc.path):
@@ -240,7 +240,7 @@ def _read_document(doc: Document, forced: Any, book: LabelBook, sidechains: bool
         yield doc.skip(f"reader {reader.NAME!r} found no trajectory in this file")
 
 
-def is_predictions_file(sample: Any) -> bool:
+def is_predictions_file(sample: Sample) -> bool:
     """A SWE-bench predictions file (`preds.json`: instance id -> submitted patch).
 
     Agent run folders ship one beside the trajectories. It holds no trajectory and no label,
@@ -251,7 +251,7 @@ def is_predictions_file(sample: Any) -> bool:
     return all(isinstance(v, dict) and "model_patch" in v and v.get("instance_id", k) == k for k, v in sample.items())
 
 
-def _describe(sample: Any) -> str:
+def _describe(sample: Sample) -> str:
     from .documents import SQLiteFile, ZipLog
 
     if isinstance(sample, ZipLog):
@@ -367,7 +367,7 @@ def _unique_ids(traces: list[Trace]) -> tuple[list[Trace], list[Skip]]:
     return kept, skips
 
 
-def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None = None, *, emit_to: Path | None = None) -> dict[str, Any]:
+def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None = None, *, emit_to: Path | None = None) -> JSONObject:
     """Read `paths` one trajectory at a time, optionally writing ATIF, and report counts and skips.
 
     Nothing is held but counts and skips, so a dump larger than memory can be checked or

@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
-from ..types import Observation, Step, StepSource, ToolCall, content_hash
+from ..types import JSONObject, JSONValue, Observation, Step, StepSource, ToolCall, content_hash
 
 
 @dataclass
@@ -26,7 +25,7 @@ class _Draft:
     reasoning: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: JSONObject = field(default_factory=dict)
 
 
 class StepList:
@@ -46,7 +45,7 @@ class StepList:
         message: str = "",
         *,
         reasoning: str | None = None,
-        extra: dict[str, Any] | None = None,
+        extra: JSONObject | None = None,
     ) -> int:
         """Append a step and return its index."""
         self._drafts.append(_Draft(source, message, reasoning, extra=dict(extra or {})))
@@ -92,7 +91,7 @@ class StepList:
     def has_result(self, call_id: str | None) -> bool:
         return call_id is not None and call_id in self._answered
 
-    def attach(self, observation: Observation, *, extra: dict[str, Any] | None = None) -> bool:
+    def attach(self, observation: Observation, *, extra: JSONObject | None = None) -> bool:
         """Join a tool result to the step that made the call.
 
         Returns False when no step made that call; the result then becomes a `tool` step
@@ -114,7 +113,7 @@ class StepList:
         if observation.call_id is not None:
             self._answered.add(observation.call_id)
 
-    def set_extra(self, index: int, key: str, value: Any) -> None:
+    def set_extra(self, index: int, key: str, value: JSONValue) -> None:
         self._drafts[index].extra[key] = value
 
     def first_message(self, source: StepSource = "user") -> str:
@@ -156,7 +155,7 @@ _MAX_DEPTH = 64
 """Content nested deeper than this is not flattened (it is hostile, not a message)."""
 
 
-def text_of(content: Any, _depth: int = 0) -> str:
+def text_of(content: JSONValue, _depth: int = 0) -> str:
     """Flatten a message content value (string, list of parts, part) to plain text.
 
     Text parts keep their text; images and files become a short bracketed marker, so a
@@ -182,7 +181,7 @@ def text_of(content: Any, _depth: int = 0) -> str:
     return str(content)
 
 
-def arguments_text(value: Any) -> str:
+def arguments_text(value: JSONValue) -> str:
     """Tool arguments as a string: kept verbatim when already text, JSON otherwise."""
     if value is None:
         return ""
@@ -191,7 +190,7 @@ def arguments_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def string_id(value: Any) -> str | None:
+def string_id(value: JSONValue) -> str | None:
     """An id from a non-empty string or an integer (not a bool); None otherwise."""
     if isinstance(value, bool):
         return None
@@ -205,7 +204,7 @@ def derived_id(format_name: str, steps: tuple[Step, ...]) -> str:
     return f"{format_name}-{content_hash([s.model_dump(mode='json') for s in steps])}"
 
 
-def as_int(value: Any) -> int | None:
+def as_int(value: JSONValue) -> int | None:
     """An int from an int, an integral float or a decimal string; None otherwise."""
     if isinstance(value, bool):
         return None
@@ -221,7 +220,7 @@ def as_int(value: Any) -> int | None:
     return None
 
 
-def kind_of(value: Any) -> str:
+def kind_of(value: JSONValue) -> str:
     """The JSON type name of a value, for skip reasons."""
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     for py_type, name in names.items():

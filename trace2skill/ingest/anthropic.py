@@ -14,11 +14,10 @@ results makes no user step. Messages carry no task outcome, so outcome stays `un
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, derived_id, exit_code_in, kind_of, string_id, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 
 NAME = "anthropic"
 
@@ -27,7 +26,7 @@ _ONLY_ANTHROPIC = ("tool_use", "tool_result", "thinking", "redacted_thinking", "
 ResultReader = Callable[[dict], Observation]
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     """True for an Anthropic conversation, a list of them, or a list of Anthropic messages."""
     if isinstance(sample, list):
         heads = [x for x in sample[:50] if isinstance(x, dict)]
@@ -103,7 +102,7 @@ def _read_conversation(
     yield from _finish(doc, steps, conversation, where)
 
 
-def _add_one(steps: StepList, message: Any, ledger: Ledger) -> list[str]:
+def _add_one(steps: StepList, message: JSONValue, ledger: Ledger) -> list[str]:
     calls, results = count_blocks(message.get("content") if isinstance(message, dict) else None)
     ledger.saw(records=1, calls=calls, results=results)
     if not isinstance(message, dict):
@@ -132,10 +131,10 @@ def _finish(doc: Document, steps: StepList, conversation: dict, where: str | Non
 
 def add_message(
     steps: StepList,
-    role: Any,
-    content: Any,
+    role: JSONValue,
+    content: JSONValue,
     *,
-    extra: dict[str, Any] | None = None,
+    extra: JSONObject | None = None,
     continues_turn: bool = False,
     read_result: ResultReader | None = None,
 ) -> list[str]:
@@ -154,7 +153,7 @@ def add_message(
     if role not in ("user", "assistant"):
         return [f"message has unknown role {role!r}"]
     if isinstance(content, str):
-        blocks: list[Any] = [{"type": "text", "text": content}]
+        blocks: list[JSONValue] = [{"type": "text", "text": content}]
     elif isinstance(content, list):
         blocks = content
     else:
@@ -164,7 +163,7 @@ def add_message(
     return _add_user(steps, blocks, extra or {}, read_result or result_observation)
 
 
-def _add_assistant(steps: StepList, blocks: list, extra: dict[str, Any], continues_turn: bool) -> list[str]:
+def _add_assistant(steps: StepList, blocks: list, extra: JSONObject, continues_turn: bool) -> list[str]:
     index = steps.open_agent_step() if continues_turn else steps.add("agent", extra=extra)
     problems = []
     for i, block in enumerate(blocks):
@@ -200,7 +199,7 @@ def _add_assistant(steps: StepList, blocks: list, extra: dict[str, Any], continu
     return problems
 
 
-def _add_user(steps: StepList, blocks: list, extra: dict[str, Any], read_result: ResultReader) -> list[str]:
+def _add_user(steps: StepList, blocks: list, extra: JSONObject, read_result: ResultReader) -> list[str]:
     texts, problems = [], []
     for i, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
@@ -225,7 +224,7 @@ def _add_user(steps: StepList, blocks: list, extra: dict[str, Any], read_result:
     return problems
 
 
-def count_blocks(content: Any) -> tuple[int, int]:
+def count_blocks(content: JSONValue) -> tuple[int, int]:
     """Raw `(tool calls, tool results)` in a message's content blocks, for the ledger."""
     if not isinstance(content, list):
         return 0, 0

@@ -33,12 +33,11 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from ..errors import TraceFormatError
-from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, Step, ToolCall, Trace
 from ._steps import as_int, derived_id, exit_code_in, kind_of, looks_like_error, text_of
-from .base import Document
+from .base import Document, Sample
 
 NAME = "atif"
 SCHEMA_VERSION = "ATIF-v1.7"
@@ -52,7 +51,7 @@ _VERSION = re.compile(r"^(ATIF-)?v?1\.\d+")
 _ATIF_SOURCES = ("system", "user", "agent")
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     """True for an ATIF trajectory (or a list of them)."""
     if isinstance(sample, list):
         return bool(sample) and sniff(sample[0])
@@ -76,7 +75,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
             yield _convert(doc, value, None)
 
 
-def _convert(doc: Document, value: Any, where: str | None) -> Trace | Skip:
+def _convert(doc: Document, value: JSONValue, where: str | None) -> Trace | Skip:
     if not isinstance(value, dict):
         return doc.skip(f"expected an ATIF trajectory object, got {kind_of(value)}", where)
     version = value.get("schema_version")
@@ -91,7 +90,7 @@ def _convert(doc: Document, value: Any, where: str | None) -> Trace | Skip:
         return doc.skip(f"invalid ATIF trajectory: {_short(error)}", where)
 
 
-def _count(doc: Document, value: dict[str, Any]) -> None:
+def _count(doc: Document, value: JSONObject) -> None:
     """Ledger: a trajectory's steps are its records, with their calls and results; sidechains
     we wrote under our namespace are read too; embedded sub-agent trajectories are not."""
     doc.ledger.version = value["schema_version"]
@@ -111,7 +110,7 @@ def _count(doc: Document, value: dict[str, Any]) -> None:
         doc.ledger.ignore("embedded subagent_trajectories are kept whole in extra, not read as steps", len(inner), calls=calls, results=results)
 
 
-def _calls_results(steps: list[dict[str, Any]]) -> tuple[int, int]:
+def _calls_results(steps: list[JSONObject]) -> tuple[int, int]:
     calls = sum(len(s["tool_calls"]) for s in steps if isinstance(s.get("tool_calls"), list))
     observations = [s.get("observation") for s in steps]
     return calls, sum(len(o["results"]) for o in observations if isinstance(o, dict) and isinstance(o.get("results"), list))
@@ -160,9 +159,9 @@ def emit_atif(traces: Iterable[Trace], out: Path) -> int:
     return count
 
 
-def trace_to_atif(trace: Trace) -> dict[str, Any]:
+def trace_to_atif(trace: Trace) -> JSONObject:
     """One trace as an ATIF trajectory dict (see the module docstring for the mapping)."""
-    steps: list[dict[str, Any]] = []
+    steps: list[JSONObject] = []
     for position, step in enumerate(trace.steps):
         if step.source == "tool" and steps and steps[-1]["source"] == "agent":
             _fold_tool_step(steps[-1], step, position)
@@ -172,7 +171,7 @@ def trace_to_atif(trace: Trace) -> dict[str, Any]:
         if not atif_step["extra"][NAMESPACE]:
             del atif_step["extra"]
     name, _, version = (trace.agent or "").rpartition(" ")
-    agent: dict[str, Any] = {"name": name or version or "unknown", "version": (version if name else "") or "unknown"}
+    agent: JSONObject = {"name": name or version or "unknown", "version": (version if name else "") or "unknown"}
     if trace.model is not None:
         agent["model_name"] = trace.model
     namespace = {
@@ -195,20 +194,20 @@ def trace_to_atif(trace: Trace) -> dict[str, Any]:
     }
 
 
-def _final_metrics(trace: Trace, total_steps: int) -> dict[str, Any]:
+def _final_metrics(trace: Trace, total_steps: int) -> JSONObject:
     """`final_metrics` with the outcome and reward in its `extra`, where ATIF consumers (and
     this reader, for foreign files) look for a run's result; the spec has no field of its own."""
-    metrics: dict[str, Any] = {"total_steps": total_steps}
+    metrics: JSONObject = {"total_steps": total_steps}
     result = {k: v for k, v in (("outcome", trace.outcome), ("reward", trace.reward)) if v not in (None, "unknown")}
     if result:
         metrics["extra"] = result
     return metrics
 
 
-def _atif_step(step: Step, position: int, step_id: int) -> dict[str, Any]:
+def _atif_step(step: Step, position: int, step_id: int) -> JSONObject:
     atif_source = step.source if step.source in _ATIF_SOURCES else "system"
-    keep: dict[str, Any] = {}
-    out: dict[str, Any] = {"step_id": step_id, "source": atif_source, "message": step.message}
+    keep: JSONObject = {}
+    out: JSONObject = {"step_id": step_id, "source": atif_source, "message": step.message}
     timestamp = step.extra.get("timestamp")
     if _is_iso(timestamp):
         out["timestamp"] = timestamp
@@ -234,9 +233,9 @@ def _atif_step(step: Step, position: int, step_id: int) -> dict[str, Any]:
     return out
 
 
-def _fold_tool_step(target: dict[str, Any], step: Step, position: int) -> None:
+def _fold_tool_step(target: JSONObject, step: Step, position: int) -> None:
     """Fold a `tool` step into the preceding agent step's observation, remembering it."""
-    record: dict[str, Any] = {"results": len(step.observations)}
+    record: JSONObject = {"results": len(step.observations)}
     if step.index != position:
         record["index"] = step.index
     if step.message:
@@ -251,11 +250,11 @@ def _fold_tool_step(target: dict[str, Any], step: Step, position: int) -> None:
     _add_results(target, step.observations)
 
 
-def _atif_calls(step: Step, position: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _atif_calls(step: Step, position: int) -> tuple[list[JSONObject], list[JSONObject]]:
     taken = {c.id for c in step.tool_calls if c.id is not None}
     calls, keep = [], []
     for j, call in enumerate(step.tool_calls):
-        note: dict[str, Any] = {}
+        note: JSONObject = {}
         call_id = call.id
         if call_id is None:
             call_id = f"t2s-{position}-{j}"
@@ -273,16 +272,16 @@ def _atif_calls(step: Step, position: int) -> tuple[list[dict[str, Any]], list[d
     return calls, keep
 
 
-def _add_results(atif_step: dict[str, Any], observations: Iterable[Observation]) -> None:
+def _add_results(atif_step: JSONObject, observations: Iterable[Observation]) -> None:
     call_ids = {c["tool_call_id"] for c in atif_step.get("tool_calls", ())}
     results = atif_step.setdefault("observation", {"results": []})["results"]
     keep = atif_step["extra"][NAMESPACE].setdefault("results", [{} for _ in results])
     for observation in observations:
-        note: dict[str, Any] = {}
+        note: JSONObject = {}
         linked = observation.call_id if observation.call_id in call_ids else None
         if linked != observation.call_id:
             note["call_id"] = observation.call_id
-        result: dict[str, Any] = {"content": observation.content} if linked is None else {"source_call_id": linked, "content": observation.content}
+        result: JSONObject = {"content": observation.content} if linked is None else {"source_call_id": linked, "content": observation.content}
         flags = {k: v for k, v in (("is_error", observation.is_error or None), ("exit_code", observation.exit_code)) if v is not None}
         if flags:
             result["extra"] = flags
@@ -294,7 +293,7 @@ def _add_results(atif_step: dict[str, Any], observations: Iterable[Observation])
         del atif_step["extra"][NAMESPACE]["results"]
 
 
-def _arguments_object(arguments: str) -> dict[str, Any] | None:
+def _arguments_object(arguments: str) -> JSONObject | None:
     try:
         value = json.loads(arguments)
         json.dumps(value, allow_nan=False)
@@ -303,7 +302,7 @@ def _arguments_object(arguments: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _is_iso(value: Any) -> bool:
+def _is_iso(value: JSONValue) -> bool:
     if not isinstance(value, str):
         return False
     try:
@@ -316,7 +315,7 @@ def _is_iso(value: Any) -> bool:
 # ---------------------------------------------------------------- reading
 
 
-def trace_from_atif(value: dict[str, Any], source: SourceRef) -> Trace:
+def trace_from_atif(value: JSONObject, source: SourceRef) -> Trace:
     """Build a `Trace` from one ATIF trajectory dict.
 
     Args:
@@ -336,7 +335,7 @@ def trace_from_atif(value: dict[str, Any], source: SourceRef) -> Trace:
     return _foreign_trace(value, source)
 
 
-def _steps(value: dict[str, Any], own: bool) -> tuple[Step, ...]:
+def _steps(value: JSONObject, own: bool) -> tuple[Step, ...]:
     steps: list[Step] = []
     for i, raw in enumerate(value["steps"]):
         if not isinstance(raw, dict):
@@ -350,7 +349,7 @@ def _steps(value: dict[str, Any], own: bool) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def _own_trace(value: dict[str, Any], namespace: dict[str, Any]) -> Trace:
+def _own_trace(value: JSONObject, namespace: JSONObject) -> Trace:
     agent = value.get("agent") if isinstance(value.get("agent"), dict) else {}
     return Trace(
         id=value["session_id"],
@@ -366,7 +365,7 @@ def _own_trace(value: dict[str, Any], namespace: dict[str, Any]) -> Trace:
     )
 
 
-def _expand(raw: dict[str, Any], position: int, own: bool) -> list[Step]:
+def _expand(raw: JSONObject, position: int, own: bool) -> list[Step]:
     """One ATIF step as canonical steps: itself, then any `tool` steps folded into it."""
     keep = raw["extra"].get(NAMESPACE, {}) if own and isinstance(raw.get("extra"), dict) else {}
     raw_calls = _list_field(raw, "tool_calls")
@@ -407,7 +406,7 @@ def _expand(raw: dict[str, Any], position: int, own: bool) -> list[Step]:
     return expanded
 
 
-def _list_field(holder: dict[str, Any], key: str) -> list[Any]:
+def _list_field(holder: JSONObject, key: str) -> list[JSONValue]:
     value = holder.get(key)
     if value is None:
         return []
@@ -416,13 +415,13 @@ def _list_field(holder: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _padded(notes: Any, count: int) -> list[dict[str, Any]]:
+def _padded(notes: JSONValue, count: int) -> list[JSONObject]:
     """Exactly `count` notes: the recorded ones, then empty ones."""
     notes = [n if isinstance(n, dict) else {} for n in notes[:count]] if isinstance(notes, list) else []
     return notes + [{} for _ in range(count - len(notes))]
 
 
-def _tool_call(raw: Any, note: dict[str, Any]) -> ToolCall:
+def _tool_call(raw: JSONValue, note: JSONObject) -> ToolCall:
     if not isinstance(raw, dict):
         raise ValueError(f"tool call must be an object, got {kind_of(raw)}")
     arguments = raw.get("arguments")
@@ -438,7 +437,7 @@ def _tool_call(raw: Any, note: dict[str, Any]) -> ToolCall:
     )
 
 
-def _observation(raw: Any, note: dict[str, Any], own: bool) -> Observation:
+def _observation(raw: JSONValue, note: JSONObject, own: bool) -> Observation:
     if not isinstance(raw, dict):
         raise ValueError(f"observation result must be an object, got {kind_of(raw)}")
     content = raw.get("content")
@@ -462,7 +461,7 @@ def _observation(raw: Any, note: dict[str, Any], own: bool) -> Observation:
     return Observation(call_id=raw.get("source_call_id"), content=text, is_error=failed, exit_code=code)
 
 
-def _foreign_step_extra(raw: dict[str, Any]) -> dict[str, Any]:
+def _foreign_step_extra(raw: JSONObject) -> JSONObject:
     keys = ("timestamp", "model_name", "reasoning_effort", "metrics", "llm_call_count", "is_copied_context")
     extra = {k: raw[k] for k in keys if raw.get(k) is not None}
     if raw.get("extra"):
@@ -470,7 +469,7 @@ def _foreign_step_extra(raw: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
-def _foreign_trace(value: dict[str, Any], source: SourceRef) -> Trace:
+def _foreign_trace(value: JSONObject, source: SourceRef) -> Trace:
     agent = value.get("agent") if isinstance(value.get("agent"), dict) else {}
     name, version = agent.get("name"), agent.get("version")
     label = " ".join(p for p in (name, version) if isinstance(p, str) and p and p != "unknown") or None
@@ -499,7 +498,7 @@ _SUCCESS_WORDS = {"success", "succeeded", "pass", "passed", "resolved", "true"}
 _FAILURE_WORDS = {"failure", "failed", "fail", "unresolved", "error", "false"}
 
 
-def _foreign_outcome(value: dict[str, Any]) -> tuple[str, float | None]:
+def _foreign_outcome(value: JSONObject) -> tuple[str, float | None]:
     """Outcome and reward from a foreign trajectory's `extra` or `final_metrics.extra`."""
     metrics = value.get("final_metrics") if isinstance(value.get("final_metrics"), dict) else {}
     places = [p for p in (value.get("extra"), metrics.get("extra")) if isinstance(p, dict)]

@@ -9,7 +9,7 @@ line (`kind == "sqlite"`, a `SQLiteFile`), never the raw bytes, so no reader
 deals with compression, encodings or broken lines. A reader module defines:
 
     NAME: str                                   # the --format name
-    def sniff(sample: Any) -> bool              # does this first value look like my format?
+    def sniff(sample: Sample) -> bool           # does this first value look like my format?
     def read(doc: Document) -> Iterator[Trace | Skip]
 
 `sample` is the whole value for a JSON document, the first parsed record for JSONL, the
@@ -22,9 +22,34 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+import sqlite3
+from typing import Literal, Protocol, TypeAlias
 
-from ..types import Skip, Trace
+from ..types import JSONObject, JSONValue, Skip, Trace
+
+
+class ArchiveLog(Protocol):
+    """A zip document's value (`documents.ZipLog`): member names, and members parsed as JSON."""
+
+    def names(self) -> list[str]: ...
+
+    def json(self, member: str) -> JSONValue | Skip: ...
+
+
+class SQLiteStore(Protocol):
+    """A sqlite document's value (`documents.SQLiteFile`): a trace store opened read-only."""
+
+    path: str
+
+    def connect(self) -> sqlite3.Connection: ...
+
+    def tables(self) -> set[str]: ...
+
+
+Sample: TypeAlias = JSONValue | ArchiveLog | SQLiteStore
+"""What a reader's `sniff` is shown and what `Document.value()` holds: JSON as read (a text
+document's value is its text), a zip log or a SQLite store. Protocols stand for the last two
+because `documents` imports this module."""
 
 
 @dataclass
@@ -82,19 +107,19 @@ class Document:
     path: str
     """Path shown to users; for archive members `archive.zip!member.jsonl`."""
     kind: Literal["json", "jsonl", "zip", "text", "sqlite"]
-    _value: Any = None
-    _records: Callable[[], Iterator[tuple[int, Any] | Skip]] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    _value: Sample = None
+    _records: Callable[[], Iterator[tuple[int, JSONValue] | Skip]] | None = None
+    meta: JSONObject = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
     """The reader's accounting for this document (see `Ledger`)."""
 
-    def value(self) -> Any:
+    def value(self) -> Sample:
         """The parsed JSON value (json), the `ZipLog` (zip), the text (text) or the `SQLiteFile` (sqlite)."""
         if self.kind == "jsonl":
             raise TypeError(f"{self.path!r} is JSONL; iterate records() instead")
         return self._value
 
-    def records(self) -> Iterator[tuple[int, Any] | Skip]:
+    def records(self) -> Iterator[tuple[int, JSONValue] | Skip]:
         """Yield `(line_number, value)` for each JSONL line, or a `Skip` for a broken one.
 
         Re-iterable: each call reads the file again, so readers may make two passes
@@ -109,7 +134,7 @@ class Document:
 
 
 def read_each(
-    doc: Document, read_one: Callable[[Document, Any, str | None], Iterator[Trace | Skip]], *, split_lists: bool = False,
+    doc: Document, read_one: Callable[[Document, JSONValue, str | None], Iterator[Trace | Skip]], *, split_lists: bool = False,
 ) -> Iterator[Trace | Skip]:
     """Apply `read_one(doc, value, where)` to the document's value, or to each JSONL line.
 
@@ -131,8 +156,10 @@ def read_each(
 
 
 class Reader(Protocol):
+    """A reader module (`ingest/<format>.py`, see the module docstring): modules match it by shape."""
+
     NAME: str
 
-    def sniff(self, sample: Any) -> bool: ...
+    def sniff(self, sample: Sample) -> bool: ...
 
     def read(self, doc: Document) -> Iterator[Trace | Skip]: ...

@@ -33,12 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, Trace
 from ._steps import StepList, as_int, derived_id, exit_code_in, kind_of, text_of
 from .anthropic import add_message, result_observation
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 
 NAME = "claude_code"
 
@@ -62,14 +61,14 @@ _WITH_PARENT = "sub-agent session: read with its parent session file (its calls 
 _COMPACTION = "compaction sub-agent: the request and the summary the parent session continues from"
 
 
-def is_checkpoint_metadata(sample: Any) -> bool:
+def is_checkpoint_metadata(sample: Sample) -> bool:
     """Entire's `*_metadata.json`, written beside each checkpointed session transcript: ids,
     branch, files touched and attribution, but no message, so nothing to read as a trajectory."""
     return (isinstance(sample, dict) and {"checkpoint_id", "session_id", "files_touched"} <= sample.keys()
             and not any(key in sample for key in ("messages", "type", "uuid")))
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     """True for a Claude Code event line (or a JSON list of them)."""
     if isinstance(sample, list):
         return bool(sample) and isinstance(sample[0], dict) and sniff(sample[0])
@@ -133,7 +132,7 @@ def read(doc: Document, *, include_sidechains: bool = True) -> Iterator[Trace | 
         yield from _session(doc, session_id, nodes, index, records, agent_files, include_sidechains)
 
 
-def _records_of(doc: Document) -> Callable[[], Iterator[Any]] | None:
+def _records_of(doc: Document) -> Callable[[], Iterator[JSONValue]] | None:
     if doc.kind == "jsonl":
         return doc.records
     value = doc.value()
@@ -142,7 +141,7 @@ def _records_of(doc: Document) -> Callable[[], Iterator[Any]] | None:
     return None
 
 
-def _blocks(message: Any) -> tuple[list[str], list[str], bool, int, int]:
+def _blocks(message: JSONValue) -> tuple[list[str], list[str], bool, int, int]:
     """Tool-use ids, answered ids, whether there is text, and raw call/result counts."""
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, list):
@@ -162,7 +161,7 @@ def _blocks(message: Any) -> tuple[list[str], list[str], bool, int, int]:
 
 
 def _index(
-    event: Any, line: int, index: _Index, ledger: Ledger, agent_files: dict[str, Path], sidechains: bool
+    event: JSONValue, line: int, index: _Index, ledger: Ledger, agent_files: dict[str, Path], sidechains: bool
 ) -> str | None:
     """Account one line and add it to the graph; return a skip reason for an unusable one."""
     if not isinstance(event, dict):
@@ -199,7 +198,7 @@ def _index(
 
 
 def _account_line(
-    event: dict, kind: Any, session: str, index: _Index, ledger: Ledger,
+    event: dict, kind: JSONValue, session: str, index: _Index, ledger: Ledger,
     agent_files: dict[str, Path], sidechains: bool, counts: tuple[int, int],
 ) -> None:
     """Count a line that is not a message by its rule (messages are counted per conversation)."""
@@ -309,7 +308,7 @@ def _message_parent(uuid: str, nodes: dict[str, _Node]) -> str | None:
 
 
 def _session(
-    doc: Document, session_id: str, nodes: dict[str, _Node], index: _Index, records: Callable[[], Iterator[Any]],
+    doc: Document, session_id: str, nodes: dict[str, _Node], index: _Index, records: Callable[[], Iterator[JSONValue]],
     agent_files: dict[str, Path], include_sidechains: bool,
 ) -> Iterator[Trace | Skip]:
     ledger = doc.ledger
@@ -360,11 +359,11 @@ def _session(
 
 
 def _load(
-    records: Callable[[], Iterator[Any]], session_id: str, wanted: set[str], agents: set[str]
-) -> tuple[dict[str, dict], dict[str, dict[str, Any]]]:
+    records: Callable[[], Iterator[JSONValue]], session_id: str, wanted: set[str], agents: set[str]
+) -> tuple[dict[str, dict], dict[str, JSONObject]]:
     """One pass: the wanted message events, and each streamed sub-agent's prompt and messages."""
     events: dict[str, dict] = {}
-    streams: dict[str, dict[str, Any]] = {}
+    streams: dict[str, JSONObject] = {}
     for entry in records():
         if isinstance(entry, Skip) or not isinstance(entry[1], dict) or entry[1].get("sessionId", "") != session_id:
             continue
@@ -417,7 +416,7 @@ def _steps_of(events: list[dict]) -> tuple[StepList, list[tuple[str, str]]]:
     return steps, problems
 
 
-def _result_reader(tool_use_result: Any):
+def _result_reader(tool_use_result: JSONValue):
     """Read a `tool_result` block, adding what Claude Code's `toolUseResult` says.
 
     The block's `is_error`, `toolUseResult.interrupted`, a non-zero exit code (structured, or
@@ -441,7 +440,7 @@ def _result_reader(tool_use_result: Any):
     return read_result
 
 
-def _looks_meta(content: Any) -> bool:
+def _looks_meta(content: JSONValue) -> bool:
     text = text_of(content).lstrip()
     return text.startswith(_META_PREFIXES)
 
@@ -457,9 +456,9 @@ def _model(events: Iterator[dict]) -> str | None:
 
 def _trace_extra(
     events: dict[str, dict], main: list[str], nodes: dict[str, _Node], index: _Index, session_id: str, abandoned: int
-) -> dict[str, Any]:
+) -> JSONObject:
     first = events[main[0]]
-    extra: dict[str, Any] = {}
+    extra: JSONObject = {}
     for key, name in (("cwd", "cwd"), ("gitBranch", "git_branch")):
         if isinstance(first.get(key), str):
             extra[name] = first[key]
@@ -480,9 +479,9 @@ def _trace_extra(
 
 
 def _sidechains(
-    doc: Document, sides: list[list[str]], events: dict[str, dict], streams: dict[str, dict[str, Any]],
+    doc: Document, sides: list[list[str]], events: dict[str, dict], streams: dict[str, JSONObject],
     nodes: dict[str, _Node], agent_files: dict[str, Path], include: bool,
-) -> tuple[list[dict[str, Any]], list[Skip]]:
+) -> tuple[list[JSONObject], list[Skip]]:
     """The session's sub-agent conversations: in-file sidechains, streamed sub-agents with no
     file of their own, and `subagents/agent-*.jsonl` files; counted as ignored when left out."""
     ledger, summaries, problems = doc.ledger, [], []
@@ -515,7 +514,7 @@ def _sidechains(
     return summaries, problems
 
 
-def _summary(events: list[dict], agent_id: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def _summary(events: list[dict], agent_id: JSONValue) -> tuple[JSONObject, list[tuple[str, str]]]:
     """A sub-agent conversation as plain data for `extra`, and its problems."""
     steps, problems = _steps_of(events)
     summary = {
@@ -527,7 +526,7 @@ def _summary(events: list[dict], agent_id: Any) -> tuple[dict[str, Any], list[tu
     return summary, problems
 
 
-def _attach_file(doc: Document, agent: str, path: Path, problems: list[Skip]) -> list[dict[str, Any]]:
+def _attach_file(doc: Document, agent: str, path: Path, problems: list[Skip]) -> list[JSONObject]:
     """Read `subagents/agent-<agent>.jsonl` into sidechain summaries, counted in `doc.ledger`."""
     from .documents import iter_documents  # documents imports the readers' package
 
@@ -585,7 +584,7 @@ def _read_elsewhere(path: str, include_sidechains: bool) -> str | None:
     return _WITH_PARENT if include_sidechains else _DROPPED_SIDE
 
 
-def _ignore_file(records: Callable[[], Iterator[Any]], ledger: Ledger, rule: str, *, with_calls: bool) -> None:
+def _ignore_file(records: Callable[[], Iterator[JSONValue]], ledger: Ledger, rule: str, *, with_calls: bool) -> None:
     """Count every line of a file left out by `rule`; its calls too unless its parent's
     ledger counts them."""
     for entry in records():

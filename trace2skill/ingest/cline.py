@@ -31,11 +31,10 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, derived_id, kind_of, looks_like_error, string_id, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 
 NAME = "cline"
 
@@ -57,7 +56,7 @@ _ENV = re.compile(r"<environment_details>.*?</environment_details>", re.S)
 _ENV_RULE = "environment_details blocks (editor state appended to each user turn) are not conversation"
 
 
-def _is_cline(value: Any) -> bool:
+def _is_cline(value: JSONValue) -> bool:
     if not (isinstance(value, list) and value and isinstance(value[0], dict) and value[0].get("role") == "user"):
         return False
     first = value[0].get("content")
@@ -66,7 +65,7 @@ def _is_cline(value: Any) -> bool:
     return text.lstrip().startswith(("<task>", "<feedback>")) or "<environment_details>" in text
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     return _is_cline(sample)
 
 
@@ -103,7 +102,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
     )
 
 
-def _metadata(path: str) -> dict[str, Any]:
+def _metadata(path: str) -> JSONObject:
     side = Path(path).parent / "task_metadata.json"
     if "!" in path or not side.is_file():
         return {}
@@ -114,7 +113,7 @@ def _metadata(path: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _steps(ledger: Ledger, messages: list[Any]) -> tuple[StepList, str, str | None]:
+def _steps(ledger: Ledger, messages: list[JSONValue]) -> tuple[StepList, str, str | None]:
     steps = StepList()
     pending: list[ToolCall] = []
     task, model = "", None
@@ -134,7 +133,7 @@ def _steps(ledger: Ledger, messages: list[Any]) -> tuple[StepList, str, str | No
     return steps, task, model
 
 
-def _assistant(ledger: Ledger, steps: StepList, blocks: list[Any], pending: list[ToolCall]) -> None:
+def _assistant(ledger: Ledger, steps: StepList, blocks: list[JSONValue], pending: list[ToolCall]) -> None:
     index = steps.add("agent")
     for block in blocks:
         kind = block.get("type") if isinstance(block, dict) else None
@@ -157,7 +156,7 @@ def _assistant(ledger: Ledger, steps: StepList, blocks: list[Any], pending: list
             steps.append_text(index, text_of(block))
 
 
-def _user(ledger: Ledger, steps: StepList, blocks: list[Any], pending: list[ToolCall]) -> str:
+def _user(ledger: Ledger, steps: StepList, blocks: list[JSONValue], pending: list[ToolCall]) -> str:
     """Read one user message; return the task text when it carries the `<task>` block.
 
     In the XML protocol a result may be a `[tool] Result:` text block followed by its content

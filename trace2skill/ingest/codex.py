@@ -15,11 +15,10 @@ and exit code. Rollouts carry no task outcome: outcome stays `unknown`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from ..types import Skip, SourceRef, Trace
+from ..types import JSONObject, JSONValue, Skip, SourceRef, Trace
 from ._steps import derived_id, kind_of, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 from .responses import ItemAssembler
 
 NAME = "codex"
@@ -29,7 +28,7 @@ INJECTED_PREFIXES = ("<environment_context>", "<user_instructions>", "# AGENTS.m
 """User-message openings Codex uses for text it injects itself."""
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     """True for a rollout line `{timestamp, type: session_meta|..., payload}`."""
     return isinstance(sample, dict) and sample.get("type") in _LINE_TYPES and "payload" in sample
 
@@ -69,15 +68,15 @@ class _Session:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.items = ItemAssembler(is_injected=_is_injected, ledger=ledger, count_records=False)
-        self.meta: dict[str, Any] = {}
+        self.meta: JSONObject = {}
         self.model: str | None = None
-        self.extra: dict[str, Any] = {}
+        self.extra: JSONObject = {}
 
-    def starts_another(self, payload: Any) -> bool:
+    def starts_another(self, payload: JSONValue) -> bool:
         new_id = payload.get("id") if isinstance(payload, dict) else None
         return bool(self.items.steps) and new_id is not None and new_id != self.meta.get("id")
 
-    def feed(self, event: Any) -> str | None:
+    def feed(self, event: JSONValue) -> str | None:
         """Use one rollout line; return why it cannot be used, or None."""
         if not isinstance(event, dict):
             return f"expected a rollout line object, got {kind_of(event)}"
@@ -102,7 +101,7 @@ class _Session:
             self.items.steps.add("system", text, extra={"compacted": True})
         return None
 
-    def _item(self, payload: dict, timestamp: Any) -> str | None:
+    def _item(self, payload: dict, timestamp: JSONValue) -> str | None:
         steps = self.items.steps
         before = len(steps)
         reason = self.items.feed(payload)

@@ -20,10 +20,9 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import closing
-from typing import Any
 
-from ..types import Skip, Trace
-from .base import Document
+from ..types import JSONObject, JSONValue, Skip, Trace
+from .base import Document, Sample
 from .documents import SQLiteFile
 from .otlp import Span, trace_from_spans
 
@@ -33,7 +32,7 @@ _TABLES = {"spans", "span_attributes", "span_events"}
 _HOOKS = "execute_hook spans (Copilot's Pre/PostToolUse hooks) run user hooks, not agent actions"
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     return isinstance(sample, SQLiteFile) and _TABLES <= sample.tables()
 
 
@@ -59,10 +58,10 @@ def _spans(doc: Document, db: sqlite3.Connection) -> list[Span]:
     if "schema_version" in {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
         version = db.execute("SELECT max(version) FROM schema_version").fetchone()[0]
         doc.ledger.version = f"store schema v{version}" if version is not None else None
-    attrs: dict[str, dict[str, Any]] = defaultdict(dict)
+    attrs: dict[str, JSONObject] = defaultdict(dict)
     for span_id, key, value in db.execute("SELECT span_id, key, value FROM span_attributes ORDER BY span_id, key"):
         attrs[span_id][key] = value
-    events: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    events: dict[str, list[tuple[str, JSONObject]]] = defaultdict(list)
     for span_id, name, raw in db.execute("SELECT span_id, name, attributes FROM span_events ORDER BY id"):
         events[span_id].append((name, _object(raw)))
     spans: list[Span] = []
@@ -79,7 +78,7 @@ def _spans(doc: Document, db: sqlite3.Connection) -> list[Span]:
     return spans  # the OTLP reader's ledger counts these spans, their calls and their results
 
 
-def _object(raw: Any) -> dict[str, Any]:
+def _object(raw: JSONValue) -> JSONObject:
     """A span event's attributes (a JSON object in the store); {} when absent or not JSON."""
     try:
         value = json.loads(raw) if isinstance(raw, str) else raw

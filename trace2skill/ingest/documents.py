@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..types import Skip
+from ..types import JSONValue, Skip
 from .base import Document
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -400,7 +400,7 @@ def _jsonl_document(source: Source, max_bytes: int) -> Document:
     return Document(path=source.path, kind="jsonl", _records=lambda: _jsonl_records(source, max_bytes))
 
 
-def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, Any] | Skip]:
+def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, JSONValue] | Skip]:
     line_no = 0
     try:
         with source.open() as stream:
@@ -427,7 +427,7 @@ def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, Any] |
         yield Skip(path=source.path, record=f"line {line_no + 1}", reason=f"stream ended early: {exc}")
 
 
-def _parse_line(path: str, line_no: int, line: bytes) -> tuple[int, Any] | Skip:
+def _parse_line(path: str, line_no: int, line: bytes) -> tuple[int, JSONValue] | Skip:
     text, problem = _decode(line)
     if problem:
         return Skip(path=path, record=f"line {line_no}", reason=problem)
@@ -538,7 +538,7 @@ class ZipLog:
         with self._source.open() as stream, zipfile.ZipFile(stream) as archive:
             return sorted(i.filename for i in archive.infolist() if not i.is_dir())
 
-    def json(self, member: str) -> Any:
+    def json(self, member: str) -> JSONValue | Skip:
         """The member parsed as JSON, or a `Skip` saying why it cannot be."""
         shown = f"{self._source.path}!{member}"
         try:

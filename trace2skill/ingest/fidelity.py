@@ -12,11 +12,10 @@ explains the gap; `ingest --check --strict` fails on that, and on any dropped re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from ..types import Skip, Trace
+from ..types import JSONObject, JSONValue, Skip, Trace
 from .base import Ledger
 
 LOSS_WARNING = 0.01
@@ -63,7 +62,7 @@ class FileFidelity:
         """Every record read or explained by a rule: what `--strict` requires."""
         return not self.dropped and not self.unexplained_calls and not self.unexplained_results
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         out = {k: v for k, v in self.__dict__.items()}
         out.update(unexplained_calls=self.unexplained_calls, unexplained_results=self.unexplained_results, clean=self.clean)
         return out
@@ -106,7 +105,7 @@ def finish(row: FileFidelity, ledger: Ledger, format_name: str | None) -> FileFi
     return row
 
 
-def summary(rows: Iterable[FileFidelity]) -> dict[str, Any]:
+def summary(rows: Iterable[FileFidelity]) -> JSONObject:
     """Totals over files, and the files that lost more than `LOSS_WARNING` of their calls."""
     rows = list(rows)
     counted = [r for r in rows if r.counted]
@@ -124,7 +123,7 @@ def summary(rows: Iterable[FileFidelity]) -> dict[str, Any]:
     }
 
 
-def summary_line(totals: dict[str, Any]) -> str:
+def summary_line(totals: Mapping[str, JSONValue]) -> str:
     """The one-line fidelity summary `distill` and `refresh` print."""
     line = (f"fidelity: {totals['calls_read']}/{totals['calls_in_files']} tool calls and "
             f"{totals['results_read']}/{totals['results_in_files']} results read from {totals['files_counted']} counted "

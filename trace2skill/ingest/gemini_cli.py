@@ -18,29 +18,28 @@ Outcome: the CLI records none, so it is `unknown`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, derived_id, kind_of, looks_like_error, string_id, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 
 NAME = "gemini_cli"
 
 
-def _is_content(value: Any) -> bool:
+def _is_content(value: JSONValue) -> bool:
     return isinstance(value, dict) and value.get("role") in ("user", "model") and isinstance(value.get("parts"), list)
 
 
-def _is_record(value: Any) -> bool:
+def _is_record(value: JSONValue) -> bool:
     return isinstance(value, dict) and isinstance(value.get("messages"), list) and "sessionId" in value and "projectHash" in value
 
 
-def _is_prompt_log(value: Any) -> bool:
+def _is_prompt_log(value: JSONValue) -> bool:
     first = value[0] if isinstance(value, list) and value else None
     return isinstance(first, dict) and isinstance(first.get("message"), str) and isinstance(first.get("messageId"), int) and "sessionId" in first
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if isinstance(sample, list):
         return bool(sample) and (_is_content(sample[0]) or _is_prompt_log(sample))
     return _is_record(sample)
@@ -62,7 +61,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
         yield doc.skip(f"expected a Gemini CLI history or session record, got {kind_of(value)}")
 
 
-def _trace(doc: Document, steps: StepList, session: str | None, record: dict[str, Any]) -> Iterator[Trace | Skip]:
+def _trace(doc: Document, steps: StepList, session: str | None, record: JSONObject) -> Iterator[Trace | Skip]:
     built = steps.build()
     if not built:
         yield doc.skip("session has no messages")
@@ -80,7 +79,7 @@ def _trace(doc: Document, steps: StepList, session: str | None, record: dict[str
     )
 
 
-def _from_history(ledger: Ledger, contents: list[Any]) -> StepList:
+def _from_history(ledger: Ledger, contents: list[JSONValue]) -> StepList:
     steps = StepList()
     pending: list[ToolCall] = []
     for number, content in enumerate(contents):
@@ -103,7 +102,7 @@ def _from_history(ledger: Ledger, contents: list[Any]) -> StepList:
     return steps
 
 
-def _model_part(ledger: Ledger, steps: StepList, index: int, part: Any, pending: list[ToolCall], number: int) -> None:
+def _model_part(ledger: Ledger, steps: StepList, index: int, part: JSONValue, pending: list[ToolCall], number: int) -> None:
     call = part.get("functionCall") if isinstance(part, dict) else None
     if isinstance(call, dict):
         ledger.saw(calls=1)
@@ -119,7 +118,7 @@ def _model_part(ledger: Ledger, steps: StepList, index: int, part: Any, pending:
         steps.append_text(index, text_of(part))
 
 
-def _observation(response: dict[str, Any], pending: list[ToolCall]) -> Observation:
+def _observation(response: JSONObject, pending: list[ToolCall]) -> Observation:
     """A function response, paired by id, else with the oldest open call of that name."""
     call_id = string_id(response.get("id"))
     match = next((c for c in pending if c.id == call_id), None) if call_id else None
@@ -134,7 +133,7 @@ def _observation(response: dict[str, Any], pending: list[ToolCall]) -> Observati
     return Observation(call_id=call_id, content=content, is_error=failed or looks_like_error(content))
 
 
-def _from_record(ledger: Ledger, messages: list[Any]) -> StepList:
+def _from_record(ledger: Ledger, messages: list[JSONValue]) -> StepList:
     steps = StepList()
     for message in messages:
         ledger.saw(records=1)
@@ -152,7 +151,7 @@ def _from_record(ledger: Ledger, messages: list[Any]) -> StepList:
     return steps
 
 
-def _gemini_message(ledger: Ledger, steps: StepList, message: dict[str, Any]) -> None:
+def _gemini_message(ledger: Ledger, steps: StepList, message: JSONObject) -> None:
     thoughts = [t for t in message.get("thoughts") or [] if isinstance(t, dict)]
     reasoning = "\n\n".join(f"{t.get('subject', '')}: {t.get('description', '')}".strip(": ") for t in thoughts)
     index = steps.add("agent", text_of(message.get("content")), reasoning=reasoning or None)
@@ -171,7 +170,7 @@ def _gemini_message(ledger: Ledger, steps: StepList, message: dict[str, Any]) ->
                                  is_error=call.get("status") in ("error", "cancelled") or looks_like_error(content)))
 
 
-def _record_result(result: Any) -> str:
+def _record_result(result: JSONValue) -> str:
     """Text of a recorded tool result (a `PartListUnion`, usually one functionResponse part)."""
     parts = result if isinstance(result, list) else [result]
     texts = []

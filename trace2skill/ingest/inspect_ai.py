@@ -23,11 +23,10 @@ outcome stays `unknown` and the scores are kept in `extra`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, kind_of, looks_like_error, string_id, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 from .documents import ZipLog
 
 NAME = "inspect_ai"
@@ -35,11 +34,11 @@ NAME = "inspect_ai"
 _LETTERS = {"c": 1.0, "i": 0.0, "p": 0.5, "n": 0.0, "yes": 1.0, "true": 1.0, "no": 0.0, "false": 0.0}
 
 
-def _is_log(value: Any) -> bool:
+def _is_log(value: JSONValue) -> bool:
     return isinstance(value, dict) and isinstance(value.get("eval"), dict) and "task" in value["eval"] and "version" in value
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if isinstance(sample, ZipLog):
         return "header.json" in sample.names()
     return _is_log(sample)
@@ -84,13 +83,13 @@ def _read_zip(doc: Document, archive: ZipLog) -> Iterator[Trace | Skip]:
             yield _sample(doc, header, sample, name)
 
 
-def _note_version(ledger: Ledger, log: dict[str, Any]) -> None:
+def _note_version(ledger: Ledger, log: JSONObject) -> None:
     packages = log["eval"].get("packages") if isinstance(log["eval"].get("packages"), dict) else {}
     version = f"log v{log.get('version')}"
     ledger.version = f"{version}, inspect_ai {packages['inspect_ai']}" if "inspect_ai" in packages else version
 
 
-def _sample(doc: Document, log: dict[str, Any], sample: Any, where: str) -> Trace | Skip:
+def _sample(doc: Document, log: JSONObject, sample: JSONValue, where: str) -> Trace | Skip:
     if not isinstance(sample, dict) or not isinstance(sample.get("messages"), list):
         doc.ledger.drop("sample without a message list")
         return doc.skip(f"expected an Inspect sample with 'messages', got {kind_of(sample)}", where)
@@ -103,7 +102,7 @@ def _sample(doc: Document, log: dict[str, Any], sample: Any, where: str) -> Trac
     spec = log["eval"]
     reward, scores = _reward(sample.get("scores"))
     sample_id = string_id(sample.get("id")) or where
-    extra: dict[str, Any] = {"task_id": sample_id, "epoch": sample.get("epoch"), "inspect_task": spec.get("task")}
+    extra: JSONObject = {"task_id": sample_id, "epoch": sample.get("epoch"), "inspect_task": spec.get("task")}
     if scores is not None:
         extra["scores"] = scores
     if sample.get("error"):
@@ -122,7 +121,7 @@ def _sample(doc: Document, log: dict[str, Any], sample: Any, where: str) -> Trac
     )
 
 
-def _steps(doc: Document, messages: list[Any]) -> StepList:
+def _steps(doc: Document, messages: list[JSONValue]) -> StepList:
     steps = StepList()
     for message in messages:
         doc.ledger.saw(records=1)
@@ -154,7 +153,7 @@ def _steps(doc: Document, messages: list[Any]) -> StepList:
     return steps
 
 
-def _content(content: Any) -> tuple[str, str]:
+def _content(content: JSONValue) -> tuple[str, str]:
     """Visible text and reasoning of a message content (a string or a list of parts)."""
     if not isinstance(content, list):
         return text_of(content), ""
@@ -163,7 +162,7 @@ def _content(content: Any) -> tuple[str, str]:
     return "\n".join(t for t in text if t), "\n\n".join(r for r in reasoning if r)
 
 
-def _reward(scores: Any) -> tuple[float | None, dict[str, Any] | None]:
+def _reward(scores: JSONValue) -> tuple[float | None, JSONObject | None]:
     """The reward of the first scorer's value (see the module docstring) and all values."""
     if not isinstance(scores, dict) or not scores:
         return None, None

@@ -23,12 +23,11 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from ..errors import ConfigError, TraceFormatError
 from .base import Document
 from .documents import Source, iter_sources, open_document, open_regular
-from ..types import Outcome, Trace
+from ..types import JSONObject, JSONValue, Outcome, Trace
 
 RESULT_FILE_NAMES = ("results_summary.json", "report.json")
 _ID_COLUMNS = ("id", "trace_id", "trajectory_id", "instance_id", "task_id")
@@ -131,7 +130,7 @@ def _is_result_name(path: str) -> bool:
     return member.name in RESULT_FILE_NAMES or member.parent.name == "sb-cli-reports"
 
 
-def label_document(value: Any, path: str, threshold: float = 1.0) -> dict[str, Label] | None:
+def label_document(value: JSONValue, path: str, threshold: float = 1.0) -> dict[str, Label] | None:
     """Labels from a results-file shape, or None when `value` is not one."""
     if not isinstance(value, dict):
         return None
@@ -180,7 +179,7 @@ def read_labels_file(path: Path, threshold: float = 1.0) -> dict[str, Label]:
     raise TraceFormatError(f"labels file {str(path)!r} must hold an object or a list, not {type(value).__name__}")
 
 
-def _from_mapping(value: dict[str, Any], origin: str, threshold: float) -> dict[str, Label]:
+def _from_mapping(value: JSONObject, origin: str, threshold: float) -> dict[str, Label]:
     labels, problems = {}, []
     for key, verdict in value.items():
         label = to_label(verdict, threshold, origin)
@@ -192,7 +191,7 @@ def _from_mapping(value: dict[str, Any], origin: str, threshold: float) -> dict[
     return labels
 
 
-def _from_rows(rows: list[Any], origin: str, threshold: float, strict: bool = False) -> dict[str, Label]:
+def _from_rows(rows: list[JSONValue], origin: str, threshold: float, strict: bool = False) -> dict[str, Label]:
     labels, problems = {}, []
     for n, row in enumerate(rows, start=1):
         ident = next((row[c] for c in _ID_COLUMNS if isinstance(row, dict) and row.get(c) not in (None, "")), None)
@@ -213,7 +212,7 @@ def _raise_problems(origin: str, problems: list[str]) -> None:
         raise TraceFormatError(f"labels file {origin!r}: {shown}")
 
 
-def to_label(value: Any, threshold: float = 1.0, origin: str = "") -> Label | None:
+def to_label(value: JSONValue, threshold: float = 1.0, origin: str = "") -> Label | None:
     """A label from a verdict: bool, reward number, word, or an object holding one of those."""
     if isinstance(value, bool):
         return Label("success" if value else "failure", origin=origin)

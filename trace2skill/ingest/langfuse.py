@@ -22,11 +22,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
-from ..types import Skip, Trace
+from ..types import JSONObject, JSONValue, Skip, Trace
 from ._steps import kind_of
-from .base import Document
+from .base import Document, Sample
 from .otlp import Span, trace_from_spans
 
 NAME = "langfuse"
@@ -34,7 +33,7 @@ NAME = "langfuse"
 _MESSAGE_KEYS = ("gen_ai.input.messages", "gen_ai.prompt.", "llm.input_messages.")
 
 
-def _observations(value: Any) -> list[Any] | None:
+def _observations(value: JSONValue) -> list[JSONValue] | None:
     if not isinstance(value, dict):
         return None
     found = value.get("observations")
@@ -43,7 +42,7 @@ def _observations(value: Any) -> list[Any] | None:
     return found if isinstance(found, list) else None
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if isinstance(sample, list):
         return bool(sample) and sniff(sample[0])
     observations = _observations(sample)
@@ -64,7 +63,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
         yield from _read_export(doc, export, observations)
 
 
-def _read_export(doc: Document, export: dict[str, Any], observations: list[Any]) -> Iterator[Trace | Skip]:
+def _read_export(doc: Document, export: JSONObject, observations: list[JSONValue]) -> Iterator[Trace | Skip]:
     spans: list[Span] = []
     for observation in observations:
         if not isinstance(observation, dict) or not isinstance(observation.get("id"), str):
@@ -85,7 +84,7 @@ def _read_export(doc: Document, export: dict[str, Any], observations: list[Any])
         yield item
 
 
-def _span(observation: dict[str, Any]) -> Span:
+def _span(observation: JSONObject) -> Span:
     metadata = _json(observation.get("metadata"))
     metadata = metadata if isinstance(metadata, dict) else {}
     attrs = _json(metadata.get("attributes"))
@@ -122,7 +121,7 @@ def _span(observation: dict[str, Any]) -> Span:
     )
 
 
-def _scope(observation: dict[str, Any]) -> str | None:
+def _scope(observation: JSONObject) -> str | None:
     """The instrumentation that wrote the span (`pydantic-ai 1.26.0`), not Langfuse's own SDK."""
     metadata = _json(observation.get("metadata"))
     scope = metadata.get("scope") if isinstance(metadata, dict) and isinstance(metadata.get("scope"), dict) else {}
@@ -132,7 +131,7 @@ def _scope(observation: dict[str, Any]) -> str | None:
     return f"{name} {scope.get('version')}" if scope.get("version") else name
 
 
-def _json(value: Any) -> Any:
+def _json(value: JSONValue) -> JSONValue:
     """A JSON-encoded string decoded (Langfuse stores many fields that way); other values as they are."""
     if isinstance(value, str) and value[:1] in "[{":
         try:
@@ -142,7 +141,7 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _nanoseconds(stamp: Any) -> int:
+def _nanoseconds(stamp: JSONValue) -> int:
     if not isinstance(stamp, str):
         return 0
     try:

@@ -35,11 +35,10 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, Step, ToolCall, Trace
 from ._steps import StepList, arguments_text, as_int, kind_of, text_of
-from .base import Document, read_each
+from .base import Document, Sample, read_each
 
 NAME = "mini_swe_agent"
 _ACTION = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
@@ -53,7 +52,7 @@ _PREDICATES_EMPTY = {"grep", "egrep", "fgrep", "rg", "ag", "test", "["}
 _PREDICATES_DIFF = {"diff", "cmp"}
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if not isinstance(sample, dict):
         return False
     fmt = sample.get("trajectory_format")
@@ -67,7 +66,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
     return read_each(doc, _read_one)
 
 
-def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace | Skip]:
+def _read_one(doc: Document, value: JSONValue, record: str | None) -> Iterator[Trace | Skip]:
     if not isinstance(value, dict) or not isinstance(value.get("messages"), list):
         yield doc.skip(f"expected an object with a 'messages' list, got {kind_of(value)}", record)
         return
@@ -113,7 +112,7 @@ def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace |
     )
 
 
-def _agent_step(index: int, message: dict[str, Any], text: str, reply: str | None) -> Step:
+def _agent_step(index: int, message: JSONObject, text: str, reply: str | None) -> Step:
     actions = _ACTION.findall(text)
     calls: tuple[ToolCall, ...] = ()
     visible = text
@@ -157,7 +156,7 @@ def _is_predicate_answer(code: int, command: str, output: re.Match[str] | None) 
     return (program in _PREDICATES_EMPTY and empty) or program in _PREDICATES_DIFF
 
 
-def _reasoning(message: dict[str, Any]) -> str | None:
+def _reasoning(message: JSONObject) -> str | None:
     extra = message.get("extra")
     response = extra.get("response") if isinstance(extra, dict) else None
     choices = response.get("choices") if isinstance(response, dict) else None
@@ -169,7 +168,7 @@ def _reasoning(message: dict[str, Any]) -> str | None:
     return None
 
 
-def _trace_id(value: dict[str, Any], path: str) -> str:
+def _trace_id(value: JSONObject, path: str) -> str:
     instance = value.get("instance_id")
     if isinstance(instance, str) and instance:
         return instance
@@ -180,27 +179,27 @@ def _trace_id(value: dict[str, Any], path: str) -> str:
     return name
 
 
-def _agent_name(info: dict[str, Any]) -> str:
+def _agent_name(info: JSONObject) -> str:
     version = info.get("mini_version")
     return f"mini-swe-agent {version}" if isinstance(version, str) else "mini-swe-agent"
 
 
-def _model_name(info: dict[str, Any]) -> str | None:
+def _model_name(info: JSONObject) -> str | None:
     config = info.get("config")
     model = config.get("model") if isinstance(config, dict) else None
     name = model.get("model_name") if isinstance(model, dict) else None
     return name if isinstance(name, str) else None
 
 
-def _extra(value: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    extra: dict[str, Any] = {"trajectory_format": value.get("trajectory_format")}
+def _extra(value: JSONObject, info: JSONObject) -> JSONObject:
+    extra: JSONObject = {"trajectory_format": value.get("trajectory_format")}
     for key in ("exit_status", "submission", "model_stats"):
         if key in info:
             extra[key] = info[key]
     return extra
 
 
-def _count_v1(doc: Document, messages: list[Any]) -> None:
+def _count_v1(doc: Document, messages: list[JSONValue]) -> None:
     """Ledger for 1.x: every message is a record; an assistant message with exactly one
     ```bash block is a call, and the user message after an assistant message its result."""
     ledger = doc.ledger
@@ -222,7 +221,7 @@ _V2_ACTION = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOT
 _JSON_RETURNCODE = re.compile(r'^\s*\{\s*"returncode":\s*(-?\d+)')
 
 
-def _is_v2(value: dict[str, Any], info: dict[str, Any]) -> bool:
+def _is_v2(value: JSONObject, info: JSONObject) -> bool:
     version = info.get("mini_version")
     if isinstance(version, str) and version[:1].isdigit() and int(version.split(".")[0]) >= 2:
         return True
@@ -235,7 +234,7 @@ def _is_v2(value: dict[str, Any], info: dict[str, Any]) -> bool:
     return False
 
 
-def _read_v2(doc: Document, value: dict[str, Any], info: dict[str, Any], record: str | None) -> Iterator[Trace | Skip]:
+def _read_v2(doc: Document, value: JSONObject, info: JSONObject, record: str | None) -> Iterator[Trace | Skip]:
     """mini-swe-agent 2.x: OpenAI-style messages plus mini-swe-agent's `extra`.
 
     Tool-call mode: an assistant message's `tool_calls` (the `bash` tool, `{"command": ...}`)
@@ -272,7 +271,7 @@ def _read_v2(doc: Document, value: dict[str, Any], info: dict[str, Any], record:
     )
 
 
-def _count_v2(message: Any) -> dict[str, int]:
+def _count_v2(message: JSONValue) -> dict[str, int]:
     if not isinstance(message, dict):
         return {"calls": 0, "results": 0}
     extra = message.get("extra") if isinstance(message.get("extra"), dict) else {}
@@ -287,7 +286,7 @@ def _count_v2(message: Any) -> dict[str, int]:
     return {"calls": 0, "results": int(answered)}
 
 
-def _v2_agent_step(steps: StepList, message: dict[str, Any], text: str, extra: dict[str, Any]) -> list[ToolCall]:
+def _v2_agent_step(steps: StepList, message: JSONObject, text: str, extra: JSONObject) -> list[ToolCall]:
     index = steps.add("agent", _V2_ACTION.sub("", text).strip() if "```" in text else text, reasoning=_reasoning(message))
     calls: list[ToolCall] = []
     raw_calls = message.get("tool_calls")
@@ -308,7 +307,7 @@ def _v2_agent_step(steps: StepList, message: dict[str, Any], text: str, extra: d
     return calls
 
 
-def _command_of(arguments: Any) -> str | None:
+def _command_of(arguments: JSONValue) -> str | None:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
@@ -318,7 +317,7 @@ def _command_of(arguments: Any) -> str | None:
     return command if isinstance(command, str) else None
 
 
-def _v2_result(steps: StepList, message: dict[str, Any], text: str, extra: dict[str, Any], pending: list[ToolCall]) -> None:
+def _v2_result(steps: StepList, message: JSONObject, text: str, extra: JSONObject, pending: list[ToolCall]) -> None:
     """Join one result to its call (by `tool_call_id`, else the next unanswered call)."""
     call_id = message.get("tool_call_id") if isinstance(message.get("tool_call_id"), str) else None
     call = next((c for c in pending if c.id == call_id), None) if call_id else None

@@ -18,26 +18,25 @@ from the text (a traceback, `Error:`, a non-zero `Exit code: N`, in any case, ..
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, derived_id, kind_of, looks_like_error, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 
 NAME = "openai_chat"
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _ID_KEYS = ("id", "conversation_id", "session_id", "trace_id", "task_id", "instance_id")
-def is_message(value: Any) -> bool:
+def is_message(value: JSONValue) -> bool:
     return isinstance(value, dict) and value.get("role") in ROLES and ("content" in value or "tool_calls" in value)
 
 
-def is_conversation(value: Any) -> bool:
+def is_conversation(value: JSONValue) -> bool:
     if isinstance(value, dict):
         value = value.get("messages")
     return isinstance(value, list) and bool(value) and all(is_message(m) for m in value[:3])
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if is_conversation(sample) or is_message(sample):
         return True
     return isinstance(sample, list) and bool(sample) and is_conversation(sample[0])
@@ -52,7 +51,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
         yield from conversation_trace(doc, record, value)
 
 
-def _conversations(doc: Document) -> Iterator[tuple[str | None, Any] | Skip]:
+def _conversations(doc: Document) -> Iterator[tuple[str | None, JSONValue] | Skip]:
     if doc.kind == "json":
         value = doc.value()
         if is_conversation(value) or (isinstance(value, list) and not value):
@@ -70,7 +69,7 @@ def _conversations(doc: Document) -> Iterator[tuple[str | None, Any] | Skip]:
         yield from ((r if isinstance(r, Skip) else (f"line {r[0]}", r[1])) for r in records)
 
 
-def first_record(doc: Document) -> tuple[int, Any] | None:
+def first_record(doc: Document) -> tuple[int, JSONValue] | None:
     """`(line, value)` of the first well-formed record of a JSONL document, None if none is."""
     records = doc.records()
     try:
@@ -79,8 +78,8 @@ def first_record(doc: Document) -> tuple[int, Any] | None:
         records.close()  # type: ignore[attr-defined]
 
 
-def _one_conversation_per_file(doc: Document, records: Iterator[Any]) -> Iterator[tuple[str | None, Any] | Skip]:
-    messages: list[Any] = []
+def _one_conversation_per_file(doc: Document, records: Iterator[JSONValue]) -> Iterator[tuple[str | None, JSONValue] | Skip]:
+    messages: list[JSONValue] = []
     for item in records:
         if isinstance(item, Skip):
             yield item
@@ -89,7 +88,7 @@ def _one_conversation_per_file(doc: Document, records: Iterator[Any]) -> Iterato
     yield None, messages
 
 
-def conversation_trace(doc: Document, record: str | None, value: Any) -> Iterator[Trace | Skip]:
+def conversation_trace(doc: Document, record: str | None, value: JSONValue) -> Iterator[Trace | Skip]:
     """Build one trace from a conversation value, yielding skips for its bad messages."""
     meta = value if isinstance(value, dict) else {}
     messages = meta.get("messages") if meta else value
@@ -115,7 +114,7 @@ def conversation_trace(doc: Document, record: str | None, value: Any) -> Iterato
     )
 
 
-def build_steps(messages: list[Any], problem: Callable[[int, str], None], ledger: Ledger | None = None) -> StepList:
+def build_steps(messages: list[JSONValue], problem: Callable[[int, str], None], ledger: Ledger | None = None) -> StepList:
     """Convert OpenAI-style messages into steps; `problem(index, reason)` gets each bad one.
 
     With a `ledger`, each message is counted as a record, with the tool calls and tool
@@ -142,7 +141,7 @@ def build_steps(messages: list[Any], problem: Callable[[int, str], None], ledger
     return steps
 
 
-def count_message(message: Any) -> dict[str, int]:
+def count_message(message: JSONValue) -> dict[str, int]:
     """Raw tool calls and tool results one OpenAI-style message holds."""
     if not isinstance(message, dict):
         return {"calls": 0, "results": 0}
@@ -152,7 +151,7 @@ def count_message(message: Any) -> dict[str, int]:
     return {"calls": n_calls, "results": int(message.get("role") in ("tool", "function"))}
 
 
-def _add_assistant(steps: StepList, message: dict[str, Any], text: str) -> None:
+def _add_assistant(steps: StepList, message: JSONObject, text: str) -> None:
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     index = steps.add("agent", text, reasoning=reasoning if isinstance(reasoning, str) else None)
     calls = message.get("tool_calls") or []
@@ -175,7 +174,7 @@ def _add_assistant(steps: StepList, message: dict[str, Any], text: str) -> None:
         )
 
 
-def _add_tool_result(steps: StepList, message: dict[str, Any], text: str) -> None:
+def _add_tool_result(steps: StepList, message: JSONObject, text: str) -> None:
     call_id = message.get("tool_call_id")
     several = message.get("tool_call_ids")
     if call_id is None and isinstance(several, list) and several:
@@ -194,7 +193,7 @@ def _add_tool_result(steps: StepList, message: dict[str, Any], text: str) -> Non
     steps.attach(observation, extra={"note": note} if not steps.knows_call(call_id) else None)
 
 
-def _trace_id(meta: dict[str, Any]) -> str | None:
+def _trace_id(meta: JSONObject) -> str | None:
     for key in _ID_KEYS:
         value = meta.get(key)
         if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
@@ -202,7 +201,7 @@ def _trace_id(meta: dict[str, Any]) -> str | None:
     return None
 
 
-def _outcome(meta: dict[str, Any]) -> str:
+def _outcome(meta: JSONObject) -> str:
     for key in ("outcome", "label", "resolved", "success"):
         value = meta.get(key)
         if isinstance(value, bool):

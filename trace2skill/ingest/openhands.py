@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, as_int, derived_id, exit_code_in, kind_of, looks_like_error, string_id, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 
 NAME = "openhands"
 
@@ -56,13 +55,13 @@ _IGNORED_OBSERVATIONS = {
 }
 
 
-def _is_event(value: Any) -> bool:
+def _is_event(value: JSONValue) -> bool:
     if not isinstance(value, dict) or "id" not in value or "source" not in value:
         return False
     return "action" in value or "observation" in value or str(value.get("kind", "")).endswith(_V1_KINDS)
 
 
-def _is_record(value: Any) -> bool:
+def _is_record(value: JSONValue) -> bool:
     history = value.get("history") if isinstance(value, dict) else None
     return isinstance(history, list) and bool(history) and _is_event(history[0]) and ("instance_id" in value or "test_result" in value)
 
@@ -71,7 +70,7 @@ _V1_KINDS = ("Event", "Observation", "Condensation", "CondensationRequest")
 _V1_IGNORED = "V1 events without a message, call or result (state updates, condensation, pauses, tokens)"
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if isinstance(sample, list):
         return bool(sample) and _is_event(sample[0])
     return _is_record(sample)
@@ -89,7 +88,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
     yield from _read_value(doc, doc.value(), None)
 
 
-def _read_value(doc: Document, value: Any, where: str | None) -> Iterator[Trace | Skip]:
+def _read_value(doc: Document, value: JSONValue, where: str | None) -> Iterator[Trace | Skip]:
     if isinstance(value, list) and value and _is_event(value[0]):
         yield from _trace(doc, value, where, {})
     elif _is_record(value):
@@ -99,7 +98,7 @@ def _read_value(doc: Document, value: Any, where: str | None) -> Iterator[Trace 
         yield doc.skip(f"expected an OpenHands event list or evaluation record, got {kind_of(value)}", where)
 
 
-def _trace(doc: Document, events: list[Any], where: str | None, record: dict[str, Any]) -> Iterator[Trace | Skip]:
+def _trace(doc: Document, events: list[JSONValue], where: str | None, record: JSONObject) -> Iterator[Trace | Skip]:
     steps = StepList()
     state = _State(doc.ledger)
     for index, event in enumerate(events):
@@ -124,7 +123,7 @@ def _trace(doc: Document, events: list[Any], where: str | None, record: dict[str
         doc.ledger.version = "V1 SDK events" if any(isinstance(e, dict) and "kind" in e for e in events[:5]) else "V0 events"
     llm = metadata.get("llm_config") if isinstance(metadata.get("llm_config"), dict) else {}
     instruction = record.get("instruction")
-    extra: dict[str, Any] = {}
+    extra: JSONObject = {}
     if isinstance(record.get("instance_id"), str):
         extra["instance_id"] = record["instance_id"]
     if record.get("error"):
@@ -142,7 +141,7 @@ def _trace(doc: Document, events: list[Any], where: str | None, record: dict[str
     )
 
 
-def _outcome(test_result: Any) -> str:
+def _outcome(test_result: JSONValue) -> str:
     report = test_result.get("report") if isinstance(test_result, dict) else None
     resolved = report.get("resolved") if isinstance(report, dict) else None
     return "unknown" if not isinstance(resolved, bool) else ("success" if resolved else "failure")
@@ -157,7 +156,7 @@ class _State:
         self.last_response: str | None = None
         self.model: str | None = None
 
-    def action(self, steps: StepList, event: dict[str, Any]) -> None:
+    def action(self, steps: StepList, event: JSONObject) -> None:
         action, source = event.get("action"), event.get("source")
         args = event.get("args") if isinstance(event.get("args"), dict) else {}
         if not isinstance(action, str):
@@ -176,7 +175,7 @@ class _State:
         else:
             self.ledger.ignore(_IGNORED_ACTIONS.get(str(action), f"'{action}' actions from {source} are not agent tool calls"))
 
-    def _call(self, steps: StepList, event: dict[str, Any], args: dict[str, Any]) -> None:
+    def _call(self, steps: StepList, event: JSONObject, args: JSONObject) -> None:
         self.ledger.saw(calls=1)
         meta = event.get("tool_call_metadata") if isinstance(event.get("tool_call_metadata"), dict) else {}
         response = meta.get("model_response") if isinstance(meta.get("model_response"), dict) else {}
@@ -195,7 +194,7 @@ class _State:
         self.calls[string_id(event.get("id")) or f"event-{len(self.calls)}"] = call_id
         self.last_response = response_id
 
-    def observation(self, steps: StepList, event: dict[str, Any]) -> None:
+    def observation(self, steps: StepList, event: JSONObject) -> None:
         kind = str(event.get("observation"))
         call_id = self.calls.get(string_id(event.get("cause")) or "")
         if call_id is None:
@@ -214,12 +213,12 @@ class _State:
         steps.attach(Observation(call_id=call_id, content=content, is_error=failed, exit_code=code))
 
 
-def _response_text(response: dict[str, Any]) -> str:
+def _response_text(response: JSONObject) -> str:
     message = _response_message(response)
     return text_of(message.get("content")) if message else ""
 
 
-def _response_arguments(response: dict[str, Any], call_id: str) -> str | None:
+def _response_arguments(response: JSONObject, call_id: str) -> str | None:
     """The argument string the model wrote for `call_id`, when the response is kept."""
     message = _response_message(response)
     calls = (message or {}).get("tool_calls")
@@ -230,7 +229,7 @@ def _response_arguments(response: dict[str, Any], call_id: str) -> str | None:
     return None
 
 
-def _response_message(response: dict[str, Any]) -> dict[str, Any] | None:
+def _response_message(response: JSONObject) -> JSONObject | None:
     choices = response.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict) and isinstance(choices[0].get("message"), dict):
         return choices[0]["message"]
@@ -239,7 +238,7 @@ def _response_message(response: dict[str, Any]) -> dict[str, Any] | None:
 
 # --- V1 SDK events (`kind` discriminator) ---
 
-def _v1_event(state: _State, steps: StepList, event: dict[str, Any]) -> None:
+def _v1_event(state: _State, steps: StepList, event: JSONObject) -> None:
     kind = event.get("kind")
     if kind == "SystemPromptEvent":
         steps.add("system", text_of(event.get("system_prompt")))
@@ -270,7 +269,7 @@ def _v1_event(state: _State, steps: StepList, event: dict[str, Any]) -> None:
         state.ledger.ignore(_V1_IGNORED)
 
 
-def _v1_action(state: _State, steps: StepList, event: dict[str, Any]) -> None:
+def _v1_action(state: _State, steps: StepList, event: JSONObject) -> None:
     state.ledger.saw(calls=1)
     call = event.get("tool_call") if isinstance(event.get("tool_call"), dict) else {}
     response_id = event.get("llm_response_id") if isinstance(event.get("llm_response_id"), str) else None

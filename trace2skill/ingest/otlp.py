@@ -27,11 +27,10 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, as_int, kind_of, looks_like_error, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 
 NAME = "otlp"
 
@@ -45,7 +44,7 @@ _MESSAGE_EVENTS = {
 }
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     """True for an OTLP/JSON export (or a list of them)."""
     if isinstance(sample, list):
         return bool(sample) and sniff(sample[0])
@@ -59,11 +58,11 @@ class Span:
     parent_id: str | None
     name: str
     start: int
-    attrs: dict[str, Any]
-    events: list[tuple[str, dict[str, Any]]]
+    attrs: JSONObject
+    events: list[tuple[str, JSONObject]]
     failed: bool
     status_message: str
-    resource: dict[str, Any] = field(default_factory=dict)
+    resource: JSONObject = field(default_factory=dict)
 
 
 def read(doc: Document) -> Iterator[Trace | Skip]:
@@ -108,7 +107,7 @@ def _read_jsonl(doc: Document) -> Iterator[Trace | Skip]:
             yield from _emit(doc, trace_id, open_traces.pop(trace_id))
 
 
-def spans_of(export: Any) -> Iterator[Span | str]:
+def spans_of(export: JSONValue) -> Iterator[Span | str]:
     """Decode the spans of one export; yield a reason string for each malformed part."""
     if not isinstance(export, dict) or not isinstance(export.get("resourceSpans"), list):
         yield f"expected an OTLP export with a resourceSpans list, got {kind_of(export)}"
@@ -135,7 +134,7 @@ def spans_of(export: Any) -> Iterator[Span | str]:
                 yield span if isinstance(span, Span) else f"resourceSpans[{r}].scopeSpans[{s}].spans[{k}]: {span}"
 
 
-def _span(raw: Any, resource: dict[str, Any]) -> Span | str:
+def _span(raw: JSONValue, resource: JSONObject) -> Span | str:
     if not isinstance(raw, dict):
         return f"expected a span object, got {kind_of(raw)}"
     trace_id, span_id = raw.get("traceId"), raw.get("spanId")
@@ -165,7 +164,7 @@ def _span(raw: Any, resource: dict[str, Any]) -> Span | str:
     )
 
 
-def attributes(raw: Any) -> dict[str, Any]:
+def attributes(raw: JSONValue) -> JSONObject:
     """OTLP `[{key, value: AnyValue}]` as a plain dict (a dict is taken as already decoded)."""
     if isinstance(raw, dict):
         return raw
@@ -176,7 +175,7 @@ def attributes(raw: Any) -> dict[str, Any]:
     }
 
 
-def any_value(value: Any) -> Any:
+def any_value(value: JSONValue) -> JSONValue:
     """Decode an OTLP AnyValue (`intValue` arrives as a string in OTLP/JSON)."""
     if not isinstance(value, dict):
         return value
@@ -194,9 +193,9 @@ def any_value(value: Any) -> Any:
     return None
 
 
-def unflatten(attrs: dict[str, Any], prefix: str) -> Any:
+def unflatten(attrs: JSONObject, prefix: str) -> JSONValue:
     """Re-nest flattened keys: `p.0.message.role` -> `[{"message": {"role": ...}}]`."""
-    root: dict[str, Any] = {}
+    root: JSONObject = {}
     for key, value in attrs.items():
         if not key.startswith(prefix + "."):
             continue
@@ -214,7 +213,7 @@ def unflatten(attrs: dict[str, Any], prefix: str) -> Any:
     return _listify(root) if root else None
 
 
-def _listify(node: Any) -> Any:
+def _listify(node: JSONValue) -> JSONValue:
     if not isinstance(node, dict):
         return node
     node = {k: _listify(v) for k, v in node.items()}
@@ -264,7 +263,7 @@ def _emit(doc: Document, trace_id: str, spans: list[Span]) -> Iterator[Trace | S
         yield doc.skip(f"no LLM or tool spans among {len(spans)} span(s)", where)
         return
     root = ordered[0]
-    extra: dict[str, Any] = {"span_count": len(spans), **conversation.extra()}
+    extra: JSONObject = {"span_count": len(spans), **conversation.extra()}
     if root.failed and root.status_message:
         extra["status_message"] = root.status_message
     service = root.resource.get("service.name")
@@ -356,8 +355,8 @@ class _Conversation:
         elif kind == "tool":
             self._tool(span)
 
-    def extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
+    def extra(self) -> JSONObject:
+        extra: JSONObject = {}
         if self.provider:
             extra["provider"] = self.provider
         if any(self.tokens.values()):
@@ -502,7 +501,7 @@ def output_messages(span: Span) -> list[_Message]:
     return replies
 
 
-def _from_parts(message: Any, default_role: str = "user") -> _Message:
+def _from_parts(message: JSONValue, default_role: str = "user") -> _Message:
     """A current-convention message `{role, parts: [{type, ...}]}`."""
     if not isinstance(message, dict):
         return _Message(default_role, text_of(message))
@@ -536,7 +535,7 @@ def _from_parts(message: Any, default_role: str = "user") -> _Message:
     return result
 
 
-def _from_chat(message: Any, default_role: str = "user") -> _Message:
+def _from_chat(message: JSONValue, default_role: str = "user") -> _Message:
     """An OpenAI-chat-like message, as the indexed and OpenInference attributes re-nest."""
     if not isinstance(message, dict):
         return _Message(default_role, text_of(message))
@@ -561,14 +560,14 @@ def _from_chat(message: Any, default_role: str = "user") -> _Message:
     return result
 
 
-def _from_event(role: str, attrs: dict[str, Any]) -> _Message:
+def _from_event(role: str, attrs: JSONObject) -> _Message:
     message = {"role": role, **attrs}
     if role == "tool" and "tool_call_id" not in message:
         message["tool_call_id"] = attrs.get("id")
     return _from_chat(message)
 
 
-def _content_text(content: Any) -> str:
+def _content_text(content: JSONValue) -> str:
     if isinstance(content, list):
         return "\n".join(
             t
@@ -578,7 +577,7 @@ def _content_text(content: Any) -> str:
     return text_of(content)
 
 
-def _json(value: Any) -> Any:
+def _json(value: JSONValue) -> JSONValue:
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
             return json.loads(value)
@@ -587,17 +586,17 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _list(value: Any) -> list:
+def _list(value: JSONValue) -> list:
     return value if isinstance(value, list) else []
 
 
-def _str(value: Any) -> str | None:
+def _str(value: JSONValue) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _first_str(attrs: dict[str, Any], *keys: str) -> str | None:
+def _first_str(attrs: JSONObject, *keys: str) -> str | None:
     return next((attrs[k] for k in keys if _str(attrs.get(k))), None)
 
 
-def _first_present(attrs: dict[str, Any], *keys: str) -> Any:
+def _first_present(attrs: JSONObject, *keys: str) -> JSONValue:
     return next((attrs[k] for k in keys if k in attrs), None)

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, as_int, derived_id, exit_code_in, kind_of, looks_like_error, string_id, text_of
-from .base import Document, Ledger
+from .base import Document, Ledger, Sample
 
 NAME = "responses"
 
@@ -29,7 +28,7 @@ ENCRYPTED_REASONING = "[encrypted reasoning]"
 """Placeholder kept where the provider returned only encrypted reasoning."""
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     """True for a Responses item, a list of them, or a record holding them."""
     if isinstance(sample, dict):
         return _is_record(sample) or _is_typed_item(sample)
@@ -112,10 +111,10 @@ def _finish(
     doc: Document,
     assembler: ItemAssembler,
     where: str | None,
-    extra: dict[str, Any],
+    extra: JSONObject,
     *,
-    record_id: Any = None,
-    model: Any = None,
+    record_id: JSONValue = None,
+    model: JSONValue = None,
 ) -> Iterator[Trace | Skip]:
     steps = assembler.steps.build()
     if not steps:
@@ -148,7 +147,7 @@ class ItemAssembler:
         self._ledger = ledger
         self._count_records = count_records
 
-    def feed(self, item: Any) -> str | None:
+    def feed(self, item: JSONValue) -> str | None:
         """Add one item; return why it cannot be used, or None when it was used."""
         if self._ledger is not None:
             self._ledger.saw(records=int(self._count_records), **count_item(item))
@@ -223,7 +222,7 @@ class ItemAssembler:
         return None
 
 
-def count_item(item: Any) -> dict[str, int]:
+def count_item(item: JSONValue) -> dict[str, int]:
     """Raw tool calls and results one Responses item holds (a call item may carry its output)."""
     kind = item.get("type") if isinstance(item, dict) else None
     if not isinstance(kind, str):
@@ -235,7 +234,7 @@ def count_item(item: Any) -> dict[str, int]:
     return {"calls": 0, "results": 0}
 
 
-def parse_output(output: Any) -> tuple[str, int | None, bool]:
+def parse_output(output: JSONValue) -> tuple[str, int | None, bool]:
     """Split a tool output into `(text, exit_code, is_error)`.
 
     Codex writes shell results as a JSON string `{"output": ..., "metadata": {"exit_code": N}}`

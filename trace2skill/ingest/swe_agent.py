@@ -21,11 +21,10 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, Step, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, Step, ToolCall, Trace
 from ._steps import kind_of, looks_like_error, text_of
-from .base import Document, read_each
+from .base import Document, Sample, read_each
 from .openai_chat import build_steps
 
 NAME = "swe_agent"
@@ -33,7 +32,7 @@ _ISSUE = re.compile(r"ISSUE:\s*\n(.*?)\n\s*INSTRUCTIONS:", re.DOTALL)
 _LINT_REJECTED = "Your proposed edit has introduced new syntax error"
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if not isinstance(sample, dict):
         return False
     trajectory = sample.get("trajectory")
@@ -53,7 +52,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
     return read_each(doc, _read_one)
 
 
-def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace | Skip]:
+def _read_one(doc: Document, value: JSONValue, record: str | None) -> Iterator[Trace | Skip]:
     if not isinstance(value, dict):
         yield doc.skip(f"expected a SWE-agent trajectory object, got {kind_of(value)}", record)
         return
@@ -94,7 +93,7 @@ def _read_one(doc: Document, value: Any, record: str | None) -> Iterator[Trace |
     )
 
 
-def _steps_from_trajectory(history: list[Any], trajectory: list[Any]) -> tuple[list[Step], list[str]]:
+def _steps_from_trajectory(history: list[JSONValue], trajectory: list[JSONValue]) -> tuple[list[Step], list[str]]:
     steps: list[Step] = []
     for source in ("system", "user"):
         text = next((text_of(m.get("content")) for m in history if isinstance(m, dict) and m.get("role") == source), "")
@@ -109,7 +108,7 @@ def _steps_from_trajectory(history: list[Any], trajectory: list[Any]) -> tuple[l
     return steps, problems
 
 
-def _count_trajectory(doc: Document, history: list[Any], trajectory: list[Any]) -> None:
+def _count_trajectory(doc: Document, history: list[JSONValue], trajectory: list[JSONValue]) -> None:
     """Ledger: each trajectory entry is a record holding one call (its action) and one result;
     the history repeats them as messages, and only its first system and user texts are read."""
     entries = [e for e in trajectory if isinstance(e, dict)]
@@ -120,7 +119,7 @@ def _count_trajectory(doc: Document, history: list[Any], trajectory: list[Any]) 
         doc.ledger.ignore("history messages repeat the trajectory entries (its first system and user texts are read)", len(history))
 
 
-def _agent_step(index: int, entry: dict[str, Any]) -> Step:
+def _agent_step(index: int, entry: JSONObject) -> Step:
     action = text_of(entry.get("action")).strip()
     observation = text_of(entry.get("observation"))
     calls = (ToolCall(id=f"call-{index}", name=action.split()[0], arguments=action),) if action else ()
@@ -138,7 +137,7 @@ def _is_error(text: str) -> bool:
     return _LINT_REJECTED in text or looks_like_error(text)
 
 
-def _replay_config(value: dict[str, Any]) -> dict[str, Any]:
+def _replay_config(value: JSONObject) -> JSONObject:
     config = value.get("replay_config")
     if isinstance(config, str):
         try:
@@ -148,14 +147,14 @@ def _replay_config(value: dict[str, Any]) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def _model_name(config: dict[str, Any]) -> str | None:
+def _model_name(config: JSONObject) -> str | None:
     agent = config.get("agent")
     model = agent.get("model") if isinstance(agent, dict) else None
     name = model.get("name") if isinstance(model, dict) else None
     return name if isinstance(name, str) else None
 
 
-def _instance_id(config: dict[str, Any]) -> str | None:
+def _instance_id(config: JSONObject) -> str | None:
     problem = config.get("problem_statement")
     found = problem.get("id") if isinstance(problem, dict) else None
     return found if isinstance(found, str) else None

@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
-from ..types import Observation, Skip, SourceRef, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, kind_of, looks_like_error, string_id, text_of
-from .base import Document
+from .base import Document, Sample
 
 NAME = "tau2"
 
 _USER_CALLS = "simulated-user tool calls (requestor 'user') act on the user's device; kept as user-step text"
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if not isinstance(sample, dict) or not isinstance(sample.get("simulations"), list):
         return False
     sims = sample["simulations"]
@@ -58,7 +57,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
         yield _simulation(doc, sim, f"simulation {index}", info, tasks)
 
 
-def _simulation(doc: Document, sim: Any, where: str, info: dict[str, Any], tasks: dict[str, Any]) -> Trace | Skip:
+def _simulation(doc: Document, sim: JSONValue, where: str, info: JSONObject, tasks: JSONObject) -> Trace | Skip:
     if not isinstance(sim, dict):
         doc.ledger.drop("simulation is not an object")
         return doc.skip(f"expected a simulation object, got {kind_of(sim)}", where)
@@ -75,7 +74,7 @@ def _simulation(doc: Document, sim: Any, where: str, info: dict[str, Any], tasks
     reward_info = sim.get("reward_info") if isinstance(sim.get("reward_info"), dict) else {}
     reward = reward_info.get("reward")
     agent = info.get("agent_info") if isinstance(info.get("agent_info"), dict) else {}
-    extra: dict[str, Any] = {"task_id": sim.get("task_id"), "trial": sim.get("trial")}
+    extra: JSONObject = {"task_id": sim.get("task_id"), "trial": sim.get("trial")}
     for key in ("termination_reason", "mode", "review"):
         if sim.get(key) is not None:
             extra[key] = sim[key]
@@ -94,9 +93,9 @@ def _simulation(doc: Document, sim: Any, where: str, info: dict[str, Any], tasks
     )
 
 
-def _tick_messages(tick: dict[str, Any]) -> list[dict[str, Any]]:
+def _tick_messages(tick: JSONObject) -> list[JSONObject]:
     """The messages of one full-duplex tick, in tau2's own order (agent, its results, user, its results)."""
-    out: list[dict[str, Any]] = []
+    out: list[JSONObject] = []
     for who, role in (("agent", "assistant"), ("user", "user")):
         chunk = tick.get(f"{who}_chunk") if isinstance(tick.get(f"{who}_chunk"), dict) else {}
         calls = tick.get(f"{who}_tool_calls") if isinstance(tick.get(f"{who}_tool_calls"), list) else []
@@ -107,9 +106,9 @@ def _tick_messages(tick: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _join_chunks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _join_chunks(messages: list[JSONObject]) -> list[JSONObject]:
     """Streamed chunks of one speaker, one after another, joined into one message (as tau2 does)."""
-    joined: list[dict[str, Any]] = []
+    joined: list[JSONObject] = []
     for message in messages:
         last = joined[-1] if joined else None
         if last is not None and message.get("chunk") and last.get("chunk") and last["role"] == message["role"] and not last["tool_calls"]:
@@ -119,7 +118,7 @@ def _join_chunks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return joined
 
 
-def _steps(doc: Document, messages: list[Any]) -> StepList:
+def _steps(doc: Document, messages: list[JSONValue]) -> StepList:
     steps = StepList()
     user_calls: dict[str, str] = {}
     for message in messages:
@@ -150,7 +149,7 @@ def _steps(doc: Document, messages: list[Any]) -> StepList:
     return steps
 
 
-def _result(doc: Document, steps: StepList, message: dict[str, Any], user_calls: dict[str, str]) -> None:
+def _result(doc: Document, steps: StepList, message: JSONObject, user_calls: dict[str, str]) -> None:
     call_id = string_id(message.get("id"))
     content = text_of(message.get("content"))
     if message.get("requestor") == "user" or (call_id is not None and call_id in user_calls):
@@ -165,7 +164,7 @@ def _result(doc: Document, steps: StepList, message: dict[str, Any], user_calls:
     steps.attach(Observation(call_id=call_id, content=content, is_error=message.get("error") is True or looks_like_error(content)))
 
 
-def _task_text(task: Any) -> str:
+def _task_text(task: JSONValue) -> str:
     """The user scenario's instructions (what the simulated user wants), else the description."""
     if not isinstance(task, dict):
         return ""

@@ -13,21 +13,20 @@ format. The trace id is `task-<task_id>-trial-<trial>`, so trials of one task st
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from ..types import Skip, SourceRef, Trace
+from ..types import JSONObject, JSONValue, Skip, SourceRef, Trace
 from ._steps import kind_of
-from .base import Document, read_each
+from .base import Document, Sample, read_each
 from .openai_chat import build_steps
 
 NAME = "tau_bench"
 
 
-def is_record(value: Any) -> bool:
+def is_record(value: JSONValue) -> bool:
     return isinstance(value, dict) and isinstance(value.get("traj"), list) and ("task_id" in value or "reward" in value)
 
 
-def sniff(sample: Any) -> bool:
+def sniff(sample: Sample) -> bool:
     if isinstance(sample, list):
         return bool(sample) and is_record(sample[0])
     return is_record(sample)
@@ -37,7 +36,7 @@ def read(doc: Document) -> Iterator[Trace | Skip]:
     return read_each(doc, _read_record, split_lists=True)
 
 
-def _read_record(doc: Document, record: Any, where: str | None) -> Iterator[Trace | Skip]:
+def _read_record(doc: Document, record: JSONValue, where: str | None) -> Iterator[Trace | Skip]:
     if not is_record(record):
         yield doc.skip(f"expected a record with a 'traj' message list, got {_describe(record)}", where)
         return
@@ -52,7 +51,7 @@ def _read_record(doc: Document, record: Any, where: str | None) -> Iterator[Trac
     task = info.get("task") if isinstance(info.get("task"), dict) else {}
     instruction = task.get("instruction")
     reward = record.get("reward")
-    extra: dict[str, Any] = {"task_id": record.get("task_id"), "trial": record.get("trial")}
+    extra: JSONObject = {"task_id": record.get("task_id"), "trial": record.get("trial")}
     if "reward_info" in info:
         extra["reward_info"] = info["reward_info"]
     yield Trace(
@@ -67,7 +66,7 @@ def _read_record(doc: Document, record: Any, where: str | None) -> Iterator[Trac
     )
 
 
-def _describe(value: Any) -> str:
+def _describe(value: JSONValue) -> str:
     if isinstance(value, dict):
         return f"an object with keys {sorted(value)[:8]}"
     return kind_of(value)

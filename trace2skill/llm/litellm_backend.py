@@ -16,7 +16,7 @@ import functools
 import json
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,8 +24,12 @@ from ..config import LLMConfig
 from ..errors import (ContextTooLong, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
 from ..types import Usage
+from .backend import CostMeter, RequestGate
 from .parse import complete_with_repair, json_schema, response_schema
 from .retry import RateLimiter, with_retries
+
+if TYPE_CHECKING:
+    from litellm import ModelResponse
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,9 +49,9 @@ def _litellm():
     return litellm
 
 
-def sampling_params(config: LLMConfig) -> dict[str, Any]:
+def sampling_params(config: LLMConfig) -> dict[str, float | int]:
     """The request parameters the user set, and only those."""
-    params: dict[str, Any] = {}
+    params: dict[str, float | int] = {}
     for key in ("temperature", "seed", "max_tokens"):
         value = getattr(config, key)
         if value is not None:
@@ -70,12 +74,12 @@ class LiteLLMClient:
             finding out imports litellm.
     """
 
-    def __init__(self, config: LLMConfig, gate: Any, *, api_key: str | None = None,
+    def __init__(self, config: LLMConfig, gate: RequestGate, *, api_key: str | None = None,
                  key_hint: Callable[[], str] = lambda: ""):
         self.config = config
         self.model = config.model
         self.usage = Usage()
-        self.meter: Any = None
+        self.meter: CostMeter | None = None
         """The run's budget meter (`budget.Meter`), set by `budget.with_budget`."""
         self._gate = gate
         self._api_key = api_key
@@ -106,9 +110,9 @@ class LiteLLMClient:
                 self.meter.settle(reserved, cost)
         return reply_text(response, self.config.structured)
 
-    def request(self, messages: list[dict[str, str]], output: type[BaseModel]) -> dict[str, Any]:
+    def request(self, messages: list[dict[str, str]], output: type[BaseModel]) -> dict[str, object]:
         """The keyword arguments of one `acompletion` call, structured output included."""
-        kwargs: dict[str, Any] = dict(model=self.model, messages=messages, timeout=self.config.timeout,
+        kwargs: dict[str, object] = dict(model=self.model, messages=messages, timeout=self.config.timeout,
                                       num_retries=0, max_retries=0, **sampling_params(self.config))
         if self.config.api_base:
             kwargs["api_base"] = self.config.api_base
@@ -128,7 +132,7 @@ class LiteLLMClient:
             kwargs["messages"] = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + hint}]
         return kwargs
 
-    def _record(self, response: Any) -> float | None:
+    def _record(self, response: ModelResponse) -> float | None:
         usage = getattr(response, "usage", None)
         tokens_in = getattr(usage, "prompt_tokens", 0) or 0
         tokens_out = getattr(usage, "completion_tokens", 0) or 0
@@ -139,7 +143,7 @@ class LiteLLMClient:
         return cost
 
 
-def reply_text(response: Any, structured: str) -> str:
+def reply_text(response: ModelResponse, structured: str) -> str:
     """The reply's JSON text: the forced tool call's arguments, or the message content."""
     message = response.choices[0].message
     calls = getattr(message, "tool_calls", None) or []

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from ..config import LLMConfig
 from ..errors import ConfigError, LLMError, LLMRequestsBlocked
 from ..types import Usage
+from .backend import RequestGate
 from .parse import complete_with_repair, response_schema
 
 M = TypeVar("M", bound=BaseModel)
@@ -73,9 +74,9 @@ def resolve_model_path(model: str) -> Path:
     return path
 
 
-def request_params(config: LLMConfig) -> dict[str, Any]:
+def request_params(config: LLMConfig) -> dict[str, float | int]:
     """Sampling parameters for one request: those the user set, plus a `max_tokens` cap."""
-    params: dict[str, Any] = {"max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS}
+    params: dict[str, float | int] = {"max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS}
     for key in ("temperature", "seed"):
         value = getattr(config, key)
         if value is not None:
@@ -97,7 +98,7 @@ class LlamaCppClient:
         ConfigError: xllamacpp is not installed or the model file is missing.
     """
 
-    def __init__(self, config: LLMConfig, gate: Any, *, n_ctx: int = DEFAULT_N_CTX, threads: int | None = None):
+    def __init__(self, config: LLMConfig, gate: RequestGate, *, n_ctx: int = DEFAULT_N_CTX, threads: int | None = None):
         if importlib.util.find_spec("xllamacpp") is None:
             raise ConfigError(f"model {config.model!r} needs the 'xllamacpp' package; {INSTALL_HINT}")
         self.config = config

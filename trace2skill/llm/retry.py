@@ -32,7 +32,8 @@ MAX_RETRY_AFTER = 120.0
 """A `Retry-After` longer than this is not waited for: the run stops (exit 75) and a rerun resumes."""
 
 
-async def with_retries(send: Callable[[], Awaitable[T]], retries: int, sleep=asyncio.sleep) -> T:
+async def with_retries(send: Callable[[], Awaitable[T]], retries: int,
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
     """Call `send` until it succeeds, retrying only what a retry can fix.
 
     Raises:
@@ -62,7 +63,8 @@ def retry_delay(exc: ProviderUnavailable, attempt: int) -> float | None:
 class RateLimiter:
     """At most `requests` requests and `tokens` prompt tokens in any 60-second window."""
 
-    def __init__(self, requests: int | None, tokens: int | None, clock=time.monotonic, sleep=asyncio.sleep):
+    def __init__(self, requests: int | None, tokens: int | None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.requests, self.tokens = requests, tokens
         self._sent: deque[tuple[float, int]] = deque()
         self._clock, self._sleep = clock, sleep

@@ -116,11 +116,6 @@ def repo_path(path: str) -> str:
     return re.sub(r"^/(testbed|workspace|repo|app|src)/", "", path)
 
 
-def script_of(command: str) -> str:
-    """The first `.py` word of a command: the script a `python script` run executes."""
-    return next((w for w in command.split() if w.endswith(".py")), "")
-
-
 def operands(command: str) -> set[str]:
     """Paths and dotted test labels a command operates on, plus their last names without
     extension, so `tests/app/test_x.py` and the label `app.test_x` meet on `test_x`."""

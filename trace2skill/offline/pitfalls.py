@@ -10,6 +10,8 @@ worked next across runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..types import Evidence, Lesson, Trace
 from . import quotes
 from .detect import error_line, failed, failing_family
@@ -44,7 +46,8 @@ def called(run: Run) -> str:
     return run.command if is_shell(run.tool, run.command) else f"{run.tool} {run.arguments.strip()}"
 
 
-def pitfall_lessons(trace: Trace, runs: list[Run], findings: list[Finding], worded, noise) -> list[Lesson]:
+def pitfall_lessons(trace: Trace, runs: list[Run], findings: list[Finding], worded: Callable[[str], dict[str, str] | None],
+                    noise: Callable[[Run], bool]) -> list[Lesson]:
     """One lesson per signature: up to `MAX_OCCURRENCES` failures plus the first recovery.
 
     `worded(signature)` gives a pack's wording, or None for generic signatures; `noise(run)`

@@ -14,6 +14,7 @@ from typing import Any
 import strictyaml
 
 from ..errors import SkillValidationError
+from ..types import JSONObject
 from .markers import VERSION_KEY
 from .sections import split_lines
 
@@ -35,7 +36,7 @@ def split_frontmatter(text: str) -> tuple[list[str], str]:
     return [], text
 
 
-def frontmatter_data(front: list[str]) -> dict[str, Any]:
+def frontmatter_data(front: list[str]) -> JSONObject:
     """The frontmatter as data, parsed the way skills-ref parses it.
 
     Raises:

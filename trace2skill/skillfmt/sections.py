@@ -24,8 +24,9 @@ applies them one at a time to a workspace it owns.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..errors import EditError
 from .markers import LOCK_MARKER
@@ -224,100 +225,39 @@ def slug(title: str) -> str:
 # Edits
 
 
-@dataclass(frozen=True)
-class AddRule:
-    """Append a new rule bullet to a section (after its last managed line)."""
+EditKind = Literal["add_rule", "replace_rule", "remove_rule", "reorder_rules", "move_to_reference",
+                   "add_section", "remove_section", "set_link", "remove_link", "create_file", "delete_file"]
 
-    section_path: SectionPath
-    rule_id: str
-    text: str
+
+@dataclass(frozen=True)
+class Edit:
+    """One change to the skill's Markdown files: `kind` says which, and which fields it reads.
+
+    | kind | file | section | key | text |
+    | --- | --- | --- | --- | --- |
+    | add_rule: append a rule bullet after the section's last managed line | yes | yes | rule id | the bullet |
+    | replace_rule: rewrite a rule bullet in place, in whatever file it is | - | - | rule id | the bullet |
+    | remove_rule: drop a rule bullet, in whatever file it is | - | - | rule id | - |
+    | reorder_rules: put the section's rules in the order of `order`, in the slots they occupy | yes | yes | - | - |
+    | move_to_reference: move a rule bullet into a section of an existing reference file | that file | yes | rule id | - |
+    | add_section: append a child section with a meaningful, unique heading | yes | the parent | - | its title |
+    | remove_section: remove a section that is empty (no non-blank line, no subsection) | yes | yes | - | - |
+    | set_link: add a managed link line to a section, or rewrite it in place | yes | yes | link target | the line |
+    | remove_link: remove the managed link line to a target that is gone | yes | - | link target | - |
+    | create_file: start a Markdown file with a level-1 heading and `intro` (may be empty) | the new file | - | - | its title |
+    | delete_file: drop a file that holds no managed rule and no locked section | yes | - | - | - |
+
+    One record rather than one class per kind: the kinds share their operands (a file, a section,
+    an item key, a line), and `apply_edit` dispatches on `kind`.
+    """
+
+    kind: EditKind
     file: str = SKILL_FILE
-
-
-@dataclass(frozen=True)
-class ReplaceRule:
-    """Rewrite an existing rule bullet in place, wherever it is."""
-
-    rule_id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class RemoveRule:
-    rule_id: str
-
-
-@dataclass(frozen=True)
-class ReorderRules:
-    """Put the listed rules of one section in this order, in the slots they already occupy."""
-
-    section_path: SectionPath
-    rule_ids: tuple[str, ...]
-    file: str = SKILL_FILE
-
-
-@dataclass(frozen=True)
-class MoveToReference:
-    """Move a rule bullet out of its file into a section of an existing reference file."""
-
-    rule_id: str
-    reference_file: str
-    section_path: SectionPath
-
-
-@dataclass(frozen=True)
-class AddSection:
-    """Append a child section with a meaningful, unique heading."""
-
-    parent_path: SectionPath
-    title: str
-    file: str = SKILL_FILE
-
-
-@dataclass(frozen=True)
-class RemoveSection:
-    """Remove a section that has become empty (no non-blank line, no subsection)."""
-
-    path: SectionPath
-    file: str = SKILL_FILE
-
-
-@dataclass(frozen=True)
-class SetLink:
-    """Add a managed link line to a section, or rewrite it in place if it exists."""
-
-    section_path: SectionPath
-    target: str
-    text: str
-    file: str = SKILL_FILE
-
-
-@dataclass(frozen=True)
-class RemoveLink:
-    """Remove the managed link line to `target` (the reference it pointed to is gone)."""
-
-    target: str
-    file: str = SKILL_FILE
-
-
-@dataclass(frozen=True)
-class CreateFile:
-    """Start a new Markdown file with a level-1 heading and an optional intro paragraph."""
-
-    path: str
-    title: str
+    section: SectionPath = ()
+    key: str = ""
+    text: str = ""
+    order: tuple[str, ...] = ()
     intro: str = ""
-
-
-@dataclass(frozen=True)
-class DeleteFile:
-    """Drop a file that holds no managed rule and no locked section."""
-
-    path: str
-
-
-Edit = (AddRule | ReplaceRule | RemoveRule | ReorderRules | MoveToReference | AddSection | RemoveSection
-        | SetLink | RemoveLink | CreateFile | DeleteFile)
 
 
 def apply_edit(workspace: Workspace, edit: Edit) -> None:
@@ -326,35 +266,35 @@ def apply_edit(workspace: Workspace, edit: Edit) -> None:
     Raises:
         EditError: the edit cannot be applied exactly (missing target, locked text, bad heading).
     """
-    handler = _HANDLERS.get(type(edit))
+    handler = _HANDLERS.get(edit.kind)
     if handler is None:
         raise EditError(f"unknown edit {edit!r}")
     handler(workspace, edit)
 
 
-def _add_rule(ws: Workspace, edit: AddRule) -> None:
-    _check_rule_id(edit.rule_id)
-    if f"rule:{edit.rule_id}" in item_locations(ws):
-        raise EditError(f"rule {edit.rule_id!r} already exists; use ReplaceRule")
-    section = _editable(ws, edit.file, edit.section_path)
-    _insert(section, [_item_line("rule", edit.rule_id, edit.text)])
+def _add_rule(ws: Workspace, edit: Edit) -> None:
+    _check_rule_id(edit.key)
+    if f"rule:{edit.key}" in item_locations(ws):
+        raise EditError(f"rule {edit.key!r} already exists; use replace_rule")
+    section = _editable(ws, edit.file, edit.section)
+    _insert(section, [_item_line("rule", edit.key, edit.text)])
 
 
-def _replace_rule(ws: Workspace, edit: ReplaceRule) -> None:
-    _replace_item(ws, f"rule:{edit.rule_id}", _item_line("rule", edit.rule_id, edit.text), None)
+def _replace_rule(ws: Workspace, edit: Edit) -> None:
+    _replace_item(ws, f"rule:{edit.key}", _item_line("rule", edit.key, edit.text), None)
 
 
-def _remove_rule(ws: Workspace, edit: RemoveRule) -> None:
-    _take_item(ws, f"rule:{edit.rule_id}", None)
+def _remove_rule(ws: Workspace, edit: Edit) -> None:
+    _take_item(ws, f"rule:{edit.key}", None)
 
 
-def _reorder_rules(ws: Workspace, edit: ReorderRules) -> None:
-    section = _editable(ws, edit.file, edit.section_path)
+def _reorder_rules(ws: Workspace, edit: Edit) -> None:
+    section = _editable(ws, edit.file, edit.section)
     positions = {key: index for key, index in items(section)}
-    wanted = [f"rule:{rule_id}" for rule_id in edit.rule_ids]
+    wanted = [f"rule:{rule_id}" for rule_id in edit.order]
     missing = [key for key in wanted if key not in positions]
     if missing or len(set(wanted)) != len(wanted):
-        raise EditError(f"cannot reorder {edit.section_path!r}: rules {missing or wanted!r} are missing or repeated")
+        raise EditError(f"cannot reorder {edit.section!r}: rules {missing or wanted!r} are missing or repeated")
     spans = {key: _span(section.body, positions[key]) for key in wanted}
     slots = sorted(spans.values())
     body, cursor = [], 0
@@ -365,70 +305,71 @@ def _reorder_rules(ws: Workspace, edit: ReorderRules) -> None:
     section.body[:] = body + section.body[cursor:]
 
 
-def _move_to_reference(ws: Workspace, edit: MoveToReference) -> None:
-    if not edit.reference_file.startswith(REFERENCES_DIR):
-        raise EditError(f"{edit.reference_file!r} is not under {REFERENCES_DIR!r}")
-    target = _editable(ws, edit.reference_file, edit.section_path)
-    block = _take_item(ws, f"rule:{edit.rule_id}", None)
+def _move_to_reference(ws: Workspace, edit: Edit) -> None:
+    if not edit.file.startswith(REFERENCES_DIR):
+        raise EditError(f"{edit.file!r} is not under {REFERENCES_DIR!r}")
+    target = _editable(ws, edit.file, edit.section)
+    block = _take_item(ws, f"rule:{edit.key}", None)
     _insert(target, _terminated(block))
 
 
-def _add_section(ws: Workspace, edit: AddSection) -> None:
-    problem = heading_problem(edit.title)
-    if problem or "\n" in edit.title or edit.title != edit.title.strip():
-        raise EditError(f"cannot add section {edit.title!r}: {problem or 'a title is one trimmed line'}")
-    parent = _editable(ws, edit.file, edit.parent_path)
-    if any(same_title(child.title, edit.title) for child in parent.children):
-        raise EditError(f"{edit.file}: {' > '.join(edit.parent_path) or 'the top level'} already has a section {edit.title!r}")
+def _add_section(ws: Workspace, edit: Edit) -> None:
+    title = edit.text
+    problem = heading_problem(title)
+    if problem or "\n" in title or title != title.strip():
+        raise EditError(f"cannot add section {title!r}: {problem or 'a title is one trimmed line'}")
+    parent = _editable(ws, edit.file, edit.section)
+    if any(same_title(child.title, title) for child in parent.children):
+        raise EditError(f"{edit.file}: {' > '.join(edit.section) or 'the top level'} already has a section {title!r}")
     level = parent.children[-1].level if parent.children else (2 if parent.level == 0 else parent.level + 1)
     if level > MAX_LEVEL:
-        raise EditError(f"cannot add {edit.title!r} below {edit.parent_path!r}: headings stop at level {MAX_LEVEL}")
+        raise EditError(f"cannot add {title!r} below {edit.section!r}: headings stop at level {MAX_LEVEL}")
     _separate_end(parent)
-    parent.children.append(Section(level=level, title=edit.title, heading=f"{'#' * level} {edit.title}\n", body=["\n"]))
+    parent.children.append(Section(level=level, title=title, heading=f"{'#' * level} {title}\n", body=["\n"]))
     _check_stable(ws[edit.file], edit)
 
 
-def _remove_section(ws: Workspace, edit: RemoveSection) -> None:
-    if not edit.path:
+def _remove_section(ws: Workspace, edit: Edit) -> None:
+    if not edit.section:
         raise EditError("the document root cannot be removed")
-    section = _editable(ws, edit.file, edit.path)
+    section = _editable(ws, edit.file, edit.section)
     if section.children or any(line.strip() for line in section.body):
-        raise EditError(f"{edit.file}: section {' > '.join(edit.path)!r} is not empty")
-    find_section(ws[edit.file], edit.path[:-1]).children.remove(section)
+        raise EditError(f"{edit.file}: section {' > '.join(edit.section)!r} is not empty")
+    find_section(ws[edit.file], edit.section[:-1]).children.remove(section)
 
 
-def _set_link(ws: Workspace, edit: SetLink) -> None:
-    key, line = f"link:{edit.target}", _item_line("link", edit.target, edit.text)
+def _set_link(ws: Workspace, edit: Edit) -> None:
+    key, line = f"link:{edit.key}", _item_line("link", edit.key, edit.text)
     if key in item_locations({edit.file: ws.get(edit.file, Section(0, ""))}):
         _replace_item(ws, key, line, edit.file)
         return
-    _insert(_editable(ws, edit.file, edit.section_path), [line])
+    _insert(_editable(ws, edit.file, edit.section), [line])
 
 
-def _remove_link(ws: Workspace, edit: RemoveLink) -> None:
-    _take_item(ws, f"link:{edit.target}", edit.file)
+def _remove_link(ws: Workspace, edit: Edit) -> None:
+    _take_item(ws, f"link:{edit.key}", edit.file)
 
 
-def _create_file(ws: Workspace, edit: CreateFile) -> None:
-    problem = heading_problem(edit.title)
-    if edit.path in ws or problem:
-        raise EditError(f"cannot create {edit.path!r}: {problem or 'it already exists'}")
+def _create_file(ws: Workspace, edit: Edit) -> None:
+    problem = heading_problem(edit.text)
+    if edit.file in ws or problem:
+        raise EditError(f"cannot create {edit.file!r}: {problem or 'it already exists'}")
     intro = f"\n{edit.intro.strip()}\n" if edit.intro.strip() else ""
-    ws[edit.path] = parse(f"# {edit.title}\n{intro}")
+    ws[edit.file] = parse(f"# {edit.text}\n{intro}")
 
 
-def _delete_file(ws: Workspace, edit: DeleteFile) -> None:
-    root = _file(ws, edit.path)
-    rules = [key for key in item_locations({edit.path: root}) if key.startswith("rule:")]
+def _delete_file(ws: Workspace, edit: Edit) -> None:
+    root = _file(ws, edit.file)
+    rules = [key for key in item_locations({edit.file: root}) if key.startswith("rule:")]
     if rules or any(is_locked(section) for _, section in walk(root)):
-        raise EditError(f"cannot delete {edit.path!r}: it holds {'rules ' + ', '.join(rules) if rules else 'a locked section'}")
-    del ws[edit.path]
+        raise EditError(f"cannot delete {edit.file!r}: it holds {'rules ' + ', '.join(rules) if rules else 'a locked section'}")
+    del ws[edit.file]
 
 
-_HANDLERS = {
-    AddRule: _add_rule, ReplaceRule: _replace_rule, RemoveRule: _remove_rule, ReorderRules: _reorder_rules,
-    MoveToReference: _move_to_reference, AddSection: _add_section, RemoveSection: _remove_section,
-    SetLink: _set_link, RemoveLink: _remove_link, CreateFile: _create_file, DeleteFile: _delete_file,
+_HANDLERS: dict[str, Callable[[Workspace, Edit], None]] = {
+    "add_rule": _add_rule, "replace_rule": _replace_rule, "remove_rule": _remove_rule, "reorder_rules": _reorder_rules,
+    "move_to_reference": _move_to_reference, "add_section": _add_section, "remove_section": _remove_section,
+    "set_link": _set_link, "remove_link": _remove_link, "create_file": _create_file, "delete_file": _delete_file,
 }
 
 

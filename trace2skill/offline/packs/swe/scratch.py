@@ -21,10 +21,6 @@ def is_scratch(path: str) -> bool:
     return path.startswith("/tmp") or "/" not in path or bool(SCRATCH_NAME.search(path) or _SCRATCH_DIR.search(path))
 
 
-def is_source_edit(targets: set[str]) -> bool:
-    return any(t == "<patch>" or not is_scratch(t) for t in targets)
-
-
 def matches_edited(frame: str, edited: frozenset[str]) -> bool:
     frame = repo_path(frame)
     return any(e != "<patch>" and not is_scratch(e) and (frame == e or frame.endswith("/" + e)) for e in edited)
