@@ -201,6 +201,15 @@ async def analyse_stream(work: Work, traces: Iterator[Trace], position: Mapping[
                 slots.release()
                 break
             _spawn(tasks, analyse(trace), errors)
+    finally:
+        await _settle(tasks, errors)
+    return lone or [merged[g] for g in sorted(merged)]
+
+
+async def _settle(tasks: set[asyncio.Task[None]], errors: list[BaseException]) -> None:
+    """Wait for the fleet's tasks (merges they start included); on the first error, cancel the
+    rest and raise it."""
+    try:
         while tasks and not errors:
             await asyncio.wait(list(tasks), return_when=asyncio.FIRST_EXCEPTION)
     finally:
@@ -209,7 +218,6 @@ async def analyse_stream(work: Work, traces: Iterator[Trace], position: Mapping[
         await asyncio.gather(*list(tasks), return_exceptions=True)
     if errors:
         raise errors[0]
-    return lone or [merged[g] for g in sorted(merged)]
 
 
 def _spawn(tasks: set[asyncio.Task[None]], coroutine: Coroutine[object, object, None], errors: list[BaseException]) -> None:

@@ -37,7 +37,6 @@ from .graph import build_graph, run_config
 from .ingest import IngestResult, require_paths
 from .ingest.labels import LabelBook
 from .ingest.fidelity import loss_warnings
-from .ingest.fidelity import summary as fidelity_summary
 from .journal import AnalysisJournal, journal_path
 from .llm import LLMClient, close_clients
 from .prompts import version as prompt_version
@@ -233,7 +232,7 @@ def _result(config: Config, corpus: Corpus, run: RunInfo, final: LessonSet, buil
         seconds=round(seconds, 2),
         redactions=dict(corpus.redactions),
         warnings=warnings,
-        fidelity=fidelity_summary(corpus.fidelity),
+        fidelity=corpus.fidelity_totals,
         sources={e.id: e.where for e in corpus.entries},
     )
 
@@ -270,7 +269,7 @@ def _build(config: Config, llm: LLMClient | None, corpus: Corpus, ingested: Inge
     if not final.lessons and not existing_rules(config, source):
         from .ingest.fidelity import summary_line
 
-        totals = fidelity_summary(corpus.fidelity)
+        totals = corpus.fidelity_totals
         raise NothingLearned(analyst.nothing_learned(corpus.entries), tuple(loss_warnings(corpus.fidelity)),
                              (summary_line(totals),) if totals else ())
     build = author_skill(source, final, analyst.author_config(config), run, rejected=rejected)

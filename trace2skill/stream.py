@@ -34,11 +34,12 @@ from typing import Literal, Protocol
 from .config import Config
 from .ingest import IngestResult, iter_traces, limits_of
 from .ingest.documents import iter_sources
-from .ingest.fidelity import FileFidelity
+from .ingest.fidelity import FileFidelity, Totals, lossy
+from .ingest.fidelity import summary as fidelity_summary
 from .ingest.labels import LabelBook, build_label_book
 from .redact import Redactor
 from .rules import RuleRecord
-from .types import LessonSet, Outcome, Skip, Trace, content_hash
+from .types import JSONObject, LessonSet, Outcome, Skip, Trace, content_hash
 
 Analysis = Literal["index", "offline", "llm"]
 """What `run_shard` does per trace: only index it; index it and run the offline analyst; or
@@ -58,7 +59,7 @@ class Shard:
     """None: to the end of the file."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IndexEntry:
     """What a run keeps of one trajectory once it has been read and released."""
 
@@ -122,7 +123,7 @@ class ShardJob:
     the driver fills their lesson sets from the journal)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Packed:
     """A lesson set as the run holds it between stages: compressed, with its sort key.
 
@@ -267,6 +268,10 @@ class Corpus:
     lessons: dict[str, Packed]
     skips: list[Skip]
     fidelity: list[FileFidelity]
+    """The rows of files that lost calls (`ingest.fidelity.lossy`); the rest are only counted in
+    `fidelity_totals` (a row per file would grow with the corpus)."""
+    fidelity_totals: JSONObject
+    """`ingest.fidelity.summary` over every file read."""
     redactions: dict[str, int]
     labels: LabelBook
     inputs: list[str]
@@ -304,18 +309,22 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
     entries: list[IndexEntry] = []
     lessons: dict[tuple[str, str], Packed] = {}
     skips, fidelity, failed = list(path_skips), [], []
+    totals = Totals()
     redactions: Counter[str] = Counter()
     for result in results:
         entries.extend(result.entries)
         for entry, packed in zip(result.entries, result.lessons):
             lessons.setdefault((entry.id, entry.digest), packed)
         skips.extend(result.skips)
-        fidelity.extend(result.fidelity)
+        for row in result.fidelity:
+            totals.add(row)
+            if lossy(row):
+                fidelity.append(row)
         failed.extend(result.failed)
         redactions.update(result.redactions)
     kept, duplicates, renamed = settle_ids(entries)
     by_id = {e.id: lessons[(e.id, e.digest)] for e in kept if (e.id, e.digest) in lessons}
-    return Corpus(kept, by_id, skips + duplicates, fidelity, dict(redactions), labels, inputs, shards, renamed, failed)
+    return Corpus(kept, by_id, skips + duplicates, fidelity, totals.as_json(), dict(redactions), labels, inputs, shards, renamed, failed)
 
 
 def with_renamed(corpus: Corpus, results: Iterable[ShardResult]) -> Corpus:
@@ -391,5 +400,5 @@ def corpus_of(ingested: IngestResult, job: ShardJob) -> Corpus:
         if packed is not None:
             lessons[entry.id] = packed
     labels = LabelBook(sources=tuple(ingested.label_sources), threshold=job.labels.threshold)
-    return Corpus(entries, lessons, list(ingested.skips), list(ingested.fidelity), dict(ingested.redactions),
-                  labels, [], [shard])
+    return Corpus(entries, lessons, list(ingested.skips), [r for r in ingested.fidelity if lossy(r)],
+                  fidelity_summary(ingested.fidelity), dict(ingested.redactions), labels, [], [shard])

@@ -107,20 +107,52 @@ def finish(row: FileFidelity, ledger: Ledger, format_name: str | None) -> FileFi
 
 def summary(rows: Iterable[FileFidelity]) -> JSONObject:
     """Totals over files, and the files that lost more than `LOSS_WARNING` of their calls."""
-    rows = list(rows)
-    counted = [r for r in rows if r.counted]
-    return {
-        "files": len(rows),
-        "files_counted": len(counted),
-        "calls_in_files": sum(r.calls_in_file for r in counted),
-        "calls_read": sum(r.calls_read for r in counted),
-        "results_in_files": sum(r.results_in_file for r in counted),
-        "results_read": sum(r.results_read for r in counted),
-        "errors_flagged": sum(r.errors for r in rows),
-        "unexplained_calls": sum(r.unexplained_calls for r in rows),
-        "dropped": sum(sum(r.dropped.values()) for r in rows),
-        "lossy_files": [r.file for r in counted if r.calls_lost > LOSS_WARNING],
-    }
+    totals = Totals()
+    for row in rows:
+        totals.add(row)
+    return totals.as_json()
+
+
+@dataclass
+class Totals:
+    """`summary`'s totals, folded in one file at a time: a run adds each file as it reads it
+    instead of keeping a row per file."""
+
+    files: int = 0
+    files_counted: int = 0
+    calls_in_files: int = 0
+    calls_read: int = 0
+    results_in_files: int = 0
+    results_read: int = 0
+    errors_flagged: int = 0
+    unexplained_calls: int = 0
+    dropped: int = 0
+    lossy_files: list[str] = field(default_factory=list)
+
+    def add(self, row: FileFidelity) -> None:
+        self.files += 1
+        self.errors_flagged += row.errors
+        self.unexplained_calls += row.unexplained_calls
+        self.dropped += sum(row.dropped.values())
+        if row.counted:
+            self.files_counted += 1
+            self.calls_in_files += row.calls_in_file
+            self.calls_read += row.calls_read
+            self.results_in_files += row.results_in_file
+            self.results_read += row.results_read
+            if lossy(row):
+                self.lossy_files.append(row.file)
+
+    def as_json(self) -> JSONObject:
+        return {"files": self.files, "files_counted": self.files_counted, "calls_in_files": self.calls_in_files,
+                "calls_read": self.calls_read, "results_in_files": self.results_in_files, "results_read": self.results_read,
+                "errors_flagged": self.errors_flagged, "unexplained_calls": self.unexplained_calls, "dropped": self.dropped,
+                "lossy_files": list(self.lossy_files)}
+
+
+def lossy(row: FileFidelity) -> bool:
+    """Whether `loss_warnings` says something about this file."""
+    return row.counted and row.calls_lost > LOSS_WARNING
 
 
 def summary_line(totals: Mapping[str, JSONValue]) -> str:
@@ -137,7 +169,7 @@ def loss_warnings(rows: Iterable[FileFidelity]) -> list[str]:
     """A warning per file that lost more than 1 % of its calls, with the reasons it gives."""
     out = []
     for row in rows:
-        if row.counted and row.calls_lost > LOSS_WARNING:
+        if lossy(row):
             why = ", ".join(sorted(set(row.ignored) | set(row.dropped))[:3]) or "no reason given"
             out.append(f"{row.file}: read {row.calls_read} of {row.calls_in_file} tool calls "
                        f"({row.calls_lost:.0%} not read; {why}); see `trace2skill ingest --check`")
