@@ -11,8 +11,9 @@ OpenAI does, and lets a test script the ways a real provider fails:
 - `reply`: a function `reply(request_json) -> dict | str` giving the assistant's content
   (a dict is sent as JSON text). When the request forces a tool call, the content is returned
   as that tool call's arguments instead, as a provider would.
-- `requests`: the log of every request (path, headers, parsed body, arrival time, and the
-  `usage` the server billed: prompt tokens are characters / 4, completion tokens likewise).
+- `requests`: the log of every request (path, headers, parsed body, arrival and answer times, and
+  the `usage` the server billed: prompt tokens are characters / 4, completion tokens likewise);
+  `max_in_flight()` is the most requests the server held at one moment.
 - Like a provider, it honours `max_tokens` (or `max_completion_tokens`): a longer answer is cut
   to that many tokens with `finish_reason: "length"` and billed for that many.
 
@@ -58,6 +59,8 @@ class LoggedRequest:
     status: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     """What the server billed for its answer (empty for an error)."""
+    finished: float | None = None
+    """When the answer was sent (`time.monotonic()`), None while in flight."""
 
     @property
     def key(self) -> str | None:
@@ -104,6 +107,16 @@ class FakeServer:
 
     def completions(self) -> list[LoggedRequest]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def max_in_flight(self, requests: list[LoggedRequest] | None = None) -> int:
+        """The most of `requests` (default: all answered ones) the server was holding at one moment."""
+        events = sorted((t, step) for r in (self.requests if requests is None else requests) if r.finished is not None
+                        for t, step in ((r.at, 1), (r.finished, -1)))
+        most = held = 0
+        for _, step in events:
+            held += step
+            most = max(most, held)
+        return most
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> "FakeServer":
@@ -162,6 +175,7 @@ class FakeServer:
             handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
+        entry.finished = time.monotonic()
 
     def _answer(self, entry: LoggedRequest) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.key is not None and entry.key != self.key:

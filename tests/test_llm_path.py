@@ -627,3 +627,44 @@ def test_the_heldout_gate_is_quoted_in_dollars_and_refused_above_the_budget_befo
     assert float(re.search(r"cost ~\$(\d+\.\d+)", line).group(1)) > main * 0.5
     assert "(the run and its held-out gate)" in gated.stderr or "(the held-out gate)" in gated.stderr
     assert not [r for r in sent if is_analysis(r) or is_judge(r)], "refused before any analysis or judge call"
+def test_the_windows_of_a_merge_go_out_together_within_the_concurrency_and_the_skill_does_not_depend_on_it(
+        demo_traces, tmp_path, local_model):
+    """20 trajectories of three distinct lessons and fan-in 20: one merge of 60 lessons, two
+    windows (40 + 20, `consolidate.MERGE_WINDOW`). The server's log shows both windows in flight
+    at once at concurrency 8, and never two requests at once at concurrency 1. The first window to
+    arrive is answered last, yet the skill is byte-identical to the one-at-a-time run's."""
+    import threading
+
+    traces = corpus(demo_traces, tmp_path / "c", 20)
+    arrived: list[str] = []
+    lock = threading.Lock()
+
+    def merger(body: dict) -> dict:
+        user = body["messages"][1]["content"]
+        if "consolidating lessons" not in user:
+            return answer(body)
+        ids = re.findall(r"^- id: (\S+)$", user, re.M)
+        with lock:
+            arrived.append(ids[0])
+            first = len(arrived) % 2 == 1
+        if first:
+            time.sleep(0.4)  # the first window of each run finishes after the second
+        return {"groups": [{"members": ids[:2], "title": f"Merged {ids[0]}", "rule": "Do the merged thing.",
+                            "when": "When merging.", "kind": "procedure", "subject": "merge", "polarity": "do"}],
+                "contradictions": []}
+
+    skills = {}
+    with FakeServer(reply=merger, latency=0.3) as server:
+        for concurrency in (8, 1):
+            first, out = len(server.requests), tmp_path / f"out{concurrency}"
+            result = runner.invoke(app, distill_args(traces, out, "--api-base", server.url, "--concurrency", str(concurrency),
+                                                     "--set", "consolidate.fan_in=20",
+                                                     "--set", f"state_dir={tmp_path / f'state{concurrency}'}"))
+            assert result.exit_code == 0, result.output
+            sent = server.completions()[first:]
+            merges = [r for r in sent if "consolidating lessons" in r.body["messages"][1]["content"]]
+            assert len(merges) == 2, "one merge of 60 lessons is cut into two windows"
+            assert server.max_in_flight(merges) == min(2, concurrency)
+            assert server.max_in_flight(sent) <= concurrency
+            skills[concurrency] = {p.name: p.read_bytes() for p in (out / "demo").rglob("*") if p.is_file()}
+    assert skills[8] == skills[1]

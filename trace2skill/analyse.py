@@ -19,6 +19,7 @@ steps; support counts are derived from that evidence later, never taken from the
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -29,7 +30,7 @@ from .config import Config
 from .budget import with_budget
 from .consolidate import anchor_to_existing, hold_risky, merge_sets, merge_sets_llm
 from .errors import ContextTooLong
-from .llm import LLMClient, check_model
+from .llm import BoundedClient, LLMClient, check_model
 from .prompts import render
 from .rules import RuleRecord, record_lesson, rule_id
 from .types import Conflict, Evidence, Lesson, LessonKind, LessonSet, Trace, Usage, content_hash
@@ -143,12 +144,17 @@ class OfflineAnalyst:
 
 
 class ModelAnalyst:
-    """The Trace2Skill analysts and merger over an `LLMClient` (already under the run's budget)."""
+    """The Trace2Skill analysts and merger over an `LLMClient` (already under the run's budget).
+
+    At most `analyse.concurrency` requests are in flight (`llm.BoundedClient`); building a
+    prompt (compressing the trajectory, counting tokens) runs in a worker thread, so the event
+    loop keeps every request slot busy while prompts are prepared.
+    """
 
     mode: Literal["offline", "llm"] = "llm"
 
     def __init__(self, llm: LLMClient, config: Config, existing: Sequence[RuleRecord] = ()):
-        self.llm = llm
+        self.llm = BoundedClient(llm, config.analyse.concurrency)
         self.model = llm.model
         self.config = config
         self.existing = sorted(existing, key=lambda r: r.id)
@@ -180,7 +186,7 @@ class ModelAnalyst:
                          sources=(trace.id,), level=0)
 
     async def _ask(self, trace: Trace, token_budget: int) -> AnalystReport:
-        messages = analyst_messages(trace, self.config, self.existing, token_budget)
+        messages = await asyncio.to_thread(analyst_messages, trace, self.config, self.existing, token_budget)
         return await self.llm.complete(messages, output=AnalystReport, purpose=analyst_purpose(trace))
 
     async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:

@@ -1,9 +1,10 @@
 """Cost quoted before it is spent, and capped while it is spent.
 
-`quote` estimates calls and tokens per stage from the actual trajectories (compressed exactly
-as the analysts will see them) before any call is made: the preflight request, one analysis
-per trajectory not yet analysed, every merge *window* the tree will send (not one per merge),
-and an allowance for repair requests. On a resumed run it counts only the work left.
+`quote` estimates calls and tokens per stage from the actual trajectories before any call is
+made: the preflight request, one analysis per trajectory not yet analysed, every merge
+*window* the tree will send (not one per merge), and an allowance for repair requests. On a
+resumed run it counts only the work left. Prompt sizes are estimated from the text's length
+(`compress.estimated_tokens`), so each trajectory is compressed once, by its analyst.
 
 `Meter` holds the caps. Every request is *reserved* before it is sent (a call, and the cost of
 its prompt plus the most output it may return) and settled with the real cost after, so

@@ -45,6 +45,10 @@ _CL100K_SPECIAL = {
 _UNLIMITED = 1 << 40
 _SUMMARY_CHARS = 100
 _CHARS_PER_TOKEN_CEILING = 12
+ESTIMATE_CHARS_PER_TOKEN = 3
+"""Characters per cl100k_base token `estimated_tokens` assumes; real trajectories measure 2.9-4.5."""
+_FIRST_LINE_SCAN = 2000
+"""Characters `_first_line` reads before splitting the whole text into lines."""
 _BARE_TAG = re.compile(r"^\s*<(/?[\w-]+)>(?:-?\d+</[\w-]+>)?\s*$")
 
 
@@ -108,27 +112,45 @@ def compress_trace(trace: Trace, budget: int) -> str:
     if budget <= 0:
         return ""
     errors = {i for i, step in enumerate(trace.steps) if any(o.is_error for o in step.observations)}
-    text = _render(trace, _MODES[0], _UNLIMITED, _kept_steps(trace, errors, True))
-    if _fits(text, budget):
+    summaries: dict[int, list[str]] = {}
+    text = _render(trace, _MODES[0], _UNLIMITED, _kept_steps(trace, errors, True), summaries)
+    if _tokens_within(text, budget) is not None:
         return text
     for mode in _MODES:
         keep = _kept_steps(trace, errors, mode.neighbours)
-        text = _render(trace, mode, mode.min_limit, keep)
-        if not _fits(text, budget):
+        text = _render(trace, mode, mode.min_limit, keep, summaries)
+        tokens = _tokens_within(text, budget)
+        if tokens is None:
             continue
-        limit = _estimated_limit(trace, mode, keep, budget, tokens_per_char=count_tokens(text) / max(len(text), 1))
+        limit = _estimated_limit(trace, mode, keep, budget, tokens / max(len(text), 1), summaries)
         while limit > mode.min_limit:
-            candidate = _render(trace, mode, limit, keep)
-            if _fits(candidate, budget):
+            candidate = _render(trace, mode, limit, keep, summaries)
+            if _tokens_within(candidate, budget) is not None:
                 return candidate
             limit = max(mode.min_limit, limit * 9 // 10)
         return text
     return _hard_cut(trace, text, budget)
 
 
-def _estimated_limit(trace: Trace, mode: _Mode, keep: set[int], budget: int, tokens_per_char: float) -> int:
+def estimated_tokens(trace: Trace, budget: int) -> int:
+    """An upper-leaning estimate of `count_tokens(compress_trace(trace, budget))` that never
+    tokenises: the full rendering's length at `ESTIMATE_CHARS_PER_TOKEN`, capped at `budget`.
+
+    The cost quote uses it, so that each trajectory is compressed once per run (by its analyst),
+    not once more for the quote. A trajectory over budget is estimated at the whole budget
+    (compression fills 85-95 % of it); one under budget at most a few percent low.
+    """
+    if budget <= 0:
+        return 0
+    errors = {i for i, step in enumerate(trace.steps) if any(o.is_error for o in step.observations)}
+    text = _render(trace, _MODES[0], _UNLIMITED, _kept_steps(trace, errors, True), {})
+    return min(budget, -(-len(text) // ESTIMATE_CHARS_PER_TOKEN))
+
+
+def _estimated_limit(trace: Trace, mode: _Mode, keep: set[int], budget: int, tokens_per_char: float,
+                     summaries: dict[int, list[str]]) -> int:
     def fits(limit: int) -> bool:
-        return len(_render(trace, mode, limit, keep)) * tokens_per_char <= budget
+        return len(_render(trace, mode, limit, keep, summaries)) * tokens_per_char <= budget
 
     return _largest(mode.min_limit, _longest_field(trace), fits)
 
@@ -144,8 +166,13 @@ def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int:
     return low
 
 
-def _fits(text: str, budget: int) -> bool:
-    return len(text) <= budget * _CHARS_PER_TOKEN_CEILING and count_tokens(text) <= budget
+def _tokens_within(text: str, budget: int) -> int | None:
+    """The token count of `text` when it is at most `budget`, else None (a text over
+    `_CHARS_PER_TOKEN_CEILING` characters a token of budget is not tokenised at all)."""
+    if len(text) > budget * _CHARS_PER_TOKEN_CEILING:
+        return None
+    tokens = count_tokens(text)
+    return tokens if tokens <= budget else None
 
 
 def _longest_field(trace: Trace) -> int:
@@ -165,7 +192,9 @@ def _kept_steps(trace: Trace, errors: set[int], neighbours: bool) -> set[int]:
     return keep
 
 
-def _render(trace: Trace, mode: _Mode, limit: int, keep: set[int]) -> str:
+def _render(trace: Trace, mode: _Mode, limit: int, keep: set[int], summaries: dict[int, list[str]]) -> str:
+    """The trace at one mode and per-field limit; `summaries` keeps each step's one-line
+    summary (it does not depend on the limit) across the renderings of one compression."""
     lines = _header(trace, max(2 * limit, 400))
     omitted: list[int] = []
     for i, step in enumerate(trace.steps):
@@ -176,7 +205,9 @@ def _render(trace: Trace, mode: _Mode, limit: int, keep: set[int]) -> str:
             lines.append(_omitted_line(omitted))
             omitted = []
         if (i in keep and mode.key_summary) or (i not in keep and mode.other == "summary"):
-            lines.extend(_summary(step))
+            if i not in summaries:
+                summaries[i] = _summary(step)
+            lines.extend(summaries[i])
         else:
             lines.extend(_step_lines(step, limit if i in keep else limit // 3, trace.task))
     if omitted:
@@ -236,8 +267,14 @@ def _status(observation: Observation) -> str:
 
 
 def _first_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip() and not _BARE_TAG.match(line)]
-    first = lines[0].strip() if lines else ""
+    stripped = text.strip()
+    head = stripped[:_FIRST_LINE_SCAN]
+    lines = head.splitlines()
+    if len(head) < len(stripped):
+        lines = lines[:-1]  # may be cut short; if nothing before it qualifies, look at the whole text
+    first = next((line.strip() for line in lines if line.strip() and not _BARE_TAG.match(line)), None)
+    if first is None:
+        first = next((line.strip() for line in stripped.splitlines() if line.strip() and not _BARE_TAG.match(line)), "")
     more = len(text) - len(first)
     if len(first) > _SUMMARY_CHARS:
         more += len(first) - _SUMMARY_CHARS

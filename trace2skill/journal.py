@@ -21,12 +21,19 @@ The journal sits beside the state folder's checkpoint path (`journal_path`).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
-from contextlib import closing
+import threading
+import time
+import weakref
 from pathlib import Path
 
 from .types import LessonSet
 
+FLUSH_SECONDS = 0.5
+"""Longest a record waits for its commit while the run keeps recording."""
+FLUSH_RECORDS = 64
+"""Records that trigger a commit however recent the last one."""
 
 CHECKPOINT_FILE = "checkpoints.sqlite"
 
@@ -48,63 +55,131 @@ def journal_path(checkpoint: Path) -> Path:
 
 
 class AnalysisJournal:
-    """SQLite tables of (run id, trace digest) -> `LessonSet` and (run id, merge key) -> `LessonSet`."""
+    """SQLite tables of (run id, trace digest) -> `LessonSet` and (run id, merge key) -> `LessonSet`.
+
+    One connection for the journal's life (opened here, closed when the journal is closed or
+    collected), not one per lookup. Records are written in batches (`executemany`, one commit):
+    a record is committed with the first one after it that comes `FLUSH_SECONDS` after the
+    previous commit, or when `FLUSH_RECORDS` are waiting, or on `flush` / `close`, which the
+    pipeline calls on every way out of the graph (success, error, Ctrl-C). So a run killed
+    outright (SIGKILL) loses at most the records since the last commit (fewer than
+    `FLUSH_RECORDS`, about `FLUSH_SECONDS` of work); anything else keeps every result it paid
+    for. The database is in WAL mode with `synchronous=NORMAL`: a commit is an append to the log
+    (no fsync), durable when the process dies; a power cut may lose the last commits, never the
+    file. Lookups see records not yet committed. The first record is committed at once.
+    """
 
     def __init__(self, path: Path, run_id: str):
         self.path = path
         self.run_id = run_id
         path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute("CREATE TABLE IF NOT EXISTS analyses (run TEXT, trace TEXT, result TEXT NOT NULL, PRIMARY KEY (run, trace))")
-            db.execute("CREATE TABLE IF NOT EXISTS merges (run TEXT, key TEXT, result TEXT NOT NULL, PRIMARY KEY (run, key))")
-            db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, rule_ids TEXT NOT NULL)")
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], str] = {}
+        """(table, key) -> result JSON, written at the next commit."""
+        self._flushed = -math.inf
+        self._known: set[tuple[str, str]] = set()
+        """(table, key) of this run's committed records, read once here: a lookup of anything
+        else is answered without a query, so a fresh run asks the database nothing. (A run's
+        records are written by that run only: its skill folder or state folder is locked.)"""
+        self._db.execute("PRAGMA journal_mode=WAL")  # a commit appends to the log: no fsync on the event loop,
+        self._db.execute("PRAGMA synchronous=NORMAL")  # and a killed process keeps every commit
+        with self._lock, self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS analyses (run TEXT, trace TEXT, result TEXT NOT NULL, PRIMARY KEY (run, trace))")
+            self._db.execute("CREATE TABLE IF NOT EXISTS merges (run TEXT, key TEXT, result TEXT NOT NULL, PRIMARY KEY (run, key))")
+            self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, rule_ids TEXT NOT NULL)")
+            for table, column in (("analyses", "trace"), ("merges", "key")):
+                self._known.update((table, row[0]) for row in self._db.execute(f"SELECT {column} FROM {table} WHERE run = ?", (run_id,)))
+        self._finalizer = weakref.finalize(self, _commit_and_close, self._db, self._lock, self._pending, run_id)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+    def _one(self, table: str, key: str) -> str | None:
+        with self._lock:
+            if (table, key) in self._pending:
+                return self._pending[(table, key)]
+            if (table, key) not in self._known:
+                return None
+            column = "trace" if table == "analyses" else "key"
+            row = self._db.execute(f"SELECT result FROM {table} WHERE run = ? AND {column} = ?", (self.run_id, key)).fetchone()
+        return row[0] if row else None
 
-    def _one(self, sql: str, params: tuple) -> tuple | None:
-        with closing(self._connect()) as db:
-            return db.execute(sql, params).fetchone()
+    def _record(self, table: str, key: str, result: str) -> None:
+        with self._lock:
+            self._pending[(table, key)] = result
+            due = len(self._pending) >= FLUSH_RECORDS or time.monotonic() - self._flushed >= FLUSH_SECONDS
+        if due:
+            self.flush()
 
-    def _write(self, sql: str, params: tuple) -> None:
-        with closing(self._connect()) as db, db:
-            db.execute(sql, params)
+    def flush(self) -> None:
+        """Commit every record not yet committed (one transaction)."""
+        with self._lock:
+            self._known.update(self._pending)
+            _commit(self._db, self._pending, self.run_id)
+            self._flushed = time.monotonic()
+
+    def close(self) -> None:
+        """Commit what is left and close the connection (the journal cannot be used after)."""
+        self._finalizer()
 
     def get(self, digest: str) -> LessonSet | None:
-        row = self._one("SELECT result FROM analyses WHERE run = ? AND trace = ?", (self.run_id, digest))
-        return LessonSet.model_validate_json(row[0]) if row else None
+        found = self._one("analyses", digest)
+        return LessonSet.model_validate_json(found) if found is not None else None
 
     def put(self, digest: str, lessons: LessonSet) -> None:
         """Record a successful analysis (never call this for a failed one)."""
-        self._write("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?)", (self.run_id, digest, lessons.model_dump_json()))
+        self._record("analyses", digest, lessons.model_dump_json())
 
     def get_merge(self, key: str) -> LessonSet | None:
-        row = self._one("SELECT result FROM merges WHERE run = ? AND key = ?", (self.run_id, key))
-        return LessonSet.model_validate_json(row[0]) if row else None
+        found = self._one("merges", key)
+        return LessonSet.model_validate_json(found) if found is not None else None
 
     def put_merge(self, key: str, merged: LessonSet) -> None:
         """Record a merge whose model calls all succeeded."""
-        self._write("INSERT OR REPLACE INTO merges VALUES (?, ?, ?)", (self.run_id, key, merged.model_dump_json()))
+        self._record("merges", key, merged.model_dump_json())
 
     def get_verdict(self, key: str) -> list[str] | None:
         """A held-out judge's verdict (the rule ids it cited), by `evaluate.verdict_key`."""
-        row = self._one("SELECT rule_ids FROM verdicts WHERE key = ?", (key,))
+        with self._lock:
+            row = self._db.execute("SELECT rule_ids FROM verdicts WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def put_verdict(self, key: str, rule_ids: list[str]) -> None:
         """Record a judge call that succeeded (its key covers everything the answer depends on)."""
-        self._write("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", (key, json.dumps(sorted(rule_ids))))
+        with self._lock, self._db:  # committed at once: a judge call is slow next to a commit
+            self._db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", (key, json.dumps(sorted(rule_ids))))
 
     def analysed(self) -> set[str]:
         """Digests of the traces this run has already analysed successfully."""
-        with closing(self._connect()) as db:
-            return {row[0] for row in db.execute("SELECT trace FROM analyses WHERE run = ?", (self.run_id,))}
+        with self._lock:
+            return {key for table, key in (*self._known, *self._pending) if table == "analyses"}
 
     def merges_done(self) -> int:
-        with closing(self._connect()) as db:
-            return db.execute("SELECT COUNT(*) FROM merges WHERE run = ?", (self.run_id,)).fetchone()[0]
+        with self._lock:
+            return len({key for table, key in (*self._known, *self._pending) if table == "merges"})
 
     def forget(self) -> None:
         """Drop this run's entries once its result is safely committed."""
-        self._write("DELETE FROM analyses WHERE run = ?", (self.run_id,))
-        self._write("DELETE FROM merges WHERE run = ?", (self.run_id,))
+        with self._lock, self._db:
+            self._pending.clear()
+            self._known.clear()
+            self._db.execute("DELETE FROM analyses WHERE run = ?", (self.run_id,))
+            self._db.execute("DELETE FROM merges WHERE run = ?", (self.run_id,))
+
+
+def _commit(db: sqlite3.Connection, pending: dict[tuple[str, str], str], run_id: str) -> None:
+    """Write `pending` in one transaction and empty it (the caller holds the journal's lock)."""
+    if not pending:
+        return
+    with db:
+        for table in ("analyses", "merges"):
+            rows = [(run_id, key, result) for (where, key), result in pending.items() if where == table]
+            if rows:
+                db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", rows)
+    pending.clear()
+
+
+def _commit_and_close(db: sqlite3.Connection, lock: threading.Lock, pending: dict[tuple[str, str], str], run_id: str) -> None:
+    with lock:
+        try:
+            _commit(db, pending, run_id)
+        finally:
+            db.close()

@@ -359,6 +359,9 @@ def analyse_and_consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work,
         return asyncio.run(_consolidate(corpus, traces, work, config, progress))
     except KeyboardInterrupt:
         raise Interrupted("interrupted; rerun the same command to resume") from None
+    finally:
+        if work.journal is not None:
+            work.journal.close()
 
 
 async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, config: Config,

@@ -82,7 +82,8 @@ class IndexEntry:
     literals: tuple[str, ...] = ()
     """Task-specific literals of its task statement, for the leakage audit (`audit.literals_of`)."""
     tokens: int = 0
-    """Prompt tokens of its compressed text (for the model path's quote; 0 offline)."""
+    """Prompt tokens of its compressed text, estimated without compressing (`compress.estimated_tokens`),
+    for the model path's quote; 0 offline."""
     behaviours: bytes | None = None
     """The offline corpus pass's view of it (labelled runs of an offline job only), packed
     (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed."""
@@ -233,10 +234,9 @@ def index_entry(trace: Trace, shard: int, seq: int, job: ShardJob) -> IndexEntry
 
     tokens = 0
     if job.count_tokens:
-        from .compress import compress_trace, count_tokens
+        from .compress import estimated_tokens
 
-        budget = job.config.analyse.token_budget
-        tokens = min(budget, count_tokens(compress_trace(trace, budget)))
+        tokens = estimated_tokens(trace, job.config.analyse.token_budget)  # compressed once, by its analyst
     label = trace.extra.get("label_source")
     return IndexEntry(
         id=trace.id, digest=trace.digest(), outcome=trace.outcome, path=trace.source.path, record=trace.source.record,

@@ -14,6 +14,8 @@ in) gets a key only when the same file names the variable to send, `llm.api_key_
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import weakref
 from collections.abc import Mapping
@@ -27,8 +29,8 @@ from ..types import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["LLMClient", "build_llm", "allow_model_requests", "check_model", "resolve_api_key", "model_price",
-           "sent_sampling"]
+__all__ = ["LLMClient", "BoundedClient", "build_llm", "allow_model_requests", "check_model", "resolve_api_key",
+           "model_price", "sent_sampling"]
 
 NO_KEY = "sk-no-key-sent"
 """Sent instead of a real key to an `api_base` that may not receive one, so litellm does not
@@ -47,6 +49,33 @@ class LLMClient(Protocol):
         `purpose` names the task (`analyse-failure`, `merge`, ...) for logs and tests.
         """
         ...
+
+
+class BoundedClient:
+    """An `LLMClient` with at most `limit` requests in flight at once, whoever sends them.
+
+    LangGraph's `max_concurrency` bounds graph tasks, but one merge task sends all its windows
+    together, so the run's concurrency is held here, per request. The semaphore belongs to the
+    event loop that uses it (the preflight and the graph run in different loops).
+    """
+
+    def __init__(self, inner: LLMClient, limit: int):
+        self.inner = inner
+        self.model = inner.model
+        self.limit = limit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return self.inner.usage
+
+    async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:
+            self._loop, self._slots = loop, asyncio.Semaphore(self.limit)
+        async with self._slots:
+            return await self.inner.complete(messages, output=output, purpose=purpose)
 
 
 class _RequestGate:
@@ -129,7 +158,7 @@ def build_llm(config: Config, env: Mapping[str, str] | None = None) -> LLMClient
 
     env = os.environ if env is None else env
     return LiteLLMClient(config.llm, gate=allow_model_requests, api_key=resolve_api_key(config.llm, env),
-                         key_hint=key_hint(config.llm))
+                         key_hint=functools.partial(key_hint, config.llm))
 
 
 def resolve_api_key(config: LLMConfig, env: Mapping[str, str]) -> str | None:

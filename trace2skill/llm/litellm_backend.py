@@ -16,8 +16,10 @@ then counts what it billed and refuses every later request once the cap is passe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
@@ -27,7 +29,7 @@ from ..errors import (ContextTooLong, LLMError, LLMRequestsBlocked, ProviderReje
                       RateLimited)
 from ..types import Usage
 from .backend import CostMeter, Limiter, RequestGate
-from .parse import complete_with_repair, response_schema
+from .parse import complete_with_repair, json_schema, response_schema
 from .retry import RateLimiter, with_retries
 
 if TYPE_CHECKING:
@@ -40,7 +42,9 @@ DEFAULT_MAX_TOKENS = 2048
 four times the longest analyst or merge reply."""
 
 
+@functools.cache
 def _litellm():
+    """litellm, imported and configured once per process (the import alone takes seconds)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
@@ -71,9 +75,12 @@ class LiteLLMClient:
     Args:
         api_key: the key to send, or None to let litellm send the provider's own key to the
             provider's own endpoint (see `llm.resolve_api_key`).
+        key_hint: what to set when the provider refuses the key; asked only then, because
+            finding out imports litellm.
     """
 
-    def __init__(self, config: LLMConfig, gate: RequestGate, *, api_key: str | None = None, key_hint: str = ""):
+    def __init__(self, config: LLMConfig, gate: RequestGate, *, api_key: str | None = None,
+                 key_hint: Callable[[], str] = lambda: ""):
         self.config = config
         self.model = config.model
         self.usage = Usage()
@@ -117,7 +124,7 @@ class LiteLLMClient:
             kwargs["api_base"] = self.config.api_base
         if self._api_key is not None:
             kwargs["api_key"] = self._api_key
-        schema = output.model_json_schema()
+        schema = json_schema(output)
         if self.config.structured == "json_schema":
             kwargs["response_format"] = response_schema(output)
         elif self.config.structured == "tool":
@@ -151,7 +158,7 @@ def reply_text(response: ModelResponse, structured: str) -> str:
     return message.content or ""
 
 
-def map_error(exc: Exception, model: str, key_hint: str = "") -> LLMError:
+def map_error(exc: Exception, model: str, key_hint: Callable[[], str] = lambda: "") -> LLMError:
     """The one mapping from provider exceptions to ours, by class (`isinstance`), keeping the
     provider's whole message and saying what to set."""
     errors = _litellm().exceptions
@@ -159,7 +166,7 @@ def map_error(exc: Exception, model: str, key_hint: str = "") -> LLMError:
     if isinstance(exc, errors.ContextWindowExceededError):
         return ContextTooLong(f"{model!r}: the prompt is longer than the model's context window: {text}")
     if isinstance(exc, (errors.AuthenticationError, errors.PermissionDeniedError)):
-        return ProviderRejected(f"{model!r}: the provider refused the credentials: {text}. {key_hint}".strip())
+        return ProviderRejected(f"{model!r}: the provider refused the credentials: {text}. {key_hint()}".strip())
     if isinstance(exc, errors.NotFoundError):
         return ProviderRejected(f"{model!r}: the provider does not know this model or endpoint: {text}. "
                                 "Check --model / llm.model and --api-base / llm.api_base.")

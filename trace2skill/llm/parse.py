@@ -5,6 +5,8 @@ Shared by every backend so a reply is judged the same way whoever produced it.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -44,7 +46,8 @@ async def complete_with_repair(
     messages: list[dict[str, str]],
     output: type[M],
 ) -> M:
-    """Send, validate, and on an invalid reply ask once more with the validation error.
+    """Send, validate (in a worker thread, off the event loop), and on an invalid reply ask once
+    more with the validation error.
 
     Raises:
         LessonParseError: the second reply is not valid either.
@@ -53,16 +56,28 @@ async def complete_with_repair(
 
     text = await send(messages, output)
     try:
-        return parse_reply(text, output)
+        return await asyncio.to_thread(parse_reply, text, output)
     except LessonParseError as exc:
-        repair = render("repair.md", error=str(exc), schema=output.model_json_schema())
+        repair = render("repair.md", error=str(exc), schema=json_schema(output))
         retry = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": repair}]
-        return parse_reply(await send(retry, output), output)
+        return await asyncio.to_thread(parse_reply, await send(retry, output), output)
+
+
+def json_schema(output: type[BaseModel]) -> dict:
+    """`output.model_json_schema()`, a fresh copy each call. pydantic builds the schema anew on
+    every call (tens of milliseconds for `AnalystReport`, on the event loop, twice a request),
+    so it is built once per class and copied from its JSON text."""
+    return json.loads(_schema_text(output))
+
+
+@functools.cache
+def _schema_text(output: type[BaseModel]) -> str:
+    return json.dumps(output.model_json_schema())
 
 
 def response_schema(output: type[BaseModel]) -> dict:
     """The JSON-schema `response_format` for `output`."""
     return {
         "type": "json_schema",
-        "json_schema": {"name": output.__name__, "schema": output.model_json_schema(), "strict": False},
+        "json_schema": {"name": output.__name__, "schema": json_schema(output), "strict": False},
     }
