@@ -106,6 +106,8 @@ ODD_CASES = [
     "curl -u admin:Pa55w0rd https://example.com",
     "mysql -uroot -pS3cretPass db",
     "résumé token=\u00e9t\u00e92024secret",
+    "Authorization: Bearer\nabcdef0123456789abcdef0123",  # JSON escapes the line break: the gate once missed it
+    'headers = {"X-Api-Key":\n  "9f8e7d6c5b4a39281706aa"}',
 ]
 
 
@@ -116,6 +118,23 @@ def test_the_trace_gate_never_skips_what_field_redaction_replaces(line):
     redacted = Redactor().redact_trace(trace(line))
     expected = Redactor().redact_text(line)
     assert (redacted.steps[0].message, redacted.steps[0].observations[0].content) == (expected, expected)
+
+
+@pytest.mark.parametrize("entry", [{"password": "ab1x9"}, {"DB_PASSWORD": "hunter"}, {"nested": [{"apiKey": "k3y-0123456789"}]}])
+def test_the_trace_gate_never_skips_a_secret_under_a_secret_looking_key(entry):
+    """A short value under a secret-looking key holds no pattern's keyword in the value itself:
+    the walk replaces it by its key, so the gate must send such a trace to the walk."""
+    import json
+
+    item = trace("nothing to see here", extra={"settings": entry})
+    def values(node):
+        return [v for item in node.values() for v in values(item)] if isinstance(node, dict) else \
+            [v for item in node for v in values(item)] if isinstance(node, list) else [node]
+
+    leaves = values(entry)
+    assert leaves and all(isinstance(v, str) for v in leaves)
+    redacted = json.dumps(Redactor().redact_trace(item).extra)
+    assert not any(value in redacted for value in leaves), redacted
 
 
 @pytest.mark.parametrize("text", [line for line, _ in CORPUS.values()] + BENIGN + ODD_CASES + ["sk-ant-sk-SKSK://mysqlcurl", "PASSpassPwDpwd"])

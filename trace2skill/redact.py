@@ -27,12 +27,15 @@ E-mail addresses are replaced when `config.emails` is set, and every regular exp
 `config.patterns` is applied.
 
 Speed: this runs on every byte of every trace. Each rule has literal keywords, one of which
-occurs wherever the rule can match (also in JSON-escaped text). A trace is gated once on its
-JSON dump: one pass of a keyword automaton (a DFA over the rules' keywords and every upper/lower
-spelling of the assignment words) says which rules can apply and where each assignment word
-stands, so no regular expression runs on a clean trace and no lower-cased copy is made; only
-the rules whose keywords occur are tried, on the dump, and only a trace where one matches is
-walked field by field. Token patterns start with their literal (a lookbehind, when there is
+occurs wherever the rule can match. A trace is gated once on its text: every string in it (keys
+too) joined by newlines, exactly as the field walk sees them (not its JSON dump, whose escaping
+can hide a match: `Bearer\\n<token>`). One pass of a keyword automaton (a DFA over the rules'
+keywords and every upper/lower spelling of the assignment words) says which rules can apply and
+where each assignment word stands, so no regular expression runs on a clean trace and no
+lower-cased copy is made; only the rules whose keywords occur are tried, on that text (a
+newline between strings reads as the start and end of each, as the .env-line check needs; a
+user's own pattern, which may be anchored, is tried string by string), and only a trace where
+one matches, or that holds a string under a secret-looking key, is walked field by field. Token patterns start with their literal (a lookbehind, when there is
 one, follows it: `_starts`), so the regular expression engine scans for the literal instead of
 trying every position. Assignment rules try an anchored pattern at each occurrence of their
 word instead of scanning with a case-insensitive expression.
@@ -75,8 +78,8 @@ class _Rule:
     kind: str
     pattern: re.Pattern[str]
     keywords: tuple[str, ...] = ()
-    """Literal substrings, one of which occurs wherever `pattern` matches, also in the JSON
-    dump of a trace; the pattern runs only where one does. Empty: always run."""
+    """Literal substrings, one of which occurs wherever `pattern` matches; the pattern runs only
+    where one does. Empty: always run."""
     group: int = 0
     """The group replaced; the rest of the match (a key name, a scheme) is kept."""
     accept: Callable[[str], bool] | None = None
@@ -394,20 +397,21 @@ class Redactor:
     def redact_trace(self, trace: Trace) -> Trace:
         """The trace with secrets removed from every text field; `source` is left alone.
 
-        One pass over the trace's JSON finds which rules' keywords occur, and those rules are
-        tried on the JSON itself; a trace where none matches is returned as the same object
-        without a field-by-field walk. Every rule also matches the JSON-escaped form of what it
-        matches (escaped quotes and `\\n` are allowed for), so this test never misses a secret;
-        it may let a trace through to the walk that then has nothing to replace.
+        The gate (see the module docstring) reads the same strings the walk redacts, so it never
+        lets a secret through; it may let a trace through to the walk that then has nothing to
+        replace. A trace the gate clears is returned as the same object.
         """
-        dump = trace.model_dump_json(exclude={"source"})
-        present, spots = self._keywords.scan(dump)
+        data = trace.model_dump(exclude={"source"})
+        texts: list[str] = []
+        keyed = _strings(data, texts)
+        text = "\n".join(texts)
+        present, spots = self._keywords.scan(text)
         rules = tuple(rule for rule in self._rules if not rule.keywords or not present.isdisjoint(rule.keywords))
-        if not _could_match(dump, rules, spots):
+        if not keyed and not _could_match(text, texts, rules, spots):
             return trace
         words = tuple(word for word in _ASSIGNMENTS if word in spots)
         before = sum(self._counts.values())
-        cleaned = self._redact_value(trace.model_dump(exclude={"source"}), rules, words)
+        cleaned = self._redact_value(data, rules, words)
         if sum(self._counts.values()) == before:
             return trace
         return Trace.model_validate({**cleaned, "source": trace.source})
@@ -417,19 +421,38 @@ class Redactor:
         return skip if reason == skip.reason else skip.model_copy(update={"reason": reason})
 
 
-def _could_match(dump: str, rules: tuple[_Rule, ...], spots: dict[str, list[int]]) -> bool:
-    """True when some rule matches somewhere in a trace's JSON dump; `spots` holds where each
-    assignment word occurs in it. The checks on a value read only the value, which escaping
-    leaves alone; the checks of an assignment's context that escaping changes (`\\n` before a
-    name, a .env line) are relaxed (`escaped=True`)."""
+def _strings(value: object, into: list[str]) -> bool:
+    """Append every string in `value` (dict keys included) to `into`, in walk order; True when
+    a string sits under a secret-looking key (`{"password": "..."}`), which the walk checks
+    apart from any pattern."""
+    keyed = False
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                into.append(key)
+                keyed = keyed or (isinstance(item, str) and _secret_key_kind(key) is not None)
+            keyed = _strings(item, into) or keyed
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            keyed = _strings(item, into) or keyed
+    return keyed
+
+
+def _could_match(text: str, texts: list[str], rules: tuple[_Rule, ...], spots: dict[str, list[int]]) -> bool:
+    """True when some rule matches somewhere in a trace's strings: `text` is them joined by
+    newlines, `spots` where each assignment word occurs in it. A user's pattern (kind `custom`)
+    is tried on each string alone, since it may be anchored."""
     for rule in rules:
-        for match in rule.pattern.finditer(dump):
+        for match in (rule.pattern.finditer(text) if rule.kind != "custom" else
+                      (m for piece in texts for m in rule.pattern.finditer(piece))):
             secret = match.group(rule.group)
             if secret is not None and (rule.accept is None or rule.accept(secret)):
                 return True
     for word, starts in spots.items():
         tail = _ASSIGNMENTS[word][1]
-        if any(_assignment_at(dump, at, word, tail, escaped=True) for at in starts):
+        if any(_assignment_at(text, at, word, tail) for at in starts):
             return True
     return False
 
@@ -440,13 +463,9 @@ def _lower(text: str) -> str:
     return lower if len(lower) == len(text) else text.replace("\u0130", "I").lower()
 
 
-def _assignment_at(text: str, at: int, word: str, tail: re.Pattern[str], *, escaped: bool = False) -> tuple[int, int, str] | None:
-    """The span of the value assigned to the name containing `word` at `at`, if it is a secret.
-
-    With `escaped`, `text` is JSON-escaped: `\\n` before a name counts as a line break, and
-    the tests that need real line breaks give the benefit of the doubt.
-    """
-    before = text[at - 1] if at and not (escaped and at >= 2 and text[at - 2] == "\\") else " "
+def _assignment_at(text: str, at: int, word: str, tail: re.Pattern[str]) -> tuple[int, int, str] | None:
+    """The span of the value assigned to the name containing `word` at `at`, if it is a secret."""
+    before = text[at - 1] if at else " "
     if before.isalpha() and not text[at].isupper():
         return None  # inside a word: `bypass`, `compass`
     if word == "pwd" and before not in "_-.":
@@ -455,17 +474,17 @@ def _assignment_at(text: str, at: int, word: str, tail: re.Pattern[str], *, esca
     if match is None or (word == "pass" and match.start("sep") == at + 4 and before not in "_-."):
         return None  # `PASS: test_x` is a test result; `DB_PASS=` and `--pass` are names
     start = at
-    while start and text[start - 1] in _NAME_CHARS and not (escaped and start >= 2 and text[start - 2] == "\\"):
+    while start and text[start - 1] in _NAME_CHARS:
         start -= 1
     name = text[start:match.start("sep")].lstrip("-.")
-    flag = "-" in text[start:at] if escaped else text[start:at].startswith("-")
+    flag = text[start:at].startswith("-")
     if not match.group("sep").strip() and not flag:
         return None  # `NAME value` is an assignment only as a command-line flag
     group = next(g for g in ("dq", "sq", "bare") if match.group(g) is not None)
     value = match.group(group)
     if not _real_value(value):
         return None
-    env = escaped or _env_line(text, start, match)
+    env = _env_line(text, start, match)
     if group == "bare" and _is_expression(value, text, match.end(), env_line=env):
         return None
     if not ((env and name.isupper()) or _looks_secret(value, text, match.end(), bare=group == "bare")):
