@@ -33,6 +33,7 @@ from typing import Literal, Protocol
 
 from .config import Config
 from .ingest import IngestResult, iter_traces, limits_of
+from .ingest import settle_ids as id_rule
 from .ingest.documents import iter_sources
 from .ingest.fidelity import FileFidelity, Totals, lossy
 from .ingest.fidelity import summary as fidelity_summary
@@ -351,38 +352,12 @@ def renamed_shards(corpus: Corpus) -> list[Shard]:
 
 
 def settle_ids(entries: list[IndexEntry]) -> tuple[list[IndexEntry], list[Skip], dict[tuple[str, str], str]]:
-    """`load_traces`' id rule over index entries: sort by id; an exact duplicate (same id and
-    digest, later in (path, record) order) is a skip; ids shared by different contents get
-    `~` and eight digest characters. Returns the kept entries, the skips and the renames."""
+    """`ingest.settle_ids`, the id rule `load_traces` applies, over index entries. Returns the
+    kept entries (renamed where their id collided), the skips and the renames."""
     from dataclasses import replace
 
-    groups: dict[str, list[IndexEntry]] = {}
-    for entry in entries:
-        groups.setdefault(entry.id, []).append(entry)
-    kept: list[IndexEntry] = []
-    skips: list[Skip] = []
-    renamed: dict[tuple[str, str], str] = {}
-    for ident in sorted(groups):
-        group = groups[ident]
-        if len(group) == 1:
-            kept.append(group[0])
-            continue
-        first: dict[str, IndexEntry] = {}
-        for entry in sorted(group, key=lambda e: (e.path, e.record or "")):
-            if entry.digest in first:
-                where = first[entry.digest].path + (f" ({first[entry.digest].record})" if first[entry.digest].record else "")
-                skips.append(Skip(path=entry.path, record=entry.record, reason=f"exact duplicate of trace {ident!r} from {where}"))
-            else:
-                first[entry.digest] = entry
-        if len(first) == 1:
-            kept.extend(first.values())
-            continue
-        for digest in sorted(first):
-            new_id = f"{ident}~{digest[:8]}"
-            renamed[(ident, digest)] = new_id
-            kept.append(replace(first[digest], id=new_id))
-    kept.sort(key=lambda e: e.id)
-    return kept, skips, renamed
+    kept, skips, renamed = id_rule([(e.id, e.digest, e.path, e.record) for e in entries])
+    return [entries[at] if new_id == entries[at].id else replace(entries[at], id=new_id) for at, new_id in kept], skips, renamed
 
 
 def paths_of(paths: Iterable[str | os.PathLike[str]]) -> list[str]:

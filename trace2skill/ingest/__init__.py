@@ -76,6 +76,7 @@ __all__ = [
     "iter_traces",
     "load_traces",
     "reader_for",
+    "settle_ids",
     "require_paths",
 ]
 
@@ -183,9 +184,12 @@ def limits_of(config: Config) -> Limits:
 
 
 def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
-    """Label and redact one trace; a value too deep to serialise becomes a skip, not a crash."""
+    """Label and redact one trace; a value too deep to serialise becomes a skip, not a crash
+    (the digest, cached on the trace, is its JSON serialisation)."""
     try:
-        return redactor.redact_trace(book.apply(trace))
+        cleaned = redactor.redact_trace(book.apply(trace))
+        cleaned.digest()
+        return cleaned
     except (ValueError, RecursionError) as exc:
         reason = f"trace {trace.id!r} cannot be serialised ({type(exc).__name__}: {str(exc)[:200]}); is a value nested too deeply?"
         return Skip(path=trace.source.path, record=trace.source.record, reason=redactor.redact_text(reason))
@@ -339,32 +343,39 @@ def require_paths(paths: list[str]) -> None:
 
 def _unique_ids(traces: list[Trace]) -> tuple[list[Trace], list[Skip]]:
     """Sort by id; drop exact duplicates (as skips) and suffix colliding ids with a digest."""
-    groups: dict[str, list[Trace]] = {}
-    for trace in traces:
-        groups.setdefault(trace.id, []).append(trace)
-    kept: list[Trace] = []
+    kept, skips, _ = settle_ids([(t.id, t.digest(), t.source.path, t.source.record) for t in traces])
+    return [traces[i] if new_id == traces[i].id else traces[i].model_copy(update={"id": new_id}) for i, new_id in kept], skips
+
+
+def settle_ids(keys: list[tuple[str, str, str, str | None]]) -> tuple[list[tuple[int, str]], list[Skip], dict[tuple[str, str], str]]:
+    """The one id rule, over (id, digest, path, record) of each trace: sort by id; an exact
+    duplicate (same id and digest, later in (path, record) order) is a skip; ids shared by
+    different contents get `~` and eight digest characters. Returns (position in `keys`, id)
+    of the kept traces in id order, the skips, and the renames by (id as read, digest)."""
+    groups: dict[str, list[int]] = {}
+    for at, key in enumerate(keys):
+        groups.setdefault(key[0], []).append(at)
+    kept: list[tuple[int, str]] = []
     skips: list[Skip] = []
+    renamed: dict[tuple[str, str], str] = {}
     for ident in sorted(groups):
-        group = groups[ident]
-        if len(group) == 1:
-            kept.append(group[0])
-            continue
-        by_digest: dict[str, Trace] = {}
-        for trace in sorted(group, key=lambda t: (t.source.path, t.source.record or "")):
-            digest = trace.digest()
-            if digest in by_digest:
-                first = by_digest[digest].source
-                where = f"{first.path}" + (f" ({first.record})" if first.record else "")
-                skips.append(Skip(path=trace.source.path, record=trace.source.record, reason=f"exact duplicate of trace {ident!r} from {where}"))
+        first: dict[str, int] = {}
+        for at in sorted(groups[ident], key=lambda i: (keys[i][2], keys[i][3] or "")):
+            _, digest, path, record = keys[at]
+            if digest in first:
+                _, _, where, in_record = keys[first[digest]]
+                where += f" ({in_record})" if in_record else ""
+                skips.append(Skip(path=path, record=record, reason=f"exact duplicate of trace {ident!r} from {where}"))
             else:
-                by_digest[digest] = trace
-        if len(by_digest) == 1:
-            kept.extend(by_digest.values())
+                first[digest] = at
+        if len(first) == 1:
+            kept.extend((at, ident) for at in first.values())
             continue
-        for digest in sorted(by_digest):
-            kept.append(by_digest[digest].model_copy(update={"id": f"{ident}~{digest[:8]}"}))
-    kept.sort(key=lambda t: t.id)
-    return kept, skips
+        for digest in sorted(first):
+            renamed[(ident, digest)] = f"{ident}~{digest[:8]}"
+            kept.append((first[digest], renamed[(ident, digest)]))
+    kept.sort(key=lambda item: item[1])
+    return kept, skips, renamed
 
 
 def stream_report(paths: Iterable[str | os.PathLike[str]], config: Config | None = None, *, emit_to: Path | None = None) -> JSONObject:
