@@ -64,6 +64,21 @@ def test_each_shard_gives_its_traces_in_order_and_executors_agree(tmp_path):
     assert all(e.behaviours is not None for r in local for e in r.entries), "labelled runs carry their behaviours"
 
 
+def test_the_corpus_keeps_its_lesson_sets_in_the_spill_file_and_reads_them_back_whole(tmp_path):
+    ids = sorted(p.name for p in (DEMO_CORPUS / "trajs").iterdir())[:5]
+    folder = demo_subset(tmp_path / "run", ids) / "trajs"
+    config = load_config(env={})
+    corpus = read_corpus(config, True, [folder])
+    assert sorted(corpus.lessons) == ids
+    assert all(p.blob == b"" and p.spill is not None for p in corpus.lessons.values()), "nothing packed stays in memory"
+    job = ShardJob(config, label_book([folder], config), "offline")
+    for shard in plan_shards([folder], config)[0]:
+        (held,) = executor_for("local").map([shard], job)
+        (entry,), (packed,) = held.entries, held.lessons
+        assert corpus.lessons[entry.id].key == packed.key
+        assert corpus.lessons[entry.id].unpack() == packed.unpack()  # each set at its own offset
+
+
 def test_colliding_ids_across_files_are_suffixed_and_exact_copies_skipped(tmp_path):
     source = sorted((DEMO_CORPUS / "trajs").glob("*/*.traj.json"))[0]
     record = json.loads(source.read_text())

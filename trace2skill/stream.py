@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -129,20 +130,61 @@ class Packed:
     """A lesson set as the run holds it between stages: compressed, with its sort key.
 
     Lesson sets carry every evidence quote; as objects they cost about 8 KB per trajectory,
-    packed about 1 KB, which is what keeps a large run's memory flat."""
+    packed about 1 KB, which is what keeps a large run's memory flat. The driver moves the
+    map stage's sets to a `Spill` file (`spilled`), leaving about 150 bytes each in memory."""
 
     key: str
     """`LessonSet.key()` of the set, which the merge tree sorts by."""
     blob: bytes
+    """The compressed set; empty once spilled."""
+    spill: "Spill | None" = None
+    at: int = 0
+    size: int = 0
 
     @classmethod
     def of(cls, lessons: LessonSet) -> "Packed":
         return cls(lessons.key(), zlib.compress(pickle.dumps(lessons, protocol=pickle.HIGHEST_PROTOCOL), 1))
 
+    def spilled(self, spill: "Spill") -> "Packed":
+        """This set with its blob in `spill` instead of memory (read back by `unpack`)."""
+        return self if self.spill is not None else Packed(self.key, b"", spill, spill.put(self.blob), len(self.blob))
+
     def unpack(self) -> LessonSet:
-        value = pickle.loads(zlib.decompress(self.blob))  # noqa: S301 - written by this run, never read from input
+        blob = self.blob if self.spill is None else self.spill.get(self.at, self.size)
+        value = pickle.loads(zlib.decompress(blob))  # noqa: S301 - written by this run, never read from input
         assert isinstance(value, LessonSet)
         return value
+
+
+class Spill:
+    """An anonymous temporary file of blobs the driver holds for a later stage (the map
+    stage's packed lesson sets, which consolidation reads once): memory keeps their offsets.
+    The file has no name (removed by the system when closed, or when the run dies) and lives
+    in the system's temporary folder, never in the skill or state folder."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.file = tempfile.TemporaryFile(prefix="trace2skill-spill-")
+        self.end = 0
+        self.lock = threading.Lock()
+        """One seek-and-read or seek-and-write at a time (merges may unpack in worker threads)."""
+
+    def put(self, blob: bytes) -> int:
+        with self.lock:
+            at = self.end
+            self.file.seek(at)
+            self.file.write(blob)
+            self.end += len(blob)
+        return at
+
+    def get(self, at: int, size: int) -> bytes:
+        with self.lock:
+            self.file.seek(at)
+            blob = self.file.read(size)
+        if len(blob) != size:
+            raise OSError(f"the run's spill file lost data (read {len(blob)} of {size} bytes at {at})")
+        return blob
 
 
 @dataclass
@@ -309,13 +351,15 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
     """
     entries: list[IndexEntry] = []
     lessons: dict[tuple[str, str], Packed] = {}
+    spill = Spill()
     skips, fidelity, failed = list(path_skips), [], []
     totals = Totals()
     redactions: Counter[str] = Counter()
     for result in results:
         entries.extend(result.entries)
         for entry, packed in zip(result.entries, result.lessons):
-            lessons.setdefault((entry.id, entry.digest), packed)
+            if (entry.id, entry.digest) not in lessons:
+                lessons[(entry.id, entry.digest)] = packed.spilled(spill)
         skips.extend(result.skips)
         for row in result.fidelity:
             totals.add(row)
