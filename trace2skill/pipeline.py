@@ -269,6 +269,7 @@ def _build(config: Config, llm: LLMClient | None, corpus: Corpus, ingested: Inge
     if len(failed) == len(corpus.entries):
         raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
     final = analyst.finish(final, corpus.entries, corpus.outcomes)
+    corpus.entries = [replace(e, behaviours=None) if e.behaviours is not None else e for e in corpus.entries]  # read by finish only
     if not final.lessons and not existing_rules(config, source):
         from .ingest.fidelity import summary_line
 

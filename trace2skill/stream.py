@@ -88,7 +88,8 @@ class IndexEntry:
     for the model path's quote; 0 offline."""
     behaviours: bytes | None = None
     """The offline corpus pass's view of it (labelled runs of an offline job only), packed
-    (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed."""
+    (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed.
+    Released (None) by `distill` once the offline selection (`Analyst.finish`) has read them."""
 
     @property
     def where(self) -> str:
