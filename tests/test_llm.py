@@ -54,9 +54,9 @@ def test_the_journal_replays_only_work_done_with_the_same_settings(demo_traces, 
     assert AnalysisJournal(tmp_path / "j.sqlite", run_id(2)).get("digest") is None, "a new seed must not replay the old answer"
 
 
-def test_the_journal_keeps_one_connection_and_commits_in_batches(tmp_path, monkeypatch):
-    """One connection for the journal's life; the first record is committed at once, the next
-    ones with the batch, and `close` commits what is left (counts read back with plain sqlite3)."""
+def test_the_journal_keeps_one_connection_and_commits_every_record_at_once(tmp_path, monkeypatch):
+    """One connection for the journal's life, and every record committed when it is made, so a
+    killed run keeps all it paid for (counts read back with plain sqlite3, journal still open)."""
     import sqlite3
 
     from trace2skill import journal as journal_module
@@ -74,7 +74,7 @@ def test_the_journal_keeps_one_connection_and_commits_in_batches(tmp_path, monke
     journal = AnalysisJournal(path, "run-1")
     for n in range(5):
         journal.put(f"digest-{n}", LessonSet(sources=(f"t{n}",)))
-        assert journal.get(f"digest-{n}") == LessonSet(sources=(f"t{n}",)), "a lookup sees a record not yet committed"
+        assert journal.get(f"digest-{n}") == LessonSet(sources=(f"t{n}",))
     journal.put_merge("key", LessonSet(level=1))
     assert journal.get("never-recorded") is None and journal.get_merge("key") == LessonSet(level=1)
     assert opened == [str(path)], "lookups and records reuse the journal's one connection"
@@ -83,9 +83,8 @@ def test_the_journal_keeps_one_connection_and_commits_in_batches(tmp_path, monke
         with real_connect(path) as db:
             return db.execute(f"SELECT COUNT(*) FROM {table} WHERE run = 'run-1'").fetchone()[0]
 
-    assert committed("analyses") == 1 and committed("merges") == 0, "the first record at once, the rest batched"
+    assert committed("analyses") == 5 and committed("merges") == 1, "each record is committed as it is made"
     assert journal.analysed() == {f"digest-{n}" for n in range(5)} and journal.merges_done() == 1
     journal.close()
-    assert committed("analyses") == 5 and committed("merges") == 1, "closing commits every record"
     reopened = AnalysisJournal(path, "run-1")
     assert reopened.get("digest-4") == LessonSet(sources=("t4",)) and reopened.merges_done() == 1

@@ -284,21 +284,30 @@ def test_publishing_a_pr_without_a_remote_fails_before_any_analysis(world):
 
 
 def test_a_refresh_with_a_model_quotes_once(world, monkeypatch):
-    """The quote refresh makes before touching git is the one the run uses: each trajectory is
-    compressed once for the quote and once for its analyst's prompt, never a third time."""
+    """The quote refresh makes before touching git is the one the run uses: the work is quoted
+    once, and each trajectory is compressed once, for its analyst's prompt (the quote estimates
+    tokens without compressing)."""
     import trace2skill.compress as compress
+    import trace2skill.pipeline as pipeline
 
     add_traces(world, ALL_IDS[:4])
     seen: list[str] = []
-    real = compress.compress_trace
+    quotes: list[int] = []
+    real, real_preflight = compress.compress_trace, pipeline.preflight
 
     def counted(trace, *args, **kwargs):
         seen.append(trace.id)
         return real(trace, *args, **kwargs)
 
+    def quoted(entries, *args, **kwargs):
+        quotes.append(len(entries))
+        return real_preflight(entries, *args, **kwargs)
+
     monkeypatch.setattr(compress, "compress_trace", counted)
+    monkeypatch.setattr(pipeline, "preflight", quoted)
     scripted = ScriptedLLM(responder)
     outcome = refresh(config_for(world, **{"llm.model": "scripted"}), scripted, [world["traces"]])
     assert outcome.changed
     assert scripted.count("analyse-failure") + scripted.count("analyse-success") == 4
-    assert sorted(seen) == sorted(ALL_IDS[:4] * 2), sorted(seen)
+    assert quotes == [4], quotes
+    assert sorted(seen) == sorted(ALL_IDS[:4]), sorted(seen)

@@ -205,10 +205,17 @@ class ModelAnalyst:
         return config.model_copy(update={"consolidate": config.consolidate.model_copy(update={"min_support": support})})
 
 
+def is_offline(llm: LLMClient | None) -> bool:
+    """Whether a run with this client uses the offline analyst (no model configured): the one
+    place that answers it, for stages that run before the analyst is built (the map stage reads
+    and analyses offline in one pass) or beside it (the held-out judge)."""
+    return llm is None
+
+
 def analyst_for(config: Config, llm: LLMClient | None, existing: Sequence[RuleRecord] = ()) -> Analyst:
     """The run's analyst, chosen once: offline when there is no model, else the model analyst
     with `llm` under the run's caps (`budget.with_budget`)."""
-    if llm is None:
+    if is_offline(llm):
         return OfflineAnalyst()
     return ModelAnalyst(with_budget(llm, config), config, existing)
 

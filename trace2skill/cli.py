@@ -337,6 +337,7 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
     """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
     from .journal import checkpoint_path
     from .pipeline import distill as run_distill
+    from .analyse import is_offline
     from .pipeline import plan, read_corpus
 
     _verbosity(ctx, flags.verbose, flags.quiet)
@@ -346,7 +347,7 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
         if llm is not None and not flags.dry_run:
             _check_model(config, llm)
         with _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
-            corpus = read_corpus(config, llm is None, flags.paths, progress=progress)
+            corpus = read_corpus(config, is_offline(llm), flags.paths, progress=progress)
         labelled = sum(e.label_source == str(config.analyse.labels) for e in corpus.entries)
         _warn_unmatched_labels(ctx, config, labelled, len(corpus.entries))
         quoted: list[Quote] = []
@@ -440,7 +441,9 @@ def _quote_heldout(ctx: typer.Context, config: Config, llm: LLMClient | None, co
     Raises:
         BudgetRefused: the gate alone is quoted above the caps.
     """
-    if llm is None or config.gate.mode != "heldout" or not corpus.entries:
+    from .analyse import is_offline
+
+    if is_offline(llm) or config.gate.mode != "heldout" or not corpus.entries:
         return None
     from dataclasses import replace
 

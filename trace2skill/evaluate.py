@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .analyse import is_offline
 from .author import SkillBuild
 from .config import Config
 from .errors import NothingLearned
@@ -217,7 +218,7 @@ def verdict_key(trace: Trace, rules: Sequence[RuleRecord], config: Config) -> st
 
 def judge_journal(config: Config, llm: LLMClient | None) -> AnalysisJournal | None:
     """The journal judge verdicts are kept in (None offline, or with `llm.cache = false`)."""
-    if llm is None or not config.llm.cache:
+    if is_offline(llm) or not config.llm.cache:
         return None
     from .journal import checkpoint_path, journal_path
 
@@ -281,7 +282,7 @@ class Scorer:
     def flags(self, traces: list[Trace], rules: Sequence[RuleRecord]) -> list[set[str]]:
         """The rule ids flagging each trace: offline findings (cached per trace), or judge calls
         made `analyse.concurrency` at a time."""
-        if self.llm is None:
+        if is_offline(self.llm):
             for trace in traces:
                 if trace.id not in self._findings:
                     self._findings[trace.id] = offline_findings(trace)

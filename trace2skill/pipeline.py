@@ -23,7 +23,7 @@ from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 
 from .version import __version__
-from .analyse import Analyst, analyst_for
+from .analyse import Analyst, analyst_for, is_offline
 from .audit import leakage
 from .author import RunInfo, SkillBuild, author_skill, validate_build, write_skill_dir
 from .budget import Quote, preflight
@@ -182,7 +182,7 @@ def distill(
     started = time.monotonic()
     if write:
         check_skill_target(config.skill_dir())
-    corpus = corpus or read_corpus(config, llm is None, paths, ingested=ingested, progress=progress)
+    corpus = corpus or read_corpus(config, is_offline(llm), paths, ingested=ingested, progress=progress)
     if not corpus.entries:
         raise NoInputError(no_input_message(corpus.skips))
     with skill_lock(config.skill_dir()) if write else _nothing():

@@ -63,11 +63,12 @@ def preview_refresh(config: Config, llm: LLMClient | None, paths: list[Path] | N
     """
     from .errors import NoInputError
     from .pipeline import distill, no_input_message
+    from .analyse import is_offline
     from .refresh import read_new
     from .state import load_state
 
     state = load_state(config.state_dir)
-    index, fresh = read_new(config, llm is None, paths, state, config.skill.name, since)
+    index, fresh = read_new(config, is_offline(llm), paths, state, config.skill.name, since)
     if not index.entries:
         raise NoInputError(no_input_message(index.skips))
     if fresh is None:

@@ -37,6 +37,7 @@ from .errors import NoInputError, PublishError
 from .fsguard import crash_point
 from .journal import AnalysisJournal, checkpoint_path, journal_path
 from .llm import LLMClient
+from .analyse import is_offline
 from .pipeline import Progress, distill, no_input_message
 from .stream import Corpus
 from .state import PendingPublish, RefreshState, load_state, run_lock, save_state
@@ -97,7 +98,7 @@ def refresh(
         plan = git.preflight(config) if git is not None else None
         if git is not None:
             state = git.finish_pending(config, git.repair(config, state, plan), plan)
-        index, fresh = read_new(config, llm is None, paths, state, name, since, progress)
+        index, fresh = read_new(config, is_offline(llm), paths, state, name, since, progress)
         if not index.entries:
             raise NoInputError(no_input_message(index.skips))
         if fresh is None:
