@@ -56,7 +56,7 @@ class AnalysisJournal:
     database is in WAL mode with `synchronous=NORMAL`, so a commit is an append to the log with
     no fsync (tens of microseconds, nothing next to a model request); it is durable when the
     process dies, and a power cut may lose the last commits, never the file. (Batching commits
-    was tried: it saved nothing measurable and lost up to half a second of paid answers on a kill.)
+    was tried and dropped: a kill lost up to half a second of answers already paid for.)
     """
 
     def __init__(self, path: Path, run_id: str):
