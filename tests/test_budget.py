@@ -91,3 +91,16 @@ def test_a_drained_run_stops_resumably_and_finishes_on_the_next_invocation(demo_
     llm._responder = responder
     result, _ = distill(config, llm, [demo_traces], checkpoint=checkpoint)
     assert analyst_calls(llm) == 40 and result.analysed == 40
+
+
+def test_a_client_without_its_own_meter_keeps_one_budget_wrapper_for_the_command():
+    """Every run a command makes with one client (preflight, main run, gate folds) spends from
+    one meter: a second `with_budget` returns the same wrapper, not a fresh meter."""
+    from trace2skill.budget import BudgetedClient, with_budget
+    from trace2skill.config import load_config
+    from trace2skill.testing import ScriptedLLM
+
+    config = load_config(overrides={"llm.model": "scripted", "budget.max_calls": 3}, env={})
+    client = ScriptedLLM()
+    first, second = with_budget(client, config), with_budget(client, config)
+    assert isinstance(first, BudgetedClient) and second is first

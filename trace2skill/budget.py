@@ -244,21 +244,21 @@ def with_budget(client: LLMClient, config: Config, meter: CostMeter | None = Non
         limiter: the rate limiter a self-metering backend waits on (default: its own,
             `llm.rate_limit`); a Ray worker passes the run's shared one.
     """
-    if isinstance(client, BudgetedClient) and meter is None:
-        return client
     backend = _innermost(client, "meter")
-    if backend is not None and getattr(backend, "meter", None) is not None and meter is None:
-        return client
+    wrapped = getattr(client, "_under_budget", None)  # the one wrapper (and meter) of this client
+    if meter is None:
+        if isinstance(client, BudgetedClient) or (backend is not None and backend.meter is not None):
+            return client
+        if wrapped is not None and backend is None:
+            return wrapped
     meter = meter or Meter(config.budget, price_for(config.model_copy(update={"budget": BudgetConfig()}), client.model))
     if backend is not None:
         backend.meter = meter
         if limiter is not None:
             backend.limiter = limiter
         return client
-    wrapped = getattr(client, "_under_budget", None)  # the one wrapper (and meter) of this client
-    if wrapped is None or wrapped.meter is not meter:
-        wrapped = BudgetedClient(client, meter)
-        client._under_budget = wrapped
+    wrapped = BudgetedClient(client, meter)
+    client._under_budget = wrapped
     return wrapped
 
 
