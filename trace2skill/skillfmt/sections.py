@@ -19,11 +19,19 @@ Markers (see docs/skill-format.md):
 
 The tree is mutable because edits rewrite lists in place (`apply_edit`); the layout planner
 applies them one at a time to a workspace it owns.
+
+Why an index: placing n rules used to rescan every section of every file (fences, markers) once
+per rule, O(n^2): 1,500 low-support rules took tens of seconds. Each section now keeps what a
+scan of its body found (`_Scan`: managed keys and their lines, the lock) and each file root a
+map from key to the sections holding it; both are built on first use and kept current by
+`_splice`, the one function edits change a body through. A body that holds a fence line (code
+blocks change which lines count) is rescanned after an edit instead of updated in place.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -63,6 +71,25 @@ class Section:
     body: list[str] = field(default_factory=list)
     """Lines between the heading and the first child heading, each with its line ending."""
     children: list[Section] = field(default_factory=list)
+    _scan: _Scan | None = field(default=None, init=False, repr=False, compare=False)
+    """What `_scan_of` found in `body`, kept current by `_splice`; None until first asked."""
+    _index: dict[str, list[tuple[SectionPath, Section]]] | None = field(default=None, init=False, repr=False, compare=False)
+    """On a file's root: managed key -> `(path, section)` holding it, in document order."""
+
+
+@dataclass
+class _Scan:
+    """The managed lines and the lock of one section's body (see the module docstring)."""
+
+    keys: list[str]
+    """Managed keys (`rule:ID`, `link:TARGET`) in body order."""
+    lines: list[int]
+    """The body index of each key's marker line, ascending."""
+    at: dict[str, int]
+    """Key -> the body index of its marker line (of one of them, for a key the body holds twice)."""
+    locked: bool
+    plain: bool
+    """No line opens or closes a fence, so no line is code and edits can update the scan."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,8 +184,7 @@ def find_section(root: Section, path: SectionPath) -> Section:
 
 def is_locked(section: Section) -> bool:
     """Whether the section's own body holds the lock marker on a line of its own."""
-    mask = code_mask(section.body)
-    return any(line.strip() == LOCK_MARKER and not code for line, code in zip(section.body, mask))
+    return _scan_of(section).locked
 
 
 def locked_at(root: Section, path: SectionPath) -> bool:
@@ -175,10 +201,8 @@ def locked_at(root: Section, path: SectionPath) -> bool:
 
 def items(section: Section) -> Iterator[tuple[str, int]]:
     """`(key, line index)` for each managed line in the section's own body, e.g. `rule:r-1a2b`."""
-    for index, (line, code) in enumerate(zip(section.body, code_mask(section.body))):
-        match = None if code else _MARKER.search(line)
-        if match:
-            yield f"{match.group(1)}:{match.group(2)}", index
+    scan = _scan_of(section)
+    yield from list(zip(scan.keys, scan.lines))
 
 
 def item_locations(workspace: Mapping[str, Section]) -> dict[str, list[tuple[str, SectionPath]]]:
@@ -186,7 +210,7 @@ def item_locations(workspace: Mapping[str, Section]) -> dict[str, list[tuple[str
     found: dict[str, list[tuple[str, SectionPath]]] = {}
     for file in sorted(workspace):
         for path, section in walk(workspace[file]):
-            for key, _ in items(section):
+            for key in _scan_of(section).keys:
                 found.setdefault(key, []).append((file, path))
     return found
 
@@ -274,10 +298,10 @@ def apply_edit(workspace: Workspace, edit: Edit) -> None:
 
 def _add_rule(ws: Workspace, edit: Edit) -> None:
     _check_rule_id(edit.key)
-    if f"rule:{edit.key}" in item_locations(ws):
+    if any(f"rule:{edit.key}" in _file_index(root) for root in ws.values()):
         raise EditError(f"rule {edit.key!r} already exists; use replace_rule")
     section = _editable(ws, edit.file, edit.section)
-    _insert(section, [_item_line("rule", edit.key, edit.text)])
+    _insert(ws[edit.file], tuple(edit.section), section, [_item_line("rule", edit.key, edit.text)])
 
 
 def _replace_rule(ws: Workspace, edit: Edit) -> None:
@@ -302,7 +326,7 @@ def _reorder_rules(ws: Workspace, edit: Edit) -> None:
         block = _terminated(section.body[slice(*spans[key])])
         body += section.body[cursor:start] + block
         cursor = end
-    section.body[:] = body + section.body[cursor:]
+    _splice(ws[edit.file], tuple(edit.section), section, 0, len(section.body), body + section.body[cursor:])
 
 
 def _move_to_reference(ws: Workspace, edit: Edit) -> None:
@@ -310,7 +334,7 @@ def _move_to_reference(ws: Workspace, edit: Edit) -> None:
         raise EditError(f"{edit.file!r} is not under {REFERENCES_DIR!r}")
     target = _editable(ws, edit.file, edit.section)
     block = _take_item(ws, f"rule:{edit.key}", None)
-    _insert(target, _terminated(block))
+    _insert(ws[edit.file], tuple(edit.section), target, _terminated(block))
 
 
 def _add_section(ws: Workspace, edit: Edit) -> None:
@@ -340,10 +364,11 @@ def _remove_section(ws: Workspace, edit: Edit) -> None:
 
 def _set_link(ws: Workspace, edit: Edit) -> None:
     key, line = f"link:{edit.key}", _item_line("link", edit.key, edit.text)
-    if key in item_locations({edit.file: ws.get(edit.file, Section(0, ""))}):
+    if edit.file in ws and key in _file_index(ws[edit.file]):
         _replace_item(ws, key, line, edit.file)
         return
-    _insert(_editable(ws, edit.file, edit.section), [line])
+    section = _editable(ws, edit.file, edit.section)
+    _insert(ws[edit.file], tuple(edit.section), section, [line])
 
 
 def _remove_link(ws: Workspace, edit: Edit) -> None:
@@ -392,13 +417,15 @@ def _editable(ws: Workspace, file: str, path: SectionPath) -> Section:
 
 
 def _locate(ws: Mapping[str, Section], key: str, file: str | None) -> tuple[str, Section, SectionPath, int]:
+    """The one place `key` occurs: `(file, section, path, line index)`, from the files' indexes."""
     files = [file] if file is not None else sorted(ws)
-    found = [(name, section, path, index) for name in files if name in ws
-             for path, section in walk(ws[name]) for k, index in items(section) if k == key]
+    found = [(name, path, section) for name in files if name in ws for path, section in _file_index(ws[name]).get(key, ())]
     if len(found) != 1:
-        where = ", ".join(f"{name} > {' > '.join(path)}" for name, _, path, _ in found)
+        where = ", ".join(f"{name} > {' > '.join(path)}" for name, path, _ in found)
         raise EditError(f"{key!r} " + (f"appears {len(found)} times ({where}); keep one" if found else "not found"))
-    return found[0]
+    name, path, section = found[0]
+    scan = _scan_of(section)
+    return name, section, path, scan.at[key]
 
 
 def _replace_item(ws: Workspace, key: str, line: str, file: str | None) -> None:
@@ -407,18 +434,18 @@ def _replace_item(ws: Workspace, key: str, line: str, file: str | None) -> None:
     start, end = _span(section.body, index)
     indent = re.match(r"[ \t]*", section.body[start]).group(0)
     ending = "" if not section.body[end - 1].endswith("\n") and end == len(section.body) else "\n"
-    section.body[start:end] = [indent + line.rstrip("\n") + ending]
+    _splice(ws[name], path, section, start, end, [indent + line.rstrip("\n") + ending])
 
 
 def _take_item(ws: Workspace, key: str, file: str | None) -> list[str]:
     name, section, path, index = _locate(ws, key, file)
     _editable(ws, name, path)
-    start, end = _span(section.body, index)
-    block = section.body[start:end]
-    del section.body[start:end]
     body = section.body
-    if 0 < start < len(body) and not body[start - 1].strip() and not body[start].strip():
-        del body[start]  # the blank line `_insert` put before the item, now doubled
+    start, end = _span(body, index)
+    block = body[start:end]
+    # the blank line `_insert` put before the item would be doubled: it goes too
+    doubled = 0 < start and end < len(body) and not body[start - 1].strip() and not body[end].strip()
+    _splice(ws[name], path, section, start, end + doubled, [])
     return block
 
 
@@ -431,20 +458,92 @@ def _span(body: list[str], index: int) -> tuple[int, int]:
     return (start if _LIST_ITEM.match(body[start]) else index), index + 1
 
 
-def _insert(section: Section, block: list[str]) -> None:
+def _insert(root: Section, path: SectionPath, section: Section, block: list[str]) -> None:
     """Insert managed lines after the section's last managed line, else after its content."""
     body = section.body
-    managed = [index for _, index in items(section)]
-    content = [index for index, line in enumerate(body) if line.strip()]
-    position = managed[-1] + 1 if managed else (content[-1] + 1 if content else min(1, len(body)))
+    managed = _scan_of(section).lines
+    content = next((index for index in range(len(body) - 1, -1, -1) if body[index].strip()), None)
+    position = managed[-1] + 1 if managed else (content + 1 if content is not None else min(1, len(body)))
     lines = list(block)
-    if position == 0 or (content and not managed and not _BULLET_ITEM.match(body[position - 1])):
+    if position == 0 or (content is not None and not managed and not _BULLET_ITEM.match(body[position - 1])):
         lines.insert(0, "\n")
     if position == len(body) and section.children:
         lines.append("\n")
     if position > 0 and not body[position - 1].endswith("\n"):
-        body[position - 1] += "\n"
-    body[position:position] = lines
+        body[position - 1] += "\n"  # a line ending changes no scan: every pattern ignores it
+    _splice(root, path, section, position, position, lines)
+
+
+def _scan_of(section: Section) -> _Scan:
+    """The section's `_Scan`, computed on first use (fence lines, markers and the lock)."""
+    if section._scan is None:
+        body = section.body
+        plain = not any(_FENCE.match(line.rstrip("\r\n")) for line in body)
+        mask = code_mask(body) if not plain else [False] * len(body)
+        keys, lines, locked = [], [], False
+        for index, (line, code) in enumerate(zip(body, mask)):
+            match = None if code else _MARKER.search(line)
+            if match:
+                keys.append(f"{match.group(1)}:{match.group(2)}")
+                lines.append(index)
+            locked = locked or (not code and line.strip() == LOCK_MARKER)
+        section._scan = _Scan(keys, lines, dict(zip(keys, lines)), locked, plain)
+    return section._scan
+
+
+def _file_index(root: Section) -> dict[str, list[tuple[SectionPath, Section]]]:
+    """Managed key -> `(path, section)` for each place it occurs in the file, in document order."""
+    if root._index is None:
+        index: dict[str, list[tuple[SectionPath, Section]]] = {}
+        for path, section in walk(root):
+            for key in _scan_of(section).keys:
+                index.setdefault(key, []).append((path, section))
+        root._index = index
+    return root._index
+
+
+def _splice(root: Section, path: SectionPath, section: Section, start: int, end: int, lines: list[str]) -> None:
+    """`section.body[start:end] = lines`, keeping the section's scan and the file's index current.
+
+    `section` sits at `path` in the file whose root is `root`. In a body without fence lines
+    every marker is an item, so the scan is patched: the keys of the removed lines go, those of
+    the new lines come in, later line numbers shift. A fence or lock line in play, a key the body
+    holds twice, or a key the file already holds, makes the scan or index be rebuilt on next
+    use instead.
+    """
+    scan, body = section._scan, section.body
+    removed = body[start:end]
+    body[start:end] = lines
+    if (scan is None or not scan.plain or len(scan.at) != len(scan.keys)
+            or any(_FENCE.match(line.rstrip("\r\n")) or line.strip() == LOCK_MARKER for line in lines)
+            or any(line.strip() == LOCK_MARKER for line in removed)):
+        section._scan, root._index = None, None
+        return
+    low, high = bisect_left(scan.lines, start), bisect_left(scan.lines, end)
+    gone = scan.keys[low:high]
+    new = [(f"{m.group(1)}:{m.group(2)}", start + n) for n, line in enumerate(lines) if (m := _MARKER.search(line))]
+    scan.keys[low:high] = [key for key, _ in new]
+    scan.lines[low:high] = [line for _, line in new]
+    shift = len(lines) - (end - start)
+    for n in range(low + len(new), len(scan.lines)):
+        scan.lines[n] += shift
+        scan.at[scan.keys[n]] = scan.lines[n]
+    for key in gone:
+        del scan.at[key]
+    scan.at.update(new)
+    index = root._index
+    if index is None:
+        return
+    for key in gone:
+        places = index[key]
+        places.pop(next(n for n, (_, where) in enumerate(places) if where is section))
+        if not places:
+            del index[key]
+    for key, _ in new:
+        if key in index:  # a second place for the key: document order needs a rebuild
+            root._index = None
+            return
+        index[key] = [(path, section)]
 
 
 def _item_line(kind: str, key: str, text: str) -> str:
