@@ -21,6 +21,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        auto_reload=False,  # package files: checking their mtimes on every render cost a stat per prompt
     )
 
 
