@@ -312,10 +312,11 @@ def _check_model(config: Config, llm: LLMClient) -> None:
     import asyncio
 
     from .budget import with_budget
-    from .llm import check_model, close_clients
+    from .llm import check_model, close_clients, probe_key
 
     async def check() -> None:
         try:
+            await probe_key(llm)  # before pricing the model imports litellm: a refused key is known in a second
             await check_model(with_budget(llm, config))
         finally:
             await close_clients()
@@ -335,17 +336,17 @@ def _show_progress(ctx: typer.Context, json_out: bool) -> bool:
 @_run_command
 def distill(ctx: typer.Context, flags: RunFlags) -> None:
     """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
-    from .journal import checkpoint_path
-    from .pipeline import distill as run_distill
-    from .analyse import is_offline
-    from .pipeline import plan, read_corpus
-
     _verbosity(ctx, flags.verbose, flags.quiet)
     try:
         config = _config(flags.config_path, flags.overrides(), flags.settings)
         llm = _llm(ctx, config)
         if llm is not None and not flags.dry_run:
             _check_model(config, llm)
+        from .analyse import is_offline  # the pipeline (LangGraph: seconds) only after the model check
+        from .journal import checkpoint_path
+        from .pipeline import distill as run_distill
+        from .pipeline import plan, read_corpus
+
         with _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
             corpus = read_corpus(config, is_offline(llm), flags.paths, progress=progress)
         labelled = sum(e.label_source == str(config.analyse.labels) for e in corpus.entries)
