@@ -115,3 +115,34 @@ def test_the_call_cap_holds_across_ray_workers_through_the_cli_and_a_rerun_pays_
                                                 "--state-dir", str(tmp_path / "state-local")))
         assert local.exit_code == 0, local.output
     assert _files(tmp_path / "ray" / "demo") == _files(tmp_path / "local" / "demo")
+
+
+
+def test_the_rate_limit_is_one_window_for_all_ray_workers(local_ray):
+    """`llm.rate_limit.requests = 3` (per 60 s) for the run: two workers asking for two requests
+    each get three between them; with a limiter per worker they would get four."""
+    from trace2skill.executor.ray import start_keeper
+
+    def take(keeper, wanted: int, seconds: float) -> int:  # nested, so Ray ships it by value
+        import asyncio
+
+        from trace2skill.executor.ray import RemoteLimiter
+
+        async def go() -> int:
+            limiter, got = RemoteLimiter(keeper), 0
+            for _ in range(wanted):
+                try:
+                    await asyncio.wait_for(limiter.acquire(10), seconds)
+                except asyncio.TimeoutError:
+                    break
+                got += 1
+            return got
+
+        return asyncio.run(go())
+
+    config = load_config(overrides={"llm.rate_limit.requests": 3}, env={})
+    keeper = start_keeper(local_ray, config, None)
+    worker = local_ray.remote(num_cpus=1)(take)
+    got = local_ray.get([worker.remote(keeper, 2, 3.0), worker.remote(keeper, 2, 3.0)])
+    assert sorted(got) == [1, 2]
+    local_ray.kill(keeper)
