@@ -311,3 +311,31 @@ def test_a_refresh_with_a_model_quotes_once(world, monkeypatch):
     assert scripted.count("analyse-failure") + scripted.count("analyse-success") == 4
     assert quotes == [4], quotes
     assert sorted(seen) == sorted(ALL_IDS[:4]), sorted(seen)
+
+
+def test_a_refresh_with_the_heldout_gate_quotes_it_and_refuses_the_two_together_above_the_budget(world):
+    """As `distill` does: the gate's own work (fold distils, judge calls) is quoted before any
+    call, and a budget that covers the run or the gate alone but not both refuses the refresh
+    before git is touched or a model call is made."""
+    from trace2skill.errors import BudgetRefused
+    from trace2skill.pipeline import heldout_quote, plan
+    from trace2skill.refresh import read_new
+
+    model = {"llm.model": "scripted", "llm.price_in": 1, "llm.price_out": 1}
+    add_traces(world, ALL_IDS[:4])
+    assert refresh(config_for(world, **model), ScriptedLLM(responder), [world["traces"]]).changed
+    land(world)
+    add_traces(world, ALL_IDS[4:12])
+    gated = config_for(world, **model, **{"gate.mode": "heldout", "gate.folds": 2})
+    _, fresh = read_new(gated, False, [world["traces"]], load_state(world["state"]), SKILL, None)
+    run = plan(gated, ScriptedLLM(responder), fresh, None, check=False).quote
+    gate = heldout_quote(gated, ScriptedLLM(responder), fresh)
+    assert any(s.stage == "gate-judge" for s in gate.stages) and gate.cost > 0 and run.cost > 0
+    head, scripted, quotes = bot_branch(world).commit, ScriptedLLM(responder), []
+    capped = config_for(world, **model, **{"gate.mode": "heldout", "gate.folds": 2,
+                                           "budget.max_cost": max(run.cost, gate.cost) * 1.01})
+    with pytest.raises(BudgetRefused, match="the run and its held-out gate"):
+        refresh(capped, scripted, [world["traces"]], on_quote=quotes.append)
+    assert [q.cost for q in quotes] == [run.cost, gate.cost], "both quoted (printed by the CLI) before the refusal"
+    assert scripted.count() == 0, "no model call"
+    assert bot_branch(world).commit == head, "git untouched"

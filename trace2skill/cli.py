@@ -430,10 +430,10 @@ def _quoted(ctx: typer.Context, keep: list[Quote], estimate: Quote, config: Conf
     keep.append(estimate)
     if _level(ctx) >= 0:
         print_quote(estimate)
-    if gate is not None and estimate.cost is not None and gate.cost is not None:
-        from .budget import refuse_above_caps
+    if gate is not None:
+        from .pipeline import refuse_with_gate
 
-        refuse_above_caps(config, estimate.cost + gate.cost, estimate.calls + gate.calls, " (the run and its held-out gate)")
+        refuse_with_gate(config, estimate, gate)
 
 
 def _quote_heldout(ctx: typer.Context, config: Config, llm: LLMClient | None, corpus: Corpus) -> Quote | None:
@@ -442,34 +442,13 @@ def _quote_heldout(ctx: typer.Context, config: Config, llm: LLMClient | None, co
     Raises:
         BudgetRefused: the gate alone is quoted above the caps.
     """
-    from .analyse import is_offline
-
-    if is_offline(llm) or config.gate.mode != "heldout" or not corpus.entries:
-        return None
-    from dataclasses import replace
-
-    from .budget import BudgetConfig, price_for, refuse_above_caps, with_budget
-    from .gate import quote_heldout
-    from .journal import checkpoint_path
-    from .pipeline import held_traces, plan, read_corpus
+    from .pipeline import heldout_quote, refuse_with_gate
     from .report import print_quote
 
-    ingested = held_traces(config, corpus)  # the gate distils its folds from whole traces anyway
-
-    with_budget(llm, config)  # the command's meter holds the real caps; the fold plans below reuse it
-    uncapped = config.model_copy(update={"budget": BudgetConfig()})  # the quotes are refused below, as a whole
-
-    def fold_quote(traces: list) -> Quote | None:
-        outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
-        fold = read_corpus(uncapped, False, ingested=replace(ingested, traces=traces, outcomes=outcomes))
-        return plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
-
-    estimate = quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
-    if estimate is None:
-        return None
-    if _level(ctx) >= 0:
+    estimate = heldout_quote(config, llm, corpus)
+    if estimate is not None and _level(ctx) >= 0:
         print_quote(estimate)
-    refuse_above_caps(config, estimate.cost, estimate.calls, " (the held-out gate)")
+    refuse_with_gate(config, None, estimate)
     return estimate
 
 
