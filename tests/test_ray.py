@@ -8,6 +8,7 @@ corpus, never from our counters.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from typer.testing import CliRunner
 
-from conftest import DEMO_CORPUS
+from conftest import DEMO_CORPUS, refresh_world
 
 from fakeserver import FakeServer
 from test_llm_path import answer, corpus, distill_args, is_analysis, local_model  # noqa: F401 - a fixture
@@ -148,31 +149,14 @@ def test_the_rate_limit_is_one_window_for_all_ray_workers(local_ray):
     local_ray.kill(keeper)
 
 
-def _refresh_world(root: Path) -> dict:
-    """`test_refresh.world` in `root`: a skills repo pushed to a bare remote, ten demo runs."""
-    import git
-    import shutil
-
-    from conftest import init_repo
-
-    remote = root / "remote.git"
-    git.Repo.init(remote, bare=True, initial_branch="main")
-    repo = init_repo(root / "repo")
-    repo.create_remote("origin", str(remote)).push("main")
-    traces = root / "traces"
-    (traces / "trajs").mkdir(parents=True)
-    shutil.copy(DEMO_CORPUS / "results_summary.json", traces / "results_summary.json")
-    for instance in sorted(p.name for p in (DEMO_CORPUS / "trajs").iterdir())[:10]:
-        shutil.copytree(DEMO_CORPUS / "trajs" / instance, traces / "trajs" / instance)
-    return {"repo": repo, "root": root / "repo", "traces": traces, "state": root / "state"}
-
-
 def test_refresh_on_ray_commits_the_skill_a_local_refresh_commits(local_ray, tmp_path):
     from trace2skill.refresh import refresh
 
     skills = {}
     for executor in ("ray", "local"):
-        world = _refresh_world(tmp_path / executor)
+        world = refresh_world(tmp_path / executor)
+        for instance in sorted(p.name for p in (DEMO_CORPUS / "trajs").iterdir())[:10]:
+            shutil.copytree(DEMO_CORPUS / "trajs" / instance, world["traces"] / "trajs" / instance)
         config = load_config(overrides={"skill.name": "demo", "skill.out": world["root"] / "skills", "publish.mode": "branch",
                                         "state_dir": world["state"], "analyse.executor": executor, "analyse.workers": 2},
                              env={})

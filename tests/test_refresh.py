@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import git
 import pytest
 from typer.testing import CliRunner
 
@@ -16,7 +15,7 @@ from trace2skill.refresh import refresh
 from trace2skill.state import load_state, run_lock
 from trace2skill.testing import ScriptedLLM
 
-from conftest import DEMO_TRACES, ROOT, init_repo
+from conftest import DEMO_TRACES, ROOT, refresh_world
 from test_graph import responder
 
 SKILL = "swe-demo"
@@ -27,14 +26,7 @@ ALL_IDS = sorted(p.name for p in (CORPUS / "trajs").iterdir())
 @pytest.fixture
 def world(tmp_path):
     """A skills repo with main pushed to a bare remote, a trace folder and a state folder."""
-    remote = tmp_path / "remote.git"
-    git.Repo.init(remote, bare=True, initial_branch="main")
-    repo = init_repo(tmp_path / "repo")
-    repo.create_remote("origin", str(remote)).push("main")
-    traces = tmp_path / "traces"
-    (traces / "trajs").mkdir(parents=True)
-    shutil.copy(CORPUS / "results_summary.json", traces / "results_summary.json")
-    return {"repo": repo, "root": tmp_path / "repo", "traces": traces, "state": tmp_path / "state", "remote": remote}
+    return refresh_world(tmp_path)
 
 
 def add_traces(world, ids):
