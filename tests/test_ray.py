@@ -111,6 +111,9 @@ def test_the_call_cap_holds_across_ray_workers_through_the_cli_and_a_rerun_pays_
         again = [r for r in second if is_analysis(r)]
         assert len(again) == 8 - paid, "what the capped run paid for is journaled on the driver, not asked again"
         assert json.loads(resumed.stdout)["usage"]["calls"] == len(second), "the summary counts the workers' calls"
+        run_id = json.loads(resumed.stdout)["run_id"]
+        page = next((tmp_path / "state" / "reports").glob(f"*{run_id}*.html")).read_text()
+        assert f"<td>analyse</td><td>{len(again)}</td>" in page, "the report's calls per stage count the workers' too"
         # the same server: its address is part of the run id the skill records
         local = runner.invoke(app, distill_args(traces, tmp_path / "local", "--api-base", server.url,
                                                 "--state-dir", str(tmp_path / "state-local")))

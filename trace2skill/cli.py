@@ -278,27 +278,14 @@ def _warn_unmatched_labels(ctx: typer.Context, config, matched: int, total: int)
                    "by id (nor by instance_id or task_id); their outcomes stay as read")
 
 
-class _CallMeter:
-    """Counts model calls per purpose (the report's calls per stage); delegates the rest."""
-
-    def __init__(self, inner):
-        self.inner, self.model, self.calls = inner, inner.model, {}
-
-    @property
-    def usage(self):
-        return self.inner.usage
-
-    async def complete(self, messages, *, output, purpose):
-        self.calls[purpose] = self.calls.get(purpose, 0) + 1
-        return await self.inner.complete(messages, output=output, purpose=purpose)
-
-
 def _llm(ctx: typer.Context, config):
     from .llm import build_llm
 
     factory = (ctx.obj or {}).get("llm_factory")
     llm = factory(config) if factory is not None else build_llm(config)  # the library puts it under the caps
-    return _CallMeter(llm) if llm is not None else None
+    from .llm import CallCounter
+
+    return CallCounter(llm) if llm is not None else None
 
 
 def _check_model(config: Config, llm: LLMClient) -> None:

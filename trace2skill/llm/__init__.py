@@ -29,7 +29,7 @@ from ..types import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["LLMClient", "BoundedClient", "build_llm", "allow_model_requests", "check_model", "probe_key", "resolve_api_key",
+__all__ = ["LLMClient", "BoundedClient", "CallCounter", "count_calls", "build_llm", "allow_model_requests", "check_model", "probe_key", "resolve_api_key",
            "model_price", "sent_sampling"]
 
 NO_KEY = "sk-no-key-sent"
@@ -76,6 +76,36 @@ class BoundedClient:
             self._loop, self._slots = loop, asyncio.Semaphore(self.limit)
         async with self._slots:
             return await self.inner.complete(messages, output=output, purpose=purpose)
+
+
+class CallCounter:
+    """An `LLMClient` that counts its calls per purpose (the report's calls per stage). Calls made
+    elsewhere with a copy of the model (Ray workers) are added with `add`."""
+
+    def __init__(self, inner: LLMClient):
+        self.inner, self.model = inner, inner.model
+        self.calls: dict[str, int] = {}
+
+    @property
+    def usage(self) -> Usage:
+        return self.inner.usage
+
+    async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
+        self.calls[purpose] = self.calls.get(purpose, 0) + 1
+        return await self.inner.complete(messages, output=output, purpose=purpose)
+
+    def add(self, calls: dict[str, int]) -> None:
+        for purpose, count in calls.items():
+            self.calls[purpose] = self.calls.get(purpose, 0) + count
+
+
+def count_calls(client: LLMClient, calls: dict[str, int]) -> None:
+    """Add `calls` (per purpose) to the `CallCounter` among `client`'s wrappers, if there is one."""
+    while client is not None:
+        if isinstance(client, CallCounter):
+            client.add(calls)
+            return
+        client = getattr(client, "inner", None)
 
 
 class _RequestGate:
