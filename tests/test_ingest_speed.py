@@ -160,3 +160,46 @@ def test_error_gate_agrees_with_the_bare_expression(text):
 def test_nan_reward_digest_matches():
     item = trace("x", reward=math.nan)
     assert item.digest() == plain_digest(item)
+
+
+def every_string(value: object) -> list[str]:
+    """Every string in a JSON-like value, dict keys included, in order: what the gate must see."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in ([key] if isinstance(key, str) else []) + every_string(item)]
+    if isinstance(value, (list, tuple)):
+        return [s for item in value for s in every_string(item)]
+    return []
+
+
+def test_the_gate_reads_every_string_the_field_walk_redacts():
+    """The gate reads a trace's strings from its objects, not from a dump: it must see the same
+    strings, in the same order, as walking the dump does (a field it misses is a secret let through)."""
+    from trace2skill.redact import _trace_strings
+
+    items = load_traces([FORMATS]).traces + [trace(line, extra={"k": [line, {"password": "x"}], "n": 1.5}, agent="a")
+                                             for line in ODD_CASES]
+    assert len(items) > 40
+    for item in items:
+        seen: list[str] = []
+        keyed = _trace_strings(item, seen)
+        assert seen == every_string(item.model_dump(exclude={"source"})), item.id
+        assert keyed == ("password" in seen), item.id
+
+
+def test_the_gate_knows_every_field():
+    """`_trace_strings` follows the models' fields by name: a new field must be added there
+    (this test then fails as a reminder)."""
+    from trace2skill.redact import _DUMP_FIELDS
+
+    assert {m.__name__: tuple(m.model_fields) for m in (Trace, Step, ToolCall, Observation)} == _DUMP_FIELDS
+
+
+@pytest.mark.parametrize("extra", [{"when": __import__("datetime").datetime(2024, 1, 2, 3, 4, 5)}, {"pair": (1, "a")},
+                                   {"n": [{1: "int key"}]}, {"b": b"bytes"}])
+def test_digest_of_values_json_would_not_hold_is_the_plain_hash(extra):
+    """Digests are taken from the Python-mode dump when it holds only JSON values; anything
+    else (a date, a tuple, a non-string key, bytes) must give the JSON-mode dump's hash."""
+    item = trace("x", extra=extra)
+    assert item.digest() == plain_digest(item)
