@@ -203,3 +203,21 @@ def test_digest_of_values_json_would_not_hold_is_the_plain_hash(extra):
     else (a date, a tuple, a non-string key, bytes) must give the JSON-mode dump's hash."""
     item = trace("x", extra=extra)
     assert item.digest() == plain_digest(item)
+
+
+def test_records_of_some_lines_are_those_of_all_lines(tmp_path):
+    """A second pass that asks for some line numbers gets exactly those records (blank and
+    broken lines counted as in a full pass), whether the document can skip parsing or not."""
+    from dataclasses import replace
+
+    from trace2skill.ingest.documents import iter_documents
+
+    lines = ['{"a": 1}', "", "   ", '{"b": [2, 3]}', "{broken", '"text"', '{"c": {"d": null}}', "", '{"e": 5}']
+    (tmp_path / "x.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    doc = next(iter_documents([tmp_path / "x.jsonl"]))
+    every = [entry for entry in doc.records() if isinstance(entry, tuple)]
+    assert [n for n, _ in every] == [1, 4, 6, 7, 9]  # counted by hand from `lines`
+    for only in ({4}, {1, 7}, {5, 6, 9}, set(), {2, 100}):
+        expected = [entry for entry in every if entry[0] in only]
+        assert [e for e in doc.records(only) if isinstance(e, tuple)] == expected
+        assert [e for e in replace(doc, _some_records=None).records(only) if isinstance(e, tuple)] == expected

@@ -44,7 +44,7 @@ import sqlite3
 import stat
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,16 +398,20 @@ def _json_document(source: Source, data: bytes, max_bytes: int) -> Document | Sk
 
 
 def _jsonl_document(source: Source, max_bytes: int) -> Document:
-    return Document(path=source.path, kind="jsonl", _records=lambda: _jsonl_records(source, max_bytes))
+    return Document(path=source.path, kind="jsonl", _records=lambda: _jsonl_records(source, max_bytes),
+                    _some_records=lambda only: _jsonl_records(source, max_bytes, only))
 
 
-def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, JSONValue] | Skip]:
+def _jsonl_records(source: Source, max_bytes: int, only: Collection[int] | None = None) -> Iterator[tuple[int, JSONValue] | Skip]:
+    """`(line number, value)` per JSONL line, or a `Skip`; with `only`, just those lines are
+    parsed (the others are read past, not decoded), and reading stops after the last of them."""
     line_no = 0
+    last = max(only, default=0) if only is not None else None
     try:
         with source.open() as stream:
             while True:
                 line = stream.readline(max_bytes + 1)
-                if not line:
+                if not line or (last is not None and line_no >= last):
                     return
                 line_no += 1
                 if not line.strip():
@@ -421,7 +425,8 @@ def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, JSONVa
                         reason=f"line is {dropped:,} bytes, above the {_mib(max_bytes)} cap for one record",
                     )
                     continue
-                yield _parse_line(source.path, line_no, line)
+                if only is None or line_no in only:
+                    yield _parse_line(source.path, line_no, line)
     except _LimitExceeded as exc:
         yield Skip(path=source.path, reason=f"{exc}; the records before that point were read")
     except _READ_ERRORS as exc:
