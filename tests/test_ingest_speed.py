@@ -221,3 +221,22 @@ def test_records_of_some_lines_are_those_of_all_lines(tmp_path):
         expected = [entry for entry in every if entry[0] in only]
         assert [e for e in doc.records(only) if isinstance(e, tuple)] == expected
         assert [e for e in replace(doc, _some_records=None).records(only) if isinstance(e, tuple)] == expected
+
+
+def test_reading_at_most_a_limit_reads_what_read_would(tmp_path):
+    """The whole-file read sizes its buffer from the file, not from the 64 MiB cap: same bytes as
+    `read(limit)` on plain files (smaller or larger than the limit) and on gzip streams."""
+    import gzip as gz
+
+    from trace2skill.ingest.documents import _read_at_most, open_regular
+
+    data = bytes(range(256)) * 40
+    (tmp_path / "x.json").write_bytes(data)
+    (tmp_path / "x.json.gz").write_bytes(gz.compress(data))
+    for limit in (1, 100, len(data) - 1, len(data), len(data) + 1, 1 << 26):
+        for head in (0, 7):
+            with open_regular(tmp_path / "x.json") as stream:
+                stream.read(head)
+                assert _read_at_most(stream, limit) == data[head:head + limit]
+        with gz.open(open_regular(tmp_path / "x.json.gz")) as stream:
+            assert _read_at_most(stream, limit) == data[:limit]

@@ -163,7 +163,7 @@ def iter_traces(
     forced = reader_for(config.analyse.format) if config.analyse.format else None
     book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = redactor or Redactor(config.redact)
-    for doc in iter_documents(paths, max_bytes=max_bytes, limits=limits_of(config)):
+    for doc in iter_documents(paths, max_bytes=max_bytes, limits=limits_of(config), read_already=book.is_source):
         row = FileFidelity(file=doc.path)
         items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book, config.analyse.sidechains == "keep")
         for item in items:

@@ -325,7 +325,8 @@ class _Archive:
 
 
 def iter_documents(
-    paths: Iterable[str | os.PathLike[str]], *, max_bytes: int | None = None, limits: Limits | None = None
+    paths: Iterable[str | os.PathLike[str]], *, max_bytes: int | None = None, limits: Limits | None = None,
+    read_already: Callable[[str], bool] | None = None,
 ) -> Iterator[Document | Skip]:
     """Yield one `Document` per readable input, or a `Skip` saying why it is not readable.
 
@@ -334,6 +335,8 @@ def iter_documents(
         max_bytes: cap on a whole-file JSON parse and on any single JSONL line; overrides
             `limits.record_bytes` when given.
         limits: size and expansion caps (defaults: `Limits()`).
+        read_already: says which paths were read already (the label files): those come back
+            as an empty `json` document, not opened or parsed a second time.
 
     Returns:
         An iterator; JSONL documents are read lazily when their records are iterated.
@@ -343,6 +346,8 @@ def iter_documents(
     for source in iter_sources(paths, limits):
         if isinstance(source, Skip):
             yield source
+        elif read_already is not None and read_already(source.path):
+            yield Document(path=source.path, kind="json")
         else:
             yield open_document(source, max_bytes=record_bytes)
 
@@ -357,7 +362,7 @@ def open_document(source: Source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Docu
         with source.open() as stream:
             head = stream.read(_BINARY_PROBE)
             if not is_jsonl:
-                head += stream.read(max_bytes + 1 - len(head))
+                head += _read_at_most(stream, max_bytes + 1 - len(head))
     except _LimitExceeded as exc:
         return Skip(path=source.path, reason=str(exc))
     except _READ_ERRORS as exc:
@@ -378,6 +383,19 @@ def open_document(source: Source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Docu
             "write it as JSONL (one trajectory per line) or raise the cap",
         )
     return _json_document(source, head, max_bytes)
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    """`stream.read(limit)`, without first allocating `limit` bytes (the record cap, 64 MiB by
+    default) when a plain file holds fewer: that allocation cost as much as reading a typical
+    trajectory file. A file that grew since is read on up to `limit`."""
+    if type(stream) is not io.BufferedReader or type(stream.raw) is not io.FileIO:  # gzip, zip members: no size
+        return stream.read(limit)
+    left = os.fstat(stream.fileno()).st_size - stream.tell()
+    if left >= limit:
+        return stream.read(limit)
+    data = stream.read(max(left, 0) + 1)
+    return data + stream.read(limit - len(data)) if len(data) > left else data
 
 
 def _json_document(source: Source, data: bytes, max_bytes: int) -> Document | Skip:
