@@ -43,7 +43,7 @@ as much per model (measured on 50 nested records); same JSON schema and output a
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, defer_build=True)
 
 
 def content_hash(payload: object) -> str:
