@@ -560,7 +560,8 @@ def _attach_file(doc: Document, agent: str, path: Path, problems: list[Skip]) ->
                 if abandoned:
                     doc.ledger.ignore(_ABANDONED, len(abandoned), calls=sum(nodes[u].counts[0] for u in abandoned),
                                       results=sum(nodes[u].counts[1] for u in abandoned))
-                events, _ = _load(sub.records, session_id, set(kept), set())
+                lines = {index.message_lines[(session_id, u)] for u in kept if (session_id, u) in index.message_lines}
+                events, _ = _load(sub.records, session_id, set(kept), set(), lines)
                 summary, side_problems = _summary([events[u] for u in sorted(kept, key=lambda u: nodes[u].line)], agent)
                 summary["file"] = path.name
                 found.append(summary)
