@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -611,6 +612,9 @@ def test_a_rerun_of_the_heldout_gate_pays_for_nothing_twice(demo_traces, tmp_pat
         assert broken.exit_code == 69, broken.output
         first = server.completions()[start:]
         assert sum(1 for r in first if is_judge(r) and r.status == 200) == 15
+        analysed = Counter(_task_key(r.body["messages"][1]["content"]) for r in first if is_analysis(r))
+        assert len(analysed) == len(new) and set(analysed.values()) == {1}, \
+            "each new trajectory analysed once for the run and both folds; the four of the first run not again"
         judged["fail_from"] = 10**6
         start = len(server.completions())
         rerun = runner.invoke(app, gated)
