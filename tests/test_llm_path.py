@@ -642,7 +642,7 @@ def test_the_heldout_gate_is_quoted_in_dollars_and_refused_above_the_budget_befo
                                                 "--set", "gate.folds=2", "--budget", f"{main * 1.5:.4f}", *price))
         assert gated.exit_code == 78, gated.output
         sent = server.completions()[start:]
-    [line] = [line for line in gated.stderr.splitlines() if "gate-judge" in line]
+    [line] = [q for q in "".join(gated.stderr.splitlines()).split("quote: ") if "gate-judge" in q]  # one quote, however wrapped
     judge_calls = int(re.search(r"gate-judge: (\d+) call", line).group(1))
     assert judge_calls == 2 * 8, "each of the 8 trajectories the skill has not seen, judged with the current skill and a candidate"
     assert float(re.search(r"cost ~\$(\d+\.\d+)", line).group(1)) > main * 0.5

@@ -230,7 +230,9 @@ def heldout_quote(config: Config, llm: LLMClient | None, corpus: Corpus) -> Quot
     def fold_quote(traces: list[Trace]) -> Quote | None:
         outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
         fold = read_corpus(uncapped, False, ingested=replace(ingested, traces=traces, outcomes=outcomes))
-        return plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
+        quote = plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
+        # a fold's trajectories are the run's: the run analyses them first, the fold reuses them (journal)
+        return None if quote is None else replace(quote, stages=tuple(s for s in quote.stages if s.stage != "analyse"))
 
     return quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
 
