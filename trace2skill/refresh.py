@@ -22,7 +22,7 @@ different state folders never work in one checkout at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +38,8 @@ from .fsguard import crash_point
 from .journal import AnalysisJournal, checkpoint_path, journal_path
 from .llm import LLMClient
 from .analyse import is_offline
-from .pipeline import Progress, distill, no_input_message
+from .pipeline import Progress, distill, heldout_quote, no_input_message, refuse_with_gate
+from .pipeline import plan as plan_run
 from .stream import Corpus
 from .state import PendingPublish, RefreshState, load_state, run_lock, save_state
 from .types import RunResult
@@ -103,14 +104,27 @@ def refresh(
             raise NoInputError(no_input_message(index.skips))
         if fresh is None:
             return RefreshOutcome(name, False, f"no changes: all {len(index.entries)} trajectories were already distilled")
-        estimate = None
-        if llm is not None:  # refuse an over-budget run before touching git; distill checks the model
-            from .pipeline import plan as plan_run
-
-            estimate = plan_run(config, llm, fresh, checkpoint_path(config.state_dir), check=False).quote
-            if on_quote is not None and estimate is not None:
-                on_quote(estimate)
+        estimate = _quote(config, llm, fresh, on_quote)  # before touching git; distill checks the model
         return _fold(config, llm, fresh, state, git, plan, pr_body_path, progress, control, estimate)
+
+
+def _quote(config: Config, llm: LLMClient | None, fresh: Corpus, on_quote: Callable[[Quote], None] | None) -> Quote | None:
+    """The run's quote, and its held-out gate's (each passed to `on_quote`), refused above the caps
+    alone or together, before git is touched (None offline).
+
+    Raises:
+        BudgetRefused: as said (exit 78).
+    """
+    if llm is None:
+        return None
+    estimate = plan_run(config, llm, fresh, checkpoint_path(config.state_dir), check=False).quote
+    gate = heldout_quote(config, llm, fresh)
+    for quote in (estimate, gate):
+        if on_quote is not None and quote is not None:
+            on_quote(quote)
+    refuse_with_gate(config, None, gate)
+    refuse_with_gate(config, estimate, gate)
+    return estimate
 
 
 def _fold(config: Config, llm: LLMClient | None, fresh: Corpus, state: RefreshState, git: _GitTarget | None,
@@ -149,7 +163,7 @@ def _fold(config: Config, llm: LLMClient | None, fresh: Corpus, state: RefreshSt
             commit, pr_url = (outcome.commit.sha if outcome.commit else None), outcome.pr_url
             remote = config.publish.remote if outcome.pushed else None
         save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
-        _forget_journal(config, result.run_id)
+        _forget_journal(config, result.run_id, digests)
         review = tuple(item.summary for item in content.review) if content is not None else ()
         return RefreshOutcome(name, True, f"{build.previous_version or 'new'} -> {build.version}", len(fresh.entries),
                               result, commit, pr_url, body, review, branch.name if branch else None, remote, build)
@@ -252,8 +266,8 @@ def read_new(config: Config, offline: bool, paths: list[Path] | None, state: Ref
     return index, read_corpus(config, offline, paths, progress=progress, wanted=frozenset(wanted), renamed=index.renamed)
 
 
-def _forget_journal(config: Config, run_id: str) -> None:
-    AnalysisJournal(journal_path(checkpoint_path(config.state_dir)), run_id).forget()
+def _forget_journal(config: Config, run_id: str, digests: Iterable[str]) -> None:
+    AnalysisJournal(journal_path(checkpoint_path(config.state_dir)), run_id).forget(digests)
 
 
 def _modified(path: str) -> float:
@@ -382,7 +396,7 @@ class _GitTarget:
                                      remote=config.publish.remote, run_hooks=config.publish.run_hooks)
             plan.publisher.deliver(request, commit)
             state = state.with_success(name, version=pending.version, digests=pending.digests, run_id=pending.run_id)
-            _forget_journal(config, pending.run_id)
+            _forget_journal(config, pending.run_id, pending.digests)
         else:
             state = state.with_pending(name, None)
         save_state(config.state_dir, state)
