@@ -52,13 +52,12 @@ four times the longest analyst or merge reply."""
 def _litellm():
     """litellm, imported and configured once per process (the import alone takes seconds).
 
-    OpenAI-style models go through litellm's own HTTP handler rather than the `openai` SDK
-    client (litellm reads `EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER` on every call; set it to
-    False to go back): the SDK's request transformation and response wrapping were a third of
-    litellm's Python calls per request, measured against `tests/fakeserver.py` (docs/scale.md).
+    OpenAI-style models go through the `openai` SDK client, litellm's default. litellm's own
+    handler (`EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER=True`, which a user may set) costs a
+    quarter less CPU per request against `tests/fakeserver.py` (docs/scale.md), but litellm
+    calls it experimental and it is untested against real providers here, so it is not the default.
     """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
     import litellm
 
     litellm.disable_aiohttp_transport = True
