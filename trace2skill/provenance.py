@@ -13,7 +13,7 @@ CONFLICTS.md renders the ledger for people: both sides' evidence, status and res
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -70,29 +70,36 @@ def load_provenance(text: str) -> Provenance:
 
 
 def dump_provenance(provenance: Provenance) -> str:
-    """Deterministic JSON: sorted keys, indent 2, derived support counts beside the evidence."""
-    data = provenance.model_dump(mode="json", exclude={"rules", "withheld"})  # dumped once, below
+    """Deterministic JSON: sorted keys, indent 2, derived support counts beside the evidence
+    (the text `iter_provenance` streams, joined)."""
+    return "".join(iter_provenance(provenance))
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False)
+
+
+def iter_provenance(provenance: Provenance) -> Iterator[str]:
+    """provenance.json in pieces, one record of `rules` and `withheld` at a time: the bytes
+    `json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"` gives the whole
+    file's data, without ever holding that data or its text. Each record's evidence grows with
+    the corpus (every trajectory that supports it), so the file is encoded and written record by
+    record (`skill.FileSet`); a value nested at depth d is encoded alone and indented by 2d
+    spaces, which is exact because JSON text never holds a raw line break inside a string."""
+    data = provenance.model_dump(mode="json", exclude={"rules", "withheld"})  # records dumped one at a time, below
     if data.get("gate") is None:
         data.pop("gate", None)  # written only by a gated run (gate.recorded)
-    for table in ("rules", "withheld"):
-        data[table] = {rid: _record_json(record) for rid, record in getattr(provenance, table).items()}
-    return _joined(json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False).iterencode(data), "\n")
-
-
-def _joined(chunks: Iterable[str], end: str, batch: int = 4096) -> str:
-    """`"".join(chunks) + end` without holding every chunk at once, nor the text twice:
-    `json.dumps` with an indent lists its small pieces first (about 630,000 for 5,000
-    trajectories' evidence, some 40 MB of string objects for a 9 MB text), and `+ end` copies
-    the whole text; joined a batch at a time, the pieces never exceed the text."""
-    parts: list[str] = []
-    pending: list[str] = []
-    for chunk in chunks:
-        pending.append(chunk)
-        if len(pending) >= batch:
-            parts.append("".join(pending))
-            pending.clear()
-    parts.append("".join(pending) + end)
-    return "".join(parts)
+    tables = {"rules": provenance.rules, "withheld": provenance.withheld}
+    for n, key in enumerate(sorted([*data, *tables])):
+        yield ("," if n else "{") + "\n  " + _ENCODER.encode(key) + ": "
+        if key not in tables:
+            yield _ENCODER.encode(data[key]).replace("\n", "\n  ")
+            continue
+        records = tables[key]
+        for m, rid in enumerate(sorted(records)):
+            yield ("," if m else "{") + "\n    " + _ENCODER.encode(rid) + ": "
+            yield _ENCODER.encode(_record_json(records[rid])).replace("\n", "\n    ")
+        yield "\n  }" if records else "{}"
+    yield "\n}\n"
 
 
 def _record_json(record: RuleRecord) -> dict[str, Any]:

@@ -59,6 +59,14 @@ def _canonical_json(payload: object) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
+def _hash_list(digest: "hashlib._Hash", items: Iterable[object]) -> None:
+    """Feed `digest` the bytes `_canonical_json` gives a list of `items`, one item at a time."""
+    digest.update(b"[")
+    for n, item in enumerate(items):
+        digest.update((b"," if n else b"") + _canonical_json(item))
+    digest.update(b"]")
+
+
 def _fast_canonical_json(payload: object, floats: Iterable[object]) -> bytes:
     """`_canonical_json(payload)`, several times faster, for a payload of JSON types only (str
     keys) whose floats are all in `floats`. orjson writes the same bytes as `json.dumps` for
@@ -295,7 +303,21 @@ class LessonSet(_Frozen):
     """Trace ids whose analysis fed this set (including those that yielded no lesson)."""
 
     def key(self) -> str:
-        return content_hash(self.model_dump(mode="json"))
+        """`content_hash(self.model_dump(mode="json"))`, hashed one lesson and one conflict at a
+        time: the same bytes without the whole set's dump, which at the top of a large merge tree
+        is every evidence item of the corpus as dicts and then as one string."""
+        digest = hashlib.sha256()
+        fields = {"conflicts": self.conflicts, "lessons": self.lessons, "level": self.level, "sources": self.sources}
+        assert set(fields) == set(type(self).model_fields), "LessonSet.key must hash every field"
+        for n, name in enumerate(sorted(fields)):
+            digest.update((("," if n else "{") + json.dumps(name) + ":").encode("utf-8"))
+            value = fields[name]
+            if name in ("conflicts", "lessons"):
+                _hash_list(digest, (item.model_dump(mode="json") for item in value))  # type: ignore[union-attr]
+            else:
+                digest.update(_canonical_json(list(value) if isinstance(value, tuple) else value))
+        digest.update(b"}")
+        return digest.hexdigest()[:16]
 
 
 class Usage(_Frozen):
