@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import pickle
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Literal, TypeAlias
 
 try:
@@ -21,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover - a dependency; without it digests are computed by json.dumps alone
     _orjson = None
 
-from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, JsonValue, WrapSerializer, WrapValidator
 from pydantic_core import core_schema
 
 Outcome = Literal["success", "failure", "unknown"]
@@ -212,10 +214,84 @@ class Evidence(_Frozen):
     """A short verbatim excerpt from those steps."""
 
 
+PACK_EVIDENCE_FROM = 16
+"""A lesson's or rule's evidence of at least this many items is held packed (`PackedEvidence`)."""
+
+
+class PackedEvidence(Sequence[Evidence]):
+    """A long evidence tuple held compressed, with its support counts worked out once.
+
+    Every rule lists every trajectory that supports it, so the consolidated lessons of a large
+    corpus carry the whole corpus's evidence: about 600 bytes an item as objects, some 250,000
+    items at 50,000 trajectories. Held packed (the items as plain tuples, pickled and
+    compressed), they cost a few dozen bytes an item, and are unpacked one lesson or rule at a
+    time by whatever reads them (a merge, the author, provenance.json's encoder). It reads,
+    compares, hashes and serialises as the tuple it holds, so nothing downstream can tell the
+    difference but memory: `EvidenceTuple` fields pack what they validate from
+    `PACK_EVIDENCE_FROM` items on."""
+
+    __slots__ = ("blob", "count", "support", "failing", "succeeding")
+
+    def __init__(self, blob: bytes, count: int, support: int, failing: int, succeeding: int):
+        self.blob, self.count, self.support, self.failing, self.succeeding = blob, count, support, failing, succeeding
+
+    @classmethod
+    def of(cls, evidence: Iterable[Evidence]) -> "PackedEvidence":
+        rows = [(e.trace_id, e.outcome, e.steps, e.quote) for e in evidence]
+        traces = {row[0] for row in rows}
+        failing = {row[0] for row in rows if row[1] == "failure"}
+        succeeding = {row[0] for row in rows if row[1] == "success"}
+        blob = zlib.compress(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        return cls(blob, len(rows), len(traces), len(failing), len(succeeding))
+
+    def items(self) -> tuple[Evidence, ...]:
+        rows = pickle.loads(zlib.decompress(self.blob))  # noqa: S301 - packed by this process, never read from input
+        return tuple(Evidence(trace_id=t, outcome=o, steps=st, quote=q) for t, o, st, q in rows)
+
+    def __reduce__(self) -> tuple[type["PackedEvidence"], tuple[bytes, int, int, int, int]]:
+        return PackedEvidence, (self.blob, self.count, self.support, self.failing, self.succeeding)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Evidence]:
+        return iter(self.items())
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def] - int or slice, as a tuple's
+        return self.items()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedEvidence):
+            return self.blob == other.blob or self.items() == other.items()
+        return self.items() == other if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.items())
+
+    def __repr__(self) -> str:
+        return f"PackedEvidence({self.count} items)"
+
+
+def _pack_long(value: object, handler: core_schema.ValidatorFunctionWrapHandler) -> object:
+    if isinstance(value, PackedEvidence):
+        return value
+    validated = handler(value)
+    return PackedEvidence.of(validated) if len(validated) >= PACK_EVIDENCE_FROM else validated
+
+
+def _dump_items(value: object, handler: core_schema.SerializerFunctionWrapHandler) -> object:
+    return handler(value.items() if isinstance(value, PackedEvidence) else value)
+
+
+EvidenceTuple: TypeAlias = Annotated[tuple[Evidence, ...], WrapValidator(_pack_long), WrapSerializer(_dump_items)]
+"""A lesson's or rule's evidence: a tuple, held as `PackedEvidence` from `PACK_EVIDENCE_FROM` items on."""
+
+
 class Supported:
     """Support counts derived from `evidence`, shared by lessons and written rules.
 
-    Counts are distinct trajectories, so two quotes from one trajectory count once.
+    Counts are distinct trajectories, so two quotes from one trajectory count once. Packed
+    evidence carries its counts (`PackedEvidence`), worked out the same way when it was packed.
     """
 
     evidence: tuple[Evidence, ...]
@@ -226,15 +302,24 @@ class Supported:
 
     @property
     def failing_support(self) -> int:
-        return len({e.trace_id for e in self.evidence if e.outcome == "failure"})
+        evidence = self.evidence
+        if isinstance(evidence, PackedEvidence):
+            return evidence.failing
+        return len({e.trace_id for e in evidence if e.outcome == "failure"})
 
     @property
     def succeeding_support(self) -> int:
-        return len({e.trace_id for e in self.evidence if e.outcome == "success"})
+        evidence = self.evidence
+        if isinstance(evidence, PackedEvidence):
+            return evidence.succeeding
+        return len({e.trace_id for e in evidence if e.outcome == "success"})
 
     @property
     def support(self) -> int:
-        return len({e.trace_id for e in self.evidence})
+        evidence = self.evidence
+        if isinstance(evidence, PackedEvidence):
+            return evidence.support
+        return len({e.trace_id for e in evidence})
 
 
 class Lesson(Supported, _Frozen):
@@ -256,7 +341,7 @@ class Lesson(Supported, _Frozen):
     """Whether the rule recommends or forbids its subject; used to spot contradictions."""
     subject: str = ""
     """The tool, command or concept the rule is about (normalised), for conflict checks."""
-    evidence: tuple[Evidence, ...]
+    evidence: EvidenceTuple
     """Every observation that backs the rule, through every merge level."""
     merged_from: tuple[str, ...] = ()
     """Ids of the lessons this one was merged from (empty for a leaf)."""
