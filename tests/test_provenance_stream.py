@@ -10,6 +10,7 @@ of their own content. The demo skill's bytes against skills_out/ are checked in 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from trace2skill.pipeline import distill
 from trace2skill.skill import FileSet, validate_build, write_skill_dir
 from trace2skill.stream import analyse_offline_entry
 from trace2skill.ingest import load_traces
-from trace2skill.types import Evidence, Lesson, LessonSet, content_hash
+from trace2skill.types import Evidence, Lesson, LessonSet, PackedEvidence, content_hash
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,25 @@ def test_lesson_set_key_is_the_hash_of_the_whole_dump():
     assert conflicted.conflicts
     for lesson_set in [*sets, merged, conflicted, LessonSet()]:
         assert lesson_set.key() == content_hash(lesson_set.model_dump(mode="json"))
+        for lesson in lesson_set.lessons:  # ids hash the evidence one item at a time too
+            hashed = {"id"} if lesson.cause else {"id", "cause"}
+            assert lesson.id == "L-" + content_hash(lesson.model_dump(mode="json", exclude=hashed))[:12]
+
+
+def test_long_evidence_is_packed_and_reads_as_its_tuple():
+    """Consolidated lessons carry every supporting trajectory's evidence; from
+    `PACK_EVIDENCE_FROM` items on it is held compressed, with the same counts, order, equality,
+    hash and JSON as the tuple (counts checked against a plain count over the items)."""
+    items = [Evidence(trace_id=f"t{i % 30}", outcome="failure" if i % 30 < 12 else "success", steps=(i,), quote=f"q{i}")
+             for i in range(45)]
+    lesson = Lesson.create(title="T", rule="R.", when="Always.", kind="pitfall", signature="s:t", evidence=items)
+    assert isinstance(lesson.evidence, PackedEvidence) and len(lesson.evidence) == 45
+    assert (lesson.support, lesson.failing_support, lesson.succeeding_support) == (30, 12, 18)
+    plain = lesson.model_copy(update={"evidence": tuple(lesson.evidence)})
+    assert not isinstance(plain.evidence, PackedEvidence)
+    assert plain == lesson and hash(plain) == hash(lesson)
+    assert plain.model_dump_json() == lesson.model_dump_json()
+    assert [e.steps[0] for e in lesson.evidence] == sorted(range(45), key=lambda i: (f"t{i % 30}", i))
+    assert pickle.loads(pickle.dumps(lesson)) == lesson
+    short = Lesson.create(title="T", rule="R.", when="Always.", kind="pitfall", signature="s:t", evidence=items[:3])
+    assert isinstance(short.evidence, tuple)

@@ -357,8 +357,24 @@ class Lesson(Supported, _Frozen):
         basis = {k: v for k, v in fields.items() if k != "id"}
         probe = cls.model_construct(id="", **basis)
         unhashed = {"id"} if fields.get("cause") else {"id", "cause"}  # ids of lessons without a cause stay as they were
-        fields["id"] = "L-" + content_hash(probe.model_dump(mode="json", exclude=unhashed))[:12]
+        fields["id"] = "L-" + _evidence_streamed_hash(probe, unhashed)[:12]
         return cls.model_validate(fields)
+
+
+def _evidence_streamed_hash(lesson: "Lesson", exclude: set[str]) -> str:
+    """`content_hash(lesson.model_dump(mode="json", exclude=exclude))`, its evidence hashed one
+    item at a time (the same bytes without the whole list as dicts: at the top of a large merge
+    tree one lesson may hold the evidence of tens of thousands of trajectories)."""
+    dump = lesson.model_dump(mode="json", exclude={*exclude, "evidence"})
+    digest = hashlib.sha256()
+    for n, key in enumerate(sorted([*dump, "evidence"])):
+        digest.update((("," if n else "{") + json.dumps(key, ensure_ascii=False) + ":").encode("utf-8"))
+        if key == "evidence":
+            _hash_list(digest, (e.model_dump(mode="json") for e in lesson.evidence))
+        else:
+            digest.update(_canonical_json(dump[key]))
+    digest.update(b"}")
+    return digest.hexdigest()[:16]
 
 
 class Conflict(_Frozen):
