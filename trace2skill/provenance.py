@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -79,36 +78,65 @@ _ENCODER = json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False)
 
 
 def iter_provenance(provenance: Provenance) -> Iterator[str]:
-    """provenance.json in pieces, one record of `rules` and `withheld` at a time: the bytes
+    """provenance.json in pieces, one evidence item at a time: the text
     `json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"` gives the whole
     file's data, without ever holding that data or its text. Each record's evidence grows with
-    the corpus (every trajectory that supports it), so the file is encoded and written record by
-    record (`skill.FileSet`); a value nested at depth d is encoded alone and indented by 2d
-    spaces, which is exact because JSON text never holds a raw line break inside a string."""
+    the corpus (every trajectory that supports it), so the file is encoded and written as it
+    goes (`skill.FileSet`): objects and lists down to the evidence items are written by
+    `_pieces`, every other value is encoded alone and indented by its depth, which is exact
+    because JSON text never holds a raw line break inside a string."""
     data = provenance.model_dump(mode="json", exclude={"rules", "withheld"})  # records dumped one at a time, below
     if data.get("gate") is None:
         data.pop("gate", None)  # written only by a gated run (gate.recorded)
-    tables = {"rules": provenance.rules, "withheld": provenance.withheld}
-    for n, key in enumerate(sorted([*data, *tables])):
-        yield ("," if n else "{") + "\n  " + _ENCODER.encode(key) + ": "
-        if key not in tables:
-            yield _ENCODER.encode(data[key]).replace("\n", "\n  ")
-            continue
-        records = tables[key]
-        for m, rid in enumerate(sorted(records)):
-            yield ("," if m else "{") + "\n    " + _ENCODER.encode(rid) + ": "
-            yield _ENCODER.encode(_record_json(records[rid])).replace("\n", "\n    ")
-        yield "\n  }" if records else "{}"
-    yield "\n}\n"
+    for table in ("rules", "withheld"):
+        records = getattr(provenance, table)
+        data[table] = _Object(lambda records=records: ((rid, _Object(lambda r=records[rid]: _record_items(r)))
+                                                       for rid in sorted(records)))
+    yield from _pieces(_Object(lambda: sorted(data.items())), 0)
+    yield "\n"
 
 
-def _record_json(record: RuleRecord) -> dict[str, Any]:
-    data = record.model_dump(mode="json")
+class _Object:
+    """A JSON object written a member at a time: `members()` gives `(key, value)` in key order."""
+
+    def __init__(self, members: Callable[[], Iterable[tuple[str, object]]]):
+        self.members = members
+
+
+class _List:
+    """A JSON list written an item at a time."""
+
+    def __init__(self, items: Iterable[object]):
+        self.items = items
+
+
+def _pieces(value: object, depth: int) -> Iterator[str]:
+    """`value` at nesting `depth` as `json.dumps(..., sort_keys=True, indent=2)` writes it there."""
+    if not isinstance(value, (_Object, _List)):
+        yield _ENCODER.encode(value).replace("\n", "\n" + "  " * depth)
+        return
+    opening, closing = ("{", "}") if isinstance(value, _Object) else ("[", "]")
+    pad = "\n" + "  " * (depth + 1)
+    count = 0
+    for item in (value.members() if isinstance(value, _Object) else value.items):
+        yield ("," if count else opening) + pad
+        count += 1
+        if isinstance(value, _Object):
+            key, item = item
+            yield _ENCODER.encode(key) + ": "
+        yield from _pieces(item, depth + 1)
+    yield "\n" + "  " * depth + closing if count else opening + closing
+
+
+def _record_items(record: RuleRecord) -> list[tuple[str, object]]:
+    """A record's members as provenance.json writes them, its evidence and trace ids as lists
+    written an item at a time; derived support counts beside the evidence."""
+    data: dict[str, object] = record.model_dump(mode="json", exclude={"evidence"})
     if not data.get("rendered"):
         data.pop("rendered", None)  # only hand-edited rules carry it; other records stay as they were
-    data.update(trace_ids=list(record.trace_ids), support=record.support,
-                failing_support=record.failing_support, succeeding_support=record.succeeding_support)
-    return data
+    data.update(evidence=_List(e.model_dump(mode="json") for e in record.evidence), trace_ids=_List(record.trace_ids),
+                support=record.support, failing_support=record.failing_support, succeeding_support=record.succeeding_support)
+    return sorted(data.items())
 
 
 # --------------------------------------------------------------------------------------------
