@@ -245,8 +245,7 @@ class PackedEvidence(Sequence[Evidence]):
         return cls(blob, len(rows), len(traces), len(failing), len(succeeding))
 
     def items(self) -> tuple[Evidence, ...]:
-        rows = pickle.loads(zlib.decompress(self.blob))  # noqa: S301 - packed by this process, never read from input
-        return tuple(Evidence(trace_id=t, outcome=o, steps=st, quote=q) for t, o, st, q in rows)
+        return tuple(self)
 
     def __reduce__(self) -> tuple[type["PackedEvidence"], tuple[bytes, int, int, int, int]]:
         return PackedEvidence, (self.blob, self.count, self.support, self.failing, self.succeeding)
@@ -255,7 +254,9 @@ class PackedEvidence(Sequence[Evidence]):
         return self.count
 
     def __iter__(self) -> Iterator[Evidence]:
-        return iter(self.items())
+        """The items one at a time (a reader that streams them never holds them all as objects)."""
+        rows = pickle.loads(zlib.decompress(self.blob))  # noqa: S301 - packed by this process, never read from input
+        return (Evidence(trace_id=t, outcome=o, steps=st, quote=q) for t, o, st, q in rows)
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def] - int or slice, as a tuple's
         return self.items()[index]
