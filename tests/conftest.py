@@ -74,6 +74,21 @@ def init_repo(path: Path):
     return repo
 
 
+def refresh_world(root: Path) -> dict:
+    """What a refresh job works on: a skills repo with main pushed to a bare on-disk remote, an
+    empty trace folder (the demo labels beside it) and a state folder, under `root`."""
+    import git
+
+    remote = root / "remote.git"
+    git.Repo.init(remote, bare=True, initial_branch="main")
+    repo = init_repo(root / "repo")
+    repo.create_remote("origin", str(remote)).push("main")
+    traces = root / "traces"
+    (traces / "trajs").mkdir(parents=True)
+    shutil.copy(DEMO_CORPUS / "results_summary.json", traces / "results_summary.json")
+    return {"repo": repo, "root": root / "repo", "traces": traces, "state": root / "state", "remote": remote}
+
+
 @pytest.fixture
 def demo_traces(tmp_path) -> Path:
     """A private copy of the bundled demo corpus (40 real mini-swe-agent trajectories)."""

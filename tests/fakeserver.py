@@ -4,9 +4,11 @@ It answers `POST /v1/chat/completions` (and `/chat/completions`) and `GET /v1/mo
 OpenAI does, and lets a test script the ways a real provider fails:
 
 - `key`: the bearer key it accepts; anything else gets OpenAI's 401 body.
-- `fail(status, times=N, retry_after=S, message=..., code=..., when=...)`: the next N requests
-  (that `when(body)` accepts) get that status (429 with a `Retry-After` header, 500, 400 with
+- `fail(status, times=N, retry_after=S, message=..., code=..., when=...)`: the next N completion
+  requests (that `when(body)` accepts) get that status (429 with a `Retry-After` header, 500, 400 with
   `context_length_exceeded` ...); `fail_always(...)` for an outage, `heal()` to end it.
+- `models`: whether `GET /v1/models` exists (False: 404 whatever the key, as on servers without
+  the route); when it exists it checks the key like every route, and no fault applies to it.
 - `latency`: seconds each answer takes (applied without holding other requests back).
 - `reply`: a function `reply(request_json) -> dict | str` giving the assistant's content
   (a dict is sent as JSON text). When the request forces a tool call, the content is returned
@@ -73,6 +75,7 @@ class FakeServer:
     reply: Reply = field(default=lambda body: {"ok": True})
     key: str | None = None
     latency: float = 0.0
+    models: bool = True
     port: int = 0
     requests: list[LoggedRequest] = field(default_factory=list)
 
@@ -85,7 +88,7 @@ class FakeServer:
     # -- scripting ------------------------------------------------------------------------
     def fail(self, status: int, times: int = 1, *, retry_after: float | None = None, message: str | None = None,
              code: str | None = None, when: Callable[[dict[str, Any]], bool] | None = None) -> "FakeServer":
-        """The next `times` requests (that `when` accepts, if given) get this error."""
+        """The next `times` completion requests (that `when` accepts, if given) get this error."""
         with self._lock:
             self._faults.extend(Fault(status, message or _default_message(status), retry_after, code, when)
                                 for _ in range(times))
@@ -178,10 +181,14 @@ class FakeServer:
         entry.finished = time.monotonic()
 
     def _answer(self, entry: LoggedRequest) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if entry.path.rstrip("/").endswith("/models") and not self.models:
+            return 404, _error(f"Unknown route {entry.path}", "invalid_request_error"), {}
         if self.key is not None and entry.key != self.key:
             shown = (entry.key or "")[:5] + "***"
             return 401, _error(f"Incorrect API key provided: {shown}. You can find your API key at "
                                "https://platform.openai.com/account/api-keys.", "invalid_request_error", "invalid_api_key"), {}
+        if entry.path.rstrip("/").endswith("/models"):
+            return 200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}, {}
         with self._lock:
             fault = next((f for f in self._faults if f.when is None or f.when(entry.body)), None)
             if fault is not None:
@@ -191,8 +198,6 @@ class FakeServer:
             headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             return fault.status, _error(fault.message, "server_error" if fault.status >= 500 else "invalid_request_error",
                                         fault.code), headers
-        if entry.path.rstrip("/").endswith("/models"):
-            return 200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}, {}
         try:
             content = self.reply(entry.body)
         except Exception as exc:  # noqa: BLE001 - a broken reply function is the test's bug; show it as a 500

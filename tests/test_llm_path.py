@@ -93,7 +93,7 @@ def answer(body: dict, analyst=distinct_lessons) -> dict:
 
 
 def is_analysis(request) -> bool:
-    messages = request.body["messages"]
+    messages = request.body.get("messages") or []
     return len(messages) > 1 and "\n<trajectory>\n" in messages[1]["content"]
 
 
@@ -111,6 +111,7 @@ def test_a_wrong_key_stops_at_once_with_78_and_the_fixed_command_succeeds(demo_t
         elapsed = time.monotonic() - started
         assert wrong.exit_code == 78, wrong.output
         assert elapsed < 5 and len(server.requests) <= 4
+        assert [r.path for r in server.requests] == ["/v1/models"], "the key probe, and nothing after it"
         assert "Incorrect API key provided: sk-wr***. You can find your API key at https://platform.openai.com/account/api-keys." in wrong.output
         assert not (tmp_path / "out" / "demo").exists()
 
@@ -172,12 +173,12 @@ def test_retry_after_is_honoured_and_bad_requests_are_never_retried(demo_traces,
         server.fail(429, times=1, retry_after=1)
         ok = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url))
         assert ok.exit_code == 0, ok.output
-        first, second = server.requests[0], server.requests[1]
+        first, second = server.completions()[0], server.completions()[1]
         assert first.status == 429 and second.at - first.at >= 1.0
     with FakeServer(reply=answer) as server:
         server.fail_always(400, message="response_format json_schema is not supported by this server")
         refused = runner.invoke(app, distill_args(traces, tmp_path / "out2", "--api-base", server.url))
-        assert refused.exit_code == 78 and len(server.requests) == 1
+        assert refused.exit_code == 78 and len(server.completions()) == 1
         assert "response_format json_schema is not supported by this server" in refused.output
         assert 'llm.structured = "tool"' in refused.output
 
@@ -189,7 +190,7 @@ def test_an_outage_stops_after_a_few_requests_with_69(demo_traces, tmp_path, loc
         down = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url,
                                                "--set", "llm.num_retries=1"))
         assert down.exit_code == 69, down.output
-        assert len(server.requests) == 2, "the preflight and its one retry, then stop"
+        assert len(server.completions()) == 2, "the preflight and its one retry, then stop"
 
 
 @pytest.mark.parametrize("structured", ["tool", "json"])
@@ -308,7 +309,7 @@ def test_identical_provider_errors_stop_the_run_after_five(demo_traces, tmp_path
                                                "--set", "llm.num_retries=0"))
         assert down.exit_code == 69, down.output
         assert "stopped after 5 identical errors" in down.output and "upstream model crashed" in down.output
-        assert len(server.requests) == 1 + 5
+        assert len(server.completions()) == 1 + 5
 
 
 def test_a_context_length_error_shrinks_the_trajectory_and_retries_once(demo_traces, tmp_path, local_model):
@@ -528,11 +529,10 @@ def test_progress_shows_reading_then_count_rate_eta_spend_and_failures(demo_trac
 
 
 def test_a_wrong_key_stops_before_any_trajectory_is_read_measured_from_process_start(demo_traces, tmp_path):
-    """As a user sees it: a fresh process (imports included). Python importing litellm costs about
-    5 s of CPU before any request can be made, so the bound checked here is what follows it:
-    the preflight is the first thing done with the model, before the trajectories are read (a
-    labels file that matches nothing would be reported after reading them), and the process is
-    gone within 5 s of the provider's refusal."""
+    """As a user sees it: a fresh process, imports included, exits 78 within 5 s. The key probe
+    (`GET /v1/models`, no litellm: importing it alone takes 5 s here) is the first thing done
+    with the model, before the pipeline is imported or the trajectories are read (a labels file
+    that matches nothing would be reported after reading them)."""
     import os
     import resource
     import subprocess
@@ -557,15 +557,32 @@ def test_a_wrong_key_stops_before_any_trajectory_is_read_measured_from_process_s
     print(f"wrong key: exit {done.returncode} after {ended - started:.1f} s ({cpu:.1f} s CPU) from process start; "
           f"refused at {server.requests[0].at - started:.1f} s")
     assert done.returncode == 78, done.stderr
-    assert len(server.requests) == 1, "the preflight only"
-    assert "Incorrect API key provided: sk-wr***." in done.stderr
-    assert "matched none" not in done.stderr, "no trajectory was read before the preflight"
-    assert ended - server.requests[0].at < 5
+    assert [r.path for r in server.requests] == ["/v1/models"], "the key probe only"
+    assert "Incorrect API key provided: sk-wr***. You can find your API key at" in done.stderr
+    assert "matched none" not in done.stderr, "no trajectory was read before the probe"
+    assert ended - started < 5, f"exit 78 after {ended - started:.1f} s from process start"
     assert not (tmp_path / "out" / "demo").exists()
 
 
+def test_a_server_without_a_model_list_is_checked_by_the_preflight_request(demo_traces, tmp_path, local_model,
+                                                                           monkeypatch):
+    """The probe's 404 says nothing about the key: the preflight request decides, as before."""
+    traces = corpus(demo_traces, tmp_path / "c", 2)
+    with FakeServer(reply=answer, key="sk-right", models=False) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key")
+        args = distill_args(traces, tmp_path / "out", "--api-base", server.url)
+        wrong = runner.invoke(app, args)
+        assert wrong.exit_code == 78, wrong.output
+        assert [r.path for r in server.requests] == ["/v1/models", "/v1/chat/completions"]
+        assert "Incorrect API key provided: sk-wr***." in wrong.output
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-right")
+        fixed = runner.invoke(app, args)
+        assert fixed.exit_code == 0, fixed.output
+        assert json.loads(fixed.stdout)["analysed"] == 2
+
+
 def is_judge(request) -> bool:
-    return "held-out judge" in request.body["messages"][0]["content"]
+    return "held-out judge" in (request.body.get("messages") or [{"content": ""}])[0]["content"]
 
 
 def test_a_rerun_of_the_heldout_gate_pays_for_nothing_twice(demo_traces, tmp_path, local_model):
@@ -589,13 +606,13 @@ def test_a_rerun_of_the_heldout_gate_pays_for_nothing_twice(demo_traces, tmp_pat
         assert built.exit_code == 0, built.output
         gated = distill_args(traces, tmp_path / "out", "--api-base", server.url, "--gate", "heldout",
                              "--set", "gate.folds=2", *state)
-        start = len(server.requests)
+        start = len(server.completions())
         broken = runner.invoke(app, gated)
         assert broken.exit_code == 69, broken.output
         first = server.completions()[start:]
         assert sum(1 for r in first if is_judge(r) and r.status == 200) == 15
         judged["fail_from"] = 10**6
-        start = len(server.requests)
+        start = len(server.completions())
         rerun = runner.invoke(app, gated)
         assert rerun.exit_code == 0, rerun.output
         again = server.completions()[start:]
@@ -616,7 +633,7 @@ def test_the_heldout_gate_is_quoted_in_dollars_and_refused_above_the_budget_befo
         assert built.exit_code == 0, built.output
         plain = runner.invoke(app, distill_args(traces, tmp_path / "dry", "--api-base", server.url, "--dry-run", *price))
         main = float(re.search(r"cost ~\$(\d+\.\d+)", plain.stderr).group(1))
-        start = len(server.requests)
+        start = len(server.completions())
         gated = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url, "--gate", "heldout",
                                                 "--set", "gate.folds=2", "--budget", f"{main * 1.5:.4f}", *price))
         assert gated.exit_code == 78, gated.output
@@ -656,7 +673,7 @@ def test_the_windows_of_a_merge_go_out_together_within_the_concurrency_and_the_s
     skills = {}
     with FakeServer(reply=merger, latency=0.3) as server:
         for concurrency in (8, 1):
-            first, out = len(server.requests), tmp_path / f"out{concurrency}"
+            first, out = len(server.completions()), tmp_path / f"out{concurrency}"
             result = runner.invoke(app, distill_args(traces, out, "--api-base", server.url, "--concurrency", str(concurrency),
                                                      "--set", "consolidate.fan_in=20",
                                                      "--set", f"state_dir={tmp_path / f'state{concurrency}'}"))

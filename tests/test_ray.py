@@ -8,6 +8,7 @@ corpus, never from our counters.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from typer.testing import CliRunner
 
-from conftest import DEMO_CORPUS
+from conftest import DEMO_CORPUS, refresh_world
 
 from fakeserver import FakeServer
 from test_llm_path import answer, corpus, distill_args, is_analysis, local_model  # noqa: F401 - a fixture
@@ -110,8 +111,59 @@ def test_the_call_cap_holds_across_ray_workers_through_the_cli_and_a_rerun_pays_
         again = [r for r in second if is_analysis(r)]
         assert len(again) == 8 - paid, "what the capped run paid for is journaled on the driver, not asked again"
         assert json.loads(resumed.stdout)["usage"]["calls"] == len(second), "the summary counts the workers' calls"
+        run_id = json.loads(resumed.stdout)["run_id"]
+        page = next((tmp_path / "state" / "reports").glob(f"*{run_id}*.html")).read_text()
+        assert f"<td>analyse</td><td>{len(again)}</td>" in page, "the report's calls per stage count the workers' too"
         # the same server: its address is part of the run id the skill records
         local = runner.invoke(app, distill_args(traces, tmp_path / "local", "--api-base", server.url,
                                                 "--state-dir", str(tmp_path / "state-local")))
         assert local.exit_code == 0, local.output
     assert _files(tmp_path / "ray" / "demo") == _files(tmp_path / "local" / "demo")
+
+
+
+def test_the_rate_limit_is_one_window_for_all_ray_workers(local_ray):
+    """`llm.rate_limit.requests = 3` (per 60 s) for the run: two workers asking for two requests
+    each get three between them; with a limiter per worker they would get four."""
+    from trace2skill.executor.ray import start_keeper
+
+    def take(keeper, wanted: int, seconds: float) -> int:  # nested, so Ray ships it by value
+        import asyncio
+
+        from trace2skill.executor.ray import RemoteLimiter
+
+        async def go() -> int:
+            limiter, got = RemoteLimiter(keeper), 0
+            for _ in range(wanted):
+                try:
+                    await asyncio.wait_for(limiter.acquire(10), seconds)
+                except asyncio.TimeoutError:
+                    break
+                got += 1
+            return got
+
+        return asyncio.run(go())
+
+    config = load_config(overrides={"llm.rate_limit.requests": 3}, env={})
+    keeper = start_keeper(local_ray, config, None)
+    worker = local_ray.remote(num_cpus=1)(take)
+    got = local_ray.get([worker.remote(keeper, 2, 3.0), worker.remote(keeper, 2, 3.0)])
+    assert sorted(got) == [1, 2]
+    local_ray.kill(keeper)
+
+
+def test_refresh_on_ray_commits_the_skill_a_local_refresh_commits(local_ray, tmp_path):
+    from trace2skill.refresh import refresh
+
+    skills = {}
+    for executor in ("ray", "local"):
+        world = refresh_world(tmp_path / executor)
+        for instance in sorted(p.name for p in (DEMO_CORPUS / "trajs").iterdir())[:10]:
+            shutil.copytree(DEMO_CORPUS / "trajs" / instance, world["traces"] / "trajs" / instance)
+        config = load_config(overrides={"skill.name": "demo", "skill.out": world["root"] / "skills", "publish.mode": "branch",
+                                        "state_dir": world["state"], "analyse.executor": executor, "analyse.workers": 2},
+                             env={})
+        outcome = refresh(config, None, [world["traces"]])
+        assert outcome.changed and outcome.new_traces == 10
+        skills[executor] = world["repo"].git.show("trace2skill/demo:skills/demo/SKILL.md")
+    assert skills["ray"] == skills["local"] and "## " in skills["ray"]

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import git
 import pytest
 from typer.testing import CliRunner
 
@@ -16,7 +15,7 @@ from trace2skill.refresh import refresh
 from trace2skill.state import load_state, run_lock
 from trace2skill.testing import ScriptedLLM
 
-from conftest import DEMO_TRACES, ROOT, init_repo
+from conftest import DEMO_TRACES, ROOT, refresh_world
 from test_graph import responder
 
 SKILL = "swe-demo"
@@ -27,14 +26,7 @@ ALL_IDS = sorted(p.name for p in (CORPUS / "trajs").iterdir())
 @pytest.fixture
 def world(tmp_path):
     """A skills repo with main pushed to a bare remote, a trace folder and a state folder."""
-    remote = tmp_path / "remote.git"
-    git.Repo.init(remote, bare=True, initial_branch="main")
-    repo = init_repo(tmp_path / "repo")
-    repo.create_remote("origin", str(remote)).push("main")
-    traces = tmp_path / "traces"
-    (traces / "trajs").mkdir(parents=True)
-    shutil.copy(CORPUS / "results_summary.json", traces / "results_summary.json")
-    return {"repo": repo, "root": tmp_path / "repo", "traces": traces, "state": tmp_path / "state", "remote": remote}
+    return refresh_world(tmp_path)
 
 
 def add_traces(world, ids):
@@ -311,3 +303,31 @@ def test_a_refresh_with_a_model_quotes_once(world, monkeypatch):
     assert scripted.count("analyse-failure") + scripted.count("analyse-success") == 4
     assert quotes == [4], quotes
     assert sorted(seen) == sorted(ALL_IDS[:4]), sorted(seen)
+
+
+def test_a_refresh_with_the_heldout_gate_quotes_it_and_refuses_the_two_together_above_the_budget(world):
+    """As `distill` does: the gate's own work (fold distils, judge calls) is quoted before any
+    call, and a budget that covers the run or the gate alone but not both refuses the refresh
+    before git is touched or a model call is made."""
+    from trace2skill.errors import BudgetRefused
+    from trace2skill.pipeline import heldout_quote, plan
+    from trace2skill.refresh import read_new
+
+    model = {"llm.model": "scripted", "llm.price_in": 1, "llm.price_out": 1}
+    add_traces(world, ALL_IDS[:4])
+    assert refresh(config_for(world, **model), ScriptedLLM(responder), [world["traces"]]).changed
+    land(world)
+    add_traces(world, ALL_IDS[4:12])
+    gated = config_for(world, **model, **{"gate.mode": "heldout", "gate.folds": 2})
+    _, fresh = read_new(gated, False, [world["traces"]], load_state(world["state"]), SKILL, None)
+    run = plan(gated, ScriptedLLM(responder), fresh, None, check=False).quote
+    gate = heldout_quote(gated, ScriptedLLM(responder), fresh)
+    assert any(s.stage == "gate-judge" for s in gate.stages) and gate.cost > 0 and run.cost > 0
+    head, scripted, quotes = bot_branch(world).commit, ScriptedLLM(responder), []
+    capped = config_for(world, **model, **{"gate.mode": "heldout", "gate.folds": 2,
+                                           "budget.max_cost": max(run.cost, gate.cost) * 1.01})
+    with pytest.raises(BudgetRefused, match="the run and its held-out gate"):
+        refresh(capped, scripted, [world["traces"]], on_quote=quotes.append)
+    assert [q.cost for q in quotes] == [run.cost, gate.cost], "both quoted (printed by the CLI) before the refusal"
+    assert scripted.count() == 0, "no model call"
+    assert bot_branch(world).commit == head, "git untouched"

@@ -128,3 +128,76 @@ def test_unknown_executor_and_bad_worker_counts_are_configuration_errors(demo_tr
     assert bad.exit_code == 78, bad.output
     zero = runner.invoke(app, ["distill", str(demo_traces), "--out", str(tmp_path), "--workers", "0"])
     assert zero.exit_code == 78, zero.output
+
+
+def _demo_as_jsonl(folder: Path) -> Path:
+    """The 40 demo runs as one JSONL file, a run per line (instance id inside each record, as a
+    mini-swe-agent batch dump writes it), two blank lines and a broken line among them, with
+    their labels beside it."""
+    folder.mkdir(parents=True)
+    shutil.copy(DEMO_CORPUS / "results_summary.json", folder / "results_summary.json")
+    lines = []
+    for n, path in enumerate(sorted(DEMO_CORPUS.glob("trajs/*/*.traj.json"))):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["instance_id"] = path.parent.name
+        lines.append(json.dumps(record))
+        if n == 7:
+            lines += ["", "{not json", ""]
+    (folder / "runs.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "runs.jsonl"
+
+
+def test_a_large_jsonl_file_is_cut_into_byte_ranges_that_read_exactly_what_the_whole_file_gives(tmp_path):
+    dump = _demo_as_jsonl(tmp_path / "dump")
+    raw = dump.read_bytes()
+    whole = load_config(env={})
+    cut = load_config(overrides={"ingest.shard_bytes": len(raw) // 7}, env={})
+    [one], _ = plan_shards([dump], whole)
+    shards, _ = plan_shards([dump], cut)
+    assert one.span is None and len(shards) >= 7
+    # independent of the planner: every range starts at a line start, they tile the file, and
+    # each range's line count is the newlines before it in the raw bytes
+    assert shards[0].span.start == 0 and shards[-1].span.end is None
+    for before, after in zip(shards, shards[1:]):
+        assert before.span.end == after.span.start and raw[after.span.start - 1:after.span.start] == b"\n"
+        assert after.span.line == raw[:after.span.start].count(b"\n")
+    jobs = [ShardJob(c, label_book([dump.parent], c), "offline") for c in (whole, cut)]
+    read_whole = list(executor_for("local").map([one], jobs[0]))
+    read_cut = list(executor_for("process", 2).map(shards, jobs[1]))
+    entries = [e for r in read_cut for e in r.entries]
+    assert len(entries) == raw.count(b"\n") - 3 == 40, "every run once; the blank and broken lines are not runs"
+    assert [(e.id, e.digest, e.record, e.outcome) for e in entries] == \
+        [(e.id, e.digest, e.record, e.outcome) for e in read_whole[0].entries]
+    assert [s.record for r in read_cut for s in r.skips] == [s.record for s in read_whole[0].skips] == ["line 10"]
+
+
+def test_distill_over_byte_ranges_writes_the_skill_and_fidelity_the_whole_file_gives(tmp_path):
+    dump = _demo_as_jsonl(tmp_path / "dump")
+    runs = {}
+    for name, extra in (("whole", []), ("cut", ["--set", f"ingest.shard_bytes={dump.stat().st_size // 5}",
+                                                "--executor", "process", "--workers", "2"])):
+        out = tmp_path / name
+        result = runner.invoke(app, ["distill", str(dump.parent), "--out", str(out), "--skill", "demo", "--json", *extra])
+        assert result.exit_code == 3, result.output  # the broken line is a skipped record
+        runs[name] = (json.loads(result.stdout), _skill_files(out / "demo"))
+    (whole, whole_files), (cut, cut_files) = runs["whole"], runs["cut"]
+    assert cut_files == whole_files and Path("SKILL.md") in whole_files
+    assert cut["fidelity"] == whole["fidelity"] and cut["fidelity"]["files"] == 2, "the dump and its labels file"
+    assert cut["traces_read"] == whole["traces_read"] == 40
+
+
+def test_session_logs_are_never_cut_and_chat_dumps_are_cut_in_their_whole_files_mode(tmp_path):
+    config = load_config(overrides={"ingest.shard_bytes": 1024}, env={})
+    session = next((Path(__file__).parent / "data" / "real" / "claude_code").rglob("*.jsonl"))
+    assert session.stat().st_size > 4 * 1024
+    [whole], _ = plan_shards([session], config)
+    assert whole.span is None, "a Claude Code session's lines belong together"
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"id": f"chat-{n}", "messages": [
+        {"role": "user", "content": f"Rename variable {n} in module {n % 7}."},
+        {"role": "assistant", "content": "Renamed it. " * (n % 13 + 5)}]}) + "\n" for n in range(60)), encoding="utf-8")
+    shards, _ = plan_shards([chats], config)
+    assert len(shards) > 3 and all(s.span is not None and s.span.format == "openai_chat" for s in shards)
+    job = ShardJob(config, label_book([chats], config), "index")
+    ids = [e.id for r in executor_for("local").map(shards, job) for e in r.entries]
+    assert ids == [f"chat-{n}" for n in range(60)]

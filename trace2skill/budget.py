@@ -135,14 +135,15 @@ def refuse_above_caps(config: Config, cost: float | None, calls: int, what: str 
 
 
 def price_for(config: Config, model: str) -> tuple[float, float] | None:
-    """Per-token price of `model` (free for the scripted and local models).
+    """Per-token price of `model`: `llm.price_in`/`price_out` when set, else litellm's map (free
+    for the scripted and local models).
 
     Raises:
         ConfigError: a cost cap or approval threshold is set and the price is unknown.
     """
     from .llm import model_price
 
-    if model.startswith(("scripted", "llamacpp/")):
+    if model.startswith(("scripted", "llamacpp/")) and (config.llm.price_in is None or config.llm.price_out is None):
         return 0.0, 0.0
     price = model_price(config.model_copy(update={"llm": config.llm.model_copy(update={"model": model})}))
     if price is None and (config.budget.max_cost is not None or config.budget.approve_above is not None):

@@ -278,27 +278,14 @@ def _warn_unmatched_labels(ctx: typer.Context, config, matched: int, total: int)
                    "by id (nor by instance_id or task_id); their outcomes stay as read")
 
 
-class _CallMeter:
-    """Counts model calls per purpose (the report's calls per stage); delegates the rest."""
-
-    def __init__(self, inner):
-        self.inner, self.model, self.calls = inner, inner.model, {}
-
-    @property
-    def usage(self):
-        return self.inner.usage
-
-    async def complete(self, messages, *, output, purpose):
-        self.calls[purpose] = self.calls.get(purpose, 0) + 1
-        return await self.inner.complete(messages, output=output, purpose=purpose)
-
-
 def _llm(ctx: typer.Context, config):
     from .llm import build_llm
 
     factory = (ctx.obj or {}).get("llm_factory")
     llm = factory(config) if factory is not None else build_llm(config)  # the library puts it under the caps
-    return _CallMeter(llm) if llm is not None else None
+    from .llm import CallCounter
+
+    return CallCounter(llm) if llm is not None else None
 
 
 def _check_model(config: Config, llm: LLMClient) -> None:
@@ -312,10 +299,11 @@ def _check_model(config: Config, llm: LLMClient) -> None:
     import asyncio
 
     from .budget import with_budget
-    from .llm import check_model, close_clients
+    from .llm import check_model, close_clients, probe_key
 
     async def check() -> None:
         try:
+            await probe_key(llm)  # before pricing the model imports litellm: a refused key is known in a second
             await check_model(with_budget(llm, config))
         finally:
             await close_clients()
@@ -335,17 +323,17 @@ def _show_progress(ctx: typer.Context, json_out: bool) -> bool:
 @_run_command
 def distill(ctx: typer.Context, flags: RunFlags) -> None:
     """Distil trajectories into a skill folder (create it, or deepen the existing one)."""
-    from .journal import checkpoint_path
-    from .pipeline import distill as run_distill
-    from .analyse import is_offline
-    from .pipeline import plan, read_corpus
-
     _verbosity(ctx, flags.verbose, flags.quiet)
     try:
         config = _config(flags.config_path, flags.overrides(), flags.settings)
         llm = _llm(ctx, config)
         if llm is not None and not flags.dry_run:
             _check_model(config, llm)
+        from .analyse import is_offline  # the pipeline (LangGraph: seconds) only after the model check
+        from .journal import checkpoint_path
+        from .pipeline import distill as run_distill
+        from .pipeline import plan, read_corpus
+
         with _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
             corpus = read_corpus(config, is_offline(llm), flags.paths, progress=progress)
         labelled = sum(e.label_source == str(config.analyse.labels) for e in corpus.entries)
@@ -429,10 +417,10 @@ def _quoted(ctx: typer.Context, keep: list[Quote], estimate: Quote, config: Conf
     keep.append(estimate)
     if _level(ctx) >= 0:
         print_quote(estimate)
-    if gate is not None and estimate.cost is not None and gate.cost is not None:
-        from .budget import refuse_above_caps
+    if gate is not None:
+        from .pipeline import refuse_with_gate
 
-        refuse_above_caps(config, estimate.cost + gate.cost, estimate.calls + gate.calls, " (the run and its held-out gate)")
+        refuse_with_gate(config, estimate, gate)
 
 
 def _quote_heldout(ctx: typer.Context, config: Config, llm: LLMClient | None, corpus: Corpus) -> Quote | None:
@@ -441,34 +429,13 @@ def _quote_heldout(ctx: typer.Context, config: Config, llm: LLMClient | None, co
     Raises:
         BudgetRefused: the gate alone is quoted above the caps.
     """
-    from .analyse import is_offline
-
-    if is_offline(llm) or config.gate.mode != "heldout" or not corpus.entries:
-        return None
-    from dataclasses import replace
-
-    from .budget import BudgetConfig, price_for, refuse_above_caps, with_budget
-    from .gate import quote_heldout
-    from .journal import checkpoint_path
-    from .pipeline import held_traces, plan, read_corpus
+    from .pipeline import heldout_quote, refuse_with_gate
     from .report import print_quote
 
-    ingested = held_traces(config, corpus)  # the gate distils its folds from whole traces anyway
-
-    with_budget(llm, config)  # the command's meter holds the real caps; the fold plans below reuse it
-    uncapped = config.model_copy(update={"budget": BudgetConfig()})  # the quotes are refused below, as a whole
-
-    def fold_quote(traces: list) -> Quote | None:
-        outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
-        fold = read_corpus(uncapped, False, ingested=replace(ingested, traces=traces, outcomes=outcomes))
-        return plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
-
-    estimate = quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
-    if estimate is None:
-        return None
-    if _level(ctx) >= 0:
+    estimate = heldout_quote(config, llm, corpus)
+    if estimate is not None and _level(ctx) >= 0:
         print_quote(estimate)
-    refuse_above_caps(config, estimate.cost, estimate.calls, " (the held-out gate)")
+    refuse_with_gate(config, None, estimate)
     return estimate
 
 

@@ -146,6 +146,9 @@ class IngestConfig(_Section):
     """Largest single JSON file, or single JSONL line, that is parsed; larger ones are skipped."""
     max_file_bytes: Int = Field(default=4 * 1024 * 1024 * 1024, ge=1024)
     """Largest file read, and the most one `.gz` file or zip member may expand to."""
+    shard_bytes: Int = Field(default=64 * 1024 * 1024, ge=1024)
+    """A plain JSONL file larger than this, whose lines are trajectories on their own, is cut into
+    byte ranges of about this size, read as separate shards (by `--workers` / Ray workers)."""
     max_ratio: Int = Field(default=200, ge=1)
     """Most a `.gz` file or zip member may expand relative to its compressed size (zip bombs);
     anything may expand to 16 MiB. Real trajectories compress 3 to 25 times."""

@@ -213,6 +213,45 @@ def held_traces(config: Config, corpus: Corpus) -> IngestResult:
     return replace(every, traces=[t for t in every.traces if t.digest() in kept])
 
 
+def heldout_quote(config: Config, llm: LLMClient | None, corpus: Corpus) -> Quote | None:
+    """The held-out gate's model spend, quoted before any call (None offline, without the gate,
+    or when it makes no call). Each fold's distil is quoted as the pipeline quotes a run, so work
+    the journal holds is not counted. `refuse_with_gate` holds it to the caps."""
+    if is_offline(llm) or config.gate.mode != "heldout" or not corpus.entries:
+        return None
+    from .budget import BudgetConfig, price_for, with_budget
+    from .gate import quote_heldout
+    from .journal import checkpoint_path
+
+    ingested = held_traces(config, corpus)  # the gate distils its folds from whole traces anyway
+    with_budget(llm, config)  # the command's meter holds the real caps; the fold plans below reuse it
+    uncapped = config.model_copy(update={"budget": BudgetConfig()})  # the quotes are refused below, as a whole
+
+    def fold_quote(traces: list[Trace]) -> Quote | None:
+        outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
+        fold = read_corpus(uncapped, False, ingested=replace(ingested, traces=traces, outcomes=outcomes))
+        return plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
+
+    return quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
+
+
+def refuse_with_gate(config: Config, run: Quote | None, gate: Quote | None) -> None:
+    """Refuse the held-out gate alone (`run` None), or the run and its gate together, above the
+    caps, before the run makes a call.
+
+    Raises:
+        BudgetRefused: as said.
+    """
+    from .budget import refuse_above_caps
+
+    if gate is None or gate.cost is None:
+        return
+    if run is None:
+        refuse_above_caps(config, gate.cost, gate.calls, " (the held-out gate)")
+    elif run.cost is not None:
+        refuse_above_caps(config, run.cost + gate.cost, run.calls + gate.calls, " (the run and its held-out gate)")
+
+
 def _result(config: Config, corpus: Corpus, run: RunInfo, final: LessonSet, build: SkillBuild,
             failed: list[Skip], analyst: Analyst, seconds: float, warnings: tuple[str, ...]) -> RunResult:
     return RunResult(

@@ -38,7 +38,8 @@ from .fsguard import crash_point
 from .journal import AnalysisJournal, checkpoint_path, journal_path
 from .llm import LLMClient
 from .analyse import is_offline
-from .pipeline import Progress, distill, no_input_message
+from .pipeline import Progress, distill, heldout_quote, no_input_message, refuse_with_gate
+from .pipeline import plan as plan_run
 from .stream import Corpus
 from .state import PendingPublish, RefreshState, load_state, run_lock, save_state
 from .types import RunResult
@@ -103,14 +104,27 @@ def refresh(
             raise NoInputError(no_input_message(index.skips))
         if fresh is None:
             return RefreshOutcome(name, False, f"no changes: all {len(index.entries)} trajectories were already distilled")
-        estimate = None
-        if llm is not None:  # refuse an over-budget run before touching git; distill checks the model
-            from .pipeline import plan as plan_run
-
-            estimate = plan_run(config, llm, fresh, checkpoint_path(config.state_dir), check=False).quote
-            if on_quote is not None and estimate is not None:
-                on_quote(estimate)
+        estimate = _quote(config, llm, fresh, on_quote)  # before touching git; distill checks the model
         return _fold(config, llm, fresh, state, git, plan, pr_body_path, progress, control, estimate)
+
+
+def _quote(config: Config, llm: LLMClient | None, fresh: Corpus, on_quote: Callable[[Quote], None] | None) -> Quote | None:
+    """The run's quote, and its held-out gate's (each passed to `on_quote`), refused above the caps
+    alone or together, before git is touched (None offline).
+
+    Raises:
+        BudgetRefused: as said (exit 78).
+    """
+    if llm is None:
+        return None
+    estimate = plan_run(config, llm, fresh, checkpoint_path(config.state_dir), check=False).quote
+    gate = heldout_quote(config, llm, fresh)
+    for quote in (estimate, gate):
+        if on_quote is not None and quote is not None:
+            on_quote(quote)
+    refuse_with_gate(config, None, gate)
+    refuse_with_gate(config, estimate, gate)
+    return estimate
 
 
 def _fold(config: Config, llm: LLMClient | None, fresh: Corpus, state: RefreshState, git: _GitTarget | None,

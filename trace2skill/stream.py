@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from .config import Config
-from .ingest import IngestResult, iter_traces, limits_of
+from .ingest import IngestResult, Span, iter_traces, limits_of
 from .ingest import settle_ids as id_rule
-from .ingest.documents import iter_sources
-from .ingest.fidelity import FileFidelity, Totals, lossy
+from .ingest.documents import JSONL_SUFFIXES, Source, iter_sources, open_regular, span_document
+from .ingest.fidelity import FileFidelity, Totals, lossy, merged
 from .ingest.fidelity import summary as fidelity_summary
 from .ingest.labels import LabelBook, build_label_book
 from .redact import Redactor
@@ -51,14 +51,13 @@ Analysis = Literal["index", "offline", "llm"]
 @dataclass(frozen=True)
 class Shard:
     """One unit of the map stage: a file (a `.gz` or `.zip` counts as one), or a byte range of
-    a large plain JSONL file (`start` inclusive, `end` exclusive, both on line boundaries)."""
+    a large plain JSONL file whose lines are trajectories on their own (`ingest.shard_bytes`)."""
 
     order: int
     """Position in stream order (the sorted walk of the inputs): results are merged by it."""
     path: str
-    start: int = 0
-    end: int | None = None
-    """None: to the end of the file."""
+    span: Span | None = None
+    """The byte range of a large JSONL file this shard reads (None: the whole file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +231,67 @@ def plan_shards(paths: Iterable[str | os.PathLike[str]], config: Config) -> tupl
         path = source.path.split("!", 1)[0]
         if path not in seen:
             seen.add(path)
-            shards.append(Shard(order=len(shards), path=path))
+            for span in spans(source, config) or [None]:
+                shards.append(Shard(order=len(shards), path=path, span=span))
     return shards, skips
+
+
+def spans(source: Source, config: Config) -> list[Span]:
+    """The byte ranges a plain JSONL file is read in: about `ingest.shard_bytes` each, cut at
+    line starts, when its reader reads each line on its own (`lines_stand_alone` of the file's
+    first record). An empty list: read it whole (small, compressed, an archive member, or a
+    format whose lines belong together, such as a session log)."""
+    size = config.ingest.shard_bytes
+    path = source.path
+    if "!" in path or source.name != Path(path).name or not source.name.lower().endswith(JSONL_SUFFIXES):
+        return []
+    try:
+        total = os.stat(path).st_size
+        if total <= size:
+            return []
+        reader = _line_reader(path, config)
+        return [] if reader is None else _cut(path, total, size, reader)
+    except OSError:
+        return []  # the shard's own read reports it
+
+
+def _line_reader(path: str, config: Config) -> str | None:
+    """The reader of a JSONL file whose lines stand alone, from its first record; None otherwise."""
+    from .ingest import detect_format, reader_for
+
+    records = span_document(path, 0, None, 0, config.ingest.max_record_bytes).records()
+    try:
+        first = next((item for item in records if not isinstance(item, Skip)), None)
+    finally:
+        records.close()
+    if first is None:
+        return None
+    name = config.analyse.format or detect_format(first[1])
+    reader = reader_for(name) if name else None
+    stands_alone = getattr(reader, "lines_stand_alone", None)
+    return reader.NAME if stands_alone is not None and stands_alone(first[1]) else None
+
+
+def _cut(path: str, total: int, size: int, reader: str) -> list[Span]:
+    """Spans of about `size` bytes, each starting at a line start, with the lines before it
+    counted (one pass over the file, counting newlines a buffer at a time)."""
+    starts, lines = [0], [0]
+    with open_regular(path) as stream:
+        while starts[-1] + size < total:
+            stream.seek(starts[-1] + size - 1)
+            stream.readline()  # to the first line start at or after the target
+            at = stream.tell()
+            if at >= total:
+                break
+            stream.seek(starts[-1])
+            count, left = 0, at - starts[-1]
+            while left:
+                chunk = stream.read(min(left, 1 << 20))
+                count, left = count + chunk.count(b"\n"), left - len(chunk)
+            starts.append(at)
+            lines.append(lines[-1] + count)
+    ends = [*starts[1:], None]
+    return [Span(start, end, line, reader) for start, end, line in zip(starts, ends, lines)]
 
 
 def label_book(paths: Iterable[str | os.PathLike[str]], config: Config) -> LabelBook:
@@ -245,7 +303,8 @@ def iter_shard(shard: Shard, job: ShardJob, into: ShardResult) -> Iterator[Trace
     """The traces of one shard, renamed where `job.renamed` says and filtered by `job.wanted`;
     skips, fidelity rows and redaction counts go to `into`."""
     redactor = Redactor(job.config.redact)
-    for item in iter_traces([shard.path], job.config, labels=job.labels, redactor=redactor, fidelity=into.fidelity):
+    for item in iter_traces([shard.path], job.config, labels=job.labels, redactor=redactor, fidelity=into.fidelity,
+                            span=shard.span):
         if isinstance(item, Skip):
             into.skips.append(item)
             continue
@@ -368,6 +427,8 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
     spill = Spill()
     skips, fidelity, failed = list(path_skips), [], []
     totals = Totals()
+    pending: FileFidelity | None = None
+    """The row of the file being read: a large JSONL file's byte ranges come in consecutive shards."""
     redactions: Counter[str] = Counter()
     for result in results:
         entries.extend(_spilled(entry, spill) for entry in result.entries)
@@ -376,11 +437,16 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
                 lessons[(entry.id, entry.digest)] = packed.spilled(spill)
         skips.extend(result.skips)
         for row in result.fidelity:
-            totals.add(row)
-            if lossy(row):
-                fidelity.append(row)
+            if pending is not None and row.file == pending.file and result.shard.span and result.shard.span.start:
+                pending = merged(pending, row)  # the next byte range of the same file
+                continue
+            if pending is not None:
+                _count(pending, totals, fidelity)
+            pending = row
         failed.extend(result.failed)
         redactions.update(result.redactions)
+    if pending is not None:
+        _count(pending, totals, fidelity)
     kept, duplicates, renamed = settle_ids(entries)
     by_id = {e.id: lessons[(e.id, e.digest)] for e in kept if (e.id, e.digest) in lessons}
     return Corpus(kept, by_id, skips + duplicates, fidelity, totals.as_json(), dict(redactions), labels, inputs, shards, renamed, failed)
@@ -394,6 +460,12 @@ def _spilled(entry: IndexEntry, spill: Spill) -> IndexEntry:
     if not isinstance(entry.behaviours, bytes):
         return entry
     return replace(entry, behaviours=SpilledBlob(spill, spill.put(entry.behaviours), len(entry.behaviours)))
+
+
+def _count(row: FileFidelity, totals: Totals, lossy_rows: list[FileFidelity]) -> None:
+    totals.add(row)
+    if lossy(row):
+        lossy_rows.append(row)
 
 
 def with_renamed(corpus: Corpus, results: Iterable[ShardResult]) -> Corpus:

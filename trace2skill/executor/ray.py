@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from ..budget import Meter, meter_of
 from ..config import BudgetConfig, Config
 from ..errors import (BudgetExceeded, ConfigError, Interrupted, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
+from ..llm import CallCounter, count_calls
 from ..llm.retry import RateLimiter
 from ..stream import Corpus, Packed, Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
 from ..types import LessonSet, Skip, Trace, Usage
@@ -281,6 +282,8 @@ class ModelBatch:
 
     results: list[ShardResult]
     usage: Usage = field(default_factory=Usage)
+    calls: dict[str, int] = field(default_factory=dict)
+    """Calls per purpose (the report's calls per stage)."""
     stopped: Stop | None = None
 
 
@@ -346,16 +349,18 @@ class RayExecutor:
         task = ray.remote(num_cpus=cpus)(run_model_batch)
         job_ref = ray.put(job)
         refs = (task.remote(list(shards[i:i + each]), job_ref, keeper, each) for i in range(0, len(shards), each))
-        usage = Usage()
+        usage, calls = Usage(), Counter()
         try:
             for batch in in_order(ray, refs, 2 * window):
                 usage = usage + batch.usage
+                calls.update(batch.calls)
                 yield from batch.results
             cause: Stop | None = ray.get(keeper.cause.remote())
         finally:
             if isinstance(driver, Meter):
                 carry_back(ray, keeper, driver)
             carry_usage(client, usage)
+            count_calls(client, dict(calls))
             ray.kill(keeper)
             self._keeper = None
         if cause is not None:
@@ -389,10 +394,11 @@ def run_model_batch(shards: list[Shard], job: ShardJob, keeper: ActorHandle, con
     client = worker_llm(job.config, keeper)
     if client is None:
         raise ValueError("the model path on Ray needs a model")
-    analyst = ModelAnalyst(client, job.config, job.existing)
+    counted = CallCounter(client)
+    analyst = ModelAnalyst(counted, job.config, job.existing)
     batch = ModelBatch([ShardResult(shard) for shard in shards])
     asyncio.run(_analyse(batch, job, analyst, keeper, concurrency))
-    batch.usage = client.usage
+    batch.usage, batch.calls = client.usage, counted.calls
     return batch
 
 

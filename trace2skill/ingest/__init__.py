@@ -58,7 +58,7 @@ from . import (
 from . import fidelity as _fidelity
 from ._steps import kind_of
 from .base import Document, Reader, Sample
-from .documents import DEFAULT_MAX_BYTES, Limits, iter_documents
+from .documents import DEFAULT_MAX_BYTES, Limits, iter_documents, span_document
 from .fidelity import FileFidelity
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ def iter_traces(
     redactor: Redactor | None = None,
     max_bytes: int | None = None,
     fidelity: list[FileFidelity] | None = None,
+    span: Span | None = None,
 ) -> Iterator[Trace | Skip]:
     """Stream labelled, redacted traces and skips from `paths`, one document at a time.
 
@@ -151,6 +152,8 @@ def iter_traces(
             `config.ingest.max_record_bytes`).
         fidelity: when given, one `FileFidelity` row per input file is appended once that
             file has been read (see `ingest.fidelity`).
+        span: read only this byte range of the one plain JSONL file in `paths`, with the
+            span's reader (a shard of a large file, `stream.plan_shards`).
 
     Raises:
         ConfigError: unknown forced format, missing labels file, bad redaction pattern.
@@ -163,7 +166,12 @@ def iter_traces(
     forced = reader_for(config.analyse.format) if config.analyse.format else None
     book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = redactor or Redactor(config.redact)
-    for doc in iter_documents(paths, max_bytes=max_bytes, limits=limits_of(config)):
+    documents = iter_documents(paths, max_bytes=max_bytes, limits=limits_of(config))
+    if span is not None:
+        [path] = paths
+        documents, forced = [span.document(str(path), limits_of(config).record_bytes if max_bytes is None else max_bytes)], \
+            reader_for(span.format)
+    for doc in documents:
         row = FileFidelity(file=doc.path)
         items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book, config.analyse.sidechains == "keep")
         for item in items:
@@ -175,6 +183,25 @@ def iter_traces(
             yield out
         if fidelity is not None:
             fidelity.append(row if isinstance(doc, Skip) else _fidelity.finish(row, doc.ledger, doc.meta.get("format")))
+
+
+@dataclass(frozen=True)
+class Span:
+    """A byte range of a large plain JSONL file whose lines stand alone (`Reader.lines_stand_alone`)."""
+
+    start: int
+    """Where its first line starts."""
+    end: int | None
+    """Where the next span's first line starts; None: the end of the file."""
+    line: int
+    """Lines before `start` (records keep the file's line numbers)."""
+    format: str
+    """The reader the whole file was detected as (every span reads with it)."""
+
+    def document(self, path: str, max_bytes: int) -> Document:
+        doc = span_document(path, self.start, self.end, self.line, max_bytes)
+        doc.meta["lines_stand_alone"] = True
+        return doc
 
 
 def limits_of(config: Config) -> Limits:
@@ -223,7 +250,7 @@ def _read_document(doc: Document, forced: Reader | None, book: LabelBook, sidech
         first = openai_chat.first_record(doc)
         if first is None:
             broken = [item for item in doc.records() if isinstance(item, Skip)]
-            yield from broken if broken else [doc.skip("no JSON records in file")]
+            yield from broken if broken or doc.meta.get("lines_stand_alone") else [doc.skip("no JSON records in file")]
             return
         sample = first[1]
     reader = forced or READERS.get(detect_format(sample) or "")

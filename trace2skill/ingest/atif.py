@@ -61,6 +61,11 @@ def sniff(sample: Sample) -> bool:
     return isinstance(version, str) and bool(_VERSION.match(version))
 
 
+def lines_stand_alone(first: JSONValue) -> bool:
+    """Each JSONL line is read on its own, so a large file may be cut into byte ranges (`stream.plan_shards`)."""
+    return True
+
+
 def read(doc: Document) -> Iterator[Trace | Skip]:
     """Yield one trajectory per ATIF document, or a `Skip` saying what is wrong with it."""
     if doc.kind == "jsonl":

@@ -106,6 +106,12 @@ class Source:
     name: str
     """File name with any `.gz` removed, used to recognise JSONL by its suffix."""
     open: Callable[[], IO[bytes]]
+    start: int = 0
+    """For a byte range of a plain JSONL file (`span_document`): where its first line starts."""
+    end: int | None = None
+    """Where the range ends (exclusive, on a line start); None: the end of the file."""
+    line: int = 0
+    """Lines before `start`, so records keep the line numbers the whole file gives them."""
 
 
 def iter_sources(paths: Iterable[str | os.PathLike[str]], limits: Limits | None = None) -> Iterator[Source | Skip]:
@@ -397,15 +403,25 @@ def _json_document(source: Source, data: bytes, max_bytes: int) -> Document | Sk
     return Document(path=source.path, kind="json", _value=value)
 
 
+def span_document(path: str, start: int, end: int | None, line: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """Lines of a plain JSONL file from byte `start` (a line start, `line` lines into the file)
+    to `end`, as a document of its own: one shard of a large file (`stream.plan_shards`)."""
+    return _jsonl_document(Source(path, Path(path).name, lambda: open_regular(path), start, end, line), max_bytes)
+
+
 def _jsonl_document(source: Source, max_bytes: int) -> Document:
     return Document(path=source.path, kind="jsonl", _records=lambda: _jsonl_records(source, max_bytes))
 
 
 def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, JSONValue] | Skip]:
-    line_no = 0
+    line_no = source.line
     try:
         with source.open() as stream:
+            if source.start:
+                stream.seek(source.start)
             while True:
+                if source.end is not None and stream.tell() >= source.end:
+                    return
                 line = stream.readline(max_bytes + 1)
                 if not line:
                     return

@@ -111,6 +111,27 @@ def finish(row: FileFidelity, ledger: Ledger, format_name: str | None) -> FileFi
     return row
 
 
+def merged(first: FileFidelity, then: FileFidelity) -> FileFidelity:
+    """One file's row from the rows of two consecutive byte ranges of it (`stream.plan_shards`):
+    counts add up, the version is the later one's when it read a record (a whole-file read keeps the
+    last record's)."""
+    def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+        both = Counter(a)
+        both.update(b)
+        return dict(sorted(both.items()))
+
+    return FileFidelity(
+        file=first.file, format=first.format or then.format, version=then.version if then.records else first.version,
+        records=first.records + then.records, steps=first.steps + then.steps,
+        calls_in_file=first.calls_in_file + then.calls_in_file, calls_read=first.calls_read + then.calls_read,
+        results_in_file=first.results_in_file + then.results_in_file, results_read=first.results_read + then.results_read,
+        results_paired=first.results_paired + then.results_paired, errors=first.errors + then.errors,
+        ignored=add(first.ignored, then.ignored), dropped=add(first.dropped, then.dropped),
+        explained_calls=first.explained_calls + then.explained_calls,
+        explained_results=first.explained_results + then.explained_results, counted=first.counted or then.counted,
+    )
+
+
 def summary(rows: Iterable[FileFidelity]) -> JSONObject:
     """Totals over files, and the files that lost more than `LOSS_WARNING` of their calls."""
     totals = Totals()

@@ -62,6 +62,11 @@ def sniff(sample: Sample) -> bool:
     return isinstance(sample.get("messages"), list) and isinstance(info, dict) and "mini_version" in info
 
 
+def lines_stand_alone(first: JSONValue) -> bool:
+    """Each JSONL line is read on its own, so a large file may be cut into byte ranges (`stream.plan_shards`)."""
+    return True
+
+
 def read(doc: Document) -> Iterator[Trace | Skip]:
     return read_each(doc, _read_one)
 

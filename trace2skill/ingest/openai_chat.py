@@ -42,6 +42,12 @@ def sniff(sample: Sample) -> bool:
     return isinstance(sample, list) and bool(sample) and is_conversation(sample[0])
 
 
+def lines_stand_alone(first: JSONValue) -> bool:
+    """A conversation per line (not one conversation, a message per line): a large file may be
+    cut into byte ranges (`stream.plan_shards`), each read with the whole file's mode."""
+    return not is_message(first)
+
+
 def read(doc: Document) -> Iterator[Trace | Skip]:
     for item in _conversations(doc):
         if isinstance(item, Skip):
@@ -62,7 +68,7 @@ def _conversations(doc: Document) -> Iterator[tuple[str | None, JSONValue] | Ski
             yield doc.skip(f"expected a message list or {{'messages': [...]}}, got {kind_of(value)}")
         return
     records = doc.records()
-    first = first_record(doc)
+    first = None if doc.meta.get("lines_stand_alone") else first_record(doc)
     if first is not None and is_message(first[1]):
         yield from _one_conversation_per_file(doc, records)
     else:

@@ -29,7 +29,7 @@ from ..types import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["LLMClient", "BoundedClient", "build_llm", "allow_model_requests", "check_model", "resolve_api_key",
+__all__ = ["LLMClient", "BoundedClient", "CallCounter", "count_calls", "build_llm", "allow_model_requests", "check_model", "probe_key", "resolve_api_key",
            "model_price", "sent_sampling"]
 
 NO_KEY = "sk-no-key-sent"
@@ -78,6 +78,36 @@ class BoundedClient:
             return await self.inner.complete(messages, output=output, purpose=purpose)
 
 
+class CallCounter:
+    """An `LLMClient` that counts its calls per purpose (the report's calls per stage). Calls made
+    elsewhere with a copy of the model (Ray workers) are added with `add`."""
+
+    def __init__(self, inner: LLMClient):
+        self.inner, self.model = inner, inner.model
+        self.calls: dict[str, int] = {}
+
+    @property
+    def usage(self) -> Usage:
+        return self.inner.usage
+
+    async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
+        self.calls[purpose] = self.calls.get(purpose, 0) + 1
+        return await self.inner.complete(messages, output=output, purpose=purpose)
+
+    def add(self, calls: dict[str, int]) -> None:
+        for purpose, count in calls.items():
+            self.calls[purpose] = self.calls.get(purpose, 0) + count
+
+
+def count_calls(client: LLMClient, calls: dict[str, int]) -> None:
+    """Add `calls` (per purpose) to the `CallCounter` among `client`'s wrappers, if there is one."""
+    while client is not None:
+        if isinstance(client, CallCounter):
+            client.add(calls)
+            return
+        client = getattr(client, "inner", None)
+
+
 class _RequestGate:
     """Whether real backends may send requests; the test suite turns it off."""
 
@@ -106,11 +136,10 @@ async def check_model(client: LLMClient) -> None:
             not follow the schema even after a repair request.
         ProviderUnavailable: the provider cannot be reached (after retries).
     """
-    backend = client
-    while getattr(backend, "inner", None) is not None:  # wrappers (budget, call counts) keep the client in `inner`
-        backend = backend.inner
+    backend = _backend(client)
     if backend in _checked:
         return
+    await probe_key(client)
     try:
         await client.complete(PING, output=Ping, purpose="preflight")
     except LessonParseError as exc:
@@ -121,6 +150,33 @@ async def check_model(client: LLMClient) -> None:
 
 _checked: "weakref.WeakSet" = weakref.WeakSet()
 """Clients whose preflight succeeded: one check per client, so per command, however many runs it makes."""
+
+
+async def probe_key(client: LLMClient) -> None:
+    """The backend's key probe, if it has one (`LiteLLMClient.probe_key`): a request that needs no
+    litellm import, so a refused key is known in a second, not after seconds of imports. Once
+    per client; `check_model` makes it too, so calling this first (before anything that imports
+    litellm, such as pricing the model) only moves it earlier.
+
+    Raises:
+        ProviderRejected: the provider refused the key.
+    """
+    backend = _backend(client)
+    probe = getattr(backend, "probe_key", None)
+    if probe is None or backend in _probed:
+        return
+    await probe()
+    _probed.add(backend)
+
+
+_probed: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _backend(client: LLMClient) -> LLMClient:
+    """The client inside the wrappers (budget, call counts, bounds keep theirs in `inner`)."""
+    while getattr(client, "inner", None) is not None:
+        client = client.inner
+    return client
 
 
 async def close_clients() -> None:
@@ -189,6 +245,8 @@ def key_hint(config: LLMConfig) -> str:
     if config.api_base and config._api_base_from_file:
         return ("No key was sent: this api_base comes from a configuration file, so it gets a key only when "
                 "the same file names the variable to send with llm.api_key_env.")
+    if config.model.startswith("openai/"):  # known without litellm, whose import takes seconds
+        return "Set OPENAI_API_KEY to this endpoint's key, or name the variable to send with llm.api_key_env."
     from .litellm_backend import missing_key_variables
 
     missing = missing_key_variables(config.model)

@@ -12,13 +12,19 @@ reservation is a real cap: every request carries `max_tokens` (`llm.max_tokens`,
 `DEFAULT_MAX_TOKENS`), the most output it may be billed for, and the prompt is reserved at an
 over-estimate of its tokens. A provider that ignores `max_tokens` can still bill more; the meter
 then counts what it billed and refuses every later request once the cap is passed.
+
+Before litellm is imported (which takes seconds), `probe_key` asks an OpenAI-compatible server
+for its model list with the key a request would carry, so a refused key exits 78 at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -138,6 +144,26 @@ class LiteLLMClient:
             kwargs["messages"] = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + hint}]
         return kwargs
 
+    async def probe_key(self) -> None:
+        """One `GET {api_base}/models` with the key a request would carry, without litellm: the
+        cheapest request an OpenAI-compatible server checks the key on, and no model call.
+
+        Only for `openai/...` models with an `api_base` (elsewhere litellm decides the endpoint).
+        A 401 or 403 is a refused key; any other outcome (no such route, an outage, a timeout)
+        says nothing, and the preflight request that follows finds out properly.
+
+        Raises:
+            ProviderRejected: the server refused the key (exit 78), with its whole message.
+        """
+        if not (self._gate.allowed and self.config.api_base and self.model.startswith("openai/")):
+            return
+        key = self._api_key if self._api_key is not None else os.environ.get("OPENAI_API_KEY")
+        url = self.config.api_base.rstrip("/") + "/models"
+        status, text = await asyncio.to_thread(_get, url, key, min(self.config.timeout, 10.0))
+        if status in (401, 403):
+            raise ProviderRejected(f"{self.model!r}: the provider refused the credentials: {text.rstrip('.')}. "
+                                   f"{self._key_hint()}".strip())
+
     def _record(self, response: ModelResponse) -> float | None:
         usage = getattr(response, "usage", None)
         tokens_in = getattr(usage, "prompt_tokens", 0) or 0
@@ -147,6 +173,30 @@ class LiteLLMClient:
             cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
         self.usage = self.usage + Usage(calls=1, input_tokens=tokens_in, output_tokens=tokens_out, cost=cost)
         return cost
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is not followed: the key goes to the `api_base` given, nowhere else."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _get(url: str, key: str | None, timeout: float) -> tuple[int, str]:
+    """(status, the error's message or the body) of one GET; (0, reason) when nothing answered."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as exc:
+        body = exc.read(65536).decode("utf-8", "replace")
+        try:
+            message = json.loads(body)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = body
+        return exc.code, " ".join(str(message or exc.reason).split())
+    except (OSError, ValueError) as exc:  # unreachable, timed out, a malformed URL: the preflight says
+        return 0, str(exc)
 
 
 def reply_text(response: ModelResponse, structured: str) -> str:
@@ -166,7 +216,7 @@ def map_error(exc: Exception, model: str, key_hint: Callable[[], str] = lambda: 
     if isinstance(exc, errors.ContextWindowExceededError):
         return ContextTooLong(f"{model!r}: the prompt is longer than the model's context window: {text}")
     if isinstance(exc, (errors.AuthenticationError, errors.PermissionDeniedError)):
-        return ProviderRejected(f"{model!r}: the provider refused the credentials: {text}. {key_hint()}".strip())
+        return ProviderRejected(f"{model!r}: the provider refused the credentials: {text.rstrip('.')}. {key_hint()}".strip())
     if isinstance(exc, errors.NotFoundError):
         return ProviderRejected(f"{model!r}: the provider does not know this model or endpoint: {text}. "
                                 "Check --model / llm.model and --api-base / llm.api_base.")
