@@ -29,6 +29,11 @@ Both are CPU seconds (user + system) of a single-threaded process, which is its 
 an idle machine and far steadier than wall time on a shared one; each figure is the best of
 `--repeat` runs (default 3).
 
+The two processes run with a bytecode cache (in a temporary folder, filled by one run first),
+as an installed package has: `pip` compiles it at install time. The `ingest --check` process
+is also measured compiling trace2skill from source on every run, which is what a checkout
+does under `PYTHONDONTWRITEBYTECODE=1` (set on the machine these figures were taken on).
+
 Usage: `python bench/ingest_bench.py [--n 10000] [--traj-n 1000] [--data PATH] [--only real|synthetic]`.
 The default run takes about two to three minutes on two cores. When the shared corpus is
 absent the script says so and exits with status 2, measuring nothing.
@@ -199,16 +204,27 @@ def _real_row(folder: Path, repeat: int) -> dict:
     """Best-of-`repeat` times for one real corpus: json.loads, iter_traces, the CLI."""
     parse = [_subprocess("parse-all", folder) for _ in range(repeat)]
     ingest = [_subprocess("ingest", folder) for _ in range(repeat)]
-    parse_wall = [_wall([sys.executable, str(Path(__file__).resolve()), "--measure", "parse-all", str(folder)]) for _ in range(repeat)]
-    check_wall = [_wall([sys.executable, str(ROOT / "cli.py"), "ingest", str(folder), "--check"]) for _ in range(repeat)]
+    parse_command = [sys.executable, str(Path(__file__).resolve()), "--measure", "parse-all", str(folder)]
+    check_command = [sys.executable, str(ROOT / "cli.py"), "ingest", str(folder), "--check"]
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-pyc-") as cache, tempfile.TemporaryDirectory(prefix="ingest-bench-nopyc-") as empty:
+        _wall(parse_command, cache), _wall(check_command, cache)  # fill the bytecode cache
+        parse_wall = [_wall(parse_command, cache) for _ in range(repeat)]
+        check_wall = [_wall(check_command, cache) for _ in range(repeat)]
+        source_wall = [_wall(check_command, empty, write=False) for _ in range(repeat)]
     return {"label": folder.name, "traces": ingest[0]["records"], "values": parse[0]["records"],
             "parse": min(r["cpu"] for r in parse), "ingest": min(r["cpu"] for r in ingest),
-            "parse_wall": min(parse_wall), "check_wall": min(check_wall)}
+            "parse_wall": min(parse_wall), "check_wall": min(check_wall), "source_wall": min(source_wall)}
 
 
-def _wall(command: list[str]) -> float:
-    """CPU seconds (user + system) the command's process used, start-up and imports included."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+def _wall(command: list[str], pycache: str, *, write: bool = True) -> float:
+    """CPU seconds (user + system) the command's process used, start-up and imports included,
+    with bytecode kept in `pycache` (`write=False`: read from there, never written, so an
+    empty folder makes every module compile from source)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PYTHONPYCACHEPREFIX": pycache}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if not write:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env, cwd=ROOT)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -217,17 +233,18 @@ def _wall(command: list[str]) -> float:
 
 def _print_real(rows: list[dict]) -> None:
     header = ("corpus", "traces", "JSON values", "json.loads s", "iter_traces s", "ratio",
-              "python json.loads process s", "ingest --check process s", "ratio")
+              "python json.loads process s", "ingest --check process s", "ratio", "from source s", "ratio")
     lines = [header] + [
         (r["label"], f"{r['traces']:,}", f"{r['values']:,}", f"{r['parse']:.2f}", f"{r['ingest']:.2f}",
          f"{r['ingest'] / r['parse']:.1f}x", f"{r['parse_wall']:.2f}", f"{r['check_wall']:.2f}",
-         f"{r['check_wall'] / r['parse_wall']:.1f}x")
+         f"{r['check_wall'] / r['parse_wall']:.1f}x", f"{r['source_wall']:.2f}", f"{r['source_wall'] / r['parse_wall']:.1f}x")
         for r in rows
     ]
     _print_lines(lines)
     print("\nCPU seconds, best of the runs. iter_traces ratio: in-process time over reading and json.loads of the same"
           "\nfiles (imports not counted); ingest --check ratio: the whole `python cli.py ingest PATH --check` process"
-          "\n(start-up and imports included) over a whole `python` process doing that json.loads.")
+          "\n(start-up and imports included) over a whole `python` process doing that json.loads, both with a bytecode"
+          "\ncache as installed; from source: the same command compiling trace2skill from source on every run.")
 
 
 def _print_lines(lines: list[tuple[str, ...]]) -> None:

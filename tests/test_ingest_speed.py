@@ -160,3 +160,83 @@ def test_error_gate_agrees_with_the_bare_expression(text):
 def test_nan_reward_digest_matches():
     item = trace("x", reward=math.nan)
     assert item.digest() == plain_digest(item)
+
+
+def every_string(value: object) -> list[str]:
+    """Every string in a JSON-like value, dict keys included, in order: what the gate must see."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in ([key] if isinstance(key, str) else []) + every_string(item)]
+    if isinstance(value, (list, tuple)):
+        return [s for item in value for s in every_string(item)]
+    return []
+
+
+def test_the_gate_reads_every_string_the_field_walk_redacts():
+    """The gate reads a trace's strings from its objects, not from a dump: it must see the same
+    strings, in the same order, as walking the dump does (a field it misses is a secret let through)."""
+    from trace2skill.redact import _trace_strings
+
+    items = load_traces([FORMATS]).traces + [trace(line, extra={"k": [line, {"password": "x"}], "n": 1.5}, agent="a")
+                                             for line in ODD_CASES]
+    assert len(items) > 40
+    for item in items:
+        seen: list[str] = []
+        keyed = _trace_strings(item, seen)
+        assert seen == every_string(item.model_dump(exclude={"source"})), item.id
+        assert keyed == ("password" in seen), item.id
+
+
+def test_the_gate_knows_every_field():
+    """`_trace_strings` follows the models' fields by name: a new field must be added there
+    (this test then fails as a reminder)."""
+    from trace2skill.redact import _DUMP_FIELDS
+
+    assert {m.__name__: tuple(m.model_fields) for m in (Trace, Step, ToolCall, Observation)} == _DUMP_FIELDS
+
+
+@pytest.mark.parametrize("extra", [{"when": __import__("datetime").datetime(2024, 1, 2, 3, 4, 5)}, {"pair": (1, "a")},
+                                   {"n": [{1: "int key"}]}, {"b": b"bytes"}])
+def test_digest_of_values_json_would_not_hold_is_the_plain_hash(extra):
+    """Digests are taken from the Python-mode dump when it holds only JSON values; anything
+    else (a date, a tuple, a non-string key, bytes) must give the JSON-mode dump's hash."""
+    item = trace("x", extra=extra)
+    assert item.digest() == plain_digest(item)
+
+
+def test_records_of_some_lines_are_those_of_all_lines(tmp_path):
+    """A second pass that asks for some line numbers gets exactly those records (blank and
+    broken lines counted as in a full pass), whether the document can skip parsing or not."""
+    from dataclasses import replace
+
+    from trace2skill.ingest.documents import iter_documents
+
+    lines = ['{"a": 1}', "", "   ", '{"b": [2, 3]}', "{broken", '"text"', '{"c": {"d": null}}', "", '{"e": 5}']
+    (tmp_path / "x.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    doc = next(iter_documents([tmp_path / "x.jsonl"]))
+    every = [entry for entry in doc.records() if isinstance(entry, tuple)]
+    assert [n for n, _ in every] == [1, 4, 6, 7, 9]  # counted by hand from `lines`
+    for only in ({4}, {1, 7}, {5, 6, 9}, set(), {2, 100}):
+        expected = [entry for entry in every if entry[0] in only]
+        assert [e for e in doc.records(only) if isinstance(e, tuple)] == expected
+        assert [e for e in replace(doc, _some_records=None).records(only) if isinstance(e, tuple)] == expected
+
+
+def test_reading_at_most_a_limit_reads_what_read_would(tmp_path):
+    """The whole-file read sizes its buffer from the file, not from the 64 MiB cap: same bytes as
+    `read(limit)` on plain files (smaller or larger than the limit) and on gzip streams."""
+    import gzip as gz
+
+    from trace2skill.ingest.documents import _read_at_most, open_regular
+
+    data = bytes(range(256)) * 40
+    (tmp_path / "x.json").write_bytes(data)
+    (tmp_path / "x.json.gz").write_bytes(gz.compress(data))
+    for limit in (1, 100, len(data) - 1, len(data), len(data) + 1, 1 << 26):
+        for head in (0, 7):
+            with open_regular(tmp_path / "x.json") as stream:
+                stream.read(head)
+                assert _read_at_most(stream, limit) == data[head:head + limit]
+        with gz.open(open_regular(tmp_path / "x.json.gz")) as stream:
+            assert _read_at_most(stream, limit) == data[:limit]

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -611,6 +612,9 @@ def test_a_rerun_of_the_heldout_gate_pays_for_nothing_twice(demo_traces, tmp_pat
         assert broken.exit_code == 69, broken.output
         first = server.completions()[start:]
         assert sum(1 for r in first if is_judge(r) and r.status == 200) == 15
+        analysed = Counter(_task_key(r.body["messages"][1]["content"]) for r in first if is_analysis(r))
+        assert len(analysed) == len(new) and set(analysed.values()) == {1}, \
+            "each new trajectory analysed once for the run and both folds; the four of the first run not again"
         judged["fail_from"] = 10**6
         start = len(server.completions())
         rerun = runner.invoke(app, gated)
@@ -638,7 +642,7 @@ def test_the_heldout_gate_is_quoted_in_dollars_and_refused_above_the_budget_befo
                                                 "--set", "gate.folds=2", "--budget", f"{main * 1.5:.4f}", *price))
         assert gated.exit_code == 78, gated.output
         sent = server.completions()[start:]
-    [line] = [line for line in gated.stderr.splitlines() if "gate-judge" in line]
+    [line] = [q for q in "".join(gated.stderr.splitlines()).split("quote: ") if "gate-judge" in q]  # one quote, however wrapped
     judge_calls = int(re.search(r"gate-judge: (\d+) call", line).group(1))
     assert judge_calls == 2 * 8, "each of the 8 trajectories the skill has not seen, judged with the current skill and a candidate"
     assert float(re.search(r"cost ~\$(\d+\.\d+)", line).group(1)) > main * 0.5

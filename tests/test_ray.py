@@ -146,8 +146,9 @@ def test_the_rate_limit_is_one_window_for_all_ray_workers(local_ray):
 
     config = load_config(overrides={"llm.rate_limit.requests": 3}, env={})
     keeper = start_keeper(local_ray, config, None)
+    local_ray.get(keeper.price.remote())  # the actor is up (its process starts on first use)
     worker = local_ray.remote(num_cpus=1)(take)
-    got = local_ray.get([worker.remote(keeper, 2, 3.0), worker.remote(keeper, 2, 3.0)])
+    got = local_ray.get([worker.remote(keeper, 2, 5.0), worker.remote(keeper, 2, 5.0)])
     assert sorted(got) == [1, 2]
     local_ray.kill(keeper)
 

@@ -86,10 +86,10 @@ def plan(config: Config, llm: LLMClient | None, corpus: Corpus, checkpoint: Path
     run = run_info(config, analyst, corpus)
     journal = None
     if checkpoint is not None and analyst.mode == "llm" and config.llm.cache:
-        journal = AnalysisJournal(journal_path(checkpoint), run.run_id)
+        journal = AnalysisJournal(journal_path(checkpoint), run.run_id, analysis_scope(config, analyst))
     estimate = None
     if analyst.mode == "llm":
-        analysed = journal.analysed() if journal is not None else set()
+        analysed = journal.analysed() & {e.digest for e in corpus.entries} if journal is not None else set()
         merges = journal.merges_done() if journal is not None else 0
         if check and len(analysed) < len(corpus.entries):
             asyncio.run(_check(analyst))
@@ -230,7 +230,9 @@ def heldout_quote(config: Config, llm: LLMClient | None, corpus: Corpus) -> Quot
     def fold_quote(traces: list[Trace]) -> Quote | None:
         outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
         fold = read_corpus(uncapped, False, ingested=replace(ingested, traces=traces, outcomes=outcomes))
-        return plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
+        quote = plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
+        # a fold's trajectories are the run's: the run analyses them first, the fold reuses them (journal)
+        return None if quote is None else replace(quote, stages=tuple(s for s in quote.stages if s.stage != "analyse"))
 
     return quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
 
@@ -365,6 +367,17 @@ def no_input_message(skips: Sequence[Skip]) -> str:
     where = first.path + (f" [{first.record}]" if first.record else "")
     return (f"no trajectory could be read ({len(skips)} files or records skipped; first: {where}: {first.reason}); "
             "`trace2skill ingest PATHS --check` lists every skip")
+
+
+def analysis_scope(config: Config, analyst: Analyst) -> str:
+    """What one trajectory's analysis depends on besides the trajectory: the model, the settings
+    that change answers and the prompt versions (the run id without the corpus). The journal keys
+    analyses by it and the trace digest, so a run over a different corpus (a held-out fold, a
+    rerun over a grown corpus) reuses every analysis already paid for. The skill's rules the
+    analyst was shown are left out, as the run id leaves them out: a rerun after a partial run
+    (which wrote the skill) resumes instead of paying again for every analysis."""
+    settings = config.model_dump(mode="json", include={k: v for k, v in ANSWER_SETTINGS.items() if k != "consolidate"})
+    return "scope-" + content_hash([analyst.model, settings, [prompt_version(p) for p in PROMPTS], __version__])[:16]
 
 
 def run_info(config: Config, analyst: Analyst, corpus: Corpus) -> RunInfo:

@@ -22,7 +22,7 @@ different state folders never work in one checkout at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -163,7 +163,7 @@ def _fold(config: Config, llm: LLMClient | None, fresh: Corpus, state: RefreshSt
             commit, pr_url = (outcome.commit.sha if outcome.commit else None), outcome.pr_url
             remote = config.publish.remote if outcome.pushed else None
         save_state(config.state_dir, state.with_success(name, version=build.version, digests=digests, run_id=result.run_id))
-        _forget_journal(config, result.run_id)
+        _forget_journal(config, result.run_id, digests)
         review = tuple(item.summary for item in content.review) if content is not None else ()
         return RefreshOutcome(name, True, f"{build.previous_version or 'new'} -> {build.version}", len(fresh.entries),
                               result, commit, pr_url, body, review, branch.name if branch else None, remote, build)
@@ -266,8 +266,8 @@ def read_new(config: Config, offline: bool, paths: list[Path] | None, state: Ref
     return index, read_corpus(config, offline, paths, progress=progress, wanted=frozenset(wanted), renamed=index.renamed)
 
 
-def _forget_journal(config: Config, run_id: str) -> None:
-    AnalysisJournal(journal_path(checkpoint_path(config.state_dir)), run_id).forget()
+def _forget_journal(config: Config, run_id: str, digests: Iterable[str]) -> None:
+    AnalysisJournal(journal_path(checkpoint_path(config.state_dir)), run_id).forget(digests)
 
 
 def _modified(path: str) -> float:
@@ -396,7 +396,7 @@ class _GitTarget:
                                      remote=config.publish.remote, run_hooks=config.publish.run_hooks)
             plan.publisher.deliver(request, commit)
             state = state.with_success(name, version=pending.version, digests=pending.digests, run_id=pending.run_id)
-            _forget_journal(config, pending.run_id)
+            _forget_journal(config, pending.run_id, pending.digests)
         else:
             state = state.with_pending(name, None)
         save_state(config.state_dir, state)

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from .budget import Quote
 from .types import JSONObject, RunResult, Skip
 
 if TYPE_CHECKING:
+    from .budget import Quote
     from .refresh import RefreshOutcome
 
 

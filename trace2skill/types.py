@@ -45,7 +45,7 @@ as much per model (measured on 50 nested records); same JSON schema and output a
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, defer_build=True)
 
 
 def content_hash(payload: object) -> str:
@@ -179,13 +179,38 @@ class Trace(_Frozen):
         """
         cached = self.__dict__.get("_digest")
         if cached is None:
-            payload = self.model_dump(mode="json", exclude={"source"})
-            payload["extra"] = {k: v for k, v in payload["extra"].items() if k not in LOCATION_KEYS}
-            # Only `reward` and the `extra` dicts can hold floats; the other fields are typed str, int, bool.
-            floats = _floats([payload["reward"], payload["extra"], [step["extra"] for step in payload["steps"]]])
-            cached = hashlib.sha256(_fast_canonical_json(payload, floats)).hexdigest()[:16]
+            data = self._plain_json()
+            if data is None:
+                payload = self._payload("json")
+                # Only `reward` and the `extra` dicts can hold floats; the other fields are typed str, int, bool.
+                floats = _floats([payload["reward"], payload["extra"], [step["extra"] for step in payload["steps"]]])
+                data = _fast_canonical_json(payload, floats)
+            cached = hashlib.sha256(data).hexdigest()[:16]
             self.__dict__["_digest"] = cached
         return cached
+
+    def _payload(self, mode: str) -> dict[str, object]:
+        """The dump a digest is taken over: every field but `source`, location keys left out."""
+        payload = self.model_dump(mode=mode, exclude={"source"})
+        payload["extra"] = {k: v for k, v in payload["extra"].items() if k not in LOCATION_KEYS}
+        return payload
+
+    def _plain_json(self) -> bytes | None:
+        """The digest's bytes from the Python-mode dump (half the cost of the JSON-mode one),
+        or None when they might differ: that dump differs from the JSON-mode one only in
+        tuples, which orjson writes as arrays, and in non-JSON values inside the `extra` dicts,
+        so any such value, a float orjson would write differently, or anything orjson refuses
+        sends the digest down the JSON-mode path."""
+        if _orjson is None:
+            return None
+        payload = self._payload("python")
+        floats = _floats([payload["reward"], payload["extra"], [step["extra"] for step in payload["steps"]]])
+        if not all(type(f) is float and _orjson.dumps(f) == float.__repr__(f).encode() for f in floats):
+            return None
+        try:
+            return _orjson.dumps(payload, option=_orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a lone surrogate, a non-str key
+            return None
 
     def model_copy(self, *, update: Mapping[str, object] | None = None, deep: bool = False) -> "Trace":
         """A copy; one with fields changed does not keep the original's cached digest."""

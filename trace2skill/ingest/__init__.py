@@ -166,7 +166,7 @@ def iter_traces(
     forced = reader_for(config.analyse.format) if config.analyse.format else None
     book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = redactor or Redactor(config.redact)
-    documents = iter_documents(paths, max_bytes=max_bytes, limits=limits_of(config))
+    documents = iter_documents(paths, max_bytes=max_bytes, limits=limits_of(config), read_already=book.is_source)
     if span is not None:
         [path] = paths
         documents, forced = [span.document(str(path), limits_of(config).record_bytes if max_bytes is None else max_bytes)], \

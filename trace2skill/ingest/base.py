@@ -20,7 +20,7 @@ reader yields a `Skip` with a precise reason for each record it cannot use, and 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 import sqlite3
 from typing import Literal, Protocol, TypeAlias
@@ -109,6 +109,8 @@ class Document:
     kind: Literal["json", "jsonl", "zip", "text", "sqlite"]
     _value: Sample = None
     _records: Callable[[], Iterator[tuple[int, JSONValue] | Skip]] | None = None
+    _some_records: Callable[[Collection[int]], Iterator[tuple[int, JSONValue] | Skip]] | None = None
+    """`_records` limited to some line numbers, parsing only those (optional)."""
     meta: JSONObject = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
     """The reader's accounting for this document (see `Ledger`)."""
@@ -119,15 +121,21 @@ class Document:
             raise TypeError(f"{self.path!r} is JSONL; iterate records() instead")
         return self._value
 
-    def records(self) -> Iterator[tuple[int, JSONValue] | Skip]:
+    def records(self, only: Collection[int] | None = None) -> Iterator[tuple[int, JSONValue] | Skip]:
         """Yield `(line_number, value)` for each JSONL line, or a `Skip` for a broken one.
 
         Re-iterable: each call reads the file again, so readers may make two passes
         (Claude Code sessions need the whole parent graph) without holding the file in memory.
+        A second pass that knows which lines it needs passes their numbers as `only`: the
+        other lines are not parsed again, and reading stops after the last of them.
         """
         if self.kind != "jsonl" or self._records is None:
             raise TypeError(f"{self.path!r} is JSON; use value() instead")
-        return self._records()
+        if only is None:
+            return self._records()
+        if self._some_records is not None:
+            return self._some_records(only)
+        return (entry for entry in self._records() if isinstance(entry, Skip) or entry[0] in only)
 
     def skip(self, reason: str, record: str | int | None = None) -> Skip:
         return Skip(path=self.path, record=None if record is None else str(record), reason=reason)

@@ -103,6 +103,10 @@ class _Index:
     titles: dict[str, str] = field(default_factory=dict)
     agents: dict[str, set[str]] = field(default_factory=dict)
     """Sub-agent ids streamed in `agent_progress` lines, per session."""
+    message_lines: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The first line of each message (`user`/`assistant`/`system` with a uuid), by (session, uuid)."""
+    progress_lines: dict[str, list[int]] = field(default_factory=dict)
+    """The `agent_progress` lines, per session: with `message_lines`, what the second pass parses."""
 
 
 def read(doc: Document, *, include_sidechains: bool = True) -> Iterator[Trace | Skip]:
@@ -137,7 +141,7 @@ def _records_of(doc: Document) -> Callable[[], Iterator[JSONValue]] | None:
         return doc.records
     value = doc.value()
     if isinstance(value, list):
-        return lambda: iter(list(enumerate(value, start=1)))
+        return lambda only=None: iter([(n, item) for n, item in enumerate(value, start=1) if only is None or n in only])
     return None
 
 
@@ -179,8 +183,12 @@ def _index(
     if kind in _MESSAGE_TYPES and (not isinstance(uuid, str) or not uuid):
         return f"{kind} event has no uuid"
     _account_line(event, kind, session, index, ledger, agent_files, sidechains, (n_calls, n_results))
+    if kind == "progress" and isinstance(event.get("data"), dict) and event["data"].get("type") == "agent_progress":
+        index.progress_lines.setdefault(session, []).append(line)
     if not isinstance(uuid, str) or not uuid:
         return None
+    if kind in _MESSAGE_TYPES:
+        index.message_lines.setdefault((session, uuid), line)
     nodes = index.sessions.setdefault(session, {})
     if uuid in nodes:
         if kind in _MESSAGE_TYPES:
@@ -326,7 +334,9 @@ def _session(
     if is_subagent:
         main = sides.pop()
     wanted = set(main) | {u for kept in sides for u in kept}
-    events, streams = _load(records, session_id, wanted, index.agents.get(session_id, set()))
+    lines = {index.message_lines[(session_id, u)] for u in wanted if (session_id, u) in index.message_lines}
+    lines.update(index.progress_lines.get(session_id, ()))
+    events, streams = _load(records, session_id, wanted, index.agents.get(session_id, set()), lines)
     main = sorted(main, key=lambda u: nodes[u].line)
     steps, problems = _steps_of([events[u] for u in main if u in events])
     for uuid, reason in problems:
@@ -359,12 +369,16 @@ def _session(
 
 
 def _load(
-    records: Callable[[], Iterator[JSONValue]], session_id: str, wanted: set[str], agents: set[str]
+    records: Callable[..., Iterator[JSONValue]], session_id: str, wanted: set[str], agents: set[str],
+    lines: set[int] | None = None,
 ) -> tuple[dict[str, dict], dict[str, JSONObject]]:
-    """One pass: the wanted message events, and each streamed sub-agent's prompt and messages."""
+    """One pass: the wanted message events, and each streamed sub-agent's prompt and messages.
+    `lines`, when the first pass knows them, are the only lines that can hold either (the
+    first line of each wanted message, every `agent_progress` line): the others are not parsed
+    again, which was half the time of reading a session."""
     events: dict[str, dict] = {}
     streams: dict[str, JSONObject] = {}
-    for entry in records():
+    for entry in records() if lines is None else records(lines):
         if isinstance(entry, Skip) or not isinstance(entry[1], dict) or entry[1].get("sessionId", "") != session_id:
             continue
         event = entry[1]
@@ -546,7 +560,8 @@ def _attach_file(doc: Document, agent: str, path: Path, problems: list[Skip]) ->
                 if abandoned:
                     doc.ledger.ignore(_ABANDONED, len(abandoned), calls=sum(nodes[u].counts[0] for u in abandoned),
                                       results=sum(nodes[u].counts[1] for u in abandoned))
-                events, _ = _load(sub.records, session_id, set(kept), set())
+                lines = {index.message_lines[(session_id, u)] for u in kept if (session_id, u) in index.message_lines}
+                events, _ = _load(sub.records, session_id, set(kept), set(), lines)
                 summary, side_problems = _summary([events[u] for u in sorted(kept, key=lambda u: nodes[u].line)], agent)
                 summary["file"] = path.name
                 found.append(summary)

@@ -44,7 +44,7 @@ import sqlite3
 import stat
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,7 +331,8 @@ class _Archive:
 
 
 def iter_documents(
-    paths: Iterable[str | os.PathLike[str]], *, max_bytes: int | None = None, limits: Limits | None = None
+    paths: Iterable[str | os.PathLike[str]], *, max_bytes: int | None = None, limits: Limits | None = None,
+    read_already: Callable[[str], bool] | None = None,
 ) -> Iterator[Document | Skip]:
     """Yield one `Document` per readable input, or a `Skip` saying why it is not readable.
 
@@ -340,6 +341,8 @@ def iter_documents(
         max_bytes: cap on a whole-file JSON parse and on any single JSONL line; overrides
             `limits.record_bytes` when given.
         limits: size and expansion caps (defaults: `Limits()`).
+        read_already: says which paths were read already (the label files): those come back
+            as an empty `json` document, not opened or parsed a second time.
 
     Returns:
         An iterator; JSONL documents are read lazily when their records are iterated.
@@ -349,6 +352,8 @@ def iter_documents(
     for source in iter_sources(paths, limits):
         if isinstance(source, Skip):
             yield source
+        elif read_already is not None and read_already(source.path):
+            yield Document(path=source.path, kind="json")
         else:
             yield open_document(source, max_bytes=record_bytes)
 
@@ -363,7 +368,7 @@ def open_document(source: Source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Docu
         with source.open() as stream:
             head = stream.read(_BINARY_PROBE)
             if not is_jsonl:
-                head += stream.read(max_bytes + 1 - len(head))
+                head += _read_at_most(stream, max_bytes + 1 - len(head))
     except _LimitExceeded as exc:
         return Skip(path=source.path, reason=str(exc))
     except _READ_ERRORS as exc:
@@ -384,6 +389,19 @@ def open_document(source: Source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Docu
             "write it as JSONL (one trajectory per line) or raise the cap",
         )
     return _json_document(source, head, max_bytes)
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    """`stream.read(limit)`, without first allocating `limit` bytes (the record cap, 64 MiB by
+    default) when a plain file holds fewer: that allocation cost as much as reading a typical
+    trajectory file. A file that grew since is read on up to `limit`."""
+    if type(stream) is not io.BufferedReader or type(stream.raw) is not io.FileIO:  # gzip, zip members: no size
+        return stream.read(limit)
+    left = os.fstat(stream.fileno()).st_size - stream.tell()
+    if left >= limit:
+        return stream.read(limit)
+    data = stream.read(max(left, 0) + 1)
+    return data + stream.read(limit - len(data)) if len(data) > left else data
 
 
 def _json_document(source: Source, data: bytes, max_bytes: int) -> Document | Skip:
@@ -410,11 +428,15 @@ def span_document(path: str, start: int, end: int | None, line: int, max_bytes: 
 
 
 def _jsonl_document(source: Source, max_bytes: int) -> Document:
-    return Document(path=source.path, kind="jsonl", _records=lambda: _jsonl_records(source, max_bytes))
+    return Document(path=source.path, kind="jsonl", _records=lambda: _jsonl_records(source, max_bytes),
+                    _some_records=lambda only: _jsonl_records(source, max_bytes, only))
 
 
-def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, JSONValue] | Skip]:
+def _jsonl_records(source: Source, max_bytes: int, only: Collection[int] | None = None) -> Iterator[tuple[int, JSONValue] | Skip]:
+    """`(line number, value)` per JSONL line, or a `Skip`; with `only`, just those lines are
+    parsed (the others are read past, not decoded), and reading stops after the last of them."""
     line_no = source.line
+    last = max(only, default=0) if only is not None else None
     try:
         with source.open() as stream:
             if source.start:
@@ -423,7 +445,7 @@ def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, JSONVa
                 if source.end is not None and stream.tell() >= source.end:
                     return
                 line = stream.readline(max_bytes + 1)
-                if not line:
+                if not line or (last is not None and line_no >= last):
                     return
                 line_no += 1
                 if not line.strip():
@@ -437,7 +459,8 @@ def _jsonl_records(source: Source, max_bytes: int) -> Iterator[tuple[int, JSONVa
                         reason=f"line is {dropped:,} bytes, above the {_mib(max_bytes)} cap for one record",
                     )
                     continue
-                yield _parse_line(source.path, line_no, line)
+                if only is None or line_no in only:
+                    yield _parse_line(source.path, line_no, line)
     except _LimitExceeded as exc:
         yield Skip(path=source.path, reason=f"{exc}; the records before that point were read")
     except _READ_ERRORS as exc:
