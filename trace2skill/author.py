@@ -26,9 +26,9 @@ from typing import Any, Literal
 from .config import Config
 from .errors import ConfigError
 from .layout import Layout, Placement, Rule, fit_layout, pinned_rules, rule_locations
-from .provenance import Provenance, dump_provenance, load_provenance, render_conflicts
+from .provenance import Provenance, iter_provenance, load_provenance, render_conflicts
 from .rules import RuleRecord, clean, merge_records, rank_key, record_lesson, render_rule, rendered_key, rule_id
-from .skill import (CHANGELOG_FILE, CONFLICTS_FILE, GENERATED_FILES, MAX_DESCRIPTION, PROVENANCE_FILE,
+from .skill import (CHANGELOG_FILE, CONFLICTS_FILE, GENERATED_FILES, MAX_DESCRIPTION, PROVENANCE_FILE, FileSet,
                     explain_rule, read_skill_files, validate_build, validate_skill_dir, write_skill_dir)
 from .skillfmt.frontmatter import edit_frontmatter, frontmatter_data, split_frontmatter
 from .skillfmt.markers import VERSION_KEY
@@ -72,8 +72,9 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class SkillBuild:
-    files: dict[str, str]
-    """Relative path -> full text: SKILL.md, references/*.md, CHANGELOG.md, provenance.json, CONFLICTS.md."""
+    files: Mapping[str, str]
+    """Relative path -> full text: SKILL.md, references/*.md, CHANGELOG.md, provenance.json, CONFLICTS.md
+    (a `skill.FileSet`, which streams provenance.json, for a changed build)."""
     version: str
     previous_version: str | None
     changed: bool
@@ -89,6 +90,9 @@ class SkillBuild:
     """The folder the build was authored against; `validate_build` counts its other files."""
     hand_edits: dict[str, str] = field(default_factory=dict, compare=False)
     """Rules people reworded, moved or deleted since the last run -> what they did (kept as they left them)."""
+    provenance: Provenance | None = field(default=None, compare=False)
+    """What `files` writes as provenance.json, as objects (the report reads it without parsing
+    the text); None when the build keeps the files on disk (`changed` False)."""
 
 
 @dataclass(frozen=True)
@@ -347,14 +351,16 @@ def _finish(skill_dir: Path, old: _Existing, layout: Layout, records: Mapping[st
         files=tuple(sorted(set(GENERATED_FILES) | layout.files)),
     )
 
-    def render_files(version: str) -> dict[str, str]:
+    def render_files(version: str, changelog: str | None = None) -> FileSet:
         metadata = {VERSION_KEY: version, "trace2skill-source-digest": run.source_digest, "trace2skill-run": run.run_id}
         front = edit_frontmatter(old.front, {"name": config.skill.name, "description": description}, metadata)
         files = {name: render(root) for name, root in workspace.items() if name != SKILL_FILE}
         files[SKILL_FILE] = "".join(front) + render(workspace[SKILL_FILE])
         files[CONFLICTS_FILE] = render_conflicts(conflicts, rule_id)
-        files[PROVENANCE_FILE] = dump_provenance(provenance.model_copy(update={"version": version}))
-        return files
+        if changelog is not None:
+            files[CHANGELOG_FILE] = changelog
+        versioned = provenance.model_copy(update={"version": version})
+        return FileSet(files, {PROVENANCE_FILE: lambda: iter_provenance(versioned)})  # encoded as it is written
 
     added, changed, removed, reversed_ = _rule_changes(old.provenance.rules, placed)
     changed = [rid for rid in changed if rid not in frozen]
@@ -364,13 +370,13 @@ def _finish(skill_dir: Path, old: _Existing, layout: Layout, records: Mapping[st
     if old.version is not None and _content_key(render_files(old.version)) == _content_key(old.files):
         return SkillBuild(files=dict(old.files), version=old.version, previous_version=old.version, changed=False, **summary)
     version = next_version(old.version, added=added, removed=removed, reversed_=reversed_)
-    files = render_files(version)
     titles = {rid: clean(record.title) for rid, record in {**old.provenance.rules, **placed}.items()}
     run_line = f"Run `{run.run_id}` ({run.mode}, model `{run.model}`, trace2skill {run.tool_version})."
     entry = changelog_entry(version, run_line, titles, added=added, changed=changed, removed=removed, reversed_=reversed_,
                             edited=edits)
-    files[CHANGELOG_FILE] = prepend_entry(old.files.get(CHANGELOG_FILE), entry)
-    return SkillBuild(files=files, version=version, previous_version=old.version, changed=True, **summary)
+    files = render_files(version, prepend_entry(old.files.get(CHANGELOG_FILE), entry))
+    return SkillBuild(files=files, version=version, previous_version=old.version, changed=True,
+                      provenance=provenance.model_copy(update={"version": version}), **summary)
 
 
 def _placed(workspace: Workspace, known: Mapping[str, RuleRecord], before: Mapping[str, RuleRecord],

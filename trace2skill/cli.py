@@ -495,7 +495,8 @@ def _write_reports(ctx, config, result, build, before, estimate, llm, explicit, 
     """The HTML report: always under the state folder (not on a dry run), and to --report."""
     from .html_report import render_report, report_context, report_path, write_report
 
-    context = report_context(result, build.files.get("provenance.json"), added=build.added, changed=build.changed_rules,
+    provenance = build.provenance if build.provenance is not None else build.files.get("provenance.json")
+    context = report_context(result, provenance, added=build.added, changed=build.changed_rules,
                              removed=build.removed, previous_titles=before, quote=estimate,
                              calls=llm.calls if llm is not None else None, sources=result.sources,
                              command=command, dry_run=dry_run)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 
@@ -86,13 +86,20 @@ def no_symlinks(folder: Path) -> None:
 
 def write_bytes(root: Path, name: str, data: bytes) -> Path:
     """Write `root/name` (creating parent folders inside `root`); never through a symlink."""
+    return write_chunks(root, name, (data,))
+
+
+def write_chunks(root: Path, name: str, chunks: Iterable[bytes]) -> Path:
+    """`write_bytes` of the concatenated `chunks`, written as they come (a large file, such as
+    provenance.json at scale, is never held whole)."""
     target = inside(root, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     inside(root, name)  # a parent made just now is a real folder; re-check nothing raced in
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(target, flags, 0o644)
     with os.fdopen(fd, "wb") as stream:
-        stream.write(data)
+        for chunk in chunks:
+            stream.write(chunk)
     return target
 
 

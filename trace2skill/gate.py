@@ -113,7 +113,8 @@ def recorded(build: SkillBuild, decision: GateDecision) -> SkillBuild:
     data = json.loads(build.files["provenance.json"])
     data["gate"] = decision.as_dict()
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    return replace(build, files={**build.files, "provenance.json": text})
+    kept = build.provenance.model_copy(update={"gate": data["gate"]}) if build.provenance is not None else None
+    return replace(build, files={**build.files, "provenance.json": text}, provenance=kept)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import jinja2
 
 from markupsafe import Markup, escape
 
+from .provenance import Provenance
 from .rules import RuleRecord, clean, rank_key, sentence, when_clause
 from .types import JSONValue, RunResult
 
@@ -36,14 +37,21 @@ MAX_EVIDENCE = 25
 """Evidence rows shown per rule (failures first); `explain` and provenance.json have them all."""
 
 
-def report_context(result: RunResult, provenance_text: str | None, *, added: list[str] = (), changed: list[str] = (),
+def report_context(result: RunResult, provenance: str | Provenance | None, *, added: list[str] = (), changed: list[str] = (),
                    removed: list[str] = (), previous_titles: Mapping[str, str] | None = None, quote: Quote | None = None,
                    calls: Mapping[str, int] | None = None, sources: Mapping[str, str] | None = None,
                    command: str = "distill", dry_run: bool = False) -> dict[str, object]:
-    """Everything the template shows, as plain data (also what a test can check)."""
-    data = json.loads(provenance_text) if provenance_text else {}
-    rules = sorted((RuleRecord.model_validate(r) for r in (data.get("rules") or {}).values()), key=rank_key)
-    withheld = sorted((RuleRecord.model_validate(r) for r in (data.get("withheld") or {}).values()), key=rank_key)
+    """Everything the template shows, as plain data (also what a test can check). `provenance`
+    is provenance.json's text, or the build's `Provenance` itself (`SkillBuild.provenance`:
+    nothing to parse, which at scale would hold every evidence item twice)."""
+    if isinstance(provenance, Provenance):
+        data = {"skill": provenance.skill, "conflicts": [c.model_dump(mode="json") for c in provenance.conflicts]}
+        rules = sorted(provenance.rules.values(), key=rank_key)
+        withheld = sorted(provenance.withheld.values(), key=rank_key)
+    else:
+        data = json.loads(provenance) if provenance else {}
+        rules = sorted((RuleRecord.model_validate(r) for r in (data.get("rules") or {}).values()), key=rank_key)
+        withheld = sorted((RuleRecord.model_validate(r) for r in (data.get("withheld") or {}).values()), key=rank_key)
     sources = sources or {}
     top = max([r.support for r in rules + withheld] or [1])
     titles = {**(previous_titles or {}), **{r.id: r.title for r in rules + withheld}}

@@ -13,8 +13,7 @@ CONFLICTS.md renders the ledger for people: both sides' evidence, status and res
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -70,38 +69,74 @@ def load_provenance(text: str) -> Provenance:
 
 
 def dump_provenance(provenance: Provenance) -> str:
-    """Deterministic JSON: sorted keys, indent 2, derived support counts beside the evidence."""
-    data = provenance.model_dump(mode="json", exclude={"rules", "withheld"})  # dumped once, below
+    """Deterministic JSON: sorted keys, indent 2, derived support counts beside the evidence
+    (the text `iter_provenance` streams, joined)."""
+    return "".join(iter_provenance(provenance))
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False)
+
+
+def iter_provenance(provenance: Provenance) -> Iterator[str]:
+    """provenance.json in pieces, one evidence item at a time: the text
+    `json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"` gives the whole
+    file's data, without ever holding that data or its text. Each record's evidence grows with
+    the corpus (every trajectory that supports it), so the file is encoded and written as it
+    goes (`skill.FileSet`): objects and lists down to the evidence items are written by
+    `_pieces`, every other value is encoded alone and indented by its depth, which is exact
+    because JSON text never holds a raw line break inside a string."""
+    data = provenance.model_dump(mode="json", exclude={"rules", "withheld"})  # records dumped one at a time, below
     if data.get("gate") is None:
         data.pop("gate", None)  # written only by a gated run (gate.recorded)
     for table in ("rules", "withheld"):
-        data[table] = {rid: _record_json(record) for rid, record in getattr(provenance, table).items()}
-    return _joined(json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False).iterencode(data), "\n")
+        records = getattr(provenance, table)
+        data[table] = _Object(lambda records=records: ((rid, _Object(lambda r=records[rid]: _record_items(r)))
+                                                       for rid in sorted(records)))
+    yield from _pieces(_Object(lambda: sorted(data.items())), 0)
+    yield "\n"
 
 
-def _joined(chunks: Iterable[str], end: str, batch: int = 4096) -> str:
-    """`"".join(chunks) + end` without holding every chunk at once, nor the text twice:
-    `json.dumps` with an indent lists its small pieces first (about 630,000 for 5,000
-    trajectories' evidence, some 40 MB of string objects for a 9 MB text), and `+ end` copies
-    the whole text; joined a batch at a time, the pieces never exceed the text."""
-    parts: list[str] = []
-    pending: list[str] = []
-    for chunk in chunks:
-        pending.append(chunk)
-        if len(pending) >= batch:
-            parts.append("".join(pending))
-            pending.clear()
-    parts.append("".join(pending) + end)
-    return "".join(parts)
+class _Object:
+    """A JSON object written a member at a time: `members()` gives `(key, value)` in key order."""
+
+    def __init__(self, members: Callable[[], Iterable[tuple[str, object]]]):
+        self.members = members
 
 
-def _record_json(record: RuleRecord) -> dict[str, Any]:
-    data = record.model_dump(mode="json")
+class _List:
+    """A JSON list written an item at a time."""
+
+    def __init__(self, items: Iterable[object]):
+        self.items = items
+
+
+def _pieces(value: object, depth: int) -> Iterator[str]:
+    """`value` at nesting `depth` as `json.dumps(..., sort_keys=True, indent=2)` writes it there."""
+    if not isinstance(value, (_Object, _List)):
+        yield _ENCODER.encode(value).replace("\n", "\n" + "  " * depth)
+        return
+    opening, closing = ("{", "}") if isinstance(value, _Object) else ("[", "]")
+    pad = "\n" + "  " * (depth + 1)
+    count = 0
+    for item in (value.members() if isinstance(value, _Object) else value.items):
+        yield ("," if count else opening) + pad
+        count += 1
+        if isinstance(value, _Object):
+            key, item = item
+            yield _ENCODER.encode(key) + ": "
+        yield from _pieces(item, depth + 1)
+    yield "\n" + "  " * depth + closing if count else opening + closing
+
+
+def _record_items(record: RuleRecord) -> list[tuple[str, object]]:
+    """A record's members as provenance.json writes them, its evidence and trace ids as lists
+    written an item at a time; derived support counts beside the evidence."""
+    data: dict[str, object] = record.model_dump(mode="json", exclude={"evidence"})
     if not data.get("rendered"):
         data.pop("rendered", None)  # only hand-edited rules carry it; other records stay as they were
-    data.update(trace_ids=list(record.trace_ids), support=record.support,
-                failing_support=record.failing_support, succeeding_support=record.succeeding_support)
-    return data
+    data.update(evidence=_List(e.model_dump(mode="json") for e in record.evidence), trace_ids=_List(record.trace_ids),
+                support=record.support, failing_support=record.failing_support, succeeding_support=record.succeeding_support)
+    return sorted(data.items())
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .types import Evidence, Lesson, LessonKind, Supported
+from .types import Evidence, EvidenceTuple, Lesson, LessonKind, Supported
 
 _WHEN_OPENERS = ("when", "if ", "before", "after", "while", "whenever", "during", "for ", "in ", "on ", "once",
                  "unless", "every ", "any ")
@@ -50,7 +50,7 @@ class RuleRecord(Supported, BaseModel):
     subject: str = ""
     lesson_ids: tuple[str, ...] = ()
     """Ids of the lessons (and the leaf lessons they merged) that fed this rule."""
-    evidence: tuple[Evidence, ...] = ()
+    evidence: EvidenceTuple = ()
     first_seen_run: str = ""
     last_seen_run: str = ""
     """The latest run whose lessons included this rule."""

@@ -19,7 +19,7 @@ import posixpath
 import re
 import shutil
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -30,7 +30,8 @@ from skills_ref.parser import parse_frontmatter
 from skills_ref.validator import validate_metadata
 
 from .errors import ConfigError, RuleLookupError, SkillValidationError
-from .fsguard import crash_point, inside, no_symlinks, refuse_symlink, remove_file, safe_relative, write_bytes
+from .fsguard import (crash_point, inside, no_symlinks, refuse_symlink, remove_file, safe_relative, write_bytes,
+                      write_chunks)
 from .skillfmt.frontmatter import frontmatter_data, split_frontmatter
 from .types import JSONObject
 
@@ -175,6 +176,60 @@ def check_skill_dir(path: Path) -> tuple[list[str], list[str]]:
     return _view_problems(_disk_view(path))
 
 
+class FileSet(Mapping[str, str]):
+    """A build's files by relative path: texts held in memory, and files too large to hold
+    (provenance.json, whose evidence grows with the corpus) as a source of their text in
+    pieces. Reading such a file by name joins its pieces (small builds, tests, the gate); the
+    writer (`write_skill_dir`) streams them to disk and validation never reads them, so a large
+    run never holds that text."""
+
+    def __init__(self, texts: Mapping[str, str], streamed: Mapping[str, Callable[[], Iterator[str]]] | None = None):
+        self.texts = dict(texts)
+        self.streamed = {name: source for name, source in (streamed or {}).items() if name not in self.texts}
+
+    def __getitem__(self, name: str) -> str:
+        if name in self.streamed:
+            return "".join(self.streamed[name]())
+        return self.texts[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.texts, *self.streamed])
+
+    def __len__(self) -> int:
+        return len(self.texts) + len(self.streamed)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.texts or name in self.streamed
+
+    def __repr__(self) -> str:
+        return f"FileSet({sorted(self)!r})"
+
+    def chunks(self, name: str) -> Iterator[str]:
+        """The text of `name` in pieces (one piece for a text held whole)."""
+        return self.streamed[name]() if name in self.streamed else iter((self.texts[name],))
+
+
+def encoded_chunks(files: Mapping[str, str], name: str, size: int = 1 << 20) -> Iterator[bytes]:
+    """`files[name]` as UTF-8, in pieces of about `size` characters when `files` streams it.
+
+    Raises:
+        SkillValidationError: the text holds a character UTF-8 cannot encode (a lone surrogate).
+    """
+    pieces = files.chunks(name) if isinstance(files, FileSet) else iter((files[name],))
+    pending: list[str] = []
+    held = 0
+    try:
+        for piece in pieces:
+            pending.append(piece)
+            held += len(piece)
+            if held >= size:
+                yield "".join(pending).encode("utf-8")
+                pending, held = [], 0
+        yield "".join(pending).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SkillValidationError([f"{name}: cannot be written as UTF-8 ({exc.reason})"]) from None
+
+
 class BuiltFiles(Protocol):
     """What validation needs of a build (`author.SkillBuild`): its files by relative path."""
 
@@ -201,9 +256,8 @@ def validate_build(build: BuiltFiles, name: str, existing: Path | None = None) -
         base = _disk_view(Path(existing), stale)
     for relative in build.files:
         safe_relative(relative)
-    encoded = {k: v.encode("utf-8") for k, v in build.files.items()}
-    view = _View(name, base.paths | frozenset(build.files), {**base.data, **{k: v for k, v in encoded.items() if _wanted(k)}},
-                 base.links)
+    encoded = {k: build.files[k].encode("utf-8") for k in build.files if _wanted(k)}  # only these are read: no provenance.json
+    view = _View(name, base.paths | frozenset(build.files), {**base.data, **encoded}, base.links)
     errors, warnings = _view_problems(view)
     return errors + warnings
 
@@ -442,7 +496,7 @@ def _stage(staged: Path, files: Mapping[str, str], old: Path | None) -> None:
                 remove_file(staged, name)
     staged.mkdir(parents=True, exist_ok=True)
     for name in sorted(files):
-        write_bytes(staged, name, files[name].encode("utf-8"))
+        write_chunks(staged, name, encoded_chunks(files, name))
 
 
 def _generated_by_us(folder: Path) -> list[str]:

@@ -85,9 +85,10 @@ class IndexEntry:
     tokens: int = 0
     """Prompt tokens of its compressed text, estimated without compressing (`compress.estimated_tokens`),
     for the model path's quote; 0 offline."""
-    behaviours: bytes | None = None
+    behaviours: "bytes | SpilledBlob | None" = None
     """The offline corpus pass's view of it (labelled runs of an offline job only), packed
-    (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed.
+    (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed;
+    moved to the run's `Spill` file by `gather` (`bytes(entry.behaviours)` reads them back).
     Released (None) by `distill` once the offline selection (`Analyst.finish`) has read them."""
 
     @property
@@ -185,6 +186,18 @@ class Spill:
         if len(blob) != size:
             raise OSError(f"the run's spill file lost data (read {len(blob)} of {size} bytes at {at})")
         return blob
+
+
+@dataclass(frozen=True, slots=True)
+class SpilledBlob:
+    """A blob the driver moved to its `Spill` file; `bytes(blob)` reads it back."""
+
+    spill: Spill
+    at: int
+    size: int
+
+    def __bytes__(self) -> bytes:
+        return self.spill.get(self.at, self.size)
 
 
 @dataclass
@@ -418,7 +431,7 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
     """The row of the file being read: a large JSONL file's byte ranges come in consecutive shards."""
     redactions: Counter[str] = Counter()
     for result in results:
-        entries.extend(result.entries)
+        entries.extend(_spilled(entry, spill) for entry in result.entries)
         for entry, packed in zip(result.entries, result.lessons):
             if (entry.id, entry.digest) not in lessons:
                 lessons[(entry.id, entry.digest)] = packed.spilled(spill)
@@ -437,6 +450,16 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
     kept, duplicates, renamed = settle_ids(entries)
     by_id = {e.id: lessons[(e.id, e.digest)] for e in kept if (e.id, e.digest) in lessons}
     return Corpus(kept, by_id, skips + duplicates, fidelity, totals.as_json(), dict(redactions), labels, inputs, shards, renamed, failed)
+
+
+def _spilled(entry: IndexEntry, spill: Spill) -> IndexEntry:
+    """`entry` with its packed behaviours in `spill` (about 1 KB a trajectory that would
+    otherwise wait in memory for the offline selection)."""
+    from dataclasses import replace
+
+    if not isinstance(entry.behaviours, bytes):
+        return entry
+    return replace(entry, behaviours=SpilledBlob(spill, spill.put(entry.behaviours), len(entry.behaviours)))
 
 
 def _count(row: FileFidelity, totals: Totals, lossy_rows: list[FileFidelity]) -> None:

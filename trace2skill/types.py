@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import pickle
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Literal, TypeAlias
 
 try:
@@ -21,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover - a dependency; without it digests are computed by json.dumps alone
     _orjson = None
 
-from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, JsonValue, WrapSerializer, WrapValidator
 from pydantic_core import core_schema
 
 Outcome = Literal["success", "failure", "unknown"]
@@ -57,6 +59,14 @@ def _canonical_json(payload: object) -> bytes:
     whitespace, non-ASCII kept, anything else as `str`. Hashes are persisted (state, journal,
     provenance), so these bytes must never change."""
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+
+
+def _hash_list(digest: "hashlib._Hash", items: Iterable[object]) -> None:
+    """Feed `digest` the bytes `_canonical_json` gives a list of `items`, one item at a time."""
+    digest.update(b"[")
+    for n, item in enumerate(items):
+        digest.update((b"," if n else b"") + _canonical_json(item))
+    digest.update(b"]")
 
 
 def _fast_canonical_json(payload: object, floats: Iterable[object]) -> bytes:
@@ -229,10 +239,85 @@ class Evidence(_Frozen):
     """A short verbatim excerpt from those steps."""
 
 
+PACK_EVIDENCE_FROM = 16
+"""A lesson's or rule's evidence of at least this many items is held packed (`PackedEvidence`)."""
+
+
+class PackedEvidence(Sequence[Evidence]):
+    """A long evidence tuple held compressed, with its support counts worked out once.
+
+    Every rule lists every trajectory that supports it, so the consolidated lessons of a large
+    corpus carry the whole corpus's evidence: about 600 bytes an item as objects, some 250,000
+    items at 50,000 trajectories. Held packed (the items as plain tuples, pickled and
+    compressed), they cost a few dozen bytes an item, and are unpacked one lesson or rule at a
+    time by whatever reads them (a merge, the author, provenance.json's encoder). It reads,
+    compares, hashes and serialises as the tuple it holds, so nothing downstream can tell the
+    difference but memory: `EvidenceTuple` fields pack what they validate from
+    `PACK_EVIDENCE_FROM` items on."""
+
+    __slots__ = ("blob", "count", "support", "failing", "succeeding")
+
+    def __init__(self, blob: bytes, count: int, support: int, failing: int, succeeding: int):
+        self.blob, self.count, self.support, self.failing, self.succeeding = blob, count, support, failing, succeeding
+
+    @classmethod
+    def of(cls, evidence: Iterable[Evidence]) -> "PackedEvidence":
+        rows = [(e.trace_id, e.outcome, e.steps, e.quote) for e in evidence]
+        traces = {row[0] for row in rows}
+        failing = {row[0] for row in rows if row[1] == "failure"}
+        succeeding = {row[0] for row in rows if row[1] == "success"}
+        blob = zlib.compress(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        return cls(blob, len(rows), len(traces), len(failing), len(succeeding))
+
+    def items(self) -> tuple[Evidence, ...]:
+        return tuple(self)
+
+    def __reduce__(self) -> tuple[type["PackedEvidence"], tuple[bytes, int, int, int, int]]:
+        return PackedEvidence, (self.blob, self.count, self.support, self.failing, self.succeeding)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Evidence]:
+        """The items one at a time (a reader that streams them never holds them all as objects)."""
+        rows = pickle.loads(zlib.decompress(self.blob))  # noqa: S301 - packed by this process, never read from input
+        return (Evidence(trace_id=t, outcome=o, steps=st, quote=q) for t, o, st, q in rows)
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def] - int or slice, as a tuple's
+        return self.items()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedEvidence):
+            return self.blob == other.blob or self.items() == other.items()
+        return self.items() == other if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.items())
+
+    def __repr__(self) -> str:
+        return f"PackedEvidence({self.count} items)"
+
+
+def _pack_long(value: object, handler: core_schema.ValidatorFunctionWrapHandler) -> object:
+    if isinstance(value, PackedEvidence):
+        return value
+    validated = handler(value)
+    return PackedEvidence.of(validated) if len(validated) >= PACK_EVIDENCE_FROM else validated
+
+
+def _dump_items(value: object, handler: core_schema.SerializerFunctionWrapHandler) -> object:
+    return handler(value.items() if isinstance(value, PackedEvidence) else value)
+
+
+EvidenceTuple: TypeAlias = Annotated[tuple[Evidence, ...], WrapValidator(_pack_long), WrapSerializer(_dump_items)]
+"""A lesson's or rule's evidence: a tuple, held as `PackedEvidence` from `PACK_EVIDENCE_FROM` items on."""
+
+
 class Supported:
     """Support counts derived from `evidence`, shared by lessons and written rules.
 
-    Counts are distinct trajectories, so two quotes from one trajectory count once.
+    Counts are distinct trajectories, so two quotes from one trajectory count once. Packed
+    evidence carries its counts (`PackedEvidence`), worked out the same way when it was packed.
     """
 
     evidence: tuple[Evidence, ...]
@@ -243,15 +328,24 @@ class Supported:
 
     @property
     def failing_support(self) -> int:
-        return len({e.trace_id for e in self.evidence if e.outcome == "failure"})
+        evidence = self.evidence
+        if isinstance(evidence, PackedEvidence):
+            return evidence.failing
+        return len({e.trace_id for e in evidence if e.outcome == "failure"})
 
     @property
     def succeeding_support(self) -> int:
-        return len({e.trace_id for e in self.evidence if e.outcome == "success"})
+        evidence = self.evidence
+        if isinstance(evidence, PackedEvidence):
+            return evidence.succeeding
+        return len({e.trace_id for e in evidence if e.outcome == "success"})
 
     @property
     def support(self) -> int:
-        return len({e.trace_id for e in self.evidence})
+        evidence = self.evidence
+        if isinstance(evidence, PackedEvidence):
+            return evidence.support
+        return len({e.trace_id for e in evidence})
 
 
 class Lesson(Supported, _Frozen):
@@ -273,7 +367,7 @@ class Lesson(Supported, _Frozen):
     """Whether the rule recommends or forbids its subject; used to spot contradictions."""
     subject: str = ""
     """The tool, command or concept the rule is about (normalised), for conflict checks."""
-    evidence: tuple[Evidence, ...]
+    evidence: EvidenceTuple
     """Every observation that backs the rule, through every merge level."""
     merged_from: tuple[str, ...] = ()
     """Ids of the lessons this one was merged from (empty for a leaf)."""
@@ -289,8 +383,24 @@ class Lesson(Supported, _Frozen):
         basis = {k: v for k, v in fields.items() if k != "id"}
         probe = cls.model_construct(id="", **basis)
         unhashed = {"id"} if fields.get("cause") else {"id", "cause"}  # ids of lessons without a cause stay as they were
-        fields["id"] = "L-" + content_hash(probe.model_dump(mode="json", exclude=unhashed))[:12]
+        fields["id"] = "L-" + _evidence_streamed_hash(probe, unhashed)[:12]
         return cls.model_validate(fields)
+
+
+def _evidence_streamed_hash(lesson: "Lesson", exclude: set[str]) -> str:
+    """`content_hash(lesson.model_dump(mode="json", exclude=exclude))`, its evidence hashed one
+    item at a time (the same bytes without the whole list as dicts: at the top of a large merge
+    tree one lesson may hold the evidence of tens of thousands of trajectories)."""
+    dump = lesson.model_dump(mode="json", exclude={*exclude, "evidence"})
+    digest = hashlib.sha256()
+    for n, key in enumerate(sorted([*dump, "evidence"])):
+        digest.update((("," if n else "{") + json.dumps(key, ensure_ascii=False) + ":").encode("utf-8"))
+        if key == "evidence":
+            _hash_list(digest, (e.model_dump(mode="json") for e in lesson.evidence))
+        else:
+            digest.update(_canonical_json(dump[key]))
+    digest.update(b"}")
+    return digest.hexdigest()[:16]
 
 
 class Conflict(_Frozen):
@@ -320,7 +430,21 @@ class LessonSet(_Frozen):
     """Trace ids whose analysis fed this set (including those that yielded no lesson)."""
 
     def key(self) -> str:
-        return content_hash(self.model_dump(mode="json"))
+        """`content_hash(self.model_dump(mode="json"))`, hashed one lesson and one conflict at a
+        time: the same bytes without the whole set's dump, which at the top of a large merge tree
+        is every evidence item of the corpus as dicts and then as one string."""
+        digest = hashlib.sha256()
+        fields = {"conflicts": self.conflicts, "lessons": self.lessons, "level": self.level, "sources": self.sources}
+        assert set(fields) == set(type(self).model_fields), "LessonSet.key must hash every field"
+        for n, name in enumerate(sorted(fields)):
+            digest.update((("," if n else "{") + json.dumps(name) + ":").encode("utf-8"))
+            value = fields[name]
+            if name in ("conflicts", "lessons"):
+                _hash_list(digest, (item.model_dump(mode="json") for item in value))  # type: ignore[union-attr]
+            else:
+                digest.update(_canonical_json(list(value) if isinstance(value, tuple) else value))
+        digest.update(b"}")
+        return digest.hexdigest()[:16]
 
 
 class Usage(_Frozen):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, SupportsBytes
 
 from ..types import Evidence, Lesson, Trace
 from . import packs
@@ -43,7 +43,7 @@ class Observed(Labelled, Protocol):
     `Behaviours` (`observed` makes them for a trace; None for an unlabelled run)."""
 
     @property
-    def behaviours(self) -> bytes | None: ...
+    def behaviours(self) -> "bytes | SupportsBytes | None": ...
 
 
 def select_offline(lessons: list[Lesson], runs: Sequence[Observed]) -> list[Lesson]:
@@ -182,7 +182,7 @@ def behaviour_rules(runs: Sequence[Observed]) -> list[Lesson]:
     showed: Tally = {}
     judged: Tally = {"generic": [0, 0], **{pack.NAME: [0, 0] for pack in packs.PACKS}}
     for run in labelled:
-        behaviours = Behaviours.unpack(run.behaviours or b"")
+        behaviours = Behaviours.unpack(bytes(run.behaviours or b""))
         for signature in {item.signature for item in behaviours.shown}:
             count(showed, signature, run.outcome)
         for source in behaviours.sources:
@@ -208,7 +208,7 @@ def _evidence(verdicts: list[Verdict], labelled: Sequence[Observed]) -> dict[str
     for run in labelled:
         if run.outcome not in wanted.values():
             continue
-        for item in Behaviours.unpack(run.behaviours or b"").shown:
+        for item in Behaviours.unpack(bytes(run.behaviours or b"")).shown:
             if wanted.get(item.signature) == run.outcome and not any(e.trace_id == run.id for e in found[item.signature][-1:]):
                 found[item.signature].append(Evidence(trace_id=run.id, outcome=run.outcome, steps=item.steps, quote=item.quote))
     return found
