@@ -144,7 +144,7 @@ def busy_time(requests: list[LoggedRequest]) -> float:
 
 def run_once(server: FakeServer, corpus: Path, work: Path, concurrency: int) -> Measure:
     """One `distill` in a fresh process and state folder; the server log gives the timings."""
-    first = len(server.requests)
+    first = len(server.completions())
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"} | {"CI": "1"}
     command = [sys.executable, str(ROOT / "cli.py"), "distill", str(corpus), "--out", str(work / "out"), "--skill", "bench",
                "--model", MODEL, "--api-base", server.url, "--concurrency", str(concurrency), "--json", "-q",
