@@ -138,3 +138,25 @@ def test_clean_trace_is_returned_unchanged(tmp_path):
     (trace,) = load_traces([tmp_path]).traces
     redactor = Redactor()
     assert redactor.redact_trace(trace) is trace and redactor.counts == {}
+
+
+def test_a_lone_surrogate_is_replaced_and_counted_instead_of_losing_the_trace(tmp_path):
+    """A logger that cuts text by UTF-16 units writes half an emoji as a `\\ud83d` escape. The
+    trace is kept, the half character becomes U+FFFD and is counted; a whole pair is untouched."""
+    from trace2skill.ingest import iter_traces
+
+    lines = [{"id": "cut", "messages": [{"role": "user", "content": "Fix the test."},
+                                        {"role": "assistant", "content": "Done \ud83d then stopped."}]},
+             {"id": "whole", "messages": [{"role": "user", "content": "Fix the test."},
+                                          {"role": "assistant", "content": "Done \ud83d\ude00 fully."}]}]
+    raw = "".join(json.dumps(line) + "\n" for line in lines)  # ASCII escapes, as such loggers write
+    assert raw.count("\\ud83d") == 2 and raw.count("\\ude00") == 1
+    (tmp_path / "chats.jsonl").write_text(raw, encoding="utf-8")
+    redactor = Redactor()
+    items = list(iter_traces([tmp_path / "chats.jsonl"], redactor=redactor))
+    assert [type(i).__name__ for i in items] == ["Trace", "Trace"], items
+    cut, whole = items
+    texts = [s.message for s in cut.steps]
+    assert "Done \ufffd then stopped." in texts and cut.digest()
+    assert "Done \U0001F600 fully." in [s.message for s in whole.steps]
+    assert redactor.counts == {"lone-surrogate": 1}

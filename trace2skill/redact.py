@@ -305,6 +305,10 @@ def _automaton(tokens: tuple[str, ...], words: tuple[str, ...]) -> tuple[object,
     return automaton, tuple(tuple(v) for v in table.values())
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A surrogate code point in a Python string: always a lone one (a whole pair is one character)."""
+
+
 class Redactor:
     """Replaces secrets with typed placeholders and counts them (per instance, not globally)."""
 
@@ -393,6 +397,28 @@ class Redactor:
                 self._counts[kind] += 1
                 return placeholder(kind)
         return self._redact_value(value, rules, words)
+
+    def repair_surrogates(self, trace: Trace) -> Trace:
+        """The trace with each lone surrogate replaced by U+FFFD and counted (`lone-surrogate`).
+
+        A lone surrogate is half of a UTF-16 pair: a logger that cuts text by UTF-16 units (as
+        JavaScript does) writes one as a `\\udXXX` escape, and `json.loads` keeps it. UTF-8 cannot
+        encode it, so the trace could be neither hashed nor written: without the repair it was
+        skipped whole for one broken character. (A pair that is whole decodes to one character
+        and is untouched.)
+        """
+        def fix(value: object) -> object:
+            if isinstance(value, str):
+                fixed, n = _SURROGATE.subn("\ufffd", value)
+                self._counts["lone-surrogate"] += n
+                return fixed
+            if isinstance(value, dict):
+                return {fix(k): fix(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [fix(v) for v in value]
+            return value
+
+        return Trace.model_validate(fix(trace.model_dump(mode="python")))
 
     def redact_trace(self, trace: Trace) -> Trace:
         """The trace with secrets removed from every text field; `source` is left alone.

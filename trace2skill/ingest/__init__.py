@@ -214,8 +214,13 @@ def _finish(trace: Trace, book: LabelBook, redactor: Redactor) -> Trace | Skip:
     """Label and redact one trace; a value too deep to serialise becomes a skip, not a crash
     (the digest, cached on the trace, is its JSON serialisation)."""
     try:
-        cleaned = redactor.redact_trace(book.apply(trace))
-        cleaned.digest()
+        labelled = book.apply(trace)
+        try:
+            cleaned = redactor.redact_trace(labelled)
+            cleaned.digest()
+        except UnicodeEncodeError:  # a lone surrogate: replaced and counted, not a lost trace
+            cleaned = redactor.redact_trace(redactor.repair_surrogates(labelled))
+            cleaned.digest()
         return cleaned
     except (ValueError, RecursionError) as exc:
         reason = f"trace {trace.id!r} cannot be serialised ({type(exc).__name__}: {str(exc)[:200]}); is a value nested too deeply?"
