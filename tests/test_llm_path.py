@@ -689,3 +689,36 @@ def test_the_windows_of_a_merge_go_out_together_within_the_concurrency_and_the_s
             assert server.max_in_flight(sent) <= concurrency
             skills[concurrency] = {p.name: p.read_bytes() for p in (out / "demo").rglob("*") if p.is_file()}
     assert skills[8] == skills[1]
+
+
+def test_the_key_probe_follows_no_redirect_so_the_key_stays_with_the_api_base(tmp_path, local_model, monkeypatch):
+    """An `api_base` that redirects elsewhere: the probe's key is not sent to the other host."""
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from trace2skill.config import load_config
+    from trace2skill.llm import build_llm
+
+    with FakeServer(reply=answer) as elsewhere:
+        class Redirect(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(307)
+                self.send_header("Location", elsewhere.url + "/models")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
+            config = load_config(overrides={"llm.model": MODEL, "llm.api_base": f"http://127.0.0.1:{httpd.server_address[1]}/v1"},
+                                 env={})
+            asyncio.run(build_llm(config).probe_key())  # a redirect says nothing about the key: no error
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+        assert elsewhere.requests == [], "the redirect was not followed, so the key went nowhere else"
