@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from .config import BudgetConfig, Config
 from .consolidate import merge_windows
 from .errors import BudgetExceeded, BudgetRefused, ConfigError
+from .llm import wrappers
 from .types import Usage
 
 if TYPE_CHECKING:
@@ -224,10 +225,8 @@ class BudgetedClient:
 
 
 def _innermost(client, attribute: str):
-    """The client itself or the first wrapped client (`.inner`) that has `attribute`, or None."""
-    while client is not None and not hasattr(client, attribute):
-        client = getattr(client, "inner", None)
-    return client
+    """The client itself or the first wrapped client (`llm.wrappers`) that has `attribute`, or None."""
+    return next((c for c in wrappers(client) if hasattr(c, attribute)), None)
 
 
 def with_budget(client: LLMClient, config: Config, meter: CostMeter | None = None,

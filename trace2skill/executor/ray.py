@@ -37,7 +37,7 @@ from ..budget import Meter, meter_of
 from ..config import BudgetConfig, Config
 from ..errors import (BudgetExceeded, ConfigError, Interrupted, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
                       RateLimited)
-from ..llm import CallCounter, count_calls
+from ..llm import CallCounter, count_calls, wrappers
 from ..llm.retry import RateLimiter
 from ..stream import Corpus, Packed, Shard, ShardJob, ShardResult, index_entry, iter_shard, run_shard
 from ..types import LessonSet, Skip, Trace, Usage
@@ -261,9 +261,8 @@ def worker_llm(config: Config, keeper: ActorHandle) -> LLMClient | None:
 def carry_usage(client: LLMClient, usage: Usage) -> None:
     """Add the workers' usage to the driver's client, so the run's summary counts every call
     (on the innermost client that keeps it: wrappers only pass `usage` through)."""
-    target: object = client
-    while isinstance(getattr(type(target), "usage", None), property) and hasattr(target, "inner"):
-        target = getattr(target, "inner")
+    target = next(c for c in wrappers(client) if not isinstance(getattr(type(c), "usage", None), property)
+                  or getattr(c, "inner", None) is None)
     setattr(target, "usage", getattr(target, "usage") + usage)
 
 

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -29,8 +29,8 @@ from ..types import Usage
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["LLMClient", "BoundedClient", "CallCounter", "count_calls", "build_llm", "allow_model_requests", "check_model", "probe_key", "resolve_api_key",
-           "model_price", "sent_sampling"]
+__all__ = ["LLMClient", "BoundedClient", "CallCounter", "count_calls", "wrappers", "build_llm", "allow_model_requests",
+           "check_model", "probe_key", "resolve_api_key", "model_price", "sent_sampling"]
 
 NO_KEY = "sk-no-key-sent"
 """Sent instead of a real key to an `api_base` that may not receive one, so litellm does not
@@ -101,10 +101,16 @@ class CallCounter:
 
 def count_calls(client: LLMClient, calls: dict[str, int]) -> None:
     """Add `calls` (per purpose) to the `CallCounter` among `client`'s wrappers, if there is one."""
+    counter = next((c for c in wrappers(client) if isinstance(c, CallCounter)), None)
+    if counter is not None:
+        counter.add(calls)
+
+
+def wrappers(client: LLMClient | None) -> Iterator[LLMClient]:
+    """`client`, then each client it wraps, outermost first: wrappers (budget, call counts,
+    bounds) keep the client they wrap in `inner`."""
     while client is not None:
-        if isinstance(client, CallCounter):
-            client.add(calls)
-            return
+        yield client
         client = getattr(client, "inner", None)
 
 
@@ -173,10 +179,9 @@ _probed: "weakref.WeakSet" = weakref.WeakSet()
 
 
 def _backend(client: LLMClient) -> LLMClient:
-    """The client inside the wrappers (budget, call counts, bounds keep theirs in `inner`)."""
-    while getattr(client, "inner", None) is not None:
-        client = client.inner
-    return client
+    """The client inside the wrappers (`wrappers`' last)."""
+    *_, backend = wrappers(client)
+    return backend
 
 
 async def close_clients() -> None:
