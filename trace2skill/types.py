@@ -69,6 +69,20 @@ def _hash_list(digest: "hashlib._Hash", items: Iterable[object]) -> None:
     digest.update(b"]")
 
 
+def _streamed_hash(plain: Mapping[str, object], lists: Mapping[str, Iterable[object]]) -> str:
+    """`content_hash({**plain, **lists})`, each of `lists` hashed one item at a time (the same
+    bytes, without holding a long list's items as dicts, or their text, all at once)."""
+    digest = hashlib.sha256()
+    for n, key in enumerate(sorted([*plain, *lists])):
+        digest.update((("," if n else "{") + json.dumps(key, ensure_ascii=False) + ":").encode("utf-8"))
+        if key in lists:
+            _hash_list(digest, lists[key])
+        else:
+            digest.update(_canonical_json(plain[key]))
+    digest.update(b"}")
+    return digest.hexdigest()[:16]
+
+
 def _fast_canonical_json(payload: object, floats: Iterable[object]) -> bytes:
     """`_canonical_json(payload)`, several times faster, for a payload of JSON types only (str
     keys) whose floats are all in `floats`. orjson writes the same bytes as `json.dumps` for
@@ -391,16 +405,8 @@ def _evidence_streamed_hash(lesson: "Lesson", exclude: set[str]) -> str:
     """`content_hash(lesson.model_dump(mode="json", exclude=exclude))`, its evidence hashed one
     item at a time (the same bytes without the whole list as dicts: at the top of a large merge
     tree one lesson may hold the evidence of tens of thousands of trajectories)."""
-    dump = lesson.model_dump(mode="json", exclude={*exclude, "evidence"})
-    digest = hashlib.sha256()
-    for n, key in enumerate(sorted([*dump, "evidence"])):
-        digest.update((("," if n else "{") + json.dumps(key, ensure_ascii=False) + ":").encode("utf-8"))
-        if key == "evidence":
-            _hash_list(digest, (e.model_dump(mode="json") for e in lesson.evidence))
-        else:
-            digest.update(_canonical_json(dump[key]))
-    digest.update(b"}")
-    return digest.hexdigest()[:16]
+    return _streamed_hash(lesson.model_dump(mode="json", exclude={*exclude, "evidence"}),
+                          {"evidence": (e.model_dump(mode="json") for e in lesson.evidence)})
 
 
 class Conflict(_Frozen):
@@ -433,18 +439,11 @@ class LessonSet(_Frozen):
         """`content_hash(self.model_dump(mode="json"))`, hashed one lesson and one conflict at a
         time: the same bytes without the whole set's dump, which at the top of a large merge tree
         is every evidence item of the corpus as dicts and then as one string."""
-        digest = hashlib.sha256()
-        fields = {"conflicts": self.conflicts, "lessons": self.lessons, "level": self.level, "sources": self.sources}
-        assert set(fields) == set(type(self).model_fields), "LessonSet.key must hash every field"
-        for n, name in enumerate(sorted(fields)):
-            digest.update((("," if n else "{") + json.dumps(name) + ":").encode("utf-8"))
-            value = fields[name]
-            if name in ("conflicts", "lessons"):
-                _hash_list(digest, (item.model_dump(mode="json") for item in value))  # type: ignore[union-attr]
-            else:
-                digest.update(_canonical_json(list(value) if isinstance(value, tuple) else value))
-        digest.update(b"}")
-        return digest.hexdigest()[:16]
+        plain = {"level": self.level, "sources": list(self.sources)}
+        lists = {"conflicts": (c.model_dump(mode="json") for c in self.conflicts),
+                 "lessons": (lesson.model_dump(mode="json") for lesson in self.lessons)}
+        assert {*plain, *lists} == set(type(self).model_fields), "LessonSet.key must hash every field"
+        return _streamed_hash(plain, lists)
 
 
 class Usage(_Frozen):
