@@ -238,8 +238,8 @@ def heldout_quote(config: Config, llm: LLMClient | None, corpus: Corpus) -> Quot
 
 
 def refuse_with_gate(config: Config, run: Quote | None, gate: Quote | None) -> None:
-    """Refuse the held-out gate alone (`run` None), or the run and its gate together, above the
-    caps, before the run makes a call.
+    """Refuse the held-out gate above the caps, alone and (when the run's quote is given) with
+    the run, before the run makes a call.
 
     Raises:
         BudgetRefused: as said.
@@ -248,9 +248,8 @@ def refuse_with_gate(config: Config, run: Quote | None, gate: Quote | None) -> N
 
     if gate is None or gate.cost is None:
         return
-    if run is None:
-        refuse_above_caps(config, gate.cost, gate.calls, " (the held-out gate)")
-    elif run.cost is not None:
+    refuse_above_caps(config, gate.cost, gate.calls, " (the held-out gate)")
+    if run is not None and run.cost is not None:
         refuse_above_caps(config, run.cost + gate.cost, run.calls + gate.calls, " (the run and its held-out gate)")
 
 

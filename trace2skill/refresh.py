@@ -115,14 +115,13 @@ def _quote(config: Config, llm: LLMClient | None, fresh: Corpus, on_quote: Calla
     Raises:
         BudgetRefused: as said (exit 78).
     """
-    if llm is None:
+    if is_offline(llm):
         return None
     estimate = plan_run(config, llm, fresh, checkpoint_path(config.state_dir), check=False).quote
     gate = heldout_quote(config, llm, fresh)
     for quote in (estimate, gate):
         if on_quote is not None and quote is not None:
             on_quote(quote)
-    refuse_with_gate(config, None, gate)
     refuse_with_gate(config, estimate, gate)
     return estimate
 
