@@ -258,12 +258,9 @@ def spans(source: Source, config: Config) -> list[Span]:
 def _line_reader(path: str, config: Config) -> str | None:
     """The reader of a JSONL file whose lines stand alone, from its first record; None otherwise."""
     from .ingest import detect_format, reader_for
+    from .ingest.openai_chat import first_record
 
-    records = span_document(path, 0, None, 0, config.ingest.max_record_bytes).records()
-    try:
-        first = next((item for item in records if not isinstance(item, Skip)), None)
-    finally:
-        records.close()
+    first = first_record(span_document(path, 0, None, 0, config.ingest.max_record_bytes))
     if first is None:
         return None
     name = config.analyse.format or detect_format(first[1])

@@ -166,11 +166,13 @@ def iter_traces(
     forced = reader_for(config.analyse.format) if config.analyse.format else None
     book = labels if labels is not None else build_label_book(paths, config.analyse.labels, config.analyse.success_threshold)
     redactor = redactor or Redactor(config.redact)
-    documents = iter_documents(paths, max_bytes=max_bytes, limits=limits_of(config), read_already=book.is_source)
-    if span is not None:
+    limits = limits_of(config)
+    if span is None:
+        documents = iter_documents(paths, max_bytes=max_bytes, limits=limits, read_already=book.is_source)
+    else:
         [path] = paths
-        documents, forced = [span.document(str(path), limits_of(config).record_bytes if max_bytes is None else max_bytes)], \
-            reader_for(span.format)
+        documents = [span.document(str(path), limits.record_bytes if max_bytes is None else max_bytes)]
+        forced = reader_for(span.format)
     for doc in documents:
         row = FileFidelity(file=doc.path)
         items = [doc] if isinstance(doc, Skip) else _read_document(doc, forced, book, config.analyse.sidechains == "keep")
