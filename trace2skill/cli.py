@@ -279,12 +279,10 @@ def _warn_unmatched_labels(ctx: typer.Context, config, matched: int, total: int)
 
 
 def _llm(ctx: typer.Context, config):
-    from .llm import build_llm
+    from .llm import CallCounter, build_llm
 
     factory = (ctx.obj or {}).get("llm_factory")
     llm = factory(config) if factory is not None else build_llm(config)  # the library puts it under the caps
-    from .llm import CallCounter
-
     return CallCounter(llm) if llm is not None else None
 
 

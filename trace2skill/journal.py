@@ -71,9 +71,9 @@ class AnalysisJournal:
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
         self._lock = threading.Lock()
         self._known: set[tuple[str, str]] = set()
-        """(table, key) of this run's records: a lookup of anything else is answered without a
-        query, so a fresh run asks the database nothing. (A run's records are written by that
-        run only: its skill folder or state folder is locked.)"""
+        """(table, key) of the records this run may read (the analyses under its scope, its own
+        merges): a lookup of anything else is answered without a query, so a fresh run asks the
+        database nothing. (Only one run at a time writes them: its skill or state folder is locked.)"""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock, self._db:

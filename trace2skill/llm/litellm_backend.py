@@ -136,17 +136,16 @@ class LiteLLMClient:
             kwargs["api_base"] = self.config.api_base
         if self._api_key is not None:
             kwargs["api_key"] = self._api_key
-        schema = json_schema(output)
         if self.config.structured == "json_schema":
             kwargs["response_format"] = response_schema(output)
         elif self.config.structured == "tool":
-            kwargs["tools"] = [{"type": "function", "function": {"name": output.__name__, "parameters": schema,
+            kwargs["tools"] = [{"type": "function", "function": {"name": output.__name__, "parameters": json_schema(output),
                                                                  "description": (output.__doc__ or "").strip()[:500]}}]
             kwargs["tool_choice"] = {"type": "function", "function": {"name": output.__name__}}
             kwargs["_skip_mcp_handler"] = True  # litellm 1.106 otherwise imports its MCP proxy (needs `mcp`) for any tools
         else:
             kwargs["response_format"] = {"type": "json_object"}
-            hint = "\n\nReply with one JSON object matching this JSON schema:\n" + json.dumps(schema)
+            hint = "\n\nReply with one JSON object matching this JSON schema:\n" + json.dumps(json_schema(output))
             kwargs["messages"] = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + hint}]
         return kwargs
 
