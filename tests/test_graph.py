@@ -11,6 +11,7 @@ from trace2skill.consolidate import MergeDecision
 from trace2skill.fleet import Work
 from trace2skill.ingest import IngestResult
 from trace2skill.pipeline import analyse_and_consolidate, read_corpus
+from trace2skill.prefetch import in_memory
 from trace2skill.testing import ScriptedLLM
 from trace2skill.types import Observation, SourceRef, Step, ToolCall, Trace
 
@@ -57,7 +58,8 @@ def run_graph(traces, llm, config, concurrency):
     def progress(stage, done, total, **_):
         counts[stage] = done
 
-    final, failed, _ = analyse_and_consolidate(corpus, iter(traces), Work(analyst_for(config, llm)), config, progress)
+    work = Work(analyst_for(config, llm))
+    final, failed, _ = analyse_and_consolidate(corpus, in_memory(traces, config, []), work, config, progress)
     return counts, {"final": final, "failed": [{"trace_id": f.path} for f in failed]}
 
 

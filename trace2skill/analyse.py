@@ -20,8 +20,10 @@ steps; support counts are derived from that evidence later, never taken from the
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,7 +35,7 @@ from .errors import ContextTooLong
 from .llm import BoundedClient, LLMClient, check_model
 from .prompts import render
 from .rules import RuleRecord, record_lesson, rule_id
-from .types import Conflict, Evidence, Lesson, LessonKind, LessonSet, Trace, Usage, content_hash
+from .types import Conflict, Evidence, Lesson, LessonKind, LessonSet, Outcome, Trace, Usage, content_hash
 
 if TYPE_CHECKING:
     from .stream import IndexEntry
@@ -81,6 +83,32 @@ class AnalystReport(BaseModel):
     """Transferable lessons, at most three."""
 
 
+StepTexts = tuple[tuple[int, tuple[str, ...]], ...]
+"""Per step of a trajectory, its index and the texts a quote may come from (message, tool-call
+arguments, observations), whitespace-normalised, empty ones left out (`step_texts`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One trajectory as the model analyst needs it: its prompt and what checks the reply.
+
+    Built where the trajectory is read (`prepare`; a worker process on the model path, see
+    `prefetch`), so the driver holds text, not traces, and spends its time on requests.
+    """
+
+    id: str
+    digest: str
+    outcome: Outcome
+    messages: list[dict[str, str]] | None
+    """The analyst's messages; None when the run's journal already holds this analysis."""
+    steps: StepTexts = ()
+    budget: int = 0
+    """The token budget the trajectory was compressed to."""
+    redo: Callable[[int], "Prepared"] | None = field(default=None, compare=False)
+    """Prepares the trajectory again at a smaller token budget (a context-length refusal);
+    set on the driver, never sent between processes. None: it cannot be redone."""
+
+
 class Analyst(Protocol):
     """Reads trajectories into lessons and merges lesson sets; offline or with a model."""
 
@@ -95,6 +123,9 @@ class Analyst(Protocol):
 
     async def analyse(self, trace: Trace) -> LessonSet:
         """Trajectory-local lessons of one trace."""
+
+    async def analyse_prepared(self, prepared: Prepared) -> LessonSet:
+        """Trajectory-local lessons of a trace prepared ahead (`prepare`; model analyst only)."""
 
     async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
         """One lesson set from several."""
@@ -125,6 +156,9 @@ class OfflineAnalyst:
 
         lessons = analyse_offline(trace)
         return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), sources=(trace.id,), level=0)
+
+    async def analyse_prepared(self, prepared: Prepared) -> LessonSet:
+        raise TypeError("the offline analyst reads whole traces, in the map stage")
 
     async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
         return merge_sets(sets, level)
@@ -168,26 +202,37 @@ class ModelAnalyst:
 
     async def analyse(self, trace: Trace) -> LessonSet:
         """Raises LLMError when the model failed or answered unusably after retries."""
-        budget = self.config.analyse.token_budget
+        return await self.analyse_prepared(await asyncio.to_thread(prepare, trace, self.config, self.existing))
+
+    async def analyse_prepared(self, prepared: Prepared) -> LessonSet:
+        """The lessons of a trajectory prepared ahead; a context-length refusal is retried once
+        with a third of the token budget (at least 500).
+
+        Raises:
+            LLMError: the model failed or answered unusably after retries.
+        """
         try:
-            report = await self._ask(trace, budget)
+            report = await self._ask(prepared)
         except ContextTooLong:
-            report = await self._ask(trace, max(500, budget // 3))
+            if prepared.redo is None:
+                raise
+            report = await self._ask(await asyncio.to_thread(prepared.redo, max(500, prepared.budget // 3)))
         by_id = {r.id: r for r in self.existing}
         lessons, conflicts = [], []
         for draft in report.lessons[:MAX_LESSONS]:
-            lesson = _to_lesson(draft, trace, by_id)
+            lesson = _to_lesson(draft, prepared, by_id)
             lessons.append(lesson)
             target = by_id.get(draft.rule_id or "")
             if draft.relation == "contradicts" and target is not None:
                 conflicts.append(_contradiction(target, lesson))
         lessons = anchor_to_existing(lessons, self.existing)
         return LessonSet(lessons=tuple(sorted(lessons, key=lambda l: l.id)), conflicts=tuple(conflicts),
-                         sources=(trace.id,), level=0)
+                         sources=(prepared.id,), level=0)
 
-    async def _ask(self, trace: Trace, token_budget: int) -> AnalystReport:
-        messages = await asyncio.to_thread(analyst_messages, trace, self.config, self.existing, token_budget)
-        return await self.llm.complete(messages, output=AnalystReport, purpose=analyst_purpose(trace))
+    async def _ask(self, prepared: Prepared) -> AnalystReport:
+        if prepared.messages is None:
+            raise ValueError(f"no prompt was prepared for {prepared.id!r} (its analysis is journaled)")
+        return await self.llm.complete(prepared.messages, output=AnalystReport, purpose=analyst_purpose(prepared))
 
     async def merge(self, sets: list[LessonSet], level: int) -> LessonSet:
         return await merge_sets_llm(sets, level, self.llm)
@@ -220,8 +265,27 @@ def analyst_for(config: Config, llm: LLMClient | None, existing: Sequence[RuleRe
     return ModelAnalyst(with_budget(llm, config), config, existing)
 
 
-def analyst_purpose(trace: Trace) -> str:
+def analyst_purpose(trace: Trace | Prepared) -> str:
     return "analyse-failure" if trace.outcome == "failure" else "analyse-success"
+
+
+def prepare(trace: Trace, config: Config, existing: Sequence[RuleRecord] = (), token_budget: int | None = None,
+            *, redo: bool = True) -> Prepared:
+    """`trace` as the model analyst needs it: its prompt (compressed to `token_budget`, default
+    `analyse.token_budget`) and the texts its reply is checked against; with `redo`, it keeps
+    `trace` to prepare it again at a smaller budget (False where it is sent to another process)."""
+    budget = token_budget or config.analyse.token_budget
+    again = functools.partial(prepare, trace, config, existing) if redo else None
+    return Prepared(trace.id, trace.digest(), trace.outcome, analyst_messages(trace, config, existing, budget),
+                    step_texts(trace), budget, again)
+
+
+def step_texts(trace: Trace) -> StepTexts:
+    """Each step's index and its non-empty texts, whitespace-normalised (what `verified_quote` searches)."""
+    return tuple((step.index, tuple(text for part in (step.message, *(c.arguments for c in step.tool_calls),
+                                                      *(o.content for o in step.observations))
+                                    if (text := " ".join(part.split()))))
+                 for step in trace.steps)
 
 
 def analyst_messages(trace: Trace, config: Config, existing: Sequence[RuleRecord] = (),
@@ -260,11 +324,11 @@ def _line(text: str, limit: int) -> str:
     return " ".join(text.split())[:limit]
 
 
-def _to_lesson(draft: LessonDraft, trace: Trace, existing: dict[str, RuleRecord]) -> Lesson:
-    valid_steps = {step.index for step in trace.steps}
+def _to_lesson(draft: LessonDraft, trace: Prepared, existing: dict[str, RuleRecord]) -> Lesson:
+    valid_steps = {index for index, _ in trace.steps}
     steps = tuple(sorted({s for s in draft.steps if s in valid_steps}))
     subject = normalise_subject(draft.subject)
-    quote = verified_quote(trace, steps, draft.quote)
+    quote = verified_quote(trace.steps, steps, draft.quote)
     target = existing.get(draft.rule_id or "")
     refines = draft.relation in ("amends", "qualifies") and target is not None
     return Lesson.create(
@@ -286,20 +350,20 @@ def _contradiction(rule: RuleRecord, lesson: Lesson) -> Conflict:
                     detected_by="existing-skill", status="needs-review")
 
 
-def verified_quote(trace: Trace, steps: tuple[int, ...], quote: str) -> str:
-    """The model's quote if it really occurs in the cited steps, else a verbatim excerpt of them.
+def verified_quote(texts: StepTexts, steps: tuple[int, ...], quote: str) -> str:
+    """The model's quote if it really occurs in the cited steps (all steps when none is
+    cited), else the start of their first text (none when no step is cited); `texts` is
+    `step_texts` of the trajectory.
 
     Evidence must be checkable: a quote the model paraphrased or invented is never recorded.
     """
-    cited = [step for step in trace.steps if step.index in steps] or list(trace.steps)
-    texts = [part for step in cited for part in (step.message, *(c.arguments for c in step.tool_calls), *(o.content for o in step.observations))]
+    cited = [parts for index, parts in texts if index in steps] or [parts for _, parts in texts]
     wanted = " ".join(quote.split())
-    if wanted and any(wanted in " ".join(text.split()) for text in texts):
+    if wanted and any(wanted in text for parts in cited for text in parts):
         return wanted[:QUOTE_CHARS]
     if not steps:
         return ""
-    excerpt = next((" ".join(t.split()) for t in texts if t.strip()), "")
-    return excerpt[:QUOTE_CHARS]
+    return next((text for parts in cited for text in parts), "")[:QUOTE_CHARS]
 
 
 def normalise_subject(text: str) -> str:

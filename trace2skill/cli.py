@@ -287,14 +287,16 @@ def _llm(ctx: typer.Context, config):
 
 
 def _check_model(config: Config, llm: LLMClient) -> None:
-    """The model preflight before any trajectory is read or the pipeline imported: a wrong key or
-    model exits 78 in seconds, whatever the size of the corpus. It spends from the command's
-    caps (`budget.with_budget`), and the run's own check does not repeat it (`llm.check_model`).
+    """The model preflight before any trajectory is analysed (the index pass runs beside it, in
+    worker processes): a wrong key or model exits 78 in seconds, whatever the size of the
+    corpus. It spends from the command's caps (`budget.with_budget`), and the run's own check
+    does not repeat it (`llm.check_model`).
 
     Raises:
         ProviderRejected, ProviderUnavailable, ConfigError, BudgetExceeded: see `llm.check_model`.
     """
     import asyncio
+    import threading
 
     from .budget import with_budget
     from .llm import check_model, close_clients, probe_key
@@ -306,7 +308,25 @@ def _check_model(config: Config, llm: LLMClient) -> None:
         finally:
             await close_clients()
 
+    importing = threading.Thread(target=_import_ahead, args=(llm,), name="trace2skill-import", daemon=True)
+    importing.start()
     asyncio.run(check())
+    importing.join()  # the run imports the same modules next; one thread at a time
+
+
+def _import_ahead(llm: LLMClient) -> None:
+    """Import litellm (for a litellm model) while the key probe waits on the network, then
+    LangGraph (the graph) while the preflight does: seconds of imports the run would otherwise
+    wait for in turn. An import that fails here fails again, and is reported, where it is used."""
+    from .llm import wrappers
+    from .llm.litellm_backend import LiteLLMClient, _litellm
+
+    try:
+        if any(isinstance(c, LiteLLMClient) for c in wrappers(llm)):
+            _litellm()
+        from . import graph  # noqa: F401
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
 
 
 def _show_progress(ctx: typer.Context, json_out: bool) -> bool:
@@ -325,15 +345,20 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
     try:
         config = _config(flags.config_path, flags.overrides(), flags.settings)
         llm = _llm(ctx, config)
-        if llm is not None and not flags.dry_run:
-            _check_model(config, llm)
-        from .analyse import is_offline  # the pipeline (LangGraph: seconds) only after the model check
+        from .analyse import is_offline
         from .journal import checkpoint_path
+        from .pipeline import Reading, map_executor, plan
         from .pipeline import distill as run_distill
-        from .pipeline import plan, read_corpus
 
+        executor = map_executor(config, is_offline(llm))
         with _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
-            corpus = read_corpus(config, is_offline(llm), flags.paths, progress=progress)
+            reading = Reading(config, is_offline(llm), flags.paths, executor, progress)  # overlaps the check and its imports
+            try:
+                if llm is not None and not flags.dry_run:
+                    _check_model(config, llm)
+                corpus = reading.result()
+            finally:
+                reading.cancel()
         labelled = sum(e.label_source == str(config.analyse.labels) for e in corpus.entries)
         _warn_unmatched_labels(ctx, config, labelled, len(corpus.entries))
         quoted: list[Quote] = []
@@ -347,7 +372,7 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
             checkpoint = checkpoint_path(config.state_dir) if llm is not None and not flags.dry_run else None
             result, build = run_distill(config, llm, corpus=corpus, progress=progress, write=not flags.dry_run,
-                                        checkpoint=checkpoint, control=control,
+                                        checkpoint=checkpoint, control=control, executor=executor,
                                         on_quote=lambda q: _quoted(ctx, quoted, q, config, gate_quote))
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None

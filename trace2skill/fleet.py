@@ -1,10 +1,10 @@
 """The model path's analysis fleet: trajectories streamed through the analysts, merges started
 as soon as their group is analysed, and the run's failure policy.
 
-Traces come one at a time from the shards (read in a worker thread, off the event loop); at
-most `analyse.concurrency` analyses and merges are in flight, and the reader waits for a free
-slot before it reads the next trace, so a run holds about `concurrency` trajectories whatever
-the corpus size. Level-1 merge groups are fixed before the first call: `fan_in` consecutive
+Trajectories come one at a time as prepared prompts (`prefetch`: read and compressed in
+worker processes, ahead of the requests); at most `analyse.concurrency` analyses and merges
+are in flight, and the next prompt is taken when a slot frees, so a run holds about twice
+`concurrency` prompts and no trajectory, whatever the corpus size. Level-1 merge groups are fixed before the first call: `fan_in` consecutive
 trajectories in stream order (`consolidate.chunk` over the positions), so a group's merge
 starts the moment its last analysis lands and never depends on completion order. Higher
 levels run in the consolidation graph (`graph`).
@@ -24,15 +24,18 @@ import asyncio
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from langgraph.runtime import RunControl
+from typing import TYPE_CHECKING
 
-from .analyse import Analyst
+from .analyse import Analyst, Prepared
 from .consolidate import chunk, merge_sets
 from .errors import (BudgetExceeded, ContextTooLong, Interrupted, LessonParseError, LLMError, LLMRequestsBlocked,
                      ProviderRejected, ProviderUnavailable, RateLimited)
 from .journal import AnalysisJournal
 from .stream import Packed
-from .types import LessonSet, Skip, Trace, content_hash
+from .types import LessonSet, Skip, content_hash
+
+if TYPE_CHECKING:
+    from langgraph.runtime import RunControl
 
 STOP_AFTER = 5
 """Identical consecutive analysis errors after which the run stops instead of trying every trace."""
@@ -96,10 +99,10 @@ class Work:
     notes: list[str] = field(default_factory=list)
     """Things the summary must say (a merge that fell back to the deterministic merge)."""
 
-    async def analyse(self, trace: Trace) -> LessonSet | None:
-        """The lesson set of one trace (journaled when it was paid for), an empty one for a
+    async def analyse(self, trace: Prepared) -> LessonSet | None:
+        """The lesson set of one trajectory (journaled when it was paid for), an empty one for a
         failed analysis (recorded in `failed`), or None when the run has stopped."""
-        digest = trace.digest() if self.journal is not None else ""
+        digest = trace.digest if self.journal is not None else ""
         recorded = self.journal.get(digest) if self.journal is not None else None
         if recorded is not None:
             return recorded
@@ -108,7 +111,7 @@ class Work:
         if self.halt.cause is not None:
             return None
         try:
-            lessons = await self.analyst.analyse(trace)
+            lessons = await self.analyst.analyse_prepared(trace)
         except (LLMError, BudgetExceeded) as exc:
             return self._failed(trace, exc)
         self.streak.succeeded()
@@ -116,7 +119,7 @@ class Work:
             self.journal.put(digest, lessons)
         return lessons
 
-    def _failed(self, trace: Trace, exc: Exception) -> LessonSet | None:
+    def _failed(self, trace: Prepared, exc: Exception) -> LessonSet | None:
         """Record one failed analysis (retried by the next run), or halt the run."""
         if fatal(exc):
             self.halt.stop(exc)
@@ -148,9 +151,9 @@ class Work:
         return Packed.of(merged)
 
 
-async def analyse_stream(work: Work, traces: Iterator[Trace], position: Mapping[str, int], fan_in: int,
+async def analyse_stream(work: Work, traces: Iterator[Prepared], position: Mapping[str, int], fan_in: int,
                          concurrency: int, tick: Tick | None = None) -> list[Packed]:
-    """Analyse `traces` (each id's stream position in `position`, 0..n-1) with at most
+    """Analyse the prepared `traces` (each id's stream position in `position`, 0..n-1) with at most
     `concurrency` calls in flight, merging each level-1 group as soon as it is complete.
 
     Returns the level-1 pool (the lone level-0 set when there is one trace; nothing once halted).
@@ -174,7 +177,7 @@ async def analyse_stream(work: Work, traces: Iterator[Trace], position: Mapping[
         finally:
             slots.release()
 
-    async def analyse(trace: Trace) -> None:
+    async def analyse(trace: Prepared) -> None:
         try:
             lessons = await work.analyse(trace)
         finally:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from langgraph.errors import GraphDrained
-from langgraph.runtime import RunControl
+from typing import TYPE_CHECKING
 
 from .version import __version__
 from .analyse import Analyst, analyst_for, is_offline
@@ -33,7 +32,6 @@ from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillVa
 from .fsguard import no_symlinks
 from .executor import Executor, executor_for
 from .fleet import Work, analyse_stream, merge_ready
-from .graph import build_graph, run_config
 from .ingest import IngestResult, require_paths
 from .ingest.labels import LabelBook
 from .ingest.fidelity import loss_warnings
@@ -42,9 +40,14 @@ from .llm import LLMClient, close_clients, sent_sampling
 from .prompts import version as prompt_version
 from .rules import RuleRecord
 from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
-from .stream import (Analysis, Corpus, Packed, ShardJob, ShardResult, corpus_of, gather, iter_shard, label_book,
-                     plan_shards, renamed_shards, with_renamed)
+from .stream import (Analysis, Corpus, Packed, ShardJob, ShardResult, corpus_of, gather, label_book, plan_shards,
+                     renamed_shards, with_renamed)
 from .types import LessonSet, RunResult, Skip, Trace, content_hash
+
+if TYPE_CHECKING:
+    from langgraph.runtime import RunControl
+
+    from .analyse import Prepared
 
 warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning, module=r"langgraph\.")
 """LangGraph leaves coroutines of cancelled tasks unawaited when a run stops on an error or Ctrl-C;
@@ -100,15 +103,17 @@ def plan(config: Config, llm: LLMClient | None, corpus: Corpus, checkpoint: Path
 def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, *, ingested: IngestResult | None = None,
                 executor: Executor | None = None, progress: Progress | None = None,
                 wanted: frozenset[str] | None = None, index_only: bool = False,
-                renamed: dict[tuple[str, str], str] | None = None) -> Corpus:
+                renamed: dict[tuple[str, str], str] | None = None, stop: threading.Event | None = None) -> Corpus:
     """The map stage: every trajectory read, indexed and (offline) analysed, one at a time
     (`stream`), by `executor` (default: the one `analyse.executor` names). `wanted` keeps only
     those digests (the refresh job's new trajectories); `index_only` neither analyses nor counts
     prompt tokens (the refresh job's first look); `renamed` applies the ids an earlier look at
     the same inputs settled (`stream.settle_ids`), so a filtered read names traces alike.
+    Setting `stop` ends the read after the shard being read (`Reading.cancel`).
 
     Raises:
         NoInputError: no paths were given, or a given path does not exist.
+        Interrupted: `stop` was set.
         ConfigError, TraceFormatError: a bad labels file, format or redaction pattern.
     """
     analysis: Analysis = "index" if index_only or not offline else "offline"
@@ -122,9 +127,9 @@ def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, 
     job = ShardJob(config, label_book(inputs, config), analysis, wanted=wanted, renamed=renamed or {},
                    count_tokens=count_tokens)
     own = executor is None
-    executor = executor or executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address)
+    executor = executor or map_executor(config, offline)
     try:
-        corpus = gather(_counted(executor.map(shards, job), len(shards), progress), shards, path_skips, job.labels, inputs)
+        corpus = gather(_counted(executor.map(shards, job), len(shards), progress, stop), shards, path_skips, job.labels, inputs)
         if corpus.renamed:
             again = replace(job, renamed=corpus.renamed, wanted=frozenset(d for _, d in corpus.renamed))
             corpus = with_renamed(corpus, executor.map(renamed_shards(corpus), again))
@@ -134,11 +139,59 @@ def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, 
     return corpus
 
 
-def _counted(results: Iterator[ShardResult], shards: int, progress: Progress | None) -> Iterator[ShardResult]:
+def map_executor(config: Config, offline: bool) -> Executor:
+    """The executor `analyse.executor` names; on the model path the local ones run in worker
+    processes (at least one), which read and prepare prompts while the driver sends requests."""
+    return executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address, off_driver=not offline)
+
+
+def _counted(results: Iterator[ShardResult], shards: int, progress: Progress | None,
+             stop: threading.Event | None = None) -> Iterator[ShardResult]:
     for done, result in enumerate(results, start=1):
+        if stop is not None and stop.is_set():
+            raise Interrupted("the read was stopped")
         if progress is not None:
             progress("read", done, shards)
         yield result
+
+
+class Reading:
+    """`read_corpus` running in a background thread: the CLI starts the map stage (in worker
+    processes on the model path) before the model check and the seconds of imports it waits
+    for, so the index is ready when they are."""
+
+    def __init__(self, config: Config, offline: bool, paths: list[Path] | None, executor: Executor,
+                 progress: Progress | None = None):
+        self._stop = threading.Event()
+        self._corpus: Corpus | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, args=(config, offline, paths, executor, progress),
+                                        name="trace2skill-read", daemon=True)
+        self._thread.start()
+
+    def _read(self, config: Config, offline: bool, paths: list[Path] | None, executor: Executor,
+              progress: Progress | None) -> None:
+        try:
+            self._corpus = read_corpus(config, offline, paths, executor=executor, progress=progress, stop=self._stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by `result`
+            self._error = exc
+
+    def result(self) -> Corpus:
+        """The corpus, once read.
+
+        Raises:
+            whatever `read_corpus` raised.
+        """
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._corpus is not None
+        return self._corpus
+
+    def cancel(self) -> None:
+        """Stop reading (after the shard being read) and wait for the thread; idempotent."""
+        self._stop.set()
+        self._thread.join()
 
 
 def distill(
@@ -155,6 +208,7 @@ def distill(
     on_quote: Callable[[Quote], None] | None = None,
     corpus: Corpus | None = None,
     quoted: Quote | None = None,
+    executor: Executor | None = None,
 ) -> tuple[RunResult, SkillBuild]:
     """Distil trajectories into the skill folder `config.skill_dir()`.
 
@@ -170,6 +224,7 @@ def distill(
         on_quote: shown the quote of the work left before any call is made.
         corpus: the map stage already run (`read_corpus`, e.g. by the CLI's label check).
         quoted: the quote `plan` already made for this run (see `plan`), so it is not made twice.
+        executor: where the map stage and the model path's prompts run (default: `map_executor`).
 
     Raises:
         NoInputError: no trajectory could be read. BudgetRefused, ConfigError, ProviderRejected: see `plan`.
@@ -182,20 +237,26 @@ def distill(
     started = time.monotonic()
     if write:
         check_skill_target(config.skill_dir())
-    corpus = corpus or read_corpus(config, is_offline(llm), paths, ingested=ingested, progress=progress)
-    if not corpus.entries:
-        raise NoInputError(no_input_message(corpus.skips))
-    with skill_lock(config.skill_dir()) if write else _nothing():
-        run, analyst, final, failed, notes, build = _build(config, llm, corpus, ingested, progress, checkpoint, control,
-                                                          rejected, write, on_quote, quoted)
-        decision = None
-        if write and build.changed and config.gate.mode != "none":
-            from .gate import run_gate
+    own = executor is None
+    executor = executor or map_executor(config, is_offline(llm))
+    try:
+        corpus = corpus or read_corpus(config, is_offline(llm), paths, ingested=ingested, executor=executor, progress=progress)
+        if not corpus.entries:
+            raise NoInputError(no_input_message(corpus.skips))
+        with skill_lock(config.skill_dir()) if write else _nothing():
+            run, analyst, final, failed, notes, build = _build(config, llm, corpus, ingested, progress, checkpoint, control,
+                                                              rejected, write, on_quote, quoted, executor)
+            decision = None
+            if write and build.changed and config.gate.mode != "none":
+                from .gate import run_gate
 
-            held = ingested if ingested is not None else held_traces(config, corpus)
-            build, decision = run_gate(distill, config, llm, build, held, run.run_id)
-        if write and build.changed and (decision is None or decision["accepted"]):
-            write_skill_dir(config.skill_dir(), build.files)
+                held = ingested if ingested is not None else held_traces(config, corpus)
+                build, decision = run_gate(distill, config, llm, build, held, run.run_id)
+            if write and build.changed and (decision is None or decision["accepted"]):
+                write_skill_dir(config.skill_dir(), build.files)
+    finally:
+        if own:
+            executor.close()
     written_before = _catalogue_text() if analyst.mode == "offline" else ""
     warnings = (tuple(loss_warnings(corpus.fidelity)) + tuple(leakage(final.lessons, corpus.entries, written_before))
                 + tuple(notes))
@@ -290,7 +351,7 @@ def _catalogue_text() -> str:
 def _build(config: Config, llm: LLMClient | None, corpus: Corpus, ingested: IngestResult | None,
            progress: Progress | None, checkpoint: Path | None, control: RunControl | None,
            rejected: dict[str, int] | None, write: bool, on_quote: Callable[[Quote], None] | None,
-           quoted: Quote | None = None) -> tuple[RunInfo, Analyst, LessonSet, list[Skip], list[str], SkillBuild]:
+           quoted: Quote | None, executor: Executor) -> tuple[RunInfo, Analyst, LessonSet, list[Skip], list[str], SkillBuild]:
     """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
     finishing a killed write; a dry run reads where that write left it, moving nothing)."""
     source = config.skill_dir()
@@ -304,8 +365,7 @@ def _build(config: Config, llm: LLMClient | None, corpus: Corpus, ingested: Inge
         on_quote(run_plan.quote)
     analyst, run = run_plan.analyst, run_plan.run
     work = Work(analyst, run_plan.journal, control)
-    traces = iter(ingested.traces) if ingested is not None else reread(corpus, config)
-    final, failed, notes = analyse_and_consolidate(corpus, traces, work, config, progress)
+    final, failed, notes = analyse_and_consolidate(corpus, prepared(corpus, ingested, work, config, executor), work, config, progress)
     if len(failed) == len(corpus.entries):
         raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
     final = analyst.finish(final, corpus.entries, corpus.outcomes)
@@ -403,7 +463,7 @@ def run_info(config: Config, analyst: Analyst, corpus: Corpus) -> RunInfo:
     )
 
 
-def analyse_and_consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, config: Config,
+def analyse_and_consolidate(corpus: Corpus, traces: Iterator[Prepared], work: Work, config: Config,
                      progress: Progress | None) -> tuple[LessonSet, list[Skip], list[str]]:
     """Analyse (model path: streamed through the fleet) and consolidate, in memory; the journal
     carries paid-for work across runs."""
@@ -416,7 +476,7 @@ def analyse_and_consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work,
             work.journal.close()
 
 
-async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, config: Config,
+async def _consolidate(corpus: Corpus, traces: Iterator[Prepared], work: Work, config: Config,
                        progress: Progress | None) -> tuple[LessonSet, list[Skip], list[str]]:
     n, fan_in = len(corpus.entries), config.consolidate.fan_in
     counts = {"analyse": 0, "merge": 0}
@@ -449,6 +509,10 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, conf
 
 
 async def merge_levels(work: Work, config: Config, pool: list[Packed], level: int, tick: Callable[[str, int], None]) -> LessonSet:
+    from langgraph.errors import GraphDrained
+
+    from .graph import build_graph, run_config
+
     graph = build_graph(work, config)
     final: Packed | None = pool[0] if len(pool) == 1 else None
     try:
@@ -465,18 +529,18 @@ async def merge_levels(work: Work, config: Config, pool: list[Packed], level: in
     return final.unpack() if final is not None else LessonSet()
 
 
-def reread(corpus: Corpus, config: Config) -> Iterator[Trace]:
-    """The corpus's traces again, in stream order, one at a time (the model analysts need
-    them whole): shards read again, kept only if the index kept them, each id once."""
-    job = ShardJob(config, corpus.labels, "index", renamed=corpus.renamed)
-    wanted = {e.id: e.digest for e in corpus.entries}
-    used = {e.shard for e in corpus.entries}
-    for shard in corpus.shards:
-        if shard.order not in used:
-            continue
-        for trace in iter_shard(shard, job, ShardResult(shard)):
-            if wanted.pop(trace.id, None) == trace.digest():
-                yield trace
+def prepared(corpus: Corpus, ingested: IngestResult | None, work: Work, config: Config, executor: Executor) -> Iterator[Prepared]:
+    """The model analysts' prompts, in stream order, prepared ahead (`prefetch`: in the
+    executor's worker processes, or in threads for traces already in memory); those the
+    journal holds come without one. Nothing is prepared until the fleet asks (offline runs
+    and Ray runs never do)."""
+    from .prefetch import in_memory, prompts
+
+    existing = getattr(work.analyst, "existing", ())
+    recorded = work.journal.analysed() if work.journal is not None else set()
+    if ingested is not None:
+        return in_memory(ingested.traces, config, existing, recorded)
+    return prompts(corpus, config, executor, existing, recorded)
 
 
 async def _check(analyst: Analyst) -> None:

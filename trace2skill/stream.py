@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from .config import Config
 from .ingest import IngestResult, Span, iter_traces, limits_of
@@ -43,8 +43,12 @@ from .redact import Redactor
 from .rules import RuleRecord
 from .types import JSONObject, LessonSet, Outcome, Skip, Trace, content_hash
 
-Analysis = Literal["index", "offline", "llm"]
-"""What `run_shard` does per trace: only index it; index it and run the offline analyst; or
+if TYPE_CHECKING:
+    from .analyse import Prepared
+
+Analysis = Literal["index", "offline", "prompt", "llm"]
+"""What `run_shard` does per trace: only index it; index it and run the offline analyst; prepare
+the model analyst's prompt (`analyse.prepare`; the model path's second pass, see `prefetch`); or
 (remote executors only, see `executor`) index it and run the model analyst where it is read."""
 
 
@@ -120,10 +124,10 @@ class ShardJob:
     count_tokens: bool = False
     """Fill `IndexEntry.tokens` (the model path's quote)."""
     existing: tuple[RuleRecord, ...] = ()
-    """The skill's current rules, which the model analyst sees (analysis `llm` only)."""
+    """The skill's current rules, which the model analyst sees (analyses `prompt` and `llm`)."""
     recorded: frozenset[str] = frozenset()
-    """Digests whose analysis the run's journal already holds: not analysed again (`llm` only;
-    the driver fills their lesson sets from the journal)."""
+    """Digests whose analysis the run's journal already holds: not analysed again, nor their
+    prompt prepared (`prompt` and `llm`; the driver fills their lesson sets from the journal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,8 @@ class ShardResult:
     redactions: dict[str, int] = field(default_factory=dict)
     failed: list[Skip] = field(default_factory=list)
     """Analyses that failed (model path on a remote executor); their traces are still indexed."""
+    prompts: list[Prepared] = field(default_factory=list)
+    """The prepared prompts of a `prompt` job, in reading order (no index entries then)."""
 
 
 def plan_shards(paths: Iterable[str | os.PathLike[str]], config: Config) -> tuple[list[Shard], list[Skip]]:
@@ -320,6 +326,13 @@ def run_shard(shard: Shard, job: ShardJob) -> ShardResult:
     result = ShardResult(shard)
     if job.analysis == "llm":
         raise ValueError("the model analysis runs in the driver on the local executors (see executor)")
+    if job.analysis == "prompt":
+        from .analyse import Prepared, prepare
+
+        for trace in iter_shard(shard, job, result):
+            result.prompts.append(Prepared(trace.id, trace.digest(), trace.outcome, None) if trace.digest() in job.recorded
+                                  else prepare(trace, job.config, job.existing, redo=False))
+        return result
     for trace in iter_shard(shard, job, result):
         entry, lessons = entry_and_lessons(trace, shard.order, len(result.entries), job)
         result.entries.append(entry)

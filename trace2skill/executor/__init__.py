@@ -8,9 +8,11 @@ pure top-level function of picklable arguments. Alternatives, one module each:
 * `process` (`process.py`): `--workers N` worker processes (the offline analyst is CPU-bound);
 * `ray` (optional extra): Ray tasks, on this machine or a cluster (`executor/ray.py`).
 
-The model path does not ship its analyses through `map` on the local executors: its
-analysts run concurrently in the driver's event loop, reading shards with `stream.iter_shard`
-(`pipeline`); a remote executor may run them where the shard is read instead
+The model path does not ship its analyses through `map` on the local executors: its requests
+go out from the driver's event loop, and its worker processes (`off_driver`: one at least,
+`--workers N`) read the shards and prepare the analysts' prompts ahead (`prefetch`), so the
+driver's one interpreter only sends requests and merges; a remote executor may run the
+analyses where the shard is read instead
 (`ShardJob.analysis == "llm"`), sharing the run's caps through `budget.Meter`'s
 `reserve`/`settle` (see SEAM notes in `docs/scale.md`).
 
@@ -24,20 +26,21 @@ from .base import EXECUTORS, Executor, ExecutorName
 from .local import LocalExecutor
 
 
-def executor_for(name: str, workers: int = 1, address: str | None = None) -> Executor:
-    """The executor a run asked for (`--executor`, `--workers`, `--ray-address`).
+def executor_for(name: str, workers: int = 1, address: str | None = None, *, off_driver: bool = False) -> Executor:
+    """The executor a run asked for (`--executor`, `--workers`, `--ray-address`); with
+    `off_driver` (the model path), `local` and `process` run in worker processes, one at least.
 
     Raises:
         ConfigError: unknown name, workers below 1, or Ray asked for but not installed.
     """
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
-    if name == "local":
-        return LocalExecutor()
-    if name == "process":
+    if name in ("local", "process") and (off_driver or name == "process"):
         from .process import ProcessExecutor
 
-        return ProcessExecutor(workers)
+        return ProcessExecutor(workers, inline=not off_driver)
+    if name == "local":
+        return LocalExecutor()
     if name == "ray":
         try:
             from .ray import RayExecutor  # type: ignore[import-not-found]
