@@ -38,6 +38,7 @@ from .onboard import config_keys
 if TYPE_CHECKING:
     from .budget import Quote
     from .config import Config
+    from .executor import Executor
     from .stream import Corpus
     from .llm import LLMClient
 
@@ -301,29 +302,75 @@ def _check_model(config: Config, llm: LLMClient) -> None:
     from .budget import with_budget
     from .llm import check_model, close_clients, probe_key
 
+    importing = threading.Thread(target=_import_ahead, args=(llm,), name="trace2skill-import", daemon=True)
+
     async def check() -> None:
         try:
-            await probe_key(llm)  # before pricing the model imports litellm: a refused key is known in a second
+            await probe_key(llm)  # before litellm is imported: a refused key is known in a second
+            importing.start()
             await check_model(with_budget(llm, config))
         finally:
             await close_clients()
 
-    importing = threading.Thread(target=_import_ahead, args=(llm,), name="trace2skill-import", daemon=True)
-    importing.start()
     asyncio.run(check())
     importing.join()  # the run imports the same modules next; one thread at a time
 
 
+class _Reading:
+    """The map stage (`pipeline.read_corpus`) in a background thread, started before the model
+    check: on the model path its shards are read in worker processes while the driver checks
+    the key and the model and imports litellm and LangGraph, so the index is ready when they
+    are. A failed check does not wait for it (`cancel`); the read stops after its current shard."""
+
+    def __init__(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any):
+        import threading
+
+        self._stop = threading.Event()
+        self._done: tuple[Corpus, Executor] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, args=(config, llm, paths, progress),
+                                        name="trace2skill-read", daemon=True)
+        self._thread.start()
+
+    def _read(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any) -> None:
+        try:
+            from .analyse import is_offline
+            from .pipeline import map_executor, read_corpus
+
+            executor = map_executor(config, is_offline(llm))
+            self._done = read_corpus(config, is_offline(llm), paths, executor=executor, progress=progress, stop=self._stop), executor
+        except BaseException as exc:  # noqa: BLE001 - raised again by `result`, in the command's thread
+            self._error = exc
+
+    def result(self) -> tuple[Corpus, Executor]:
+        """The corpus, and the executor that read it (the run prepares its prompts there).
+
+        Raises:
+            whatever `read_corpus` raised.
+        """
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._done is not None
+        return self._done
+
+    def cancel(self) -> None:
+        """Ask the read to stop after its current shard; does not wait."""
+        self._stop.set()
+
+
 def _import_ahead(llm: LLMClient) -> None:
-    """Import litellm (for a litellm model) while the key probe waits on the network, then
-    LangGraph (the graph) while the preflight does: seconds of imports the run would otherwise
-    wait for in turn. An import that fails here fails again, and is reported, where it is used."""
+    """Import litellm (for a litellm model), then LangGraph (the graph) while the preflight
+    waits on the network: a second of imports the run would otherwise wait for after it.
+    (Started after the key probe: importing beside it slowed a refused key's exit.) An import
+    that fails here fails again, and is reported, where it is used."""
     from .llm import wrappers
     from .llm.litellm_backend import LiteLLMClient, _litellm
 
     try:
         if any(isinstance(c, LiteLLMClient) for c in wrappers(llm)):
             _litellm()
+        from . import pipeline  # noqa: F401 - first, as the read's thread does: no two threads import in opposite orders
         from . import graph  # noqa: F401
     except Exception:  # noqa: BLE001 - see the docstring
         pass
@@ -345,20 +392,18 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
     try:
         config = _config(flags.config_path, flags.overrides(), flags.settings)
         llm = _llm(ctx, config)
-        from .analyse import is_offline
-        from .journal import checkpoint_path
-        from .pipeline import Reading, map_executor, plan
-        from .pipeline import distill as run_distill
-
-        executor = map_executor(config, is_offline(llm))
         with _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
-            reading = Reading(config, is_offline(llm), flags.paths, executor, progress)  # overlaps the check and its imports
+            reading = _Reading(config, llm, flags.paths, progress)  # overlaps the check and its imports
             try:
                 if llm is not None and not flags.dry_run:
                     _check_model(config, llm)
-                corpus = reading.result()
+                corpus, executor = reading.result()
             finally:
                 reading.cancel()
+        from .journal import checkpoint_path
+        from .pipeline import distill as run_distill
+        from .pipeline import plan
+
         labelled = sum(e.label_source == str(config.analyse.labels) for e in corpus.entries)
         _warn_unmatched_labels(ctx, config, labelled, len(corpus.entries))
         quoted: list[Quote] = []

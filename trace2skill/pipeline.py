@@ -109,7 +109,7 @@ def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, 
     those digests (the refresh job's new trajectories); `index_only` neither analyses nor counts
     prompt tokens (the refresh job's first look); `renamed` applies the ids an earlier look at
     the same inputs settled (`stream.settle_ids`), so a filtered read names traces alike.
-    Setting `stop` ends the read after the shard being read (`Reading.cancel`).
+    Setting `stop` ends the read after the shard being read (the CLI's background read).
 
     Raises:
         NoInputError: no paths were given, or a given path does not exist.
@@ -153,45 +153,6 @@ def _counted(results: Iterator[ShardResult], shards: int, progress: Progress | N
         if progress is not None:
             progress("read", done, shards)
         yield result
-
-
-class Reading:
-    """`read_corpus` running in a background thread: the CLI starts the map stage (in worker
-    processes on the model path) before the model check and the seconds of imports it waits
-    for, so the index is ready when they are."""
-
-    def __init__(self, config: Config, offline: bool, paths: list[Path] | None, executor: Executor,
-                 progress: Progress | None = None):
-        self._stop = threading.Event()
-        self._corpus: Corpus | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._read, args=(config, offline, paths, executor, progress),
-                                        name="trace2skill-read", daemon=True)
-        self._thread.start()
-
-    def _read(self, config: Config, offline: bool, paths: list[Path] | None, executor: Executor,
-              progress: Progress | None) -> None:
-        try:
-            self._corpus = read_corpus(config, offline, paths, executor=executor, progress=progress, stop=self._stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by `result`
-            self._error = exc
-
-    def result(self) -> Corpus:
-        """The corpus, once read.
-
-        Raises:
-            whatever `read_corpus` raised.
-        """
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._corpus is not None
-        return self._corpus
-
-    def cancel(self) -> None:
-        """Stop reading (after the shard being read) and wait for the thread; idempotent."""
-        self._stop.set()
-        self._thread.join()
 
 
 def distill(
