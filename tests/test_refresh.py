@@ -277,25 +277,33 @@ def test_publishing_a_pr_without_a_remote_fails_before_any_analysis(world):
 
 def test_a_refresh_with_a_model_quotes_once(world, monkeypatch):
     """The quote refresh makes before touching git is the one the run uses: the work is quoted
-    once, and each trajectory is compressed once, for its analyst's prompt (the quote estimates
-    tokens without compressing)."""
+    once, and each trajectory's prompt is prepared once (in a worker process: the driver
+    compresses nothing, and the quote estimates tokens without compressing)."""
     import trace2skill.compress as compress
     import trace2skill.pipeline as pipeline
+    import trace2skill.prefetch as prefetch
 
     add_traces(world, ALL_IDS[:4])
     seen: list[str] = []
+    compressed_here: list[str] = []
     quotes: list[int] = []
-    real, real_preflight = compress.compress_trace, pipeline.preflight
+    real_prompts, real_preflight = prefetch.prompts, pipeline.preflight
 
-    def counted(trace, *args, **kwargs):
-        seen.append(trace.id)
-        return real(trace, *args, **kwargs)
+    def counted(*args, **kwargs):  # the prompts, compressed in the worker processes
+        for prepared in real_prompts(*args, **kwargs):
+            seen.append(prepared.id)
+            yield prepared
+
+    def in_driver(trace, *args, **kwargs):
+        compressed_here.append(trace.id)
+        raise AssertionError("the driver compressed a trajectory")
 
     def quoted(entries, *args, **kwargs):
         quotes.append(len(entries))
         return real_preflight(entries, *args, **kwargs)
 
-    monkeypatch.setattr(compress, "compress_trace", counted)
+    monkeypatch.setattr(prefetch, "prompts", counted)
+    monkeypatch.setattr(compress, "compress_trace", in_driver)
     monkeypatch.setattr(pipeline, "preflight", quoted)
     scripted = ScriptedLLM(responder)
     outcome = refresh(config_for(world, **{"llm.model": "scripted"}), scripted, [world["traces"]])
@@ -303,6 +311,7 @@ def test_a_refresh_with_a_model_quotes_once(world, monkeypatch):
     assert scripted.count("analyse-failure") + scripted.count("analyse-success") == 4
     assert quotes == [4], quotes
     assert sorted(seen) == sorted(ALL_IDS[:4]), sorted(seen)
+    assert compressed_here == []
 
 
 def test_a_refresh_with_the_heldout_gate_quotes_it_and_refuses_the_two_together_above_the_budget(world):

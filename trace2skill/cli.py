@@ -320,7 +320,8 @@ class _Reading:
     """The map stage (`pipeline.read_corpus`) in a background thread, started before the model
     check: on the model path its shards are read in worker processes while the driver checks
     the key and the model and imports litellm and LangGraph, so the index is ready when they
-    are. A failed check does not wait for it (`cancel`); the read stops after its current shard."""
+    are. A failed check does not wait for it (`cancel`); the read stops after its current shard.
+    On Ray the read waits for `result` and runs in the command's thread, as Ray requires."""
 
     def __init__(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any):
         import threading
@@ -330,7 +331,8 @@ class _Reading:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, args=(config, llm, paths, progress),
                                         name="trace2skill-read", daemon=True)
-        self._thread.start()
+        if config.analyse.executor != "ray":  # Ray is joined from the main thread only (its signal handlers)
+            self._thread.start()
 
     def _read(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any) -> None:
         try:
@@ -348,7 +350,10 @@ class _Reading:
         Raises:
             whatever `read_corpus` raised.
         """
-        self._thread.join()
+        if self._thread.ident is None:
+            self._thread.run()
+        else:
+            self._thread.join()
         if self._error is not None:
             raise self._error
         assert self._done is not None
