@@ -32,6 +32,8 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +46,11 @@ from .journal import AnalysisJournal
 from .llm import LLMClient
 from .provenance import load_provenance
 from .rules import RuleRecord
+from .stream import task_id
 from .types import JSONObject, JSONValue, RunResult, Trace
+
+if TYPE_CHECKING:
+    from .stream import Corpus, IndexEntry
 
 CURVE = (0.25, 0.5, 0.75, 1.0)
 """Shares of the training folds' tasks the learning curve distils from."""
@@ -56,27 +62,22 @@ SCRATCH = "eval-no-skill"
 # Splitting by task
 
 
-def task_id(trace: Trace) -> str:
-    """The task a trajectory attempted: SWE-bench `instance_id`, tau-bench `task_id`, else its id."""
-    for key in ("instance_id", "task_id"):
-        value = trace.extra.get(key)
-        if value is not None and str(value):
-            return f"{key}:{value}"
-    return f"trace:{trace.id}"
+Item = TypeVar("Item", Trace, "IndexEntry")
 
 
-def split_folds(traces: Sequence[Trace], k: int) -> list[list[Trace]]:
+def split_folds(items: Sequence[Item], k: int, task: Callable[[Item], str] = task_id) -> list[list[Item]]:
     """`k` folds (fewer when there are fewer tasks), no task in two folds, deterministic.
 
     Tasks are ordered by the SHA-256 of their id and dealt round-robin, so folds differ in size
     by at most one task and the split does not depend on the order the traces were read in.
+    `items` are traces, or index entries with `task=lambda e: e.task` (the held-out gate).
     """
-    tasks = sorted({task_id(t) for t in traces}, key=lambda task: (hashlib.sha256(task.encode()).hexdigest(), task))
+    tasks = sorted({task(t) for t in items}, key=lambda name: (hashlib.sha256(name.encode()).hexdigest(), name))
     k = max(1, min(k, len(tasks)))
-    fold_of = {task: i % k for i, task in enumerate(tasks)}
-    folds: list[list[Trace]] = [[] for _ in range(k)]
-    for trace in sorted(traces, key=lambda t: t.id):
-        folds[fold_of[task_id(trace)]].append(trace)
+    fold_of = {name: i % k for i, name in enumerate(tasks)}
+    folds: list[list[Item]] = [[] for _ in range(k)]
+    for item in sorted(items, key=lambda t: t.id):
+        folds[fold_of[task(item)]].append(item)
     return folds
 
 
@@ -305,23 +306,43 @@ class Scorer:
 
     def score(self, rules: Sequence[RuleRecord], traces: Iterable[Trace], training: int = 0) -> Scores:
         """Counts over the labelled traces (runs with an unknown outcome are not scored)."""
-        failures = successes = covered = alarmed = 0
-        hits: Counter[str] = Counter()
-        alarms: Counter[str] = Counter()
-        by_kind: Counter[str] = Counter()
-        kind_of = {rule.id: rule.kind for rule in rules}
         labelled = [t for t in traces if t.outcome in ("failure", "success")]
-        for trace, flagged in zip(labelled, self.flags(labelled, rules)):
-            by_kind.update(f"{trace.outcome}:{kind}" for kind in {kind_of[rid] for rid in flagged})
-            if trace.outcome == "failure":
-                failures += 1
-                covered += bool(flagged)
-                hits.update(flagged)
-            else:
-                successes += 1
-                alarmed += bool(flagged)
-                alarms.update(flagged)
-        return Scores(failures, successes, covered, alarmed, dict(hits), dict(alarms), len(rules), training, dict(by_kind))
+        return _tally(Scores(rules=len(rules), training=training), rules, labelled, self.flags(labelled, rules))
+
+    def scores(self, rule_sets: Sequence[Sequence[RuleRecord]], traces: Iterable[Trace]) -> list[Scores]:
+        """`score` of each rule set on `traces`, which are consumed a batch at a time and not kept
+        (the held-out gate streams its folds from disk; offline findings are dropped with their batch)."""
+        totals = [Scores(rules=len(rules)) for rules in rule_sets]
+        labelled = (t for t in traces if t.outcome in ("failure", "success"))
+        size = max(SCORE_BATCH, 2 * self.config.analyse.concurrency)
+        while batch := list(islice(labelled, size)):
+            totals = [_tally(total, rules, batch, self.flags(batch, rules)) for total, rules in zip(totals, rule_sets)]
+            for trace in batch:
+                self._findings.pop(trace.id, None)
+        return totals
+
+
+SCORE_BATCH = 64
+"""Traces `Scorer.scores` holds at once (at least twice the concurrency, so judge calls fill it)."""
+
+
+def _tally(into: Scores, rules: Sequence[RuleRecord], labelled: list[Trace], flags: list[set[str]]) -> Scores:
+    """`into` plus the counts of `labelled` traces flagged as `flags` says."""
+    hits, alarms, by_kind = Counter(into.hits), Counter(into.alarms), Counter(into.by_kind)
+    failures, successes, covered, alarmed = into.failures, into.successes, into.covered, into.alarmed
+    kind_of = {rule.id: rule.kind for rule in rules}
+    for trace, flagged in zip(labelled, flags):
+        by_kind.update(f"{trace.outcome}:{kind}" for kind in {kind_of[rid] for rid in flagged})
+        if trace.outcome == "failure":
+            failures += 1
+            covered += bool(flagged)
+            hits.update(flagged)
+        else:
+            successes += 1
+            alarmed += bool(flagged)
+            alarms.update(flagged)
+    return replace(into, failures=failures, successes=successes, covered=covered, alarmed=alarmed,
+                   hits=dict(hits), alarms=dict(alarms), by_kind=dict(by_kind))
 
 
 def written_rules(provenance_text: str | None) -> list[RuleRecord]:
@@ -336,15 +357,17 @@ Distil = Callable[..., tuple[RunResult, SkillBuild]]
 module, so importing the pipeline here would make an import cycle."""
 
 
-def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, ingested: IngestResult, traces: list[Trace],
+def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, fold: IngestResult | Corpus,
                  from_scratch: bool = True) -> tuple[list[RuleRecord], dict[str, str]]:
-    """Distil `traces` in memory (nothing written) with `distil` and return the written rules and their files.
+    """Distil `fold` in memory (nothing written) with `distil` and return the written rules and
+    their files. `fold` is traces in memory (the evaluation's folds) or a corpus read from disk
+    (`Corpus.subset`, the held-out gate's: its traces stream, not held).
 
     `from_scratch` points the run at a folder that does not exist, so no existing skill (which
     may have been learned from the held-out runs) leaks into the result; otherwise the run
     deepens the configured skill, as a real distil or refresh would.
     """
-    if not traces:
+    if not (fold.traces if isinstance(fold, IngestResult) else fold.entries):
         return [], {}
     if from_scratch:
         scratch = config.state_dir / SCRATCH
@@ -353,15 +376,14 @@ def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, ingested
 
             raise ConfigError(f"{str(scratch)!r} must not exist: held-out evaluation distils from no skill there")
         config = config.model_copy(update={"skill": config.skill.model_copy(update={"out": scratch})})
-    outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
     checkpoint = None
     if llm is not None:  # each fold is a run of its own: its analyses and merges are journaled, never paid twice
         from .journal import checkpoint_path
 
         checkpoint = checkpoint_path(config.state_dir)
+    given = {"ingested": fold} if isinstance(fold, IngestResult) else {"corpus": fold}
     try:
-        _, build = distil(config, llm, ingested=replace(ingested, traces=traces, outcomes=outcomes), write=False,
-                          checkpoint=checkpoint)
+        _, build = distil(config, llm, write=False, checkpoint=checkpoint, **given)
     except NothingLearned:
         return [], {}  # a skill with no rules: it flags nothing
     return written_rules(build.files.get("provenance.json")), build.files
@@ -433,7 +455,7 @@ def evaluate(distil: Distil, config: Config, llm: LLMClient | None, ingested: In
         training = [t for j, fold in enumerate(folds) if j != i for t in fold]
         for n, share in enumerate(shares):
             subset = task_share(training, share)
-            rules, _ = distil_rules(distil, config, llm, ingested, subset)
+            rules, _ = distil_rules(distil, config, llm, holding(ingested, subset))
             scores = scorer.score(rules, heldout, training=len(subset))
             if share == 1.0:
                 per_fold.append(scores)
@@ -445,6 +467,12 @@ def evaluate(distil: Distil, config: Config, llm: LLMClient | None, ingested: In
                 progress("eval", i * len(shares) + n + 1, len(folds) * len(shares))
     return Evaluation(per_fold, sorted(points.items()), titles, kinds, len({task_id(t) for t in ingested.traces}),
                       len(ingested.traces), [sorted({task_id(t) for t in fold}) for fold in folds])
+
+
+def holding(ingested: IngestResult, traces: list[Trace]) -> IngestResult:
+    """`ingested` holding only `traces` (a fold), with their outcome counts."""
+    outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
+    return replace(ingested, traces=traces, outcomes=outcomes)
 
 
 def _rate(count: int, total: int) -> float | None:
