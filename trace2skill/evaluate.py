@@ -1,7 +1,8 @@
 """Held-out evaluation: would the skill's rules have addressed failures in runs it never saw?
 
-    split by task into K folds -> for each fold: distil the other folds in memory (write=False)
-    -> score the held-out fold -> pool the folds -> learning curve over shares of the training folds
+    index the corpus (task ids kept) -> split by task into K folds -> for each fold: distil shares
+    of the other folds in memory (write=False) -> read the held-out fold again and score it with
+    every share's rules -> pool the folds -> learning curve over shares of the training folds
 
 A trajectory's *task* is its SWE-bench instance id, tau-bench task id, else its own id, so two
 attempts at one task never sit on both sides of a split. Folds are dealt from the tasks sorted by
@@ -41,12 +42,11 @@ from .analyse import is_offline
 from .author import SkillBuild
 from .config import Config
 from .errors import NothingLearned
-from .ingest import IngestResult
 from .journal import AnalysisJournal
 from .llm import LLMClient
 from .provenance import load_provenance
 from .rules import RuleRecord
-from .stream import task_id
+from .stream import reread, task_id
 from .types import JSONObject, JSONValue, RunResult, Trace
 
 if TYPE_CHECKING:
@@ -81,11 +81,11 @@ def split_folds(items: Sequence[Item], k: int, task: Callable[[Item], str] = tas
     return folds
 
 
-def task_share(traces: Sequence[Trace], share: float) -> list[Trace]:
-    """The traces of the first `ceil(share * tasks)` tasks in hash order (a learning-curve point)."""
-    tasks = sorted({task_id(t) for t in traces}, key=lambda task: (hashlib.sha256(task.encode()).hexdigest(), task))
+def task_share(items: Sequence[Item], share: float, task: Callable[[Item], str] = task_id) -> list[Item]:
+    """The items of the first `ceil(share * tasks)` tasks in hash order (a learning-curve point)."""
+    tasks = sorted({task(t) for t in items}, key=lambda name: (hashlib.sha256(name.encode()).hexdigest(), name))
     keep = set(tasks[: math.ceil(share * len(tasks))])
-    return [t for t in traces if task_id(t) in keep]
+    return [t for t in items if task(t) in keep]
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,17 +357,16 @@ Distil = Callable[..., tuple[RunResult, SkillBuild]]
 module, so importing the pipeline here would make an import cycle."""
 
 
-def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, fold: IngestResult | Corpus,
+def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, fold: Corpus,
                  from_scratch: bool = True) -> tuple[list[RuleRecord], dict[str, str]]:
-    """Distil `fold` in memory (nothing written) with `distil` and return the written rules and
-    their files. `fold` is traces in memory (the evaluation's folds) or a corpus read from disk
-    (`Corpus.subset`, the held-out gate's: its traces stream, not held).
+    """Distil `fold` (a `Corpus.subset` of a run's index: its traces stream from disk, as any
+    run's do) in memory, nothing written, with `distil` and return the written rules and their files.
 
     `from_scratch` points the run at a folder that does not exist, so no existing skill (which
     may have been learned from the held-out runs) leaks into the result; otherwise the run
     deepens the configured skill, as a real distil or refresh would.
     """
-    if not (fold.traces if isinstance(fold, IngestResult) else fold.entries):
+    if not fold.entries:
         return [], {}
     if from_scratch:
         scratch = config.state_dir / SCRATCH
@@ -381,9 +380,8 @@ def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, fold: In
         from .journal import checkpoint_path
 
         checkpoint = checkpoint_path(config.state_dir)
-    given = {"ingested": fold} if isinstance(fold, IngestResult) else {"corpus": fold}
     try:
-        _, build = distil(config, llm, write=False, checkpoint=checkpoint, **given)
+        _, build = distil(config, llm, corpus=fold, write=False, checkpoint=checkpoint)
     except NothingLearned:
         return [], {}  # a skill with no rules: it flags nothing
     return written_rules(build.files.get("provenance.json")), build.files
@@ -432,17 +430,19 @@ class Evaluation:
         }
 
 
-def evaluate(distil: Distil, config: Config, llm: LLMClient | None, ingested: IngestResult, k: int = 4,
+def evaluate(distil: Distil, config: Config, llm: LLMClient | None, corpus: Corpus, k: int = 4,
              curve: Sequence[float] = CURVE, progress: Callable[..., None] | None = None) -> Evaluation:
-    """K-fold held-out evaluation of distilling `ingested` with `distil` (`pipeline.distill`; see
-    the module docstring).
+    """K-fold held-out evaluation of distilling `corpus` (read with `task_ids`) with `distil`
+    (`pipeline.distill`; see the module docstring). Each training subset is distilled from the
+    corpus's index as any run is; each held-out fold is then read again from disk once and scored,
+    a batch at a time, with the rules of every point of the curve: the corpus is never held.
 
     Raises:
         NoInputError: fewer than two tasks, so nothing can be held out.
     """
     from .errors import NoInputError
 
-    folds = split_folds(ingested.traces, k)
+    folds = split_folds(corpus.entries, k, task=_task)
     if len(folds) < 2:
         raise NoInputError(f"held-out evaluation needs trajectories of at least 2 tasks; found {len(folds)}")
     scorer = Scorer(config, llm)
@@ -452,27 +452,30 @@ def evaluate(distil: Distil, config: Config, llm: LLMClient | None, ingested: In
     kinds: dict[str, str] = {}
     shares = sorted(set(curve) | {1.0})
     for i, heldout in enumerate(folds):
-        training = [t for j, fold in enumerate(folds) if j != i for t in fold]
+        training = [e for j, fold in enumerate(folds) if j != i for e in fold]
+        rule_sets, sizes = [], []
         for n, share in enumerate(shares):
-            subset = task_share(training, share)
-            rules, _ = distil_rules(distil, config, llm, holding(ingested, subset))
-            scores = scorer.score(rules, heldout, training=len(subset))
+            subset = {e.id for e in task_share(training, share, task=_task)}
+            rule_sets.append(distil_rules(distil, config, llm, corpus.subset(lambda e: e.id in subset))[0])
+            sizes.append(len(subset))
+            if progress is not None:
+                progress("eval", i * len(shares) + n + 1, len(folds) * len(shares))
+        held = {e.id for e in heldout}
+        scored = scorer.scores(rule_sets, reread(corpus.subset(lambda e: e.id in held), config))
+        for share, rules, scores, size in zip(shares, rule_sets, scored, sizes):
+            scores = replace(scores, training=size)
             if share == 1.0:
                 per_fold.append(scores)
                 titles.update({r.id: r.title for r in rules})
                 kinds.update({r.id: r.kind for r in rules})
             if share in points:
                 points[share] = points[share] + scores
-            if progress is not None:
-                progress("eval", i * len(shares) + n + 1, len(folds) * len(shares))
-    return Evaluation(per_fold, sorted(points.items()), titles, kinds, len({task_id(t) for t in ingested.traces}),
-                      len(ingested.traces), [sorted({task_id(t) for t in fold}) for fold in folds])
+    return Evaluation(per_fold, sorted(points.items()), titles, kinds, len({e.task_id for e in corpus.entries}),
+                      len(corpus.entries), [sorted({e.task_id for e in fold}) for fold in folds])
 
 
-def holding(ingested: IngestResult, traces: list[Trace]) -> IngestResult:
-    """`ingested` holding only `traces` (a fold), with their outcome counts."""
-    outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
-    return replace(ingested, traces=traces, outcomes=outcomes)
+def _task(entry: IndexEntry) -> str:
+    return entry.task_id
 
 
 def _rate(count: int, total: int) -> float | None:

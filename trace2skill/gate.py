@@ -160,9 +160,9 @@ def heldout_split(config: Config, corpus: Corpus) -> tuple[str | None, list[Inde
         return None, [], []
     seen = _seen_ids(current_text)
     pool = [e for e in corpus.entries if e.id not in seen and e.outcome in ("success", "failure")]
-    if any(not e.task for e in pool):
-        raise ValueError("the corpus was indexed without task ids (IndexEntry.task); the held-out gate needs them")
-    return current_text, pool, split_folds(pool, config.gate.folds, task=lambda e: e.task) if pool else []
+    if any(not e.task_id for e in pool):
+        raise ValueError("the corpus was indexed without task ids (ShardJob.task_ids); the held-out gate needs them")
+    return current_text, pool, split_folds(pool, config.gate.folds, task=lambda e: e.task_id) if pool else []
 
 
 JUDGE_OUTPUT_TOKENS = 300

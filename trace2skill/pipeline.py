@@ -100,12 +100,14 @@ def plan(config: Config, llm: LLMClient | None, corpus: Corpus, checkpoint: Path
 def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, *, ingested: IngestResult | None = None,
                 executor: Executor | None = None, progress: Progress | None = None,
                 wanted: frozenset[str] | None = None, index_only: bool = False,
-                renamed: dict[tuple[str, str], str] | None = None) -> Corpus:
+                renamed: dict[tuple[str, str], str] | None = None, task_ids: bool | None = None) -> Corpus:
     """The map stage: every trajectory read, indexed and (offline) analysed, one at a time
     (`stream`), by `executor` (default: the one `analyse.executor` names). `wanted` keeps only
     those digests (the refresh job's new trajectories); `index_only` neither analyses nor counts
     prompt tokens (the refresh job's first look); `renamed` applies the ids an earlier look at
-    the same inputs settled (`stream.settle_ids`), so a filtered read names traces alike.
+    the same inputs settled (`stream.settle_ids`), so a filtered read names traces alike;
+    `task_ids` keeps each trajectory's task for held-out folds (default: when the held-out gate
+    is configured).
 
     Raises:
         NoInputError: no paths were given, or a given path does not exist.
@@ -113,14 +115,15 @@ def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, 
     """
     analysis: Analysis = "index" if index_only or not offline else "offline"
     count_tokens = not offline and not index_only
+    task_ids = config.gate.mode == "heldout" if task_ids is None else task_ids
     if ingested is not None:
         labels = LabelBook(threshold=config.analyse.success_threshold)
-        return corpus_of(ingested, ShardJob(config, labels, analysis, count_tokens=count_tokens))
+        return corpus_of(ingested, ShardJob(config, labels, analysis, count_tokens=count_tokens, task_ids=task_ids))
     inputs = [str(p) for p in (paths or [Path(p) for p in config.sources])]
     require_paths(inputs)
     shards, path_skips = plan_shards(inputs, config)
     job = ShardJob(config, label_book(inputs, config), analysis, wanted=wanted, renamed=renamed or {},
-                   count_tokens=count_tokens)
+                   count_tokens=count_tokens, task_ids=task_ids)
     own = executor is None
     executor = executor or executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address)
     try:
@@ -146,7 +149,6 @@ def distill(
     llm: LLMClient | None,
     paths: list[Path] | None = None,
     *,
-    ingested: IngestResult | None = None,
     progress: Progress | None = None,
     checkpoint: Path | None = None,
     write: bool = True,
@@ -160,8 +162,7 @@ def distill(
 
     Args:
         llm: the model client, or None for the offline analyst (the analyst is chosen here, once).
-        paths: trace files or folders (ignored when `ingested` or `corpus` is given).
-        ingested: traces already read and held (the held-out evaluation's folds).
+        paths: trace files or folders (ignored when `corpus` is given).
         progress: see `Progress`.
         checkpoint: run-state path; its journal makes a rerun skip work already paid for.
         write: False computes the build without touching the skill folder (and runs no gate).
@@ -182,7 +183,7 @@ def distill(
     started = time.monotonic()
     if write:
         check_skill_target(config.skill_dir())
-    corpus = corpus or read_corpus(config, is_offline(llm), paths, ingested=ingested, progress=progress)
+    corpus = corpus or read_corpus(config, is_offline(llm), paths, progress=progress)
     if not corpus.entries:
         raise NoInputError(no_input_message(corpus.skips))
     with skill_lock(config.skill_dir()) if write else _nothing():

@@ -85,8 +85,8 @@ class IndexEntry:
     tokens: int = 0
     """Prompt tokens of its compressed text, estimated without compressing (`compress.estimated_tokens`),
     for the model path's quote; 0 offline."""
-    task: str = ""
-    """The task it attempted (`task_id`), kept only when the held-out gate needs it to split folds."""
+    task_id: str = ""
+    """The task it attempted (`task_id`), kept only for held-out folds (`ShardJob.task_ids`)."""
     behaviours: "bytes | SpilledBlob | None" = None
     """The offline corpus pass's view of it (labelled runs of an offline job only), packed
     (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed;
@@ -121,6 +121,8 @@ class ShardJob:
     """(original id, digest) -> the id it gets (see `settle_ids`), for a shard read again."""
     count_tokens: bool = False
     """Fill `IndexEntry.tokens` (the model path's quote)."""
+    task_ids: bool = False
+    """Fill `IndexEntry.task_id` (the held-out gate and evaluation split folds by task)."""
     existing: tuple[RuleRecord, ...] = ()
     """The skill's current rules, which the model analyst sees (analysis `llm` only)."""
     recorded: frozenset[str] = frozenset()
@@ -355,7 +357,7 @@ def index_entry(trace: Trace, shard: int, seq: int, job: ShardJob) -> IndexEntry
         id=trace.id, digest=trace.digest(), outcome=trace.outcome, path=trace.source.path, record=trace.source.record,
         shard=shard, seq=seq, task_hash=task_hash(trace), format=trace.format,
         label_source=label if isinstance(label, str) else None, literals=literals_of(trace.task), tokens=tokens,
-        task=task_id(trace) if job.config.gate.mode == "heldout" else "",
+        task_id=task_id(trace) if job.task_ids else "",
     )
 
 
