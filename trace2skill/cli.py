@@ -421,9 +421,12 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
         before = _previous_titles(config.skill_dir())
         with _drain_on_sigterm() as control, _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
             checkpoint = checkpoint_path(config.state_dir) if llm is not None and not flags.dry_run else None
-            result, build = run_distill(config, llm, corpus=corpus, progress=progress, write=not flags.dry_run,
-                                        checkpoint=checkpoint, control=control, executor=executor,
-                                        on_quote=lambda q: _quoted(ctx, quoted, q, config, gate_quote))
+            try:
+                result, build = run_distill(config, llm, corpus=corpus, progress=progress, write=not flags.dry_run,
+                                            checkpoint=checkpoint, control=control, executor=executor,
+                                            on_quote=lambda q: _quoted(ctx, quoted, q, config, gate_quote))
+            finally:
+                executor.close()  # a run stopped early leaves the prompt pass's workers running
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
