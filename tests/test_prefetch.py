@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from trace2skill.analyse import analyst_messages, verified_quote, step_texts
+from trace2skill.analyse import verified_quote
+from trace2skill.prepare import analyst_messages, step_texts
 from trace2skill.config import load_config
 from trace2skill.executor.process import ProcessExecutor
 from trace2skill.ingest import load_traces

@@ -104,9 +104,10 @@ class AnalyseConfig(_Section):
     sidechains: Literal["keep", "drop"] = "keep"
     """Claude Code sub-agent conversations: kept apart in `extra` (`keep`) or dropped."""
     executor: Literal["local", "process", "ray"] = "local"
-    """Where the map stage (read and analyse each trajectory) runs: this process, worker processes, or Ray."""
+    """Where the map stage (read and analyse each trajectory) runs: this process, worker processes, or Ray. With a model,
+    `local` and `process` both read and prepare prompts in worker processes, and send requests from this one."""
     workers: Int = Field(default=1, ge=1, le=MAX_CONCURRENCY)
-    """Worker processes (or Ray tasks at once) of the map stage; the offline analyst is CPU-bound."""
+    """Worker processes (or Ray tasks at once) of the map stage; the offline analyst is CPU-bound (with a model, at least one)."""
     ray_address: str | None = None
     """Ray cluster to join (`auto`, `ray://HOST:PORT`); unset starts a local Ray."""
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
 
-from .analyse import Analyst, Prepared
+from .analyse import Analyst
+from .prepare import Prepared
 from .consolidate import chunk, merge_sets
 from .errors import (BudgetExceeded, ContextTooLong, Interrupted, LessonParseError, LLMError, LLMRequestsBlocked,
                      ProviderRejected, ProviderUnavailable, RateLimited)

@@ -47,7 +47,7 @@ from .types import LessonSet, RunResult, Skip, Trace, content_hash
 if TYPE_CHECKING:
     from langgraph.runtime import RunControl
 
-    from .analyse import Prepared
+    from .prepare import Prepared
 
 warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning, module=r"langgraph\.")
 """LangGraph leaves coroutines of cancelled tasks unawaited when a run stops on an error or Ctrl-C;
@@ -200,27 +200,20 @@ def distill(
     started = time.monotonic()
     if write:
         check_skill_target(config.skill_dir())
-    own = executor is None
-    executor = executor or map_executor(config, is_offline(llm))
-    try:
-        corpus = corpus or read_corpus(config, is_offline(llm), paths, executor=executor, progress=progress)
-        if not corpus.entries:
-            raise NoInputError(no_input_message(corpus.skips))
-        with skill_lock(config.skill_dir()) if write else _nothing():
-            # the index as read, for the held-out gate's folds (`_build` releases the behaviours the offline selection read)
-            gated = replace(corpus) if write and config.gate.mode == "heldout" else corpus
-            run, analyst, final, failed, notes, build = _build(config, llm, corpus, progress, checkpoint, control, rejected,
-                                                              write, on_quote, quoted, executor)
-            decision = None
-            if write and build.changed and config.gate.mode != "none":
-                from .gate import run_gate
+    corpus = corpus or read_corpus(config, is_offline(llm), paths, executor=executor, progress=progress)
+    if not corpus.entries:
+        raise NoInputError(no_input_message(corpus.skips))
+    with skill_lock(config.skill_dir()) if write else _nothing():
+        gated = replace(corpus) if write and config.gate.mode == "heldout" else corpus  # the index as read, for the gate's folds
+        run, analyst, final, failed, notes, build = _build(config, llm, corpus, progress, checkpoint, control, rejected,
+                                                          write, on_quote, quoted, executor)
+        decision = None
+        if write and build.changed and config.gate.mode != "none":
+            from .gate import run_gate
 
-                build, decision = run_gate(distill, config, llm, build, gated, run.run_id)
-            if write and build.changed and (decision is None or decision["accepted"]):
-                write_skill_dir(config.skill_dir(), build.files)
-    finally:
-        if own:
-            executor.close()
+            build, decision = run_gate(distill, config, llm, build, gated, run.run_id)
+        if write and build.changed and (decision is None or decision["accepted"]):
+            write_skill_dir(config.skill_dir(), build.files)
     written_before = _catalogue_text() if analyst.mode == "offline" else ""
     warnings = (tuple(loss_warnings(corpus.fidelity)) + tuple(leakage(final.lessons, corpus.entries, written_before))
                 + tuple(notes))
@@ -302,7 +295,7 @@ def _catalogue_text() -> str:
 def _build(config: Config, llm: LLMClient | None, corpus: Corpus, progress: Progress | None,
            checkpoint: Path | None, control: RunControl | None, rejected: dict[str, int] | None, write: bool,
            on_quote: Callable[[Quote], None] | None, quoted: Quote | None,
-           executor: Executor) -> tuple[RunInfo, Analyst, LessonSet, list[Skip], list[str], SkillBuild]:
+           executor: Executor | None) -> tuple[RunInfo, Analyst, LessonSet, list[Skip], list[str], SkillBuild]:
     """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
     finishing a killed write; a dry run reads where that write left it, moving nothing)."""
     source = config.skill_dir()
@@ -480,7 +473,7 @@ async def merge_levels(work: Work, config: Config, pool: list[Packed], level: in
     return final.unpack() if final is not None else LessonSet()
 
 
-def prepared(corpus: Corpus, work: Work, config: Config, executor: Executor) -> Iterator[Prepared]:
+def prepared(corpus: Corpus, work: Work, config: Config, executor: Executor | None) -> Iterator[Prepared]:
     """The model analysts' prompts, in stream order, prepared ahead (`prefetch`: in the
     executor's worker processes, or in threads for traces the corpus holds in memory); those
     the journal holds come without one. Nothing is prepared until the fleet asks (offline runs
@@ -491,7 +484,7 @@ def prepared(corpus: Corpus, work: Work, config: Config, executor: Executor) -> 
     recorded = work.journal.analysed() if work.journal is not None else set()
     if corpus.held is not None:
         return in_memory(reread(corpus, config), config, existing, recorded)
-    return prompts(corpus, config, executor, existing, recorded)
+    return prompts(corpus, config, executor or map_executor(config, False), existing, recorded)
 
 
 async def _check(analyst: Analyst) -> None:

@@ -4,8 +4,8 @@ An analysis costs the driver's interpreter two things: its prompt (read the traj
 redact, compress, tokenise, render: about 20 ms of CPU a trajectory) and its request (litellm
 and httpx: about 10 ms). At concurrency 32 and half a second a request, one interpreter
 cannot do both: requests would wait for prompts. So the prompts are prepared in the
-executor's worker processes (`stream.run_shard` with the `prompt` job: `analyse.prepare` of
-each trace), shard after shard in stream order, and come back as text (`analyse.Prepared`:
+executor's worker processes (`stream.run_shard` with the `prompt` job: `prepare.prepare` of
+each trace), shard after shard in stream order, and come back as text (`prepare.Prepared`:
 the messages and the step texts a reply's quotes are checked against, never the trace).
 They are made ahead of the free request slots, but at most `ahead` shards ahead, about twice
 the concurrency in prompts, so memory follows the concurrency, not the corpus. Trajectories
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
-from .analyse import Prepared, prepare
+from .prepare import Prepared, prepare
 from .config import Config
 from .errors import ContextTooLong
 from .executor import Executor

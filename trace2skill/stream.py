@@ -44,11 +44,11 @@ from .rules import RuleRecord
 from .types import JSONObject, LessonSet, Outcome, Skip, Trace, content_hash
 
 if TYPE_CHECKING:
-    from .analyse import Prepared
+    from .prepare import Prepared
 
 Analysis = Literal["index", "offline", "prompt", "llm"]
 """What `run_shard` does per trace: only index it; index it and run the offline analyst; prepare
-the model analyst's prompt (`analyse.prepare`; the model path's second pass, see `prefetch`); or
+the model analyst's prompt (`prepare.prepare`; the model path's second pass, see `prefetch`); or
 (remote executors only, see `executor`) index it and run the model analyst where it is read."""
 
 
@@ -331,7 +331,7 @@ def run_shard(shard: Shard, job: ShardJob) -> ShardResult:
     if job.analysis == "llm":
         raise ValueError("the model analysis runs in the driver on the local executors (see executor)")
     if job.analysis == "prompt":
-        from .analyse import Prepared, prepare
+        from .prepare import Prepared, prepare
 
         for trace in iter_shard(shard, job, result):
             result.prompts.append(Prepared(trace.id, trace.digest(), trace.outcome, None) if trace.digest() in job.recorded

@@ -19,7 +19,7 @@ from ..stream import Shard, ShardJob, ShardResult, run_shard
 from .base import ExecutorName
 
 _JOB: ShardJob | None = None
-PRELOAD = ["trace2skill.stream", "trace2skill.analyse", "trace2skill.compress", "trace2skill.executor.process"]
+PRELOAD = ["trace2skill.stream", "trace2skill.prepare", "trace2skill.compress", "trace2skill.executor.process"]
 """Imported once by the fork server (not by the driver): what reading and preparing prompts need."""
 
 
