@@ -4,8 +4,8 @@ as soon as their group is analysed, and the run's failure policy.
 Trajectories come one at a time as prepared prompts (`prefetch`: read and compressed in
 worker processes, ahead of the requests); at most `analyse.concurrency` analyses and merges
 are in flight, and the next prompt is taken when a slot frees, so a run holds about twice
-`concurrency` prompts and no trajectory, whatever the corpus size. Level-1 merge groups are fixed before the first call: `fan_in` consecutive
-trajectories in stream order (`consolidate.chunk` over the positions), so a group's merge
+`concurrency` prompts and no trajectory, whatever the corpus size. Level-1 merge groups are
+fixed before the first call: `fan_in` consecutive trajectories in stream order (`consolidate.chunk` over the positions), so a group's merge
 starts the moment its last analysis lands and never depends on completion order. Higher
 levels run in the consolidation graph (`graph`).
 
@@ -23,15 +23,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from .analyse import Analyst
-from .prepare import Prepared
 from .consolidate import chunk, merge_sets
 from .errors import (BudgetExceeded, ContextTooLong, Interrupted, LessonParseError, LLMError, LLMRequestsBlocked,
                      ProviderRejected, ProviderUnavailable, RateLimited)
 from .journal import AnalysisJournal
+from .prepare import Prepared
 from .stream import Packed
 from .types import LessonSet, Skip, content_hash
 
