@@ -53,6 +53,11 @@ from typing import IO, Any
 from ..types import JSONValue, Skip
 from .base import Document
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a dependency; without it every value is parsed by json.loads
+    _orjson = None
+
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024 * 1024
 DEFAULT_MAX_RATIO = 200
@@ -404,7 +409,32 @@ def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
     return data + stream.read(limit - len(data)) if len(data) > left else data
 
 
+_DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+"""`bytes.translate` table: every digit to `0`, every other byte to a space."""
+_LONG_NUMBER = b"0" * 19
+_SLOW = object()
+
+
+def _quick_loads(data: bytes) -> object:
+    """The value `json.loads` gives for the JSON text `data`, parsed by orjson (about twice as
+    fast), or `_SLOW` when only `json.loads` can say. orjson refuses whatever `json.loads`
+    might read differently or refuse with its own message (a byte-order mark, bytes that are
+    not UTF-8, invalid JSON, lone surrogate escapes, `NaN`, a float beyond range, nesting
+    deeper than 1024); the one value it reads differently without refusing, an integer
+    beyond 64 bits (a float to orjson), needs 19 digits in a row, so text holding such a run
+    anywhere is left to `json.loads` too. Tested against `json.loads` on mutated texts."""
+    if _orjson is None or _LONG_NUMBER in data.translate(_DIGITS):
+        return _SLOW
+    try:
+        return _orjson.loads(data)
+    except _orjson.JSONDecodeError:
+        return _SLOW
+
+
 def _json_document(source: Source, data: bytes, max_bytes: int) -> Document | Skip:
+    value = _quick_loads(data)
+    if value is not _SLOW:
+        return Document(path=source.path, kind="json", _value=value)
     text, problem = _decode(data)
     if problem:
         return Skip(path=source.path, reason=problem)
@@ -468,6 +498,9 @@ def _jsonl_records(source: Source, max_bytes: int, only: Collection[int] | None 
 
 
 def _parse_line(path: str, line_no: int, line: bytes) -> tuple[int, JSONValue] | Skip:
+    value = _quick_loads(line)
+    if value is not _SLOW:
+        return line_no, value  # type: ignore[return-value]
     text, problem = _decode(line)
     if problem:
         return Skip(path=path, record=f"line {line_no}", reason=problem)
