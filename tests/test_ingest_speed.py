@@ -141,10 +141,37 @@ def test_the_trace_gate_never_skips_a_secret_under_a_secret_looking_key(entry):
 def test_keyword_scan_agrees_with_substring_search(text):
     words = tuple(_ASSIGNMENTS)
     tokens = sorted({k for rule in Redactor()._rules for k in rule.keywords})
-    present, spots = _Keywords(tokens, words).scan(text)
+    found, spots = _Keywords(tokens, words).scan(text)
     lower = text.replace("\u0130", "I").lower()
-    assert present == frozenset(t for t in tokens if t in text)
+    assert found == {t: [i for i in range(len(text)) if text.startswith(t, i)] for t in tokens if t in text}
     assert spots == {w: [i for i in range(len(lower)) if lower.startswith(w, i)] for w in words if w in lower}
+
+
+CLEAN_TEXT = ("SKIP the TASK: curl https://example.com/x and mysql --help; Basic usage, Bearer of news, "
+              "Authorization required, EAAAA and sq0 notes")
+"""Keywords of every anchored rule, none of them followed by a secret."""
+
+
+@pytest.mark.parametrize("text", [line for line, _ in CORPUS.values()] + ODD_CASES + [CLEAN_TEXT])
+def test_an_anchored_rule_matches_only_where_a_keyword_starts(text):
+    """The gate tries an anchored rule only where one of its keywords starts: every match a scan
+    of the whole text finds must start there, or the gate could pass a secret by."""
+    for rule in Redactor()._rules:
+        if rule.anchored:
+            for match in rule.pattern.finditer(text):
+                assert any(text.startswith(k, match.start()) for k in rule.keywords), (rule.kind, match.group(0))
+
+
+@pytest.mark.parametrize("line", [line for line, _ in CORPUS.values()] + ODD_CASES)
+def test_the_gate_finds_a_secret_after_keywords_that_lead_nowhere(line):
+    """With the anchored rules' keywords earlier in the same text, not followed by a secret,
+    the gate still sends the trace to the field walk, which replaces what `redact_text` does."""
+    anchored = {rule.kind for rule in Redactor()._rules if rule.anchored}
+    assert anchored == {"twilio-api-key", "square-token", "basic-auth", "bearer-token", "authorization", "url-password",
+                        "mysql-password", "curl-password"}
+    message = CLEAN_TEXT + "\n" + line
+    assert Redactor().redact_text(CLEAN_TEXT) == CLEAN_TEXT
+    assert Redactor().redact_trace(trace(message)).steps[0].message == Redactor().redact_text(message)
 
 
 @settings(max_examples=300, deadline=None)
