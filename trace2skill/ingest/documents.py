@@ -412,6 +412,7 @@ def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
 _DIGITS = bytes(48 if 48 <= byte <= 57 else byte if byte == 46 else 32 for byte in range(256))
 """`bytes.translate` table: every digit to `0`, `.` kept, every other byte to a space."""
 _LONG_NUMBER = b"0" * 19
+_LONG_RUN = b" " + _LONG_NUMBER
 _SLOW = object()
 
 
@@ -427,7 +428,7 @@ def _quick_loads(data: bytes) -> object:
     if _orjson is None:
         return _SLOW
     shape = data.translate(_DIGITS)
-    if b" " + _LONG_NUMBER in shape or shape.startswith(_LONG_NUMBER):
+    if _LONG_RUN in shape or shape.startswith(_LONG_NUMBER):
         return _SLOW
     try:
         return _orjson.loads(data)
