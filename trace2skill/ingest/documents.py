@@ -30,6 +30,10 @@ empty file, truncated or invalid JSON, nesting deep enough to hit Python's recur
 limit, an integer longer than Python's 4,300-digit conversion limit, an over-long line) is
 yielded as a `Skip` naming the file, the line when there is one, and what is wrong. Nothing
 here raises for bad input.
+
+A JSON value is parsed by orjson where it certainly gives the value `json.loads` gives
+(`_quick_loads`), about twice as fast; anything else, bad input included, by `json.loads`,
+whose messages the skips quote.
 """
 
 from __future__ import annotations
