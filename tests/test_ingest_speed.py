@@ -321,3 +321,13 @@ def test_quick_loads_agrees_with_json_loads_on_any_value(value):
     assert quick is _SLOW or repr(quick) == repr(json.loads(data))
     if not re.search(rb"\d{19}", data):  # nothing orjson could misread: it is used
         assert quick is not _SLOW
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", " ", "xyz"]), max_size=60).map("".join),
+       st.sampled_from([4, 6, 8, 11]))
+def test_head_and_tail_gives_the_lines_splitting_the_whole_text_gives(text, chunk):
+    from trace2skill.ingest._steps import head_and_tail
+
+    lines = text.splitlines()
+    assert head_and_tail(text, chunk) == (lines[:3] + lines[-3:] if len(lines) > 6 else lines)

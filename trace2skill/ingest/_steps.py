@@ -243,7 +243,7 @@ _ERROR_PARTS = tuple((words, re.compile(pattern, re.MULTILINE | re.IGNORECASE)) 
 """`_ERROR_WORDS` but its phrases, one alternative at a time, each with the words (lower case)
 every match of it holds: on ASCII text an alternative is tried only where its words occur in
 the lower-cased text, since a case-insensitive alternation tries every position of the text
-(half the time of a Claude Code session's results went there)."""
+(this halves the gate's time on real-formats' tool results)."""
 _EXIT_WORDS = re.compile(
     r"\b(?:exit(?:ed with)?|return)[ _]?(?:code|status)\b[\s:=]*(-?\d+)",
     re.IGNORECASE,
