@@ -427,8 +427,9 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
     pending: FileFidelity | None = None
     """The row of the file being read: a large JSONL file's byte ranges come in consecutive shards."""
     redactions: Counter[str] = Counter()
+    shared: dict[object, object] = {shard.path: shard.path for shard in shards}
     for result in results:
-        entries.extend(_spilled(entry, spill) for entry in result.entries)
+        entries.extend(_compact(entry, spill, shared) for entry in result.entries)
         for entry, packed in zip(result.entries, result.lessons):
             if (entry.id, entry.digest) not in lessons:
                 lessons[(entry.id, entry.digest)] = packed.spilled(spill)
@@ -449,14 +450,22 @@ def gather(results: Iterable[ShardResult], shards: list[Shard], path_skips: list
     return Corpus(kept, by_id, skips + duplicates, fidelity, totals.as_json(), dict(redactions), labels, inputs, shards, renamed, failed)
 
 
-def _spilled(entry: IndexEntry, spill: Spill) -> IndexEntry:
-    """`entry` with its packed behaviours in `spill` (about 1 KB a trajectory that would
-    otherwise wait in memory for the offline selection)."""
+def _compact(entry: IndexEntry, spill: Spill, shared: dict[object, object]) -> IndexEntry:
+    """`entry` as the run keeps it: its packed behaviours in `spill` (about 1 KB a trajectory
+    that would otherwise wait in memory for the offline selection), and its values that
+    repeat across entries held once (`shared`: equal value -> the one kept): the file it
+    was read from is its shard's path, the labels file is one per run, and a task's hash and
+    literals are the same for every attempt at it. About 600 of an entry's 900 bytes are
+    those values, each a new object per trajectory as read."""
     from dataclasses import replace
 
-    if not isinstance(entry.behaviours, bytes):
-        return entry
-    return replace(entry, behaviours=SpilledBlob(spill, spill.put(entry.behaviours), len(entry.behaviours)))
+    behaviours = entry.behaviours
+    if isinstance(behaviours, bytes):
+        behaviours = SpilledBlob(spill, spill.put(behaviours), len(behaviours))
+    return replace(entry, behaviours=behaviours, path=shared.setdefault(entry.path, entry.path),
+                   label_source=shared.setdefault(entry.label_source, entry.label_source),
+                   task_hash=shared.setdefault(entry.task_hash, entry.task_hash),
+                   literals=shared.setdefault(entry.literals, entry.literals))
 
 
 def _count(row: FileFidelity, totals: Totals, lossy_rows: list[FileFidelity]) -> None:
