@@ -341,7 +341,7 @@ def distinct_trace_ids(evidence: Iterable[Evidence]) -> Iterator[str]:
     yield from sorted({row[0] for row in evidence_rows(evidence)})
 
 
-class _RowPacker:
+class RowPacker:
     """Packs rows as they come: compressed chunks of `EVIDENCE_CHUNK` rows, and the counts
     (distinct traces, failing, succeeding) worked out on the way when the rows come in
     `row_key` order (then grouped by trace id), else recounted from the chunks at the end."""
@@ -417,7 +417,7 @@ class PackedEvidence(Sequence[Evidence]):
 
     @classmethod
     def of_rows(cls, rows: Iterable[EvidenceRow]) -> "PackedEvidence":
-        packer = _RowPacker()
+        packer = RowPacker()
         for row in rows:
             packer.add(row)
         return packer.packed()

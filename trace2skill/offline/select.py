@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Protocol, SupportsBytes
 
-from ..types import Evidence, Lesson, Trace, evidence_rows, union_evidence
+from ..types import Lesson, PackedEvidence, RowPacker, Trace, evidence_rows, union_evidence
 from . import packs
 from .behaviours import (MIN_RUNS, Behaviours, Labelled, Shown, Tally, Verdict, as_lesson, count, generic_behaviours,
                          source_of, tested)
@@ -196,18 +196,21 @@ def behaviour_rules(runs: Sequence[Observed]) -> list[Lesson]:
             wording, what = packs.wording(verdict.signature), packs.shown(verdict.signature)
             if wording is None or wording["polarity"] != verdict.polarity:
                 continue  # the pack's advice points the other way than these numbers
-        lessons.append(as_lesson(verdict, wording, what, tuple(evidence[verdict.signature])))
+        lessons.append(as_lesson(verdict, wording, what, evidence[verdict.signature]))
     return lessons[:MAX_BEHAVIOURS]
 
 
-def _evidence(verdicts: list[Verdict], labelled: Sequence[Observed]) -> dict[str, list[Evidence]]:
-    """Per kept behaviour, the runs on the side that argues for its rule, with steps and quote."""
+def _evidence(verdicts: list[Verdict], labelled: Sequence[Observed]) -> dict[str, PackedEvidence]:
+    """Per kept behaviour, the runs on the side that argues for its rule, with steps and quote
+    (the first item a run showed of it), packed as they come: a behaviour most runs show has
+    an item per run, tens of thousands at scale."""
     wanted = {v.signature: "success" if v.polarity == "do" else "failure" for v in verdicts}
-    found: dict[str, list[Evidence]] = {signature: [] for signature in wanted}
+    found = {signature: RowPacker() for signature in wanted}
     for run in labelled:
         if run.outcome not in wanted.values():
             continue
         for item in Behaviours.unpack(bytes(run.behaviours or b"")).shown:
-            if wanted.get(item.signature) == run.outcome and not any(e.trace_id == run.id for e in found[item.signature][-1:]):
-                found[item.signature].append(Evidence(trace_id=run.id, outcome=run.outcome, steps=item.steps, quote=item.quote))
-    return found
+            packer = found.get(item.signature)
+            if wanted.get(item.signature) == run.outcome and (packer.last is None or packer.last[0] != run.id):
+                packer.add((run.id, run.outcome, tuple(item.steps), item.quote))
+    return {signature: packer.packed() for signature, packer in found.items()}
