@@ -429,7 +429,7 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, conf
 
     try:
         if work.analyst.mode == "offline":
-            pool, level = [corpus.lessons[e.id] for e in corpus.entries], 0
+            pool, level = [corpus.lessons.pop(e.id) for e in corpus.entries], 0  # read once: the merges own them now
             tick("analyse", n)
         elif config.analyse.executor == "ray" and corpus.shards:  # the analysts run where the shards are read
             from .executor.ray import analyse_remote
