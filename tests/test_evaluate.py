@@ -192,3 +192,35 @@ def test_the_model_judge_cites_rule_ids_and_unknown_ids_are_dropped(tmp_path):
                                obj={"llm_factory": lambda config: llm})
     assert again.exit_code == 0 and json.loads(again.stdout)["rule_hits"] == report["rule_hits"]
     assert len(llm.calls) == calls, "a rerun of the evaluation pays for nothing again"
+
+
+def test_eval_reads_each_heldout_fold_again_a_batch_at_a_time_and_never_holds_the_corpus(tmp_path, monkeypatch):
+    """200 runs of 100 tasks, two folds of 100 held-out runs: each fold is read from disk once and
+    scored a batch at a time with the rules of all four learning-curve points, so no more than a
+    batch of traces is alive when the scorer runs (eval used to load every run first)."""
+    import gc
+
+    from trace2skill.evaluate import SCORE_BATCH, Scorer
+    from trace2skill.types import Trace
+
+    rows = [(task, trial, trial == 1, [] if trial == 1 else ["pytest-missing"]) for task in range(100) for trial in (0, 1)]
+    corpus = write_corpus(tmp_path / "runs.json", rows)
+    alive: list[int] = []
+    flags = Scorer.flags
+
+    def counting(self, traces, rules):
+        gc.collect()
+        alive.append(sum(isinstance(o, Trace) for o in gc.get_objects()))
+        return flags(self, traces, rules)
+
+    monkeypatch.setattr(Scorer, "flags", counting)
+    result = CliRunner().invoke(app, ["eval", str(corpus), "--folds", "2", "--json", "--set", f"state_dir={tmp_path / 'state'}"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["trajectories"], report["heldout_failures"], report["heldout_successes"]) == (200, 100, 100)
+    folds = hash_folds([f"task_id:{task}" for task in range(100)], 2)
+    assert [f["heldout_failures"] for f in report["folds"]] == [sum(1 for f in folds.values() if f == k) for k in (0, 1)]
+    assert report["heldout_failure_coverage"] == 1.0 and report["false_alarm_rate"] == 0.0, "the pitfall flags every failure"
+    batches = [-(-sum(2 for f in folds.values() if f == k) // SCORE_BATCH) for k in (0, 1)]
+    assert len(alive) == sum(batches) * 4, "each batch of each fold scored with the rules of four curve points"
+    assert max(alive) <= SCORE_BATCH + 1, alive

@@ -547,7 +547,6 @@ def eval_command(
     """Held-out evaluation: distil on K-1 folds, score the rules on the held-out fold."""
     from .errors import ConfigError
     from .evaluate import curve_svg, evaluate
-    from .ingest import load_traces
     from .report import print_eval
 
     overrides = {"llm.model": model, "llm.api_base": api_base, "analyse.format": trace_format, "analyse.labels": labels,
@@ -556,17 +555,19 @@ def eval_command(
         config = _config(config_path, overrides, settings)
         config = config.model_copy(update={"gate": type(config.gate)()})
         llm = _llm(ctx, config)
-        ingested = load_traces(paths or [Path(p) for p in config.sources], config)
-        if llm is not None:
-            from .evaluate import CURVE
-
-            labelled = sum(t.outcome in ("success", "failure") for t in ingested.traces)
-            _err(f"quote: {folds * len(CURVE)} in-memory distils (up to {len(ingested.traces)} analyses each, "
-                 f"plus merges) and up to {labelled * len(CURVE)} judge calls; capped by --budget / --max-calls")
         with _progress_reporter(_show_progress(ctx, json_out)) as progress:
             from .pipeline import distill as run_distill
+            from .analyse import is_offline
+            from .pipeline import read_corpus
 
-            evaluation = evaluate(run_distill, config, llm, ingested, folds, progress=progress)
+            corpus = read_corpus(config, is_offline(llm), paths, progress=progress, task_ids=True)
+            if llm is not None:
+                from .evaluate import CURVE
+
+                labelled = sum(e.outcome in ("success", "failure") for e in corpus.entries)
+                _err(f"quote: {folds * len(CURVE)} in-memory distils (up to {len(corpus.entries)} analyses each, "
+                     f"plus merges) and up to {labelled * len(CURVE)} judge calls; capped by --budget / --max-calls")
+            evaluation = evaluate(run_distill, config, llm, corpus, folds, progress=progress)
         report = evaluation.as_dict()
         target = plot or config.state_dir / "eval" / "learning-curve.svg"
         if target.is_symlink():
@@ -576,11 +577,11 @@ def eval_command(
     except (Trace2SkillError, OSError) as exc:
         raise _fail(exc) from None
     report["plot"] = str(target)
-    report["skipped"] = [{"path": s.path, "record": s.record, "reason": s.reason} for s in ingested.skips]
+    report["skipped"] = [{"path": s.path, "record": s.record, "reason": s.reason} for s in corpus.skips]
     if llm is not None:
         report["usage"] = llm.usage.model_dump(mode="json")
     print_eval(report, json_out=json_out)
-    if ingested.skips:
+    if corpus.skips:
         raise typer.Exit(EXIT_PARTIAL)
 
 

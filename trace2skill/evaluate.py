@@ -1,7 +1,8 @@
 """Held-out evaluation: would the skill's rules have addressed failures in runs it never saw?
 
-    split by task into K folds -> for each fold: distil the other folds in memory (write=False)
-    -> score the held-out fold -> pool the folds -> learning curve over shares of the training folds
+    index the corpus (task ids kept) -> split by task into K folds -> for each fold: distil shares
+    of the other folds in memory (write=False) -> read the held-out fold again and score it with
+    every share's rules -> pool the folds -> learning curve over shares of the training folds
 
 A trajectory's *task* is its SWE-bench instance id, tau-bench task id, else its own id, so two
 attempts at one task never sit on both sides of a split. Folds are dealt from the tasks sorted by
@@ -32,6 +33,8 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,12 +42,15 @@ from .analyse import is_offline
 from .author import SkillBuild
 from .config import Config
 from .errors import NothingLearned
-from .ingest import IngestResult
 from .journal import AnalysisJournal
 from .llm import LLMClient
 from .provenance import load_provenance
 from .rules import RuleRecord
+from .stream import reread, task_id
 from .types import JSONObject, JSONValue, RunResult, Trace
+
+if TYPE_CHECKING:
+    from .stream import Corpus, IndexEntry
 
 CURVE = (0.25, 0.5, 0.75, 1.0)
 """Shares of the training folds' tasks the learning curve distils from."""
@@ -56,35 +62,30 @@ SCRATCH = "eval-no-skill"
 # Splitting by task
 
 
-def task_id(trace: Trace) -> str:
-    """The task a trajectory attempted: SWE-bench `instance_id`, tau-bench `task_id`, else its id."""
-    for key in ("instance_id", "task_id"):
-        value = trace.extra.get(key)
-        if value is not None and str(value):
-            return f"{key}:{value}"
-    return f"trace:{trace.id}"
+Item = TypeVar("Item", Trace, "IndexEntry")
 
 
-def split_folds(traces: Sequence[Trace], k: int) -> list[list[Trace]]:
+def split_folds(items: Sequence[Item], k: int, task: Callable[[Item], str] = task_id) -> list[list[Item]]:
     """`k` folds (fewer when there are fewer tasks), no task in two folds, deterministic.
 
     Tasks are ordered by the SHA-256 of their id and dealt round-robin, so folds differ in size
     by at most one task and the split does not depend on the order the traces were read in.
+    `items` are traces, or index entries with `task=lambda e: e.task` (the held-out gate).
     """
-    tasks = sorted({task_id(t) for t in traces}, key=lambda task: (hashlib.sha256(task.encode()).hexdigest(), task))
+    tasks = sorted({task(t) for t in items}, key=lambda name: (hashlib.sha256(name.encode()).hexdigest(), name))
     k = max(1, min(k, len(tasks)))
-    fold_of = {task: i % k for i, task in enumerate(tasks)}
-    folds: list[list[Trace]] = [[] for _ in range(k)]
-    for trace in sorted(traces, key=lambda t: t.id):
-        folds[fold_of[task_id(trace)]].append(trace)
+    fold_of = {name: i % k for i, name in enumerate(tasks)}
+    folds: list[list[Item]] = [[] for _ in range(k)]
+    for item in sorted(items, key=lambda t: t.id):
+        folds[fold_of[task(item)]].append(item)
     return folds
 
 
-def task_share(traces: Sequence[Trace], share: float) -> list[Trace]:
-    """The traces of the first `ceil(share * tasks)` tasks in hash order (a learning-curve point)."""
-    tasks = sorted({task_id(t) for t in traces}, key=lambda task: (hashlib.sha256(task.encode()).hexdigest(), task))
+def task_share(items: Sequence[Item], share: float, task: Callable[[Item], str] = task_id) -> list[Item]:
+    """The items of the first `ceil(share * tasks)` tasks in hash order (a learning-curve point)."""
+    tasks = sorted({task(t) for t in items}, key=lambda name: (hashlib.sha256(name.encode()).hexdigest(), name))
     keep = set(tasks[: math.ceil(share * len(tasks))])
-    return [t for t in traces if task_id(t) in keep]
+    return [t for t in items if task(t) in keep]
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,23 +306,43 @@ class Scorer:
 
     def score(self, rules: Sequence[RuleRecord], traces: Iterable[Trace], training: int = 0) -> Scores:
         """Counts over the labelled traces (runs with an unknown outcome are not scored)."""
-        failures = successes = covered = alarmed = 0
-        hits: Counter[str] = Counter()
-        alarms: Counter[str] = Counter()
-        by_kind: Counter[str] = Counter()
-        kind_of = {rule.id: rule.kind for rule in rules}
         labelled = [t for t in traces if t.outcome in ("failure", "success")]
-        for trace, flagged in zip(labelled, self.flags(labelled, rules)):
-            by_kind.update(f"{trace.outcome}:{kind}" for kind in {kind_of[rid] for rid in flagged})
-            if trace.outcome == "failure":
-                failures += 1
-                covered += bool(flagged)
-                hits.update(flagged)
-            else:
-                successes += 1
-                alarmed += bool(flagged)
-                alarms.update(flagged)
-        return Scores(failures, successes, covered, alarmed, dict(hits), dict(alarms), len(rules), training, dict(by_kind))
+        return _tally(Scores(rules=len(rules), training=training), rules, labelled, self.flags(labelled, rules))
+
+    def scores(self, rule_sets: Sequence[Sequence[RuleRecord]], traces: Iterable[Trace]) -> list[Scores]:
+        """`score` of each rule set on `traces`, which are consumed a batch at a time and not kept
+        (the held-out gate streams its folds from disk; offline findings are dropped with their batch)."""
+        totals = [Scores(rules=len(rules)) for rules in rule_sets]
+        labelled = (t for t in traces if t.outcome in ("failure", "success"))
+        size = max(SCORE_BATCH, 2 * self.config.analyse.concurrency)
+        while batch := list(islice(labelled, size)):
+            totals = [_tally(total, rules, batch, self.flags(batch, rules)) for total, rules in zip(totals, rule_sets)]
+            for trace in batch:
+                self._findings.pop(trace.id, None)
+        return totals
+
+
+SCORE_BATCH = 64
+"""Traces `Scorer.scores` holds at once (at least twice the concurrency, so judge calls fill it)."""
+
+
+def _tally(into: Scores, rules: Sequence[RuleRecord], labelled: list[Trace], flags: list[set[str]]) -> Scores:
+    """`into` plus the counts of `labelled` traces flagged as `flags` says."""
+    hits, alarms, by_kind = Counter(into.hits), Counter(into.alarms), Counter(into.by_kind)
+    failures, successes, covered, alarmed = into.failures, into.successes, into.covered, into.alarmed
+    kind_of = {rule.id: rule.kind for rule in rules}
+    for trace, flagged in zip(labelled, flags):
+        by_kind.update(f"{trace.outcome}:{kind}" for kind in {kind_of[rid] for rid in flagged})
+        if trace.outcome == "failure":
+            failures += 1
+            covered += bool(flagged)
+            hits.update(flagged)
+        else:
+            successes += 1
+            alarmed += bool(flagged)
+            alarms.update(flagged)
+    return replace(into, failures=failures, successes=successes, covered=covered, alarmed=alarmed,
+                   hits=dict(hits), alarms=dict(alarms), by_kind=dict(by_kind))
 
 
 def written_rules(provenance_text: str | None) -> list[RuleRecord]:
@@ -336,15 +357,16 @@ Distil = Callable[..., tuple[RunResult, SkillBuild]]
 module, so importing the pipeline here would make an import cycle."""
 
 
-def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, ingested: IngestResult, traces: list[Trace],
+def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, fold: Corpus,
                  from_scratch: bool = True) -> tuple[list[RuleRecord], dict[str, str]]:
-    """Distil `traces` in memory (nothing written) with `distil` and return the written rules and their files.
+    """Distil `fold` (a `Corpus.subset` of a run's index: its traces stream from disk, as any
+    run's do) in memory, nothing written, with `distil` and return the written rules and their files.
 
     `from_scratch` points the run at a folder that does not exist, so no existing skill (which
     may have been learned from the held-out runs) leaks into the result; otherwise the run
     deepens the configured skill, as a real distil or refresh would.
     """
-    if not traces:
+    if not fold.entries:
         return [], {}
     if from_scratch:
         scratch = config.state_dir / SCRATCH
@@ -353,15 +375,13 @@ def distil_rules(distil: Distil, config: Config, llm: LLMClient | None, ingested
 
             raise ConfigError(f"{str(scratch)!r} must not exist: held-out evaluation distils from no skill there")
         config = config.model_copy(update={"skill": config.skill.model_copy(update={"out": scratch})})
-    outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
     checkpoint = None
     if llm is not None:  # each fold is a run of its own: its analyses and merges are journaled, never paid twice
         from .journal import checkpoint_path
 
         checkpoint = checkpoint_path(config.state_dir)
     try:
-        _, build = distil(config, llm, ingested=replace(ingested, traces=traces, outcomes=outcomes), write=False,
-                          checkpoint=checkpoint)
+        _, build = distil(config, llm, corpus=fold, write=False, checkpoint=checkpoint)
     except NothingLearned:
         return [], {}  # a skill with no rules: it flags nothing
     return written_rules(build.files.get("provenance.json")), build.files
@@ -410,17 +430,19 @@ class Evaluation:
         }
 
 
-def evaluate(distil: Distil, config: Config, llm: LLMClient | None, ingested: IngestResult, k: int = 4,
+def evaluate(distil: Distil, config: Config, llm: LLMClient | None, corpus: Corpus, k: int = 4,
              curve: Sequence[float] = CURVE, progress: Callable[..., None] | None = None) -> Evaluation:
-    """K-fold held-out evaluation of distilling `ingested` with `distil` (`pipeline.distill`; see
-    the module docstring).
+    """K-fold held-out evaluation of distilling `corpus` (read with `task_ids`) with `distil`
+    (`pipeline.distill`; see the module docstring). Each training subset is distilled from the
+    corpus's index as any run is; each held-out fold is then read again from disk once and scored,
+    a batch at a time, with the rules of every point of the curve: the corpus is never held.
 
     Raises:
         NoInputError: fewer than two tasks, so nothing can be held out.
     """
     from .errors import NoInputError
 
-    folds = split_folds(ingested.traces, k)
+    folds = split_folds(corpus.entries, k, task=_task)
     if len(folds) < 2:
         raise NoInputError(f"held-out evaluation needs trajectories of at least 2 tasks; found {len(folds)}")
     scorer = Scorer(config, llm)
@@ -430,21 +452,30 @@ def evaluate(distil: Distil, config: Config, llm: LLMClient | None, ingested: In
     kinds: dict[str, str] = {}
     shares = sorted(set(curve) | {1.0})
     for i, heldout in enumerate(folds):
-        training = [t for j, fold in enumerate(folds) if j != i for t in fold]
+        training = [e for j, fold in enumerate(folds) if j != i for e in fold]
+        rule_sets, sizes = [], []
         for n, share in enumerate(shares):
-            subset = task_share(training, share)
-            rules, _ = distil_rules(distil, config, llm, ingested, subset)
-            scores = scorer.score(rules, heldout, training=len(subset))
+            subset = {e.id for e in task_share(training, share, task=_task)}
+            rule_sets.append(distil_rules(distil, config, llm, corpus.subset(lambda e: e.id in subset))[0])
+            sizes.append(len(subset))
+            if progress is not None:
+                progress("eval", i * len(shares) + n + 1, len(folds) * len(shares))
+        held = {e.id for e in heldout}
+        scored = scorer.scores(rule_sets, reread(corpus.subset(lambda e: e.id in held), config))
+        for share, rules, scores, size in zip(shares, rule_sets, scored, sizes):
+            scores = replace(scores, training=size)
             if share == 1.0:
                 per_fold.append(scores)
                 titles.update({r.id: r.title for r in rules})
                 kinds.update({r.id: r.kind for r in rules})
             if share in points:
                 points[share] = points[share] + scores
-            if progress is not None:
-                progress("eval", i * len(shares) + n + 1, len(folds) * len(shares))
-    return Evaluation(per_fold, sorted(points.items()), titles, kinds, len({task_id(t) for t in ingested.traces}),
-                      len(ingested.traces), [sorted({task_id(t) for t in fold}) for fold in folds])
+    return Evaluation(per_fold, sorted(points.items()), titles, kinds, len({e.task_id for e in corpus.entries}),
+                      len(corpus.entries), [sorted({e.task_id for e in fold}) for fold in folds])
+
+
+def _task(entry: IndexEntry) -> str:
+    return entry.task_id
 
 
 def _rate(count: int, total: int) -> float | None:

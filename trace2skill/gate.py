@@ -34,11 +34,10 @@ from .budget import PROMPT_OVERHEAD_TOKENS, Quote, StageQuote
 from .config import Config
 from .errors import GateError, StateError
 from .evaluate import Distil, written_rules
-from .ingest import IngestResult
 from .llm import LLMClient
-from .types import Trace
 from .skillfmt.markers import RULE_MARKER
 from .skill import write_skill_dir
+from .stream import Corpus, IndexEntry, reread
 from .types import JSONObject
 
 ENV_VAR = "TRACE2SKILL_SKILL_DIR"
@@ -80,12 +79,13 @@ class GateDecision:
         return data
 
 
-def run_gate(distil: Distil, config: Config, llm: LLMClient | None, build: SkillBuild, ingested: IngestResult,
+def run_gate(distil: Distil, config: Config, llm: LLMClient | None, build: SkillBuild, corpus: Corpus,
              run_id: str) -> tuple[SkillBuild, JSONObject]:
     """Judge the candidate `build`; return it with the decision recorded in its provenance.json.
 
     `distil` is `pipeline.distill` (the held-out gate distils folds with it), passed in by the
-    pipeline that runs the gate, so this module does not import it back.
+    pipeline that runs the gate, so this module does not import it back. `corpus` is the run's
+    index: the held-out gate reads its folds' traces again, a batch at a time.
 
     A refused candidate is written to the state folder (never to the skill folder).
 
@@ -96,7 +96,7 @@ def run_gate(distil: Distil, config: Config, llm: LLMClient | None, build: Skill
     if config.gate.mode == "command":
         decision = command_gate(config, build, workdir)
     else:
-        decision = heldout_gate(distil, config, llm, build, ingested)
+        decision = heldout_gate(distil, config, llm, corpus)
     if not decision.accepted:
         kept = workdir / config.skill.name
         decision = replace(decision, kept_at=str(kept))
@@ -121,23 +121,28 @@ def recorded(build: SkillBuild, decision: GateDecision) -> SkillBuild:
 # Held-out comparison
 
 
-def heldout_gate(distil: Distil, config: Config, llm: LLMClient | None, build: SkillBuild, ingested: IngestResult) -> GateDecision:
-    from .evaluate import Scorer, Scores, distil_rules, written_rules
+def heldout_gate(distil: Distil, config: Config, llm: LLMClient | None, corpus: Corpus) -> GateDecision:
+    """Score the current skill and, fold by fold, a candidate distilled without that fold, on the
+    held-out trajectories. Each fold's distil streams its trajectories like any run; each held-out
+    trajectory is read once and scored with both rule sets (the current skill's scores are the
+    sum over the folds, which cover the pool once)."""
+    from .evaluate import Scorer, Scores, distil_rules
 
     tolerance = config.gate.tolerance
-    current_text, pool, folds = heldout_split(config, ingested)
+    current_text, pool, folds = heldout_split(config, corpus)
     if current_text is None:
         return GateDecision("heldout", True, "no current skill to compare with", tolerance, None, None)
     if len(folds) < 2:
         return GateDecision("heldout", False, f"held-out comparison needs labelled trajectories of at least 2 tasks "
                             f"the current skill has not seen; found {len(folds) if pool else 0}", tolerance, None, None)
     scorer = Scorer(config, llm)
-    current = scorer.score(written_rules(current_text), pool)
-    candidate = Scores()
+    rules_now = written_rules(current_text)
+    current, candidate = Scores(), Scores()
     for heldout in folds:
-        held = {t.id for t in heldout}
-        rules, _ = distil_rules(distil, config, llm, ingested, [t for t in ingested.traces if t.id not in held], from_scratch=False)
-        candidate = candidate + scorer.score(rules, heldout)
+        held = {e.id for e in heldout}
+        rules, _ = distil_rules(distil, config, llm, corpus.subset(lambda e: e.id not in held), from_scratch=False)
+        fold_now, fold_new = scorer.scores([rules_now, rules], reread(corpus.subset(lambda e: e.id in held), config))
+        current, candidate = current + fold_now, candidate + fold_new
     worse = _worse(current.coverage, candidate.coverage, current.false_alarm_rate, candidate.false_alarm_rate, tolerance)
     counts = {"trajectories": len(pool), "folds": len(folds), "failures": current.failures, "successes": current.successes}
     return GateDecision("heldout", not worse, worse or "candidate is no worse on held-out trajectories", tolerance,
@@ -145,17 +150,19 @@ def heldout_gate(distil: Distil, config: Config, llm: LLMClient | None, build: S
                         candidate.false_alarm_rate, counts)
 
 
-def heldout_split(config: Config, ingested: IngestResult) -> tuple[str | None, list[Trace], list[list[Trace]]]:
+def heldout_split(config: Config, corpus: Corpus) -> tuple[str | None, list[IndexEntry], list[list[IndexEntry]]]:
     """The current skill's provenance.json text (None: no skill), the labelled trajectories it has
-    not seen (the held-out pool) and their folds by task."""
+    not seen (the held-out pool, as index entries) and their folds by task."""
     from .evaluate import split_folds
 
     current_text = _read(config.skill_dir() / "provenance.json")
     if current_text is None:
         return None, [], []
     seen = _seen_ids(current_text)
-    pool = [t for t in ingested.traces if t.id not in seen and t.outcome in ("success", "failure")]
-    return current_text, pool, split_folds(pool, config.gate.folds) if pool else []
+    pool = [e for e in corpus.entries if e.id not in seen and e.outcome in ("success", "failure")]
+    if any(not e.task_id for e in pool):
+        raise ValueError("the corpus was indexed without task ids (ShardJob.task_ids); the held-out gate needs them")
+    return current_text, pool, split_folds(pool, config.gate.folds, task=lambda e: e.task_id) if pool else []
 
 
 JUDGE_OUTPUT_TOKENS = 300
@@ -163,36 +170,36 @@ RULE_LISTING_TOKENS = 80
 """Prompt tokens the quote assumes per listed rule in a judge call (id, title, rule, when)."""
 
 
-def quote_heldout(config: Config, ingested: IngestResult, fold_quote: Callable[[list[Trace]], Quote],
+def quote_heldout(config: Config, corpus: Corpus, fold_quote: Callable[[Corpus], Quote | None],
                   price: tuple[float, float] | None) -> Quote | None:
-    """The model spend of the held-out gate, said before it runs (None when it makes no call).
+    """The model spend of the held-out gate, said before it runs (None when it makes no call),
+    from the run's index: no trajectory is read for it.
 
     Each fold's distil is quoted by `fold_quote` (the pipeline's own quote of that run, so work
     its journal holds is not counted); the judge makes one call per held-out trajectory for the
     current skill and one for each fold's candidate (counted in full: the candidate's rules are
-    not known before it is built).
+    not known before it is built), each with the trajectory's estimated prompt tokens.
     """
-    from .compress import compress_trace, count_tokens
-
-    current_text, pool, folds = heldout_split(config, ingested)
+    current_text, pool, folds = heldout_split(config, corpus)
     if current_text is None or len(folds) < 2:
         return None
     stages: dict[str, list[int]] = {}
     for heldout in folds:
-        held = {t.id for t in heldout}
-        for stage in fold_quote([t for t in ingested.traces if t.id not in held]).stages:
+        held = {e.id for e in heldout}
+        quoted = fold_quote(corpus.subset(lambda e: e.id not in held))
+        for stage in quoted.stages if quoted is not None else ():
             if stage.stage != "preflight":
                 totals = stages.setdefault(f"gate-{stage.stage}", [0, 0, 0])
                 totals[0], totals[1], totals[2] = totals[0] + stage.calls, totals[1] + stage.input_tokens, totals[2] + stage.output_tokens
     rules = len(written_rules(current_text))
     budget = config.analyse.token_budget
-    per_trace = [min(budget, count_tokens(compress_trace(t, budget))) for t in pool]
+    per_trace = [min(budget, e.tokens) for e in pool]
     judged = (2 if rules else 1) * len(pool)
     judge_in = sum(per_trace) * judged // len(pool) + judged * (PROMPT_OVERHEAD_TOKENS + max(rules, 1) * RULE_LISTING_TOKENS)
     stages["gate-judge"] = [judged, judge_in, judged * JUDGE_OUTPUT_TOKENS]
-    quoted = tuple(StageQuote(name, *values) for name, values in stages.items())
-    cost = None if price is None else sum(q.input_tokens * price[0] + q.output_tokens * price[1] for q in quoted)
-    return Quote(stages=quoted, cost=cost)
+    quoted_stages = tuple(StageQuote(name, *values) for name, values in stages.items())
+    cost = None if price is None else sum(q.input_tokens * price[0] + q.output_tokens * price[1] for q in quoted_stages)
+    return Quote(stages=quoted_stages, cost=cost)
 
 
 def _worse(cov_now: float | None, cov_new: float | None, far_now: float | None, far_new: float | None,

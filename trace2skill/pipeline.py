@@ -42,8 +42,8 @@ from .llm import LLMClient, close_clients, sent_sampling
 from .prompts import version as prompt_version
 from .rules import RuleRecord
 from .skill import READY_MARK, check_skill_target, recover_write, staging_dir
-from .stream import (Analysis, Corpus, Packed, ShardJob, ShardResult, corpus_of, gather, iter_shard, label_book,
-                     plan_shards, renamed_shards, with_renamed)
+from .stream import (Analysis, Corpus, Packed, ShardJob, ShardResult, corpus_of, gather, label_book, plan_shards,
+                     renamed_shards, reread, with_renamed)
 from .types import LessonSet, RunResult, Skip, Trace, content_hash
 
 warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning, module=r"langgraph\.")
@@ -100,12 +100,14 @@ def plan(config: Config, llm: LLMClient | None, corpus: Corpus, checkpoint: Path
 def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, *, ingested: IngestResult | None = None,
                 executor: Executor | None = None, progress: Progress | None = None,
                 wanted: frozenset[str] | None = None, index_only: bool = False,
-                renamed: dict[tuple[str, str], str] | None = None) -> Corpus:
+                renamed: dict[tuple[str, str], str] | None = None, task_ids: bool | None = None) -> Corpus:
     """The map stage: every trajectory read, indexed and (offline) analysed, one at a time
     (`stream`), by `executor` (default: the one `analyse.executor` names). `wanted` keeps only
     those digests (the refresh job's new trajectories); `index_only` neither analyses nor counts
     prompt tokens (the refresh job's first look); `renamed` applies the ids an earlier look at
-    the same inputs settled (`stream.settle_ids`), so a filtered read names traces alike.
+    the same inputs settled (`stream.settle_ids`), so a filtered read names traces alike;
+    `task_ids` keeps each trajectory's task for held-out folds (default: when the held-out gate
+    is configured).
 
     Raises:
         NoInputError: no paths were given, or a given path does not exist.
@@ -113,14 +115,15 @@ def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, 
     """
     analysis: Analysis = "index" if index_only or not offline else "offline"
     count_tokens = not offline and not index_only
+    task_ids = config.gate.mode == "heldout" if task_ids is None else task_ids
     if ingested is not None:
         labels = LabelBook(threshold=config.analyse.success_threshold)
-        return corpus_of(ingested, ShardJob(config, labels, analysis, count_tokens=count_tokens))
+        return corpus_of(ingested, ShardJob(config, labels, analysis, count_tokens=count_tokens, task_ids=task_ids))
     inputs = [str(p) for p in (paths or [Path(p) for p in config.sources])]
     require_paths(inputs)
     shards, path_skips = plan_shards(inputs, config)
     job = ShardJob(config, label_book(inputs, config), analysis, wanted=wanted, renamed=renamed or {},
-                   count_tokens=count_tokens)
+                   count_tokens=count_tokens, task_ids=task_ids)
     own = executor is None
     executor = executor or executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address)
     try:
@@ -146,7 +149,6 @@ def distill(
     llm: LLMClient | None,
     paths: list[Path] | None = None,
     *,
-    ingested: IngestResult | None = None,
     progress: Progress | None = None,
     checkpoint: Path | None = None,
     write: bool = True,
@@ -160,8 +162,7 @@ def distill(
 
     Args:
         llm: the model client, or None for the offline analyst (the analyst is chosen here, once).
-        paths: trace files or folders (ignored when `ingested` or `corpus` is given).
-        ingested: traces already read and held (the refresh job filters them first).
+        paths: trace files or folders (ignored when `corpus` is given).
         progress: see `Progress`.
         checkpoint: run-state path; its journal makes a rerun skip work already paid for.
         write: False computes the build without touching the skill folder (and runs no gate).
@@ -182,18 +183,20 @@ def distill(
     started = time.monotonic()
     if write:
         check_skill_target(config.skill_dir())
-    corpus = corpus or read_corpus(config, is_offline(llm), paths, ingested=ingested, progress=progress)
+    corpus = corpus or read_corpus(config, is_offline(llm), paths, progress=progress)
     if not corpus.entries:
         raise NoInputError(no_input_message(corpus.skips))
     with skill_lock(config.skill_dir()) if write else _nothing():
-        run, analyst, final, failed, notes, build = _build(config, llm, corpus, ingested, progress, checkpoint, control,
-                                                          rejected, write, on_quote, quoted)
+        # the index as read, for the held-out gate's folds (`_build` releases the behaviours the offline selection
+        # read, and consolidation takes the lesson sets out of `corpus.lessons`)
+        gated = replace(corpus, lessons=dict(corpus.lessons)) if write and config.gate.mode == "heldout" else corpus
+        run, analyst, final, failed, notes, build = _build(config, llm, corpus, progress, checkpoint, control, rejected,
+                                                          write, on_quote, quoted)
         decision = None
         if write and build.changed and config.gate.mode != "none":
             from .gate import run_gate
 
-            held = ingested if ingested is not None else held_traces(config, corpus)
-            build, decision = run_gate(distill, config, llm, build, held, run.run_id)
+            build, decision = run_gate(distill, config, llm, build, gated, run.run_id)
         if write and build.changed and (decision is None or decision["accepted"]):
             write_skill_dir(config.skill_dir(), build.files)
     written_before = _catalogue_text() if analyst.mode == "offline" else ""
@@ -201,16 +204,6 @@ def distill(
                 + tuple(notes))
     result = _result(config, corpus, run, final, build, failed, analyst, time.monotonic() - started, warnings)
     return result.model_copy(update={"gate": decision}), build
-
-
-def held_traces(config: Config, corpus: Corpus) -> IngestResult:
-    """The traces the gate's held-out evaluation distils again (it needs them whole: the one
-    stage that holds a corpus in memory, and only when a gate is configured)."""
-    from .ingest import load_traces
-
-    every = load_traces(corpus.inputs, config)
-    kept = {e.digest for e in corpus.entries}
-    return replace(every, traces=[t for t in every.traces if t.digest() in kept])
 
 
 def heldout_quote(config: Config, llm: LLMClient | None, corpus: Corpus) -> Quote | None:
@@ -223,18 +216,15 @@ def heldout_quote(config: Config, llm: LLMClient | None, corpus: Corpus) -> Quot
     from .gate import quote_heldout
     from .journal import checkpoint_path
 
-    ingested = held_traces(config, corpus)  # the gate distils its folds from whole traces anyway
     with_budget(llm, config)  # the command's meter holds the real caps; the fold plans below reuse it
     uncapped = config.model_copy(update={"budget": BudgetConfig()})  # the quotes are refused below, as a whole
 
-    def fold_quote(traces: list[Trace]) -> Quote | None:
-        outcomes = {key: sum(1 for t in traces if t.outcome == key) for key in ("success", "failure", "unknown")}
-        fold = read_corpus(uncapped, False, ingested=replace(ingested, traces=traces, outcomes=outcomes))
-        quote = plan(uncapped, llm, fold, checkpoint_path(config.state_dir), check=False).quote
+    def fold_quote(training: Corpus) -> Quote | None:
+        quote = plan(uncapped, llm, training, checkpoint_path(config.state_dir), check=False).quote
         # a fold's trajectories are the run's: the run analyses them first, the fold reuses them (journal)
         return None if quote is None else replace(quote, stages=tuple(s for s in quote.stages if s.stage != "analyse"))
 
-    return quote_heldout(config, ingested, fold_quote, price_for(uncapped, llm.model))
+    return quote_heldout(config, corpus, fold_quote, price_for(uncapped, llm.model))
 
 
 def refuse_with_gate(config: Config, run: Quote | None, gate: Quote | None) -> None:
@@ -287,9 +277,8 @@ def _catalogue_text() -> str:
     return catalogue_text()
 
 
-def _build(config: Config, llm: LLMClient | None, corpus: Corpus, ingested: IngestResult | None,
-           progress: Progress | None, checkpoint: Path | None, control: RunControl | None,
-           rejected: dict[str, int] | None, write: bool, on_quote: Callable[[Quote], None] | None,
+def _build(config: Config, llm: LLMClient | None, corpus: Corpus, progress: Progress | None,
+           checkpoint: Path | None, control: RunControl | None, rejected: dict[str, int] | None, write: bool, on_quote: Callable[[Quote], None] | None,
            quoted: Quote | None = None) -> tuple[RunInfo, Analyst, LessonSet, list[Skip], list[str], SkillBuild]:
     """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
     finishing a killed write; a dry run reads where that write left it, moving nothing)."""
@@ -304,8 +293,7 @@ def _build(config: Config, llm: LLMClient | None, corpus: Corpus, ingested: Inge
         on_quote(run_plan.quote)
     analyst, run = run_plan.analyst, run_plan.run
     work = Work(analyst, run_plan.journal, control)
-    traces = iter(ingested.traces) if ingested is not None else reread(corpus, config)
-    final, failed, notes = analyse_and_consolidate(corpus, traces, work, config, progress)
+    final, failed, notes = analyse_and_consolidate(corpus, reread(corpus, config), work, config, progress)
     if len(failed) == len(corpus.entries):
         raise LLMError(f"every analysis failed ({len(failed)}); nothing was written. First reason: {failed[0].reason}")
     final = analyst.finish(final, corpus.entries, corpus.outcomes)
@@ -463,20 +451,6 @@ async def merge_levels(work: Work, config: Config, pool: list[Packed], level: in
         raise Interrupted("interrupted (drained on request); rerun the same command to resume") from None
     work.halt.raise_if_halted()
     return final.unpack() if final is not None else LessonSet()
-
-
-def reread(corpus: Corpus, config: Config) -> Iterator[Trace]:
-    """The corpus's traces again, in stream order, one at a time (the model analysts need
-    them whole): shards read again, kept only if the index kept them, each id once."""
-    job = ShardJob(config, corpus.labels, "index", renamed=corpus.renamed)
-    wanted = {e.id: e.digest for e in corpus.entries}
-    used = {e.shard for e in corpus.entries}
-    for shard in corpus.shards:
-        if shard.order not in used:
-            continue
-        for trace in iter_shard(shard, job, ShardResult(shard)):
-            if wanted.pop(trace.id, None) == trace.digest():
-                yield trace
 
 
 async def _check(analyst: Analyst) -> None:

@@ -27,8 +27,8 @@ import pickle
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -85,6 +85,8 @@ class IndexEntry:
     tokens: int = 0
     """Prompt tokens of its compressed text, estimated without compressing (`compress.estimated_tokens`),
     for the model path's quote; 0 offline."""
+    task_id: str = ""
+    """The task it attempted (`task_id`), kept only for held-out folds (`ShardJob.task_ids`)."""
     behaviours: "bytes | SpilledBlob | None" = None
     """The offline corpus pass's view of it (labelled runs of an offline job only), packed
     (`offline.behaviours.Behaviours`): about thirty behaviours a run, 14 KB as objects, 1 KB packed;
@@ -119,6 +121,8 @@ class ShardJob:
     """(original id, digest) -> the id it gets (see `settle_ids`), for a shard read again."""
     count_tokens: bool = False
     """Fill `IndexEntry.tokens` (the model path's quote)."""
+    task_ids: bool = False
+    """Fill `IndexEntry.task_id` (the held-out gate and evaluation split folds by task)."""
     existing: tuple[RuleRecord, ...] = ()
     """The skill's current rules, which the model analyst sees (analysis `llm` only)."""
     recorded: frozenset[str] = frozenset()
@@ -335,8 +339,6 @@ def entry_and_lessons(trace: Trace, shard: int, seq: int, job: ShardJob) -> tupl
         return entry, None
     lessons, behaviours = analyse_offline_entry(trace)
     if behaviours is not None:
-        from dataclasses import replace
-
         entry = replace(entry, behaviours=behaviours)
     return entry, Packed.of(lessons)
 
@@ -355,12 +357,23 @@ def index_entry(trace: Trace, shard: int, seq: int, job: ShardJob) -> IndexEntry
         id=trace.id, digest=trace.digest(), outcome=trace.outcome, path=trace.source.path, record=trace.source.record,
         shard=shard, seq=seq, task_hash=task_hash(trace), format=trace.format,
         label_source=label if isinstance(label, str) else None, literals=literals_of(trace.task), tokens=tokens,
+        task_id=task_id(trace) if job.task_ids else "",
     )
 
 
 def task_hash(trace: Trace) -> str:
     """The task a trace worked on, as a hash (the safety hold counts distinct tasks)."""
     return content_hash(" ".join(trace.task.split()) or trace.id)
+
+
+def task_id(trace: Trace) -> str:
+    """The task a trajectory attempted: SWE-bench `instance_id`, tau-bench `task_id`, else its id
+    (held-out folds never split a task)."""
+    for key in ("instance_id", "task_id"):
+        value = trace.extra.get(key)
+        if value is not None and str(value):
+            return f"{key}:{value}"
+    return f"trace:{trace.id}"
 
 
 def analyse_offline_entry(trace: Trace) -> tuple[LessonSet, bytes | None]:
@@ -394,6 +407,8 @@ class Corpus:
     renamed: dict[tuple[str, str], str] = field(default_factory=dict)
     """(id as read, digest) -> the id the run gives it (`settle_ids`)."""
     failed: list[Skip] = field(default_factory=list)
+    held: list[Trace] | None = None
+    """The traces themselves when they were given in memory (`corpus_of`), read instead of the shards."""
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -408,6 +423,12 @@ class Corpus:
     @property
     def label_sources(self) -> list[str]:
         return list(self.labels.sources)
+
+    def subset(self, keep: Callable[[IndexEntry], bool]) -> "Corpus":
+        """The corpus of the entries `keep` accepts, read again from the same shards (a held-out
+        fold: its traces stream from disk, its offline lesson sets and behaviours are these)."""
+        entries = [e for e in self.entries if keep(e)]
+        return replace(self, entries=entries, lessons={e.id: self.lessons[e.id] for e in entries if e.id in self.lessons})
 
     def in_stream_order(self) -> list[IndexEntry]:
         """Entries in the order they were read (shard, then position in it)."""
@@ -456,18 +477,17 @@ def _compact(entry: IndexEntry, spill: Spill, shared: dict[object, object]) -> I
     """`entry` as the run keeps it: its packed behaviours in `spill` (about 1 KB a trajectory
     that would otherwise wait in memory for the offline selection), and its values that
     repeat across entries held once (`shared`: equal value -> the one kept): the file it
-    was read from is its shard's path, the labels file is one per run, and a task's hash and
-    literals are the same for every attempt at it. About 600 of an entry's 900 bytes are
+    was read from is its shard's path, the labels file is one per run, and a task's hash,
+    literals and id are the same for every attempt at it. About 600 of an entry's 900 bytes are
     those values, each a new object per trajectory as read."""
-    from dataclasses import replace
-
     behaviours = entry.behaviours
     if isinstance(behaviours, bytes):
         behaviours = SpilledBlob(spill, spill.put(behaviours), len(behaviours))
     return replace(entry, behaviours=behaviours, path=shared.setdefault(entry.path, entry.path),
                    label_source=shared.setdefault(entry.label_source, entry.label_source),
                    task_hash=shared.setdefault(entry.task_hash, entry.task_hash),
-                   literals=shared.setdefault(entry.literals, entry.literals))
+                   literals=shared.setdefault(entry.literals, entry.literals),
+                   task_id=shared.setdefault(entry.task_id, entry.task_id))
 
 
 def _count(row: FileFidelity, totals: Totals, lossy_rows: list[FileFidelity]) -> None:
@@ -502,8 +522,6 @@ def renamed_shards(corpus: Corpus) -> list[Shard]:
 def settle_ids(entries: list[IndexEntry]) -> tuple[list[IndexEntry], list[Skip], dict[tuple[str, str], str]]:
     """`ingest.settle_ids`, the id rule `load_traces` applies, over index entries. Returns the
     kept entries (renamed where their id collided), the skips and the renames."""
-    from dataclasses import replace
-
     kept, skips, renamed = id_rule([(e.id, e.digest, e.path, e.record) for e in entries])
     return [entries[at] if new_id == entries[at].id else replace(entries[at], id=new_id) for at, new_id in kept], skips, renamed
 
@@ -524,4 +542,23 @@ def corpus_of(ingested: IngestResult, job: ShardJob) -> Corpus:
             lessons[entry.id] = packed
     labels = LabelBook(sources=tuple(ingested.label_sources), threshold=job.labels.threshold)
     return Corpus(entries, lessons, list(ingested.skips), [r for r in ingested.fidelity if lossy(r)],
-                  fidelity_summary(ingested.fidelity), dict(ingested.redactions), labels, [], [shard])
+                  fidelity_summary(ingested.fidelity), dict(ingested.redactions), labels, [], [shard],
+                  held=list(ingested.traces))
+
+
+def reread(corpus: Corpus, config: Config) -> Iterator[Trace]:
+    """The corpus's traces again, in stream order, one at a time (the model analysts and the
+    held-out gate need them whole): its shards read again (or the traces it holds), kept only if
+    the index kept them, each id once."""
+    wanted = {e.id: e.digest for e in corpus.entries}
+    if corpus.held is not None:
+        yield from (t for t in corpus.held if wanted.pop(t.id, None) == t.digest())
+        return
+    job = ShardJob(config, corpus.labels, "index", renamed=corpus.renamed)
+    used = {e.shard for e in corpus.entries}
+    for shard in corpus.shards:
+        if shard.order not in used:
+            continue
+        for trace in iter_shard(shard, job, ShardResult(shard)):
+            if wanted.pop(trace.id, None) == trace.digest():
+                yield trace
