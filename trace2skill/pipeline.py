@@ -187,8 +187,9 @@ def distill(
     if not corpus.entries:
         raise NoInputError(no_input_message(corpus.skips))
     with skill_lock(config.skill_dir()) if write else _nothing():
-        # the index as read, for the held-out gate's folds (`_build` releases the behaviours the offline selection read)
-        gated = replace(corpus) if write and config.gate.mode == "heldout" else corpus
+        # the index as read, for the held-out gate's folds (`_build` releases the behaviours the offline selection
+        # read, and consolidation takes the lesson sets out of `corpus.lessons`)
+        gated = replace(corpus, lessons=dict(corpus.lessons)) if write and config.gate.mode == "heldout" else corpus
         run, analyst, final, failed, notes, build = _build(config, llm, corpus, progress, checkpoint, control, rejected,
                                                           write, on_quote, quoted)
         decision = None
@@ -416,7 +417,7 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Trace], work: Work, conf
 
     try:
         if work.analyst.mode == "offline":
-            pool, level = [corpus.lessons[e.id] for e in corpus.entries], 0
+            pool, level = [corpus.lessons.pop(e.id) for e in corpus.entries], 0  # read once: the merges own them now
             tick("analyse", n)
         elif config.analyse.executor == "ray" and corpus.shards:  # the analysts run where the shards are read
             from .executor.ray import analyse_remote
