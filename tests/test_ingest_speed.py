@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sys
 import typing
 from pathlib import Path
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trace2skill.ingest import load_traces
-from trace2skill.ingest._steps import _ERROR_WORDS, looks_like_error
+from trace2skill.ingest._steps import looks_like_error
 from trace2skill.redact import _ASSIGNMENTS, Redactor, _Keywords
 from trace2skill.types import Observation, SourceRef, Step, ToolCall, Trace, _canonical_json, _fast_canonical_json, _floats
 
@@ -141,10 +142,55 @@ def test_the_trace_gate_never_skips_a_secret_under_a_secret_looking_key(entry):
 def test_keyword_scan_agrees_with_substring_search(text):
     words = tuple(_ASSIGNMENTS)
     tokens = sorted({k for rule in Redactor()._rules for k in rule.keywords})
-    present, spots = _Keywords(tokens, words).scan(text)
+    found, spots = _Keywords(tokens, words).scan(text)
     lower = text.replace("\u0130", "I").lower()
-    assert present == frozenset(t for t in tokens if t in text)
+    assert found == {t: [i for i in range(len(text)) if text.startswith(t, i)] for t in tokens if t in text}
     assert spots == {w: [i for i in range(len(lower)) if lower.startswith(w, i)] for w in words if w in lower}
+
+
+CLEAN_TEXT = ("SKIP the TASK: curl https://example.com/x and mysql --help; Basic usage, Bearer of news, "
+              "Authorization required, EAAAA and sq0 notes")
+"""Keywords of every anchored rule, none of them followed by a secret."""
+
+
+@pytest.mark.parametrize("text", [line for line, _ in CORPUS.values()] + ODD_CASES + [CLEAN_TEXT])
+def test_an_anchored_rule_matches_only_where_a_keyword_starts(text):
+    """The gate tries an anchored rule only where one of its keywords starts: every match a scan
+    of the whole text finds must start there, or the gate could pass a secret by."""
+    for rule in Redactor()._rules:
+        if rule.anchored:
+            for match in rule.pattern.finditer(text):
+                assert any(text.startswith(k, match.start()) for k in rule.keywords), (rule.kind, match.group(0))
+
+
+@pytest.mark.parametrize("line", [line for line, _ in CORPUS.values()] + ODD_CASES)
+def test_the_gate_finds_a_secret_after_keywords_that_lead_nowhere(line):
+    """With the anchored rules' keywords earlier in the same text, not followed by a secret,
+    the gate still sends the trace to the field walk, which replaces what `redact_text` does."""
+    anchored = {rule.kind for rule in Redactor()._rules if rule.anchored}
+    assert anchored == {"twilio-api-key", "square-token", "basic-auth", "bearer-token", "authorization", "url-password",
+                        "mysql-password", "curl-password"}
+    message = CLEAN_TEXT + "\n" + line
+    assert Redactor().redact_text(CLEAN_TEXT) == CLEAN_TEXT
+    assert Redactor().redact_trace(trace(message)).steps[0].message == Redactor().redact_text(message)
+
+
+BARE_ERROR_WORDS = re.compile(
+    r"Traceback \(most recent call last\)"
+    r"|^[\s>*\[]*(?:[A-Za-z_][\w.]*(?:Error|Exception)|error|fatal)\]?(?:\[[^\]\n]*\])?:\s"
+    r"|command not found|No such file or directory|Permission denied"
+    r"|[\"']?is_error[\"']?\s*[:=]\s*true\b"
+    r"|[\"']?status[\"']?\s*[:=]\s*[\"']?(?:error|failed|failure)\b",
+    re.MULTILINE | re.IGNORECASE,
+)
+"""`looks_like_error`'s rule as one plain expression, written out here."""
+
+
+@pytest.mark.parametrize("text", ["x\nValueError: bad", "  [ERROR]: disk", "TRACEBACK (MOST RECENT CALL LAST)", '{"Status": "FAILED"}',
+                                  "is_error = true", "bash: foo: command NOT found", "all good", "error-free run", "status: ok",
+                                  "r\u00e9sum\u00e9\nfatal: not a git repository", "\u212aeyError: 'x'"])
+def test_error_gate_agrees_with_the_bare_expression_on_each_alternative(text):
+    assert looks_like_error(text) == bool(BARE_ERROR_WORDS.search(text)), text
 
 
 @settings(max_examples=300, deadline=None)
@@ -153,7 +199,7 @@ def test_error_gate_agrees_with_the_bare_expression(text):
     from trace2skill.ingest._steps import exit_code_in, reports_json_error
 
     code = exit_code_in(text)
-    plain = reports_json_error(text) or (code is not None and code != 0) or bool(_ERROR_WORDS.search(text))
+    plain = reports_json_error(text) or (code is not None and code != 0) or bool(BARE_ERROR_WORDS.search(text))
     assert looks_like_error(text) == (bool(text) and plain)
 
 
@@ -240,3 +286,48 @@ def test_reading_at_most_a_limit_reads_what_read_would(tmp_path):
                 assert _read_at_most(stream, limit) == data[head:head + limit]
         with gz.open(open_regular(tmp_path / "x.json.gz")) as stream:
             assert _read_at_most(stream, limit) == data[:limit]
+
+
+QUICK_LOADS_CASES = [
+    "12345678901234567890", "-9223372036854775809", "18446744073709551616", "9223372036854775807", "[1.12345678901234567890123]",
+    "0.30000000000000004", "1e400", "-1e400", "1e-400", "-0", "-0.0", "NaN", "Infinity", '"\\ud800"', '"\\ud83d\\ude00"',
+    '{"a": 1, "b": 2, "a": 3}', "\ufeff[1]", "[1,]", "01", "1.", '"\x01"', "[" * 1100 + "]" * 1100, '{"id": "1234567890123456789012"}',
+    '{"n": 123456789012345678901234, "s": "x"}', "[.12345678901234567890]", "1.5e12345678901234567890",
+]
+
+
+@pytest.mark.parametrize("text", QUICK_LOADS_CASES)
+def test_quick_loads_gives_what_json_loads_gives_or_defers(text):
+    """orjson parses a document only where it gives `json.loads`'s value (same types too: an
+    integer beyond 64 bits stays an integer); anything else goes the `json.loads` way."""
+    from trace2skill.ingest.documents import _SLOW, _quick_loads
+
+    data = text.encode("utf-8", "surrogatepass")
+    quick = _quick_loads(data)
+    if quick is _SLOW:
+        return
+    expected = json.loads(data.decode("utf-8"))
+    assert repr(quick) == repr(expected) and json.dumps(quick) == json.dumps(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12))
+def test_quick_loads_agrees_with_json_loads_on_any_value(value):
+    from trace2skill.ingest.documents import _SLOW, _quick_loads
+
+    data = json.dumps(value).encode()
+    quick = _quick_loads(data)
+    assert quick is _SLOW or repr(quick) == repr(json.loads(data))
+    if not re.search(rb"\d{19}", data):  # nothing orjson could misread: it is used
+        assert quick is not _SLOW
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", " ", "xyz"]), max_size=60).map("".join),
+       st.sampled_from([4, 6, 8, 11]))
+def test_head_and_tail_gives_the_lines_splitting_the_whole_text_gives(text, chunk):
+    from trace2skill.ingest._steps import head_and_tail
+
+    lines = text.splitlines()
+    assert head_and_tail(text, chunk) == (lines[:3] + lines[-3:] if len(lines) > 6 else lines)

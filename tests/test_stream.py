@@ -201,3 +201,26 @@ def test_session_logs_are_never_cut_and_chat_dumps_are_cut_in_their_whole_files_
     job = ShardJob(config, label_book([chats], config), "index")
     ids = [e.id for r in executor_for("local").map(shards, job) for e in r.entries]
     assert ids == [f"chat-{n}" for n in range(60)]
+
+
+def test_the_index_holds_each_repeated_value_once(tmp_path):
+    """Index entries keep the values that repeat across trajectories (the file, which is the
+    shard's path; the labels file; a task's hash and literals) as one object each: at 50,000
+    trajectories they were most of the index's memory. Two copies of each of four runs, with
+    distinct ids, give four tasks; counted here from the files, not from the index."""
+    ids = sorted(p.name for p in (DEMO_CORPUS / "trajs").iterdir())[:4]
+    folder = demo_subset(tmp_path / "run", ids) / "trajs"
+    for path in sorted(folder.glob("*/*.traj.json")):
+        record = json.loads(path.read_text())
+        record["instance_id"] = path.parent.name + "-copy"
+        copy = folder / (path.parent.name + "-copy")
+        copy.mkdir()
+        (copy / (path.parent.name + "-copy.traj.json")).write_text(json.dumps(record))
+    corpus = read_corpus(load_config(env={}), True, [folder])
+    assert len(corpus.entries) == 2 * len(ids)
+    by_order = {s.order: s for s in corpus.shards}
+    assert all(e.path is by_order[e.shard].path for e in corpus.entries)
+    assert len({id(e.literals) for e in corpus.entries}) == len({e.literals for e in corpus.entries}) < len(corpus.entries)
+    assert len({id(e.task_hash) for e in corpus.entries}) == len(ids)
+    labelled = [e for e in corpus.entries if e.label_source]  # the copies' ids are not in results_summary.json
+    assert len(labelled) == len(ids) and len({id(e.label_source) for e in labelled}) == 1

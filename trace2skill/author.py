@@ -34,7 +34,7 @@ from .skillfmt.frontmatter import edit_frontmatter, frontmatter_data, split_fron
 from .skillfmt.markers import VERSION_KEY
 from .skillfmt.sections import (REFERENCES_DIR, SKILL_FILE, Section, Workspace, code_mask, item_locations, item_text,
                                 items, parse, render, split_lines, walk)
-from .types import Conflict, Lesson, LessonSet, content_hash
+from .types import Conflict, Lesson, LessonSet, content_hash, evidence_rows
 from .skillfmt.versions import changelog_entry, next_version, parse_semver, prepend_entry
 
 __all__ = ["RunInfo", "SkillBuild", "author_skill", "validate_skill_dir", "validate_build", "write_skill_dir",
@@ -316,7 +316,7 @@ def _support(record: RuleRecord, task_of: Mapping[str, str]) -> int:
     """Distinct tasks behind `record` when tasks are known (`task_of`), else distinct trajectories."""
     if not task_of:
         return record.support
-    return len({task_of.get(e.trace_id, e.trace_id) for e in record.evidence})
+    return len({task_of.get(row[0], row[0]) for row in evidence_rows(record.evidence)})
 
 
 def _conflict_sides(conflicts: list[Conflict], present: set[str]) -> tuple[set[str], set[str]]:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .llm import LLMClient
 from .prompts import render
-from .types import Conflict, Lesson, LessonKind, LessonSet, content_hash
+from .types import Conflict, Lesson, LessonKind, LessonSet, content_hash, evidence_rows, union_evidence
 
 if TYPE_CHECKING:
     from .rules import RuleRecord
@@ -252,13 +252,13 @@ def _merge_near_duplicates(lessons: list[Lesson]) -> list[Lesson]:
 def _combine(members: list[Lesson], wording: dict | None = None, signature: str | None = None) -> Lesson:
     anchor = _strongest(members)
     fields = wording or anchor.model_dump(include={"title", "rule", "when", "kind", "subject", "polarity"})
-    evidence = {(e.trace_id, e.steps, e.quote): e for m in members for e in m.evidence}
+    evidence = union_evidence(m.evidence for m in members)  # streamed: one chunk of each member's at a time
     causes = sorted({m.cause for m in members if m.cause})
     return Lesson.create(
         **fields,
         cause="; ".join(causes)[:500],
         signature=signature or anchor.signature,
-        evidence=tuple(evidence.values()),
+        evidence=evidence,
         merged_from=tuple(sorted({leaf for m in members for leaf in _leaves(m)})),
     )
 
@@ -435,7 +435,7 @@ def hold_risky(final: LessonSet, task_of: Mapping[str, str]) -> LessonSet:
     held = []
     for lesson in final.lessons:
         what = risky_command(lesson)
-        tasks = {task_of.get(e.trace_id, e.trace_id) for e in lesson.evidence}
+        tasks = {task_of.get(row[0], row[0]) for row in evidence_rows(lesson.evidence)}
         if what is None or len(tasks) >= RISKY_SUPPORT:
             continue
         screen = Lesson.create(title="Safety screen", rule=f"A rule that {what} needs review.", when="always",

@@ -13,6 +13,7 @@ learning curve, filled by the eval command) is an optional dict:
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import tempfile
@@ -27,7 +28,7 @@ from markupsafe import Markup, escape
 
 from .provenance import Provenance
 from .rules import RuleRecord, clean, rank_key, sentence, when_clause
-from .types import JSONValue, RunResult
+from .types import Evidence, JSONValue, RunResult, evidence_rows
 
 if TYPE_CHECKING:
     from .budget import Quote
@@ -72,7 +73,8 @@ def _rule(record: RuleRecord, top: int, sources: Mapping[str, str]) -> dict[str,
     unlabelled = record.support - record.failing_support - record.succeeding_support
     scale = 100.0 / top
     order = {"failure": 0, "success": 1}
-    shown = sorted(record.evidence, key=lambda e: (order.get(e.outcome, 2), e.trace_id, e.steps))[:MAX_EVIDENCE]
+    shown = [Evidence(trace_id=t, outcome=o, steps=s, quote=q) for t, o, s, q in  # sorted()[:MAX_EVIDENCE], without the sort
+             heapq.nsmallest(MAX_EVIDENCE, evidence_rows(record.evidence), key=lambda r: (order.get(r[1], 2), r[0], r[2]))]
     return {
         "id": record.id, "title": record.title, "text": sentence(clean(record.rule)), "when": when_clause(clean(record.when)),
         "kind": record.kind, "where": f"{record.file} > {record.section}" if record.file else "",

@@ -204,7 +204,8 @@ def distill(
     if not corpus.entries:
         raise NoInputError(no_input_message(corpus.skips))
     with skill_lock(config.skill_dir()) if write else _nothing():
-        gated = replace(corpus) if write and config.gate.mode == "heldout" else corpus  # the index as read, for the gate's folds
+        # the index as read, for the gate's folds (`_build` releases behaviours and takes lesson sets out of `corpus.lessons`)
+        gated = replace(corpus, lessons=dict(corpus.lessons)) if write and config.gate.mode == "heldout" else corpus
         run, analyst, final, failed, notes, build = _build(config, llm, corpus, progress, checkpoint, control, rejected,
                                                           write, on_quote, quoted, executor)
         decision = None
@@ -433,7 +434,7 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Prepared], work: Work, c
 
     try:
         if work.analyst.mode == "offline":
-            pool, level = [corpus.lessons[e.id] for e in corpus.entries], 0
+            pool, level = [corpus.lessons.pop(e.id) for e in corpus.entries], 0  # read once: the merges own them now
             tick("analyse", n)
         elif config.analyse.executor == "ray" and corpus.shards:  # the analysts run where the shards are read
             from .executor.ray import analyse_remote

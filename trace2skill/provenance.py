@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import SkillValidationError
 from .rules import RuleRecord, clean
-from .types import Conflict, JSONFields, Lesson
+from .types import Conflict, JSONFields, Lesson, distinct_trace_ids, evidence_rows, row_json
 
 FORMAT = 1
 
@@ -130,11 +130,13 @@ def _pieces(value: object, depth: int) -> Iterator[str]:
 
 def _record_items(record: RuleRecord) -> list[tuple[str, object]]:
     """A record's members as provenance.json writes them, its evidence and trace ids as lists
-    written an item at a time; derived support counts beside the evidence."""
+    written an item at a time (read from packed rows, no `Evidence` object per item); derived
+    support counts beside the evidence."""
     data: dict[str, object] = record.model_dump(mode="json", exclude={"evidence"})
     if not data.get("rendered"):
         data.pop("rendered", None)  # only hand-edited rules carry it; other records stay as they were
-    data.update(evidence=_List(e.model_dump(mode="json") for e in record.evidence), trace_ids=_List(record.trace_ids),
+    data.update(evidence=_List(row_json(row) for row in evidence_rows(record.evidence)),
+                trace_ids=_List(distinct_trace_ids(record.evidence)),
                 support=record.support, failing_support=record.failing_support, succeeding_support=record.succeeding_support)
     return sorted(data.items())
 

@@ -84,13 +84,17 @@ class _Rule:
     """The group replaced; the rest of the match (a key name, a scheme) is kept."""
     accept: Callable[[str], bool] | None = None
     """A check on the matched secret; a rejected match is left as it is and not counted."""
+    anchored: bool = False
+    """Every match starts with one of `keywords`, so the gate tries the pattern only where one
+    starts (a test checks it on the secret corpus) instead of scanning the whole text."""
 
     def gate(self, text: str) -> bool:
         return not self.keywords or any(keyword in text for keyword in self.keywords)
 
 
-def _token(kind: str, pattern: str, *keywords: str, group: int = 0, accept: Callable[[str], bool] | None = None) -> _Rule:
-    return _Rule(kind, re.compile(pattern), keywords, group, accept)
+def _token(kind: str, pattern: str, *keywords: str, group: int = 0, accept: Callable[[str], bool] | None = None,
+           anchored: bool = False) -> _Rule:
+    return _Rule(kind, re.compile(pattern), keywords, group, accept, anchored)
 
 
 def _basic_credentials(value: str) -> bool:
@@ -146,7 +150,7 @@ _TOKENS = (
     _token("huggingface-token", _starts(_W, "hf_", "api_org_") + r"[A-Za-z0-9]{30,40}" + _R, "hf_", "api_org_"),
     _token("pypi-token", _starts(_W, "pypi-AgE") + r"[A-Za-z0-9_\-]{40,}", "pypi-AgE"),
     _token("sendgrid-key", r"SG\.(?<![A-Za-z0-9_]SG\.)[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{30,50}", "SG."),
-    _token("twilio-api-key", r"SK(?<![A-Za-z0-9_]SK)[0-9a-fA-F]{32}" + _R, "SK"),
+    _token("twilio-api-key", r"SK(?<![A-Za-z0-9_]SK)[0-9a-fA-F]{32}" + _R, "SK", anchored=True),
     _token("azure-storage-key", r"AccountKey=([A-Za-z0-9+/]{40,}={0,2})", "AccountKey=", group=1),
     _token("azure-shared-access-key", r"SharedAccessKey=([A-Za-z0-9+/]{20,}={0,2})", "SharedAccessKey=", group=1),
     _token("azure-sas-signature", r"[?&;]sig=([A-Za-z0-9%+/]{20,}(?:%3[Dd]|=){0,2})", "sig=", group=1),
@@ -171,7 +175,7 @@ _TOKENS = (
     _token("xai-key", r"xai-(?<![A-Za-z0-9_]xai-)[A-Za-z0-9]{70,90}" + _R, "xai-"),
     _token("notion-token", r"(?:" + _starts(_W, "ntn_") + r"[A-Za-z0-9]{40,50}|" + _starts(_W, "secret_") + r"[A-Za-z0-9]{43})" + _R, "ntn_", "secret_"),
     _token("supabase-token", r"sbp_(?<![A-Za-z0-9_]sbp_)[a-f0-9]{40}" + _R, "sbp_"),
-    _token("square-token", _starts(_W, "sq0atp-", "sq0csp-", "EAAA") + r"[A-Za-z0-9_\-]{22,60}" + _R, "sq0", "EAAA"),
+    _token("square-token", _starts(_W, "sq0atp-", "sq0csp-", "EAAA") + r"[A-Za-z0-9_\-]{22,60}" + _R, "sq0", "EAAA", anchored=True),
     _token("telegram-bot-token", _L + r"\d{8,10}:AA[A-Za-z0-9_\-]{33}" + _R, ":AA"),
     _token("mailgun-key", r"key-(?<![A-Za-z0-9_]key-)[0-9a-f]{32}" + _R, "key-"),
     _token("heroku-key", _starts(_W, "HRKU-AA") + r"[A-Za-z0-9_\-]{58}", "HRKU-"),
@@ -186,7 +190,7 @@ def _cased(kind: str, word: str, rest: str, *, group: int = 1, accept: Callable[
     literal is found by a fast substring search, where a case-insensitive one tests every
     position of the text."""
     spellings = dict.fromkeys((word, word.lower(), word.upper()))
-    return tuple(_token(kind, re.escape(w) + rest, w, group=group, accept=accept) for w in spellings)
+    return tuple(_token(kind, re.escape(w) + rest, w, group=group, accept=accept, anchored=True) for w in spellings)
 
 
 _CONTEXT = (
@@ -195,11 +199,11 @@ _CONTEXT = (
     *_cased("bearer-token", "Bearer", r"\s+([A-Za-z0-9\-._~+/]{8,}=*)", accept=_short_bearer),
     *_cased("authorization", "Authorization", r"\\?[\"']?[ \t]*[:=][ \t]*\\?[\"']?(?:(?:[Bb]earer|[Tt]oken|[Bb]asic|[Dd]igest)[ \t]+)?"
             r"([^\s\"'\\,;]{3,})", accept=_header_value),
-    _token("url-password", r"://[^\s:/@\"'<>]+:([^\s@/\"'<>\[\]]+)@", "://", group=1),
+    _token("url-password", r"://[^\s:/@\"'<>]+:([^\s@/\"'<>\[\]]+)@", "://", group=1, anchored=True),
     _token("mysql-password", r"mysql(?<![A-Za-z0-9_]mysql)(?:dump|admin|import|show|check|slap|sh)?\b[^\n|;&]{0,200}?\s(?:-p|--password=)"
-           r"([^\s'\"]+|'[^'\n]+'|\"[^\"\n]+\")", "mysql", group=1),
+           r"([^\s'\"]+|'[^'\n]+'|\"[^\"\n]+\")", "mysql", group=1, anchored=True),
     _token("curl-password", r"curl(?<![A-Za-z0-9_]curl)\b[^\n|;&]{0,200}?\s(?:-u|--user)[ \t=]+[\"']?[^\s:\"']+:([^\s\"']+)", "curl", group=1,
-           accept=_real_value),
+           accept=_real_value, anchored=True),
     _token("sshpass-password", r"sshpass(?<![A-Za-z0-9_]sshpass)\s+-p[ \t]*[\"']?([^\s\"']+)", "sshpass", group=1, accept=_real_value),
 )
 
@@ -250,34 +254,36 @@ class _Keywords:
         self.words = tuple(dict.fromkeys(words))
         self._automaton, self._owners = _automaton(self.tokens, self.words)
 
-    def scan(self, text: str) -> tuple[frozenset[str], dict[str, list[int]]]:
-        """The token keywords present in `text`, and the start of every occurrence of each
-        assignment word (any case; ascending), for the words that occur."""
+    def scan(self, text: str) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """The start of every occurrence of each token keyword in `text`, and of each
+        assignment word (any case), for those that occur (ascending)."""
         if self._automaton is None or (not text.isascii() and ("\u0130" in text or "\u212a" in text)):
             return self._scan_slowly(text)
-        tokens: set[str] = set()
+        tokens: dict[str, list[int]] = {}
         spots: dict[str, list[int]] = {}
         for index, start, _ in self._automaton.find_matches_as_indexes(text, overlapping=True):
             for is_word, name in self._owners[index]:
-                if is_word:
-                    spots.setdefault(name, []).append(start)
-                else:
-                    tokens.add(name)
-        return frozenset(tokens), {word: sorted(starts) for word, starts in spots.items()}
+                (spots if is_word else tokens).setdefault(name, []).append(start)
+        return {token: sorted(starts) for token, starts in tokens.items()}, {word: sorted(starts) for word, starts in spots.items()}
 
     def present(self, text: str) -> frozenset[str]:
         """The token keywords present in `text`."""
-        return self.scan(text)[0]
+        return frozenset(self.scan(text)[0])
 
-    def _scan_slowly(self, text: str) -> tuple[frozenset[str], dict[str, list[int]]]:
+    def _scan_slowly(self, text: str) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
         lower = _lower(text)
-        spots: dict[str, list[int]] = {}
-        for word in self.words:
-            at = lower.find(word)
-            while at >= 0:
-                spots.setdefault(word, []).append(at)
-                at = lower.find(word, at + 1)
-        return frozenset(t for t in self.tokens if t in text), spots
+        return _starts_of(text, self.tokens), _starts_of(lower, self.words)
+
+
+def _starts_of(text: str, needles: Iterable[str]) -> dict[str, list[int]]:
+    """Where each needle occurs in `text` (overlaps included), for those that occur."""
+    found: dict[str, list[int]] = {}
+    for needle in needles:
+        at = text.find(needle)
+        while at >= 0:
+            found.setdefault(needle, []).append(at)
+            at = text.find(needle, at + 1)
+    return found
 
 
 def _spellings(word: str) -> list[str]:
@@ -430,9 +436,9 @@ class Redactor:
         texts: list[str] = []
         keyed = _trace_strings(trace, texts)
         text = "\n".join(texts)
-        present, spots = self._keywords.scan(text)
-        rules = tuple(rule for rule in self._rules if not rule.keywords or not present.isdisjoint(rule.keywords))
-        if not keyed and not _could_match(text, texts, rules, spots):
+        found, spots = self._keywords.scan(text)
+        rules = tuple(rule for rule in self._rules if not rule.keywords or not found.keys().isdisjoint(rule.keywords))
+        if not keyed and not _could_match(text, texts, rules, found, spots):
             return trace
         words = tuple(word for word in _ASSIGNMENTS if word in spots)
         before = sum(self._counts.values())
@@ -508,13 +514,21 @@ def _strings(value: object, into: list[str]) -> bool:
     return keyed
 
 
-def _could_match(text: str, texts: list[str], rules: tuple[_Rule, ...], spots: dict[str, list[int]]) -> bool:
+def _could_match(text: str, texts: list[str], rules: tuple[_Rule, ...], found: dict[str, list[int]],
+                 spots: dict[str, list[int]]) -> bool:
     """True when some rule matches somewhere in a trace's strings: `text` is them joined by
-    newlines, `spots` where each assignment word occurs in it. A user's pattern (kind `custom`)
-    is tried on each string alone, since it may be anchored."""
+    newlines, `found` and `spots` where each token keyword and assignment word occurs in it.
+    An anchored rule is tried where its keywords start (every match `finditer` would find is
+    among those), any other on the whole text; a user's pattern (kind `custom`) on each string
+    alone, since it may be anchored to the start or end of one."""
     for rule in rules:
-        for match in (rule.pattern.finditer(text) if rule.kind != "custom" else
-                      (m for piece in texts for m in rule.pattern.finditer(piece))):
+        if rule.anchored:
+            matches = (m for k in rule.keywords for at in found.get(k, ()) if (m := rule.pattern.match(text, at)))
+        elif rule.kind != "custom":
+            matches = rule.pattern.finditer(text)
+        else:
+            matches = (m for piece in texts for m in rule.pattern.finditer(piece))
+        for match in matches:
             secret = match.group(rule.group)
             if secret is not None and (rule.accept is None or rule.accept(secret)):
                 return True

@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .types import Evidence, EvidenceTuple, Lesson, LessonKind, Supported
+from .types import (PACK_EVIDENCE_FROM, Evidence, EvidenceRow, EvidenceTuple, Lesson, LessonKind, PackedEvidence, Supported,
+                    evidence_rows, key_runs, sorted_rows)
 
 _WHEN_OPENERS = ("when", "if ", "before", "after", "while", "whenever", "during", "for ", "in ", "on ", "once",
                  "unless", "every ", "any ")
@@ -110,14 +111,12 @@ def merge_records(
 
 def _merge_one(rid: str, group: list[Lesson], prior: RuleRecord | None, reanalysed: set[str],
                run_id: str) -> RuleRecord | None:
-    new_evidence = [e for lesson in group for e in lesson.evidence]
-    replaced = reanalysed | {e.trace_id for e in new_evidence}
-    kept = [e for e in (prior.evidence if prior else ()) if e.trace_id not in replaced]
-    evidence = tuple(sorted(set(kept + new_evidence), key=lambda e: (e.trace_id, e.steps, e.quote, e.outcome)))
+    kept = _kept_rows(prior, group, reanalysed)
+    evidence = union_records(kept, [lesson.evidence for lesson in group])
     if not evidence:
         return None
     lead = min(group, key=lambda l: (-l.support, -l.failing_support, l.id)) if group else None
-    lesson_ids = set(prior.lesson_ids if prior and kept else ())
+    lesson_ids = set(prior.lesson_ids if prior and kept.found else ())
     lesson_ids |= {l.id for l in group} | {m for l in group for m in l.merged_from}
     wording = lead if lead is not None else prior
     return RuleRecord(
@@ -127,6 +126,38 @@ def _merge_one(rid: str, group: list[Lesson], prior: RuleRecord | None, reanalys
         first_seen_run=prior.first_seen_run if prior and prior.first_seen_run else run_id,
         last_seen_run=run_id if group else (prior.last_seen_run if prior else run_id),
     )
+
+
+class _KeptRows:
+    """The prior record's evidence of traces neither analysed in this run nor in the new
+    evidence, streamed; `found` says (once read) whether any was kept."""
+
+    def __init__(self, rows: Iterable[EvidenceRow], gone: Callable[[str], bool]):
+        self.rows, self.gone, self.found = rows, gone, False
+
+    def __iter__(self) -> Iterator[EvidenceRow]:
+        for row in self.rows:
+            if not self.gone(row[0]):
+                self.found = True
+                yield row
+
+
+def _kept_rows(prior: RuleRecord | None, group: list[Lesson], reanalysed: set[str]) -> _KeptRows:
+    if prior is None or not prior.evidence:
+        return _KeptRows((), bool)
+    new_ids = {row[0] for lesson in group for row in evidence_rows(lesson.evidence)}
+    return _KeptRows(sorted_rows(prior.evidence), lambda trace_id: trace_id in reanalysed or trace_id in new_ids)
+
+
+def union_records(kept: Iterable[EvidenceRow], new: list[Iterable[Evidence]]) -> "PackedEvidence | tuple[Evidence, ...]":
+    """A record's evidence: the distinct items of `kept` (rows in `row_key` order) and `new`,
+    sorted by trace id, steps, quote and outcome (`sorted(set(...))` of the items, streamed: a
+    k-way merge of the sorted inputs, whose runs of one `row_key` differ only in outcome);
+    packed from `PACK_EVIDENCE_FROM` items on."""
+    streams = [iter(kept), *(sorted_rows(evidence) for evidence in new)]
+    rows = (row for run in key_runs(streams) for row in sorted(set(run), key=lambda row: row[1]))
+    packed = PackedEvidence.of_rows(rows)
+    return packed if packed.count >= PACK_EVIDENCE_FROM else packed.items()
 
 
 def record_lesson(record: RuleRecord) -> Lesson:

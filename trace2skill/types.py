@@ -12,6 +12,7 @@ what lets LangGraph run analysts in parallel and replay them from a checkpoint.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import pickle
 import zlib
@@ -61,26 +62,38 @@ def _canonical_json(payload: object) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
-def _hash_list(digest: "hashlib._Hash", items: Iterable[object]) -> None:
-    """Feed `digest` the bytes `_canonical_json` gives a list of `items`, one item at a time."""
-    digest.update(b"[")
-    for n, item in enumerate(items):
-        digest.update((b"," if n else b"") + _canonical_json(item))
-    digest.update(b"]")
+class _StreamedObject:
+    """A JSON object hashed a member at a time: `plain` values whole, `streamed` ones
+    (`_StreamedList`, `_StreamedObject`) piece by piece."""
+
+    def __init__(self, plain: Mapping[str, object], streamed: Mapping[str, object]):
+        self.plain, self.streamed = plain, streamed
 
 
-def _streamed_hash(plain: Mapping[str, object], lists: Mapping[str, Iterable[object]]) -> str:
-    """`content_hash({**plain, **lists})`, each of `lists` hashed one item at a time (the same
-    bytes, without holding a long list's items as dicts, or their text, all at once)."""
-    digest = hashlib.sha256()
-    for n, key in enumerate(sorted([*plain, *lists])):
-        digest.update((("," if n else "{") + json.dumps(key, ensure_ascii=False) + ":").encode("utf-8"))
-        if key in lists:
-            _hash_list(digest, lists[key])
-        else:
-            digest.update(_canonical_json(plain[key]))
-    digest.update(b"}")
-    return digest.hexdigest()[:16]
+class _StreamedList:
+    """A JSON list hashed an item at a time (its items may be streamed objects too)."""
+
+    def __init__(self, items: Iterable[object]):
+        self.items = items
+
+
+def _hash_value(digest: "hashlib._Hash", value: object) -> None:
+    """Feed `digest` the bytes `_canonical_json` gives `value`, streamed parts one piece at a
+    time: the same bytes, without holding a long list's items as dicts, or their text, at once."""
+    if isinstance(value, _StreamedList):
+        digest.update(b"[")
+        for n, item in enumerate(value.items):
+            if n:
+                digest.update(b",")
+            _hash_value(digest, item)
+        digest.update(b"]")
+    elif isinstance(value, _StreamedObject):
+        for n, key in enumerate(sorted([*value.plain, *value.streamed])):
+            digest.update((("," if n else "{") + json.dumps(key, ensure_ascii=False) + ":").encode("utf-8"))
+            _hash_value(digest, value.streamed[key] if key in value.streamed else value.plain[key])
+        digest.update(b"}" if value.plain or value.streamed else b"{}")
+    else:
+        digest.update(_canonical_json(value))
 
 
 def _fast_canonical_json(payload: object, floats: Iterable[object]) -> bytes:
@@ -256,53 +269,184 @@ class Evidence(_Frozen):
 PACK_EVIDENCE_FROM = 16
 """A lesson's or rule's evidence of at least this many items is held packed (`PackedEvidence`)."""
 
+EVIDENCE_CHUNK = 1024
+"""Rows per compressed chunk of `PackedEvidence`: reading packed evidence holds one chunk at a time."""
+
+EvidenceRow: TypeAlias = tuple[str, str, tuple[int, ...], str]
+"""An evidence item as plain values, `(trace_id, outcome, steps, quote)`: what packed evidence
+holds, and what merges, the author and provenance.json's encoder read, without an `Evidence`
+object per item (about 600 bytes each; the top rule of 50,000 trajectories has 51,000 items)."""
+
+
+def row_key(row: EvidenceRow) -> tuple[str, tuple[int, ...], str]:
+    """The order evidence is kept in (`Lesson.create`): trace id, steps, quote."""
+    return row[0], row[2], row[3]
+
+
+def row_json(row: EvidenceRow) -> dict[str, object]:
+    """`Evidence.model_dump(mode="json")` of the item `row` holds."""
+    return {"trace_id": row[0], "outcome": row[1], "steps": list(row[2]), "quote": row[3]}
+
+
+def evidence_rows(evidence: Iterable[Evidence]) -> Iterator[EvidenceRow]:
+    """The items of `evidence` (a tuple of `Evidence` or `PackedEvidence`) as rows, in order."""
+    if isinstance(evidence, PackedEvidence):
+        return evidence.rows()
+    return ((e.trace_id, e.outcome, e.steps, e.quote) for e in evidence)
+
+
+def sorted_rows(evidence: Iterable[Evidence]) -> Iterator[EvidenceRow]:
+    """The rows of `evidence` in `row_key` order; equal keys keep their order (a stable sort).
+    Packed evidence that is in that order already is streamed a chunk at a time."""
+    if isinstance(evidence, PackedEvidence) and evidence.ordered:
+        return evidence.rows()
+    return iter(sorted(evidence_rows(evidence), key=row_key))
+
+
+def key_runs(streams: Iterable[Iterable[EvidenceRow]]) -> Iterator[list[EvidenceRow]]:
+    """Rows of several streams, each in `row_key` order (`sorted_rows`), merged in that order (a
+    k-way merge), a run of rows with one key at a time; within a run, rows come in the order of
+    `streams`, then in their own order. Holds one chunk of each packed input, never the union."""
+    run: list[EvidenceRow] = []
+    for row in heapq.merge(*streams, key=row_key):
+        if run and row_key(run[-1]) != row_key(row):
+            yield run
+            run = []
+        run.append(row)
+    if run:
+        yield run
+
+
+def union_evidence(groups: Iterable[Iterable[Evidence]]) -> "PackedEvidence | tuple[Evidence, ...]":
+    """The evidence of several lessons as one merged lesson holds it: one item per `row_key`
+    (the last one, as `{key: item for group in groups for item in group}` keeps), sorted by
+    it; packed from `PACK_EVIDENCE_FROM` items on. Streamed (`key_runs`)."""
+    return _small_as_tuple(PackedEvidence.of_rows(run[-1] for run in key_runs(sorted_rows(g) for g in groups)))
+
+
+def _small_as_tuple(packed: "PackedEvidence") -> "PackedEvidence | tuple[Evidence, ...]":
+    return packed if packed.count >= PACK_EVIDENCE_FROM else packed.items()
+
+
+def distinct_trace_ids(evidence: Iterable[Evidence]) -> Iterator[str]:
+    """The sorted distinct trace ids of `evidence` (`Supported.trace_ids`), streamed when it is
+    packed in order (its rows are then grouped by trace id)."""
+    if isinstance(evidence, PackedEvidence) and evidence.ordered:
+        last = None
+        for row in evidence.rows():
+            if row[0] != last:
+                last = row[0]
+                yield last
+        return
+    yield from sorted({row[0] for row in evidence_rows(evidence)})
+
+
+class RowPacker:
+    """Packs rows as they come: compressed chunks of `EVIDENCE_CHUNK` rows, and the counts
+    (distinct traces, failing, succeeding) worked out on the way when the rows come in
+    `row_key` order (then grouped by trace id), else recounted from the chunks at the end."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.buffer: list[EvidenceRow] = []
+        self.count = self.support = self.failing = self.succeeding = 0
+        self.ordered = True
+        self.last: EvidenceRow | None = None
+        self.outcomes: set[str] = set()
+        """Outcomes of the trace whose rows are coming (the current group)."""
+
+    def add(self, row: EvidenceRow) -> None:
+        last = self.last
+        if last is None or row[0] != last[0]:
+            self._close_trace()
+            self.support += 1
+        if last is not None and row_key(row) < row_key(last):
+            self.ordered = False
+        self.outcomes.add(row[1])
+        self.last = row
+        self.count += 1
+        self.buffer.append(row)
+        if len(self.buffer) >= EVIDENCE_CHUNK:
+            self._flush()
+
+    def _close_trace(self) -> None:
+        self.failing += "failure" in self.outcomes
+        self.succeeding += "success" in self.outcomes
+        self.outcomes = set()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.chunks.append(zlib.compress(pickle.dumps(self.buffer, protocol=pickle.HIGHEST_PROTOCOL), 1))
+            self.buffer = []
+
+    def packed(self) -> "PackedEvidence":
+        self._close_trace()
+        self._flush()
+        packed = PackedEvidence(tuple(self.chunks), self.count, self.support, self.failing, self.succeeding, self.ordered)
+        if not self.ordered:  # counted per run of equal trace ids: recount over distinct ids
+            rows = list(packed.rows())
+            packed.support = len({row[0] for row in rows})
+            packed.failing = len({row[0] for row in rows if row[1] == "failure"})
+            packed.succeeding = len({row[0] for row in rows if row[1] == "success"})
+        return packed
+
 
 class PackedEvidence(Sequence[Evidence]):
     """A long evidence tuple held compressed, with its support counts worked out once.
 
     Every rule lists every trajectory that supports it, so the consolidated lessons of a large
     corpus carry the whole corpus's evidence: about 600 bytes an item as objects, some 250,000
-    items at 50,000 trajectories. Held packed (the items as plain tuples, pickled and
-    compressed), they cost a few dozen bytes an item, and are unpacked one lesson or rule at a
-    time by whatever reads them (a merge, the author, provenance.json's encoder). It reads,
-    compares, hashes and serialises as the tuple it holds, so nothing downstream can tell the
-    difference but memory: `EvidenceTuple` fields pack what they validate from
-    `PACK_EVIDENCE_FROM` items on."""
+    items at 50,000 trajectories. Held packed (the items as plain tuples, `EvidenceRow`, pickled
+    and compressed in chunks of `EVIDENCE_CHUNK`), they cost a few dozen bytes an item, and are
+    read a chunk at a time (`rows`) by whatever reads them: a merge (`union_evidence`), the
+    author, provenance.json's encoder. It reads, compares, hashes and serialises as the tuple it
+    holds, so nothing downstream can tell the difference but memory: `EvidenceTuple` fields
+    pack what they validate from `PACK_EVIDENCE_FROM` items on. `ordered` says the rows are in
+    `row_key` order, which lets merges and readers stream them."""
 
-    __slots__ = ("blob", "count", "support", "failing", "succeeding")
+    __slots__ = ("chunks", "count", "support", "failing", "succeeding", "ordered")
 
-    def __init__(self, blob: bytes, count: int, support: int, failing: int, succeeding: int):
-        self.blob, self.count, self.support, self.failing, self.succeeding = blob, count, support, failing, succeeding
+    def __init__(self, chunks: "tuple[bytes, ...] | bytes", count: int, support: int, failing: int, succeeding: int,
+                 ordered: bool = False):
+        self.chunks = (chunks,) if isinstance(chunks, bytes) else tuple(chunks)
+        self.count, self.support, self.failing, self.succeeding, self.ordered = count, support, failing, succeeding, ordered
 
     @classmethod
     def of(cls, evidence: Iterable[Evidence]) -> "PackedEvidence":
-        rows = [(e.trace_id, e.outcome, e.steps, e.quote) for e in evidence]
-        traces = {row[0] for row in rows}
-        failing = {row[0] for row in rows if row[1] == "failure"}
-        succeeding = {row[0] for row in rows if row[1] == "success"}
-        blob = zlib.compress(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), 1)
-        return cls(blob, len(rows), len(traces), len(failing), len(succeeding))
+        return cls.of_rows(evidence_rows(evidence))
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[EvidenceRow]) -> "PackedEvidence":
+        packer = RowPacker()
+        for row in rows:
+            packer.add(row)
+        return packer.packed()
+
+    def rows(self) -> Iterator[EvidenceRow]:
+        """The items as rows, in order, one chunk in memory at a time."""
+        for chunk in self.chunks:
+            yield from pickle.loads(zlib.decompress(chunk))  # noqa: S301 - packed by this process, never read from input
 
     def items(self) -> tuple[Evidence, ...]:
         return tuple(self)
 
-    def __reduce__(self) -> tuple[type["PackedEvidence"], tuple[bytes, int, int, int, int]]:
-        return PackedEvidence, (self.blob, self.count, self.support, self.failing, self.succeeding)
+    def __reduce__(self) -> tuple[type["PackedEvidence"], tuple[object, ...]]:
+        return PackedEvidence, (self.chunks, self.count, self.support, self.failing, self.succeeding, self.ordered)
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[Evidence]:
         """The items one at a time (a reader that streams them never holds them all as objects)."""
-        rows = pickle.loads(zlib.decompress(self.blob))  # noqa: S301 - packed by this process, never read from input
-        return (Evidence(trace_id=t, outcome=o, steps=st, quote=q) for t, o, st, q in rows)
+        return (Evidence(trace_id=t, outcome=o, steps=st, quote=q) for t, o, st, q in self.rows())
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def] - int or slice, as a tuple's
         return self.items()[index]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PackedEvidence):
-            return self.blob == other.blob or self.items() == other.items()
+            return self.chunks == other.chunks or (
+                self.count == other.count and all(a == b for a, b in zip(self.rows(), other.rows())))
         return self.items() == other if isinstance(other, tuple) else NotImplemented
 
     def __hash__(self) -> int:
@@ -314,7 +458,7 @@ class PackedEvidence(Sequence[Evidence]):
 
 def _pack_long(value: object, handler: core_schema.ValidatorFunctionWrapHandler) -> object:
     if isinstance(value, PackedEvidence):
-        return value
+        return _small_as_tuple(value)
     validated = handler(value)
     return PackedEvidence.of(validated) if len(validated) >= PACK_EVIDENCE_FROM else validated
 
@@ -338,7 +482,7 @@ class Supported:
 
     @property
     def trace_ids(self) -> tuple[str, ...]:
-        return tuple(sorted({e.trace_id for e in self.evidence}))
+        return tuple(distinct_trace_ids(self.evidence))
 
     @property
     def failing_support(self) -> int:
@@ -391,7 +535,10 @@ class Lesson(Supported, _Frozen):
     @classmethod
     def create(cls, **fields: object) -> "Lesson":
         """Build a lesson whose id is derived from its content (signature, wording, evidence)."""
-        fields["evidence"] = tuple(sorted(fields.get("evidence", ()), key=lambda e: (e.trace_id, e.steps, e.quote)))
+        evidence = fields.get("evidence", ())
+        if not (isinstance(evidence, PackedEvidence) and evidence.ordered):  # packed in order: sorted already
+            evidence = tuple(sorted(evidence, key=lambda e: (e.trace_id, e.steps, e.quote)))
+        fields["evidence"] = evidence
         fields.setdefault("merged_from", ())
         fields["merged_from"] = tuple(sorted(fields["merged_from"]))
         basis = {k: v for k, v in fields.items() if k != "id"}
@@ -405,8 +552,21 @@ def _evidence_streamed_hash(lesson: "Lesson", exclude: set[str]) -> str:
     """`content_hash(lesson.model_dump(mode="json", exclude=exclude))`, its evidence hashed one
     item at a time (the same bytes without the whole list as dicts: at the top of a large merge
     tree one lesson may hold the evidence of tens of thousands of trajectories)."""
-    return _streamed_hash(lesson.model_dump(mode="json", exclude={*exclude, "evidence"}),
-                          {"evidence": (e.model_dump(mode="json") for e in lesson.evidence)})
+    digest = hashlib.sha256()
+    _hash_value(digest, _streamed_lesson(lesson, exclude))
+    return digest.hexdigest()[:16]
+
+
+def _streamed_lesson(lesson: "Lesson", exclude: set[str] = frozenset()) -> "_StreamedObject":
+    """`lesson.model_dump(mode="json", exclude=exclude)` for hashing, its evidence read a row at a time."""
+    return _StreamedObject(lesson.model_dump(mode="json", exclude={*exclude, "evidence"}),
+                           {"evidence": _StreamedList(row_json(row) for row in evidence_rows(lesson.evidence))})
+
+
+def _streamed_conflict(conflict: "Conflict") -> "_StreamedObject":
+    """`conflict.model_dump(mode="json")` for hashing, its two lessons' evidence streamed."""
+    return _StreamedObject(conflict.model_dump(mode="json", exclude={"a", "b"}),
+                           {"a": _streamed_lesson(conflict.a), "b": _streamed_lesson(conflict.b)})
 
 
 class Conflict(_Frozen):
@@ -440,10 +600,12 @@ class LessonSet(_Frozen):
         time: the same bytes without the whole set's dump, which at the top of a large merge tree
         is every evidence item of the corpus as dicts and then as one string."""
         plain = {"level": self.level, "sources": list(self.sources)}
-        lists = {"conflicts": (c.model_dump(mode="json") for c in self.conflicts),
-                 "lessons": (lesson.model_dump(mode="json") for lesson in self.lessons)}
+        lists = {"conflicts": _StreamedList(_streamed_conflict(c) for c in self.conflicts),
+                 "lessons": _StreamedList(_streamed_lesson(lesson) for lesson in self.lessons)}
         assert {*plain, *lists} == set(type(self).model_fields), "LessonSet.key must hash every field"
-        return _streamed_hash(plain, lists)
+        digest = hashlib.sha256()
+        _hash_value(digest, _StreamedObject(plain, lists))
+        return digest.hexdigest()[:16]
 
 
 class Usage(_Frozen):

@@ -229,18 +229,21 @@ def kind_of(value: JSONValue) -> str:
     return "number" if isinstance(value, (int, float)) else type(value).__name__
 
 
+_ERROR_PHRASES = ("traceback (most recent call last)", "command not found", "no such file or directory", "permission denied")
+_ERROR_LINE = r"^[\s>*\[]*(?:[A-Za-z_][\w.]*(?:Error|Exception)|error|fatal)\]?(?:\[[^\]\n]*\])?:\s"
+_IS_ERROR = r"[\"']?is_error[\"']?\s*[:=]\s*true\b"
+_STATUS_ERROR = r"[\"']?status[\"']?\s*[:=]\s*[\"']?(?:error|failed|failure)\b"
 _ERROR_WORDS = re.compile(
-    r"Traceback \(most recent call last\)"
-    r"|^[\s>*\[]*(?:[A-Za-z_][\w.]*(?:Error|Exception)|error|fatal)\]?(?:\[[^\]\n]*\])?:\s"
-    r"|command not found|No such file or directory|Permission denied"
-    r"|[\"']?is_error[\"']?\s*[:=]\s*true\b"
-    r"|[\"']?status[\"']?\s*[:=]\s*[\"']?(?:error|failed|failure)\b",
+    "|".join([*(re.escape(phrase) for phrase in _ERROR_PHRASES), _ERROR_LINE, _IS_ERROR, _STATUS_ERROR]),
     re.MULTILINE | re.IGNORECASE,
 )
-_ERROR_HINTS = ("error", "exception", "fatal", "traceback", "fail", "command not found", "no such file or directory",
-                "permission denied")
-"""A word every `_ERROR_WORDS` match holds (lower case): it is tried only on a text holding one,
-since a case-insensitive search that starts with `^` tries every position of the text."""
+"""What a failed result says (see `looks_like_error`)."""
+_ERROR_PARTS = tuple((words, re.compile(pattern, re.MULTILINE | re.IGNORECASE)) for words, pattern in (
+    (("error", "exception", "fatal"), _ERROR_LINE), (("is_error",), _IS_ERROR), (("status",), _STATUS_ERROR)))
+"""`_ERROR_WORDS` but its phrases, one alternative at a time, each with the words (lower case)
+every match of it holds: on ASCII text an alternative is tried only where its words occur in
+the lower-cased text, since a case-insensitive alternation tries every position of the text
+(this halves the gate's time on real-formats' tool results)."""
 _EXIT_WORDS = re.compile(
     r"\b(?:exit(?:ed with)?|return)[ _]?(?:code|status)\b[\s:=]*(-?\d+)",
     re.IGNORECASE,
@@ -254,12 +257,26 @@ def exit_code_in(text: str) -> int | None:
     report the status, so a file listing that mentions an exit code mid-way is not taken."""
     if not isinstance(text, str):
         return None
-    lines = text.strip().splitlines()
-    for line in lines[:3] + lines[-3:] if len(lines) > 6 else lines:
+    for line in head_and_tail(text.strip()):
+        if line.isascii() and "exit" not in (lower := line.lower()) and "return" not in lower:
+            continue  # every match holds one of the two words (a search tries every position)
         match = _EXIT_WORDS.search(line)
         if match:
             return int(match.group(1))
     return None
+
+
+def head_and_tail(text: str, chunk: int = 1024) -> list[str]:
+    """The first three and last three of `text.splitlines()` when it has more than six, else
+    all of them, without splitting a long text whole: the lines are taken from its first and
+    last `chunk` characters when each holds four lines or more (three whole ones, whatever
+    line break ends them), and from the whole text otherwise."""
+    if len(text) > 2 * chunk:
+        head, tail = text[:chunk].splitlines(), text[-chunk:].splitlines()
+        if len(head) > 3 and len(tail) > 3:
+            return head[:3] + tail[-3:]
+    lines = text.splitlines()
+    return lines[:3] + lines[-3:] if len(lines) > 6 else lines
 
 
 def reports_json_error(text: str) -> bool:
@@ -292,8 +309,9 @@ def looks_like_error(text: str) -> bool:
     code = exit_code_in(text)
     if code is not None and code != 0:
         return True
-    if text.isascii():  # every match holds one of these words; for ASCII text, lower() finds them in any case
-        lower = text.lower()
-        if not any(word in lower for word in _ERROR_HINTS):
-            return False
-    return bool(_ERROR_WORDS.search(text))
+    if not text.isascii():  # `lower()` may change length or map a non-ASCII letter to an ASCII one
+        return bool(_ERROR_WORDS.search(text))
+    lower = text.lower()
+    if any(phrase in lower for phrase in _ERROR_PHRASES):
+        return True
+    return any(any(word in lower for word in words) and pattern.search(text) for words, pattern in _ERROR_PARTS)

@@ -30,6 +30,10 @@ empty file, truncated or invalid JSON, nesting deep enough to hit Python's recur
 limit, an integer longer than Python's 4,300-digit conversion limit, an over-long line) is
 yielded as a `Skip` naming the file, the line when there is one, and what is wrong. Nothing
 here raises for bad input.
+
+A JSON value is parsed by orjson where it certainly gives the value `json.loads` gives
+(`_quick_loads`), about twice as fast; anything else, bad input included, by `json.loads`,
+whose messages the skips quote.
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ from typing import IO, Any
 
 from ..types import JSONValue, Skip
 from .base import Document
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a dependency; without it every value is parsed by json.loads
+    _orjson = None
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024 * 1024
@@ -404,7 +413,37 @@ def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
     return data + stream.read(limit - len(data)) if len(data) > left else data
 
 
+_DIGITS = bytes(48 if 48 <= byte <= 57 else byte if byte == 46 else 32 for byte in range(256))
+"""`bytes.translate` table: every digit to `0`, `.` kept, every other byte to a space."""
+_LONG_NUMBER = b"0" * 19
+_LONG_RUN = b" " + _LONG_NUMBER
+_SLOW = object()
+
+
+def _quick_loads(data: bytes) -> object:
+    """The value `json.loads` gives for the JSON text `data`, parsed by orjson (about twice as
+    fast), or `_SLOW` when only `json.loads` can say. orjson refuses whatever `json.loads`
+    might read differently or refuse with its own message (a byte-order mark, bytes that are
+    not UTF-8, invalid JSON, lone surrogate escapes, `NaN`, a float beyond range, nesting
+    deeper than 1024); the one value it reads differently without refusing, an integer
+    beyond 64 bits (a float to orjson), is 19 digits or more in a row that do not follow a `.`,
+    so text holding such a run anywhere (in a string too) is left to `json.loads`. (The digits
+    of a fraction are read the same by both.) Tested against `json.loads` on mutated texts."""
+    if _orjson is None:
+        return _SLOW
+    shape = data.translate(_DIGITS)
+    if _LONG_RUN in shape or shape.startswith(_LONG_NUMBER):
+        return _SLOW
+    try:
+        return _orjson.loads(data)
+    except _orjson.JSONDecodeError:
+        return _SLOW
+
+
 def _json_document(source: Source, data: bytes, max_bytes: int) -> Document | Skip:
+    value = _quick_loads(data)
+    if value is not _SLOW:
+        return Document(path=source.path, kind="json", _value=value)
     text, problem = _decode(data)
     if problem:
         return Skip(path=source.path, reason=problem)
@@ -468,6 +507,9 @@ def _jsonl_records(source: Source, max_bytes: int, only: Collection[int] | None 
 
 
 def _parse_line(path: str, line_no: int, line: bytes) -> tuple[int, JSONValue] | Skip:
+    value = _quick_loads(line)
+    if value is not _SLOW:
+        return line_no, value  # type: ignore[return-value]
     text, problem = _decode(line)
     if problem:
         return Skip(path=path, record=f"line {line_no}", reason=problem)

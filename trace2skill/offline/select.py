@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Protocol, SupportsBytes
 
-from ..types import Evidence, Lesson, Trace
+from ..types import Lesson, PackedEvidence, RowPacker, Trace, evidence_rows, union_evidence
 from . import packs
 from .behaviours import (MIN_RUNS, Behaviours, Labelled, Shown, Tally, Verdict, as_lesson, count, generic_behaviours,
                          source_of, tested)
@@ -95,8 +95,7 @@ def merge_templates(lessons: list[Lesson]) -> list[Lesson]:
                 rest.append(members[0])
                 continue
             signature = error_signature(family, " ".join(pattern))
-            evidence = {(e.trace_id, e.steps, e.quote): e for m in members for e in m.evidence}
-            rest.append(Lesson.create(signature=signature, evidence=tuple(evidence.values()),
+            rest.append(Lesson.create(signature=signature, evidence=union_evidence(m.evidence for m in members),
                                       merged_from=tuple(sorted({i for m in members for i in (m.merged_from or (m.id,))})),
                                       **error_wording(signature)))
     return rest
@@ -123,16 +122,16 @@ def _judge_pitfall(lesson: Lesson) -> Lesson | None:
         return None
     recovery = _recovery_sentence(lesson)
     if lesson.signature.startswith("error:"):
-        failures = sorted((e for e in lesson.evidence if len(e.steps) == 1),
-                          key=lambda e: (e.outcome != "failure", e.trace_id, e.steps))
-        rule = counted_error_rule(lesson, failures[0].quote if failures else "", recovery)
+        first = min((row for row in evidence_rows(lesson.evidence) if len(row[2]) == 1),
+                    key=lambda row: (row[1] != "failure", row[0], row[2]), default=None)
+        rule = counted_error_rule(lesson, first[3] if first else "", recovery)
         return Lesson.create(**{**lesson.model_dump(exclude={"id", "evidence", "rule"}), "rule": rule,
                                 "evidence": lesson.evidence})
     return _restate(lesson, recovery) if recovery else lesson
 
 
 def _recovery_sentence(lesson: Lesson) -> str:
-    recoveries = {e.trace_id: e.quote for e in lesson.evidence if len(e.steps) == 2}
+    recoveries = {row[0]: row[3] for row in evidence_rows(lesson.evidence) if len(row[2]) == 2}
     shapes = Counter(shape(q) for q in recoveries.values())
     if not shapes:
         return ""
@@ -197,18 +196,21 @@ def behaviour_rules(runs: Sequence[Observed]) -> list[Lesson]:
             wording, what = packs.wording(verdict.signature), packs.shown(verdict.signature)
             if wording is None or wording["polarity"] != verdict.polarity:
                 continue  # the pack's advice points the other way than these numbers
-        lessons.append(as_lesson(verdict, wording, what, tuple(evidence[verdict.signature])))
+        lessons.append(as_lesson(verdict, wording, what, evidence[verdict.signature]))
     return lessons[:MAX_BEHAVIOURS]
 
 
-def _evidence(verdicts: list[Verdict], labelled: Sequence[Observed]) -> dict[str, list[Evidence]]:
-    """Per kept behaviour, the runs on the side that argues for its rule, with steps and quote."""
+def _evidence(verdicts: list[Verdict], labelled: Sequence[Observed]) -> dict[str, PackedEvidence]:
+    """Per kept behaviour, the runs on the side that argues for its rule, with steps and quote
+    (the first item a run showed of it), packed as they come: a behaviour most runs show has
+    an item per run, tens of thousands at scale."""
     wanted = {v.signature: "success" if v.polarity == "do" else "failure" for v in verdicts}
-    found: dict[str, list[Evidence]] = {signature: [] for signature in wanted}
+    found = {signature: RowPacker() for signature in wanted}
     for run in labelled:
         if run.outcome not in wanted.values():
             continue
         for item in Behaviours.unpack(bytes(run.behaviours or b"")).shown:
-            if wanted.get(item.signature) == run.outcome and not any(e.trace_id == run.id for e in found[item.signature][-1:]):
-                found[item.signature].append(Evidence(trace_id=run.id, outcome=run.outcome, steps=item.steps, quote=item.quote))
-    return found
+            packer = found.get(item.signature)
+            if wanted.get(item.signature) == run.outcome and (packer.last is None or packer.last[0] != run.id):
+                packer.add((run.id, run.outcome, tuple(item.steps), item.quote))
+    return {signature: packer.packed() for signature, packer in found.items()}
