@@ -204,8 +204,7 @@ def distill(
     if not corpus.entries:
         raise NoInputError(no_input_message(corpus.skips))
     with skill_lock(config.skill_dir()) if write else _nothing():
-        # the index as read, for the gate's folds (`_build` releases behaviours and takes lesson sets out of `corpus.lessons`)
-        gated = replace(corpus, lessons=dict(corpus.lessons)) if write and config.gate.mode == "heldout" else corpus
+        gated = replace(corpus, lessons=dict(corpus.lessons)) if write and config.gate.mode == "heldout" else corpus  # as read: _build releases parts
         run, analyst, final, failed, notes, build = _build(config, llm, corpus, progress, checkpoint, control, rejected,
                                                           write, on_quote, quoted, executor)
         decision = None
