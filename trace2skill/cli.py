@@ -321,9 +321,10 @@ class _Reading:
     check: on the model path its shards are read in worker processes while the driver checks
     the key and the model and imports litellm and LangGraph, so the index is ready when they
     are. A failed check does not wait for it (`cancel`); the read stops after its current shard.
-    On Ray the read waits for `result` and runs in the command's thread, as Ray requires."""
+    Without a check to overlap (`overlap` false: offline, a dry run), and on Ray, the read waits
+    for `result` and runs in the command's thread."""
 
-    def __init__(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any):
+    def __init__(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any, overlap: bool):
         import threading
 
         self._stop = threading.Event()
@@ -331,7 +332,9 @@ class _Reading:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, args=(config, llm, paths, progress),
                                         name="trace2skill-read", daemon=True)
-        if config.analyse.executor != "ray":  # Ray is joined from the main thread only (its signal handlers)
+        # Ray is joined from the main thread only (its signal handlers); offline there is no check
+        # to overlap, and a second thread's allocations would only grow the resident set (malloc arenas)
+        if overlap and config.analyse.executor != "ray":
             self._thread.start()
 
     def _read(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any) -> None:
@@ -398,9 +401,10 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
         config = _config(flags.config_path, flags.overrides(), flags.settings)
         llm = _llm(ctx, config)
         with _progress_reporter(_show_progress(ctx, flags.json_out)) as progress:
-            reading = _Reading(config, llm, flags.paths, progress)  # overlaps the check and its imports
+            checking = llm is not None and not flags.dry_run
+            reading = _Reading(config, llm, flags.paths, progress, overlap=checking)  # overlaps the check and its imports
             try:
-                if llm is not None and not flags.dry_run:
+                if checking:
                     _check_model(config, llm)
                 corpus, executor = reading.result()
             finally:
