@@ -95,3 +95,26 @@ def demo_traces(tmp_path) -> Path:
     target = tmp_path / "traces"
     shutil.copytree(DEMO_TRACES, target)
     return target
+
+
+@pytest.fixture
+def traces_alive_when_scored(monkeypatch) -> list[int]:
+    """Each time the held-out scorer flags a batch, how many `Trace` objects are alive beyond
+    those alive before the test (earlier tests may leave some); appended as it runs."""
+    import gc
+
+    from trace2skill.evaluate import Scorer
+    from trace2skill.types import Trace
+
+    def alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, Trace) for o in gc.get_objects())
+
+    before, counts, flags = alive(), [], Scorer.flags
+
+    def counting(self, traces, rules):
+        counts.append(alive() - before)
+        return flags(self, traces, rules)
+
+    monkeypatch.setattr(Scorer, "flags", counting)
+    return counts

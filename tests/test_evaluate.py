@@ -194,28 +194,15 @@ def test_the_model_judge_cites_rule_ids_and_unknown_ids_are_dropped(tmp_path):
     assert len(llm.calls) == calls, "a rerun of the evaluation pays for nothing again"
 
 
-def test_eval_reads_each_heldout_fold_again_a_batch_at_a_time_and_never_holds_the_corpus(tmp_path, monkeypatch):
+def test_eval_reads_each_heldout_fold_again_a_batch_at_a_time_and_never_holds_the_corpus(tmp_path, traces_alive_when_scored):
     """200 runs of 100 tasks, two folds of 100 held-out runs: each fold is read from disk once and
     scored a batch at a time with the rules of all four learning-curve points, so no more than a
     batch of traces is alive when the scorer runs (eval used to load every run first)."""
-    import gc
-
-    from trace2skill.evaluate import SCORE_BATCH, Scorer
-    from trace2skill.types import Trace
+    from trace2skill.evaluate import SCORE_BATCH
 
     rows = [(task, trial, trial == 1, [] if trial == 1 else ["pytest-missing"]) for task in range(100) for trial in (0, 1)]
     corpus = write_corpus(tmp_path / "runs.json", rows)
-    alive: list[int] = []
-    flags = Scorer.flags
-
-    def counting(self, traces, rules):
-        gc.collect()
-        alive.append(sum(isinstance(o, Trace) for o in gc.get_objects()))
-        return flags(self, traces, rules)
-
-    gc.collect()
-    before = sum(isinstance(o, Trace) for o in gc.get_objects())  # what earlier tests left alive
-    monkeypatch.setattr(Scorer, "flags", counting)
+    alive = traces_alive_when_scored
     result = CliRunner().invoke(app, ["eval", str(corpus), "--folds", "2", "--json", "--set", f"state_dir={tmp_path / 'state'}"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -225,4 +212,4 @@ def test_eval_reads_each_heldout_fold_again_a_batch_at_a_time_and_never_holds_th
     assert report["heldout_failure_coverage"] == 1.0 and report["false_alarm_rate"] == 0.0, "the pitfall flags every failure"
     batches = [-(-sum(2 for f in folds.values() if f == k) // SCORE_BATCH) for k in (0, 1)]
     assert len(alive) == sum(batches) * 4, "each batch of each fold scored with the rules of four curve points"
-    assert max(alive) - before <= SCORE_BATCH + 1, (before, alive)
+    assert max(alive) <= SCORE_BATCH + 1, alive

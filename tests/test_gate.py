@@ -180,33 +180,20 @@ def test_heldout_gate_on_refresh_puts_both_figures_in_the_pr_body(world, tmp_pat
     assert provenance["gate"]["kind"] == "heldout" and provenance["gate"]["heldout"]["trajectories"] == 12
 
 
-def test_the_heldout_gate_holds_a_batch_of_trajectories_at_a_time_not_the_corpus(tmp_path, monkeypatch):
+def test_the_heldout_gate_holds_a_batch_of_trajectories_at_a_time_not_the_corpus(tmp_path, traces_alive_when_scored):
     """200 new trajectories (100 tasks, a failure and a success each) held out: every fold's
     trajectories are read again from disk and scored a batch at a time, with the current skill's
     rules and the fold's candidate's, so no more than a batch of traces is alive when the scorer
     runs (the gate used to load every trajectory of the run into memory first)."""
-    import gc
-
-    from trace2skill.evaluate import SCORE_BATCH, Scorer
-    from trace2skill.types import Trace
+    from trace2skill.evaluate import SCORE_BATCH
 
     old = write_corpus(tmp_path / "in" / "old.json", batch(0, 6, [], ["pytest-missing"]))
     assert CliRunner().invoke(app, distill_args(tmp_path, old, gate=False)).exit_code == 0
     new = write_corpus(tmp_path / "in" / "new.json", batch(100, 100, [], ["file"]))
-    alive: list[int] = []
-    flags = Scorer.flags
-
-    def counting(self, traces, rules):
-        gc.collect()
-        alive.append(sum(isinstance(o, Trace) for o in gc.get_objects()))
-        return flags(self, traces, rules)
-
-    gc.collect()
-    before = sum(isinstance(o, Trace) for o in gc.get_objects())  # what earlier tests left alive
-    monkeypatch.setattr(Scorer, "flags", counting)
+    alive = traces_alive_when_scored
     result = CliRunner().invoke(app, [*distill_args(tmp_path, old, new), "--set", "gate.folds=2"])
     assert result.exit_code == 0, result.output
     gate = json.loads(result.stdout)["gate"]
     assert gate["heldout"] == {"trajectories": 200, "folds": 2, "failures": 100, "successes": 100}
     assert len(alive) == 2 * 2 * 2, "two folds of 100, each in two batches, each scored with two rule sets"
-    assert max(alive) - before <= SCORE_BATCH + 1, (before, alive)
+    assert max(alive) <= SCORE_BATCH + 1, alive
