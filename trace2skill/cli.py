@@ -638,8 +638,8 @@ def eval_command(
         config = config.model_copy(update={"gate": type(config.gate)()})
         llm = _llm(ctx, config)
         with _progress_reporter(_show_progress(ctx, json_out)) as progress:
-            from .pipeline import distill as run_distill
             from .analyse import is_offline
+            from .pipeline import distill as run_distill
             from .pipeline import read_corpus
 
             corpus = read_corpus(config, is_offline(llm), paths, progress=progress, task_ids=True)

@@ -40,8 +40,7 @@ def prompts(corpus: Corpus, config: Config, executor: Executor, existing: Sequen
     """The prepared prompt of every trajectory the index kept, in stream order, each id once
     (the first copy read, as the index has it); `recorded` digests come without a prompt."""
     wanted = {e.id: e.digest for e in corpus.entries}
-    used = {e.shard for e in corpus.entries}
-    shards = [s for s in corpus.shards if s.order in used]
+    shards = corpus.shards_of(corpus.entries)
     job = ShardJob(config, corpus.labels, "prompt", wanted=frozenset(wanted.values()), renamed=corpus.renamed,
                    existing=tuple(existing), recorded=frozenset(recorded))
     for result in executor.map(shards, job, ahead=lookahead(len(wanted), len(shards), config, executor.workers)):

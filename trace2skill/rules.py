@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .types import (PACK_EVIDENCE_FROM, Evidence, EvidenceRow, EvidenceTuple, Lesson, LessonKind, PackedEvidence, Supported,
+from .types import (Evidence, EvidenceRow, EvidenceTuple, Lesson, LessonKind, PackedEvidence, Supported, evidence_of_rows,
                     evidence_rows, key_runs, sorted_rows)
 
 _WHEN_OPENERS = ("when", "if ", "before", "after", "while", "whenever", "during", "for ", "in ", "on ", "once",
@@ -155,9 +155,7 @@ def union_records(kept: Iterable[EvidenceRow], new: list[Iterable[Evidence]]) ->
     k-way merge of the sorted inputs, whose runs of one `row_key` differ only in outcome);
     packed from `PACK_EVIDENCE_FROM` items on."""
     streams = [iter(kept), *(sorted_rows(evidence) for evidence in new)]
-    rows = (row for run in key_runs(streams) for row in sorted(set(run), key=lambda row: row[1]))
-    packed = PackedEvidence.of_rows(rows)
-    return packed if packed.count >= PACK_EVIDENCE_FROM else packed.items()
+    return evidence_of_rows(row for run in key_runs(streams) for row in sorted(set(run), key=lambda row: row[1]))
 
 
 def record_lesson(record: RuleRecord) -> Lesson:

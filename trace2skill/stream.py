@@ -443,6 +443,11 @@ class Corpus:
         entries = [e for e in self.entries if keep(e)]
         return replace(self, entries=entries, lessons={e.id: self.lessons[e.id] for e in entries if e.id in self.lessons})
 
+    def shards_of(self, entries: Iterable[IndexEntry]) -> list[Shard]:
+        """The shards that hold `entries`, in reading order (what reading them again opens)."""
+        used = {e.shard for e in entries}
+        return [s for s in self.shards if s.order in used]
+
     def in_stream_order(self) -> list[IndexEntry]:
         """Entries in the order they were read (shard, then position in it)."""
         return sorted(self.entries, key=lambda e: (e.shard, e.seq))
@@ -528,8 +533,7 @@ def with_renamed(corpus: Corpus, results: Iterable[ShardResult]) -> Corpus:
 def renamed_shards(corpus: Corpus) -> list[Shard]:
     """The shards that hold a renamed trace."""
     new_ids = set(corpus.renamed.values())
-    used = {e.shard for e in corpus.entries if e.id in new_ids}
-    return [s for s in corpus.shards if s.order in used]
+    return corpus.shards_of(e for e in corpus.entries if e.id in new_ids)
 
 
 def settle_ids(entries: list[IndexEntry]) -> tuple[list[IndexEntry], list[Skip], dict[tuple[str, str], str]]:
@@ -568,10 +572,7 @@ def reread(corpus: Corpus, config: Config) -> Iterator[Trace]:
         yield from (t for t in corpus.held if wanted.pop(t.id, None) == t.digest())
         return
     job = ShardJob(config, corpus.labels, "index", renamed=corpus.renamed)
-    used = {e.shard for e in corpus.entries}
-    for shard in corpus.shards:
-        if shard.order not in used:
-            continue
+    for shard in corpus.shards_of(corpus.entries):
         for trace in iter_shard(shard, job, ShardResult(shard)):
             if wanted.pop(trace.id, None) == trace.digest():
                 yield trace

@@ -321,7 +321,12 @@ def union_evidence(groups: Iterable[Iterable[Evidence]]) -> "PackedEvidence | tu
     """The evidence of several lessons as one merged lesson holds it: one item per `row_key`
     (the last one, as `{key: item for group in groups for item in group}` keeps), sorted by
     it; packed from `PACK_EVIDENCE_FROM` items on. Streamed (`key_runs`)."""
-    return _small_as_tuple(PackedEvidence.of_rows(run[-1] for run in key_runs(sorted_rows(g) for g in groups)))
+    return evidence_of_rows(run[-1] for run in key_runs(sorted_rows(g) for g in groups))
+
+
+def evidence_of_rows(rows: Iterable[EvidenceRow]) -> "PackedEvidence | tuple[Evidence, ...]":
+    """`rows` as a lesson or record holds its evidence: packed from `PACK_EVIDENCE_FROM` items on."""
+    return _small_as_tuple(PackedEvidence.of_rows(rows))
 
 
 def _small_as_tuple(packed: "PackedEvidence") -> "PackedEvidence | tuple[Evidence, ...]":

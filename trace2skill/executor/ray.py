@@ -487,10 +487,9 @@ def analyse_remote(work: Work, corpus: Corpus, config: Config, tick: Tick | None
     recorded = frozenset(work.journal.analysed()) & frozenset(digests.values()) if work.journal is not None else frozenset()
     job = ShardJob(config, corpus.labels, "llm", wanted=frozenset(digests.values()), renamed=corpus.renamed,
                    existing=tuple(analyst.existing), recorded=recorded)
-    used = {e.shard for e in order}
     ready: list[Packed | None] = [None] * len(order)
     executor = RayExecutor(config.analyse.workers, config.analyse.ray_address)
-    for result in executor.map([s for s in corpus.shards if s.order in used], job, client=analyst.llm):
+    for result in executor.map(corpus.shards_of(order), job, client=analyst.llm):
         if work.control is not None and work.control.drain_requested:
             executor.stop(Interrupted("interrupted (run drained on request); rerun the same command to resume"))
         taken = _take(result, ready, position, digests, job, work)

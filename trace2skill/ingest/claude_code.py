@@ -30,7 +30,7 @@ Claude Code logs carry no task outcome: outcome stays `unknown`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -334,8 +334,7 @@ def _session(
     if is_subagent:
         main = sides.pop()
     wanted = set(main) | {u for kept in sides for u in kept}
-    lines = {index.message_lines[(session_id, u)] for u in wanted if (session_id, u) in index.message_lines}
-    lines.update(index.progress_lines.get(session_id, ()))
+    lines = _message_lines(index, session_id, wanted) | set(index.progress_lines.get(session_id, ()))
     events, streams = _load(records, session_id, wanted, index.agents.get(session_id, set()), lines)
     main = sorted(main, key=lambda u: nodes[u].line)
     steps, problems = _steps_of([events[u] for u in main if u in events])
@@ -366,6 +365,11 @@ def _session(
         format=NAME,
         extra=extra,
     )
+
+
+def _message_lines(index: _Index, session_id: str, uuids: Iterable[str]) -> set[int]:
+    """The first line of each of `uuids`' messages in `session_id`: what a second pass parses of them."""
+    return {index.message_lines[(session_id, u)] for u in uuids if (session_id, u) in index.message_lines}
 
 
 def _load(
@@ -560,8 +564,7 @@ def _attach_file(doc: Document, agent: str, path: Path, problems: list[Skip]) ->
                 if abandoned:
                     doc.ledger.ignore(_ABANDONED, len(abandoned), calls=sum(nodes[u].counts[0] for u in abandoned),
                                       results=sum(nodes[u].counts[1] for u in abandoned))
-                lines = {index.message_lines[(session_id, u)] for u in kept if (session_id, u) in index.message_lines}
-                events, _ = _load(sub.records, session_id, set(kept), set(), lines)
+                events, _ = _load(sub.records, session_id, set(kept), set(), _message_lines(index, session_id, kept))
                 summary, side_problems = _summary([events[u] for u in sorted(kept, key=lambda u: nodes[u].line)], agent)
                 summary["file"] = path.name
                 found.append(summary)
