@@ -63,6 +63,10 @@ class LLMConfig(_Section):
     api_key_env: str | None = None
     """Environment variable whose value is sent as the key to `api_base`. An `api_base` read from a
     configuration file gets a key only when the same file names this variable."""
+    client: Literal["auto", "litellm"] = "auto"
+    """How requests travel. `auto`: an `openai/` model with an `api_base` is sent straight to that
+    server (one HTTP request each, no litellm, whose import takes seconds and each request about
+    10 ms of CPU), any other model through litellm. `litellm`: always through litellm."""
     structured: Literal["json_schema", "tool", "json"] = "json_schema"
     """How replies are constrained: a JSON schema, a forced tool call, or plain JSON mode (schema in the prompt)."""
     price_in: float | None = Field(default=None, ge=0)
