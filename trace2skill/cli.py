@@ -22,6 +22,7 @@ import inspect
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -287,17 +288,17 @@ def _llm(ctx: typer.Context, config):
     return CallCounter(llm) if llm is not None else None
 
 
-def _check_model(config: Config, llm: LLMClient) -> None:
+def _check_model(config: Config, llm: LLMClient) -> threading.Thread:
     """The model preflight before any trajectory is analysed (the index pass runs beside it, in
     worker processes): a wrong key or model exits 78 in seconds, whatever the size of the
     corpus. It spends from the command's caps (`budget.with_budget`), and the run's own check
-    does not repeat it (`llm.check_model`).
+    does not repeat it (`llm.check_model`). Returns the thread importing what the run needs
+    (`_import_ahead`), still going: join it before the run imports the same modules.
 
     Raises:
         ProviderRejected, ProviderUnavailable, ConfigError, BudgetExceeded: see `llm.check_model`.
     """
     import asyncio
-    import threading
 
     from .budget import with_budget
     from .llm import check_model, close_clients, probe_key
@@ -313,7 +314,7 @@ def _check_model(config: Config, llm: LLMClient) -> None:
             await close_clients()
 
     asyncio.run(check())
-    importing.join()  # the run imports the same modules next; one thread at a time
+    return importing
 
 
 class _Reading:
@@ -404,9 +405,10 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
             checking = llm is not None and not flags.dry_run
             reading = _Reading(config, llm, flags.paths, progress, overlap=checking)  # overlaps the check and its imports
             try:
-                if checking:
-                    _check_model(config, llm)
+                importing = _check_model(config, llm) if checking else None
                 corpus, executor = reading.result()
+                if importing is not None and importing.ident is not None:
+                    importing.join()  # the run imports the same modules next; one thread at a time
             finally:
                 reading.cancel()
         from .journal import checkpoint_path

@@ -110,8 +110,10 @@ class AnalyseConfig(_Section):
     executor: Literal["local", "process", "ray"] = "local"
     """Where the map stage (read and analyse each trajectory) runs: this process, worker processes, or Ray. With a model,
     `local` and `process` both read and prepare prompts in worker processes, and send requests from this one."""
-    workers: Int = Field(default=1, ge=1, le=MAX_CONCURRENCY)
-    """Worker processes (or Ray tasks at once) of the map stage; the offline analyst is CPU-bound (with a model, at least one)."""
+    workers: Int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    """Worker processes (or Ray tasks at once) of the map stage; the offline analyst is CPU-bound. Unset: 1, except with
+    a model and the `local` or `process` executor: one per CPU core, which read and prepare prompts while this process
+    sends requests."""
     ray_address: str | None = None
     """Ray cluster to join (`auto`, `ray://HOST:PORT`); unset starts a local Ray."""
 
