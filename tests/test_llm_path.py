@@ -794,3 +794,24 @@ def test_straight_to_the_server_the_price_is_litellms_without_importing_it():
     expected = [price_per_token(m) for m in ("openai/gpt-4o", "openai/gpt-4.1-mini", "openai/fake-model")]
     assert expected[0] is not None and expected[2] is None
     assert done.stdout.strip() == f"{expected} False"
+
+
+def test_straight_to_the_server_the_proxy_the_environment_names_is_used_and_netrc_is_not_read(demo_traces, tmp_path,
+                                                                                              local_model, monkeypatch):
+    """`HTTP_PROXY` is honoured as litellm (httpx) honours it: the request goes to the proxy, for
+    the `api_base`'s address. A `~/.netrc` entry for that host is not read (aiohttp would add its
+    credentials and then refuse them beside the key's `Authorization` header)."""
+    traces = corpus(demo_traces, tmp_path / "c", 2)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine model.invalid login someone password secret\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with FakeServer(reply=answer) as proxy:  # it answers what it is sent, as the server would
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", "http://model.invalid:9/v1"))
+        assert result.exit_code == 0, result.output
+        assert {r.path for r in proxy.requests} == {"http://model.invalid:9/v1/chat/completions"}
+        assert all(r.key == "sk-local" and "someone" not in json.dumps(r.headers) for r in proxy.requests)

@@ -369,10 +369,11 @@ class _Reading:
 
 
 def _import_ahead(llm: LLMClient) -> None:
-    """Import litellm (for a litellm model), then LangGraph (the graph) while the preflight
-    waits on the network: a second of imports the run would otherwise wait for after it.
-    (Started after the key probe: importing beside it slowed a refused key's exit.) An import
-    that fails here fails again, and is reported, where it is used."""
+    """Import litellm (for a litellm model), then LangGraph (the graph), and load the tokenizer
+    (authoring counts SKILL.md's tokens) while the preflight waits on the network and the index
+    pass reads: seconds of work the run would otherwise wait for later. (Started after the key
+    probe: importing beside it slowed a refused key's exit.) What fails here fails again, and is
+    reported, where it is used."""
     from .llm import wrappers
     from .llm.litellm_backend import LiteLLMClient, _litellm
 
@@ -381,6 +382,9 @@ def _import_ahead(llm: LLMClient) -> None:
             _litellm()
         from . import pipeline  # noqa: F401 - first, as the read's thread does: no two threads import in opposite orders
         from . import graph  # noqa: F401
+        from .compress import count_tokens
+
+        count_tokens("")
     except Exception:  # noqa: BLE001 - see the docstring
         pass
 

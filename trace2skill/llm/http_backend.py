@@ -28,6 +28,8 @@ import asyncio
 import json
 import os
 import re
+import urllib.parse
+import urllib.request
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +54,7 @@ class HTTPClient(ChatClient):
         import aiohttp
 
         try:
-            async with _session().post(url, data=body, headers=headers, allow_redirects=False,
+            async with _session().post(url, data=body, headers=headers, allow_redirects=False, proxy=_proxy(url),
                                        timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 status, raw = response.status, await response.read()
                 retry_after, location = _retry_after(response.headers), response.headers.get("location")
@@ -137,6 +139,16 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
+def _proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), as
+    httpx and so litellm honour it. (aiohttp's `trust_env` would also read `~/.netrc`, whose
+    credentials clash with the key's `Authorization` header.)"""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
 
 
@@ -147,8 +159,8 @@ def _session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
     if session is None or session.closed:
-        # no connection limit here: `BoundedClient` holds the run's concurrency; proxies from the environment
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
+        # no connection limit here: `BoundedClient` holds the run's concurrency; proxies: `_proxy`
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         _sessions[loop] = session
     return session
 
