@@ -815,3 +815,12 @@ def test_straight_to_the_server_the_proxy_the_environment_names_is_used_and_netr
         assert result.exit_code == 0, result.output
         assert {r.path for r in proxy.requests} == {"http://model.invalid:9/v1/chat/completions"}
         assert all(r.key == "sk-local" and "someone" not in json.dumps(r.headers) for r in proxy.requests)
+
+
+def test_straight_to_the_server_an_api_base_without_a_scheme_exits_78_saying_what_to_write(demo_traces, tmp_path,
+                                                                                           local_model):
+    """A common slip, `localhost:8000/v1`: no retry can fix it, so it is a configuration error."""
+    traces = corpus(demo_traces, tmp_path / "c", 1)
+    result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", "localhost:9/v1"))
+    assert result.exit_code == 78, result.output
+    assert "must be an http:// or https:// URL, such as http://localhost:8000/v1" in result.output

@@ -58,6 +58,9 @@ class HTTPClient(ChatClient):
                                        timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 status, raw = response.status, await response.read()
                 retry_after, location = _retry_after(response.headers), response.headers.get("location")
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # before ClientError, their base: no retry helps
+            raise ProviderRejected(f"{self.model!r}: cannot send to {url} ({exc}); --api-base / llm.api_base must be "
+                                   "an http:// or https:// URL, such as http://localhost:8000/v1") from None
         except asyncio.TimeoutError:
             raise ProviderUnavailable(f"{self.model!r}: provider unavailable: no answer from {url} within "
                                       f"{self.config.timeout:g} s (llm.timeout)") from None
