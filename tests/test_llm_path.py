@@ -7,12 +7,14 @@ Expected request counts come from the server's own request log, never from our c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -714,68 +716,56 @@ def test_the_windows_of_a_merge_go_out_together_within_the_concurrency_and_the_s
 def test_the_key_probe_follows_no_redirect_so_the_key_stays_with_the_api_base(tmp_path, local_model, monkeypatch):
     """An `api_base` that redirects elsewhere: the probe's key is not sent to the other host."""
     import asyncio
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from trace2skill.config import load_config
     from trace2skill.llm import build_llm
 
-    with FakeServer(reply=answer) as elsewhere:
-        class Redirect(BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(307)
-                self.send_header("Location", elsewhere.url + "/models")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        try:
-            monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
-            config = load_config(overrides={"llm.model": MODEL, "llm.client": "litellm",
-                                            "llm.api_base": f"http://127.0.0.1:{httpd.server_address[1]}/v1"}, env={})
-            asyncio.run(build_llm(config).probe_key())  # a redirect says nothing about the key: no error
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
+    with FakeServer(reply=answer) as elsewhere, redirecting(elsewhere.url) as base:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
+        config = load_config(overrides={"llm.model": MODEL, "llm.client": "litellm", "llm.api_base": base}, env={})
+        asyncio.run(build_llm(config).probe_key())  # a redirect says nothing about the key: no error
         assert elsewhere.requests == [], "the redirect was not followed, so the key went nowhere else"
+
+
+@contextlib.contextmanager
+def redirecting(to: str) -> Iterator[str]:
+    """A server on 127.0.0.1 answering every GET and POST with a 307 to the same path under
+    `to`; yields its base URL (`.../v1`)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(307)
+            self.send_header("Location", to + self.path.removeprefix("/v1"))
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_straight_to_the_server_a_redirect_is_not_followed_and_the_key_stays_with_the_api_base(demo_traces, tmp_path,
                                                                                                local_model, monkeypatch):
     """The HTTP client's requests follow no redirect either: exit 78 saying where it points."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     traces = corpus(demo_traces, tmp_path / "c", 2)
-    with FakeServer(reply=answer) as elsewhere:
-        class Redirect(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.send_response(307)
-                self.send_header("Location", elsewhere.url + "/chat/completions")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        try:
-            monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
-            result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base",
-                                                     f"http://127.0.0.1:{httpd.server_address[1]}/v1"))
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
+    with FakeServer(reply=answer) as elsewhere, redirecting(elsewhere.url) as base:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", base))
         assert result.exit_code == 78, result.output
         assert f"redirects (HTTP 307) to {elsewhere.url}/chat/completions" in result.output
         assert elsewhere.requests == [], "the redirect was not followed, so the key went nowhere else"
-
 
 def test_straight_to_the_server_the_price_is_litellms_without_importing_it():
     """The HTTP client's quote prices an `openai/` model from the map litellm ships, read as data:

@@ -36,9 +36,10 @@ DEFAULT_MAX_TOKENS = 2048
 four times the longest analyst or merge reply."""
 
 
-def sampling_params(config: LLMConfig) -> dict[str, float | int]:
-    """The sampling parameters the user set, and `max_tokens` always (the budget reserves it)."""
-    params: dict[str, float | int] = {"max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS}
+def sampling_params(config: LLMConfig, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, float | int]:
+    """The sampling parameters the user set, and `max_tokens` always (the budget reserves it;
+    `default_max_tokens` when `llm.max_tokens` is unset)."""
+    params: dict[str, float | int] = {"max_tokens": config.max_tokens or default_max_tokens}
     for key in ("temperature", "seed"):
         value = getattr(config, key)
         if value is not None:
