@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -814,3 +815,22 @@ def test_straight_to_the_server_an_api_base_without_a_scheme_exits_78_saying_wha
     result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", "localhost:9/v1"))
     assert result.exit_code == 78, result.output
     assert "must be an http:// or https:// URL, such as http://localhost:8000/v1" in result.output
+
+
+def test_straight_to_the_server_a_whole_run_never_imports_litellm(demo_traces, tmp_path):
+    """The point of the direct client: a run against an `openai/` model's `api_base` (quote,
+    preflight, analyses, merges, authoring) never pays for importing litellm or the `openai` SDK."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    traces = corpus(demo_traces, tmp_path / "c", 3)
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom trace2skill.cli import app\n"
+            f"r = CliRunner().invoke(app, {distill_args(traces, tmp_path / 'out', '--api-base', '{URL}')!r})\n"
+            "print(r.exit_code, 'litellm' in sys.modules, 'openai' in sys.modules)\n")
+    with FakeServer(reply=answer) as server:
+        env = {**{k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TRACE2SKILL_LLM__CLIENT")}, "CI": "1"}
+        done = subprocess.run([sys.executable, "-c", code.replace("{URL}", server.url)], capture_output=True, text=True,
+                              cwd=ROOT, env=env, timeout=300)
+    assert done.stdout.split() == ["0", "False", "False"], done.stdout + done.stderr[-2000:]
