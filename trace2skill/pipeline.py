@@ -443,6 +443,7 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Prepared], work: Work, c
             level = 1 if n > 1 else 0
         else:
             position = {e.id: i for i, e in enumerate(corpus.in_stream_order())}
+            warm_later_stages()
             pool = await analyse_stream(work, traces, position, fan_in, config.analyse.concurrency, tick)
             level = 1 if n > 1 else 0
         work.halt.raise_if_halted()
@@ -450,6 +451,24 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Prepared], work: Work, c
     finally:
         await close_clients()
     return final, list(work.failed), list(work.notes)
+
+
+def warm_later_stages() -> None:
+    """Import LangGraph (the merge levels) and load the tokenizer (authoring counts SKILL.md's
+    tokens) in a thread while the analyses wait on the network, where the CPU is spare, instead
+    of beside the index pass, which the first analysis waits for, or after the last answer. A
+    failure here fails again, and is reported, where it is used."""
+
+    def warm() -> None:
+        try:
+            from . import graph  # noqa: F401
+            from .compress import count_tokens
+
+            count_tokens("")
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
+
+    threading.Thread(target=warm, name="trace2skill-warm", daemon=True).start()
 
 
 async def merge_levels(work: Work, config: Config, pool: list[Packed], level: int, tick: Callable[[str, int], None]) -> LessonSet:
