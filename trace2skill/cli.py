@@ -369,9 +369,8 @@ class _Reading:
 
 
 def _import_ahead(llm: LLMClient) -> None:
-    """Import litellm (for a litellm model), then the pipeline and LangGraph's run control, while
-    the preflight waits on the network: seconds of imports the run would otherwise wait for
-    after it. (Started after the
+    """Import litellm (for a litellm model), then the pipeline, while the preflight waits on the
+    network: seconds of imports the run would otherwise wait for after it. (Started after the
     key probe: importing beside it slowed a refused key's exit. LangGraph is imported later,
     while the analyses wait on the network: `pipeline.warm_later_stages`.) An import that fails
     here fails again, and is reported, where it is used."""
@@ -382,7 +381,6 @@ def _import_ahead(llm: LLMClient) -> None:
         if any(isinstance(c, LiteLLMClient) for c in wrappers(llm)):
             _litellm()
         from . import pipeline  # noqa: F401 - as the read's thread does: no two threads import in opposite orders
-        from langgraph.runtime import RunControl  # noqa: F401 - the run's drain switch, made before the first analysis
     except Exception:  # noqa: BLE001 - see the docstring
         pass
 
@@ -977,9 +975,9 @@ def _drain_on_sigterm():
     """SIGTERM asks the run to stop at the next safe point (exit 75, resumable) instead of killing it."""
     import signal
 
-    from langgraph.runtime import RunControl
+    from .fleet import DrainSwitch
 
-    control = RunControl()
+    control = DrainSwitch()
     previous = signal.signal(signal.SIGTERM, lambda *_: control.request_drain("sigterm"))
     try:
         yield control
