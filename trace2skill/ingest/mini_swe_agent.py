@@ -41,7 +41,8 @@ from ._steps import StepList, arguments_text, as_int, kind_of, text_of
 from .base import Document, Sample, read_each
 
 NAME = "mini_swe_agent"
-_ACTION = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
+_ACTION_TAGS = ("bash",)
+"""1.x: a command is the body of a ```bash block (see `fenced_blocks`)."""
 _RETURNCODE = re.compile(r"^\s*<returncode>(-?\d+)</returncode>")
 _OUTPUT = re.compile(r"<output(?:_head)?>\n?(.*?)</output(?:_head)?>", re.DOTALL)
 _PR = re.compile(r"<pr_description>\s*(?:Consider the following PR description:\s*)?(.*?)</pr_description>", re.DOTALL)
@@ -117,12 +118,13 @@ def _read_one(doc: Document, value: JSONValue, record: str | None) -> Iterator[T
     )
 
 
-def _agent_step(index: int, message: JSONObject, text: str, reply: str | None, actions: list[re.Match[str]]) -> Step:
+def _agent_step(index: int, message: JSONObject, text: str, reply: str | None, actions: list[Block]) -> Step:
     calls: tuple[ToolCall, ...] = ()
     visible = text
     if len(actions) == 1:
-        calls = (ToolCall(id=f"call-{index}", name="bash", arguments=actions[0].group(1)),)
-        visible = (text[:actions[0].start()] + text[actions[0].end():]).strip()
+        start, end, command = actions[0]
+        calls = (ToolCall(id=f"call-{index}", name="bash", arguments=command),)
+        visible = (text[:start] + text[end:]).strip()
     observations = () if reply is None else (_observation(reply, calls[0] if calls else None),)
     extra = {} if len(actions) == 1 else {"actions_found": len(actions)}
     return Step(
@@ -209,17 +211,17 @@ def _extra(value: JSONObject, info: JSONObject) -> JSONObject:
     return extra
 
 
-def _count_v1(doc: Document, messages: list[JSONValue]) -> dict[int, list[re.Match[str]]]:
+def _count_v1(doc: Document, messages: list[JSONValue]) -> dict[int, list[Block]]:
     """Ledger for 1.x: every message is a record; an assistant message with exactly one
     ```bash block is a call, and the user message after an assistant message its result.
     Returns the ```bash blocks of each assistant message, by message index."""
     ledger = doc.ledger
     ledger.saw(records=len(messages))
-    found: dict[int, list[re.Match[str]]] = {}
+    found: dict[int, list[Block]] = {}
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
-        actions = found[i] = list(_ACTION.finditer(text_of(message.get("content"))))
+        actions = found[i] = fenced_blocks(text_of(message.get("content")), _ACTION_TAGS)
         reply = messages[i + 1] if i + 1 < len(messages) else None
         answered = isinstance(reply, dict) and reply.get("role") == "user"
         ledger.saw(calls=int(len(actions) == 1), results=int(answered))
@@ -228,9 +230,52 @@ def _count_v1(doc: Document, messages: list[JSONValue]) -> dict[int, list[re.Mat
     return found
 
 
+Block = tuple[int, int, str]
+"""A fenced command block: where it starts, where it ends, the command."""
+
+
+def fenced_blocks(text: str, tags: tuple[str, ...]) -> list[Block]:
+    """The blocks `re.finditer(r"```(?:TAG|...)\s*\n(.*?)\n```", text, re.DOTALL)` finds, as
+    (start, end, group 1), found with `str.find`: that expression's lazy body tries the closing
+    fence at every character of every command, which cost more than the rest of the reader
+    (tested against the expression)."""
+    blocks: list[Block] = []
+    at = text.find("```")
+    while at >= 0:
+        block = _block_at(text, at, tags)
+        if block is not None:
+            blocks.append(block)
+        at = text.find("```", at + 1 if block is None else block[1])
+    return blocks
+
+
+def _block_at(text: str, at: int, tags: tuple[str, ...]) -> Block | None:
+    """The block starting at `at`, if any. After the tag, the expression's greedy `\s*` gives
+    back whitespace until a newline ends it, so the body starts after the run's last newline
+    and ends at the first newline followed by ``` after it. With no such fence later, the one
+    other match is a run ending in a newline right before ```: the body is the whitespace
+    between the run's last two newlines (each retry of the expression finds that, in linear time)."""
+    for tag in tags:
+        if not text.startswith(tag, at + 3):
+            continue
+        after = end = at + 3 + len(tag)
+        while end < len(text) and text[end].isspace():
+            end += 1
+        newline = text.rfind("\n", after, end)
+        if newline < 0:
+            continue
+        close = text.find("\n```", newline + 1)
+        if close < 0 and newline == end - 1 and text.startswith("```", end):
+            newline, close = text.rfind("\n", after, newline), newline
+        if close >= 0 and newline >= 0:
+            return at, close + 4, text[newline + 1:close]
+    return None
+
+
 # ---------------------------------------------------------------- 2.x
 
-_V2_ACTION = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOTALL)
+_V2_TAGS = ("mswea_bash_command", "bash")
+"""2.x text mode: a command is the body of a ```mswea_bash_command (or ```bash) block."""
 _JSON_RETURNCODE = re.compile(r'^\s*\{\s*"returncode":\s*(-?\d+)')
 
 
@@ -293,14 +338,15 @@ def _count_v2(message: JSONValue) -> dict[str, int]:
         if isinstance(calls, list) and calls:
             return {"calls": len(calls), "results": 0}
         actions = extra.get("actions")
-        n = len(actions) if isinstance(actions, list) else len(_V2_ACTION.findall(text_of(message.get("content"))))
+        n = len(actions) if isinstance(actions, list) else len(fenced_blocks(text_of(message.get("content")), _V2_TAGS))
         return {"calls": n, "results": 0}
     answered = message.get("role") == "tool" or (message.get("role") == "user" and ("returncode" in extra or "interrupt_type" in extra))
     return {"calls": 0, "results": int(answered)}
 
 
 def _v2_agent_step(steps: StepList, message: JSONObject, text: str, extra: JSONObject) -> list[ToolCall]:
-    index = steps.add("agent", _V2_ACTION.sub("", text).strip() if "```" in text else text, reasoning=_reasoning(message))
+    blocks = fenced_blocks(text, _V2_TAGS)
+    index = steps.add("agent", _without(text, blocks).strip() if "```" in text else text, reasoning=_reasoning(message))
     calls: list[ToolCall] = []
     raw_calls = message.get("tool_calls")
     if isinstance(raw_calls, list) and raw_calls:
@@ -313,11 +359,20 @@ def _v2_agent_step(steps: StepList, message: JSONObject, text: str, extra: JSONO
                                   arguments=command if command is not None else arguments_text(arguments)))
     else:
         actions = extra.get("actions")
-        commands = [a.get("command") for a in actions if isinstance(a, dict)] if isinstance(actions, list) else _V2_ACTION.findall(text)
+        commands = [a.get("command") for a in actions if isinstance(a, dict)] if isinstance(actions, list) else [b[2] for b in blocks]
         calls = [ToolCall(id=f"call-{index}-{j}", name="bash", arguments=str(c)) for j, c in enumerate(commands)]
     for call in calls:
         steps.add_call(index, call)
     return calls
+
+
+def _without(text: str, blocks: list[Block]) -> str:
+    """`text` with `blocks` cut out."""
+    kept, last = [], 0
+    for start, end, _ in blocks:
+        kept.append(text[last:start])
+        last = end
+    return "".join(kept) + text[last:]
 
 
 def _command_of(arguments: JSONValue) -> str | None:
