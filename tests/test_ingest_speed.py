@@ -138,7 +138,15 @@ def test_the_trace_gate_never_skips_a_secret_under_a_secret_looking_key(entry):
     assert not any(value in redacted for value in leaves), redacted
 
 
-@pytest.mark.parametrize("text", [line for line, _ in CORPUS.values()] + BENIGN + ODD_CASES + ["sk-ant-sk-SKSK://mysqlcurl", "PASSpassPwDpwd"])
+SCAN_CASES = ["sk-ant-sk-SKSK://mysqlcurl", "PASSpassPwDpwd", "crede credentia CREDENTIALS privat PrivateKey private_ke accessory",
+              "ACCESS_KEY acces_key api_k api-Key apikeys secre SECRET_ token tok\u00e9n",
+              "\u00e9\u00e9 pass \u4e2d\u6587 token=1 \U0001f600 Bearer x \ud800 sk-ant- \u00e9secret",
+              "\ud83d\ude00Credential\u00e9\u00e9\u00e9CREDENTIAL\u20ac://a:b@c"]
+"""Longer words cut short or misspelt where their first five characters match, keywords after
+characters of two, three and four UTF-8 bytes and a lone surrogate."""
+
+
+@pytest.mark.parametrize("text", [line for line, _ in CORPUS.values()] + BENIGN + ODD_CASES + SCAN_CASES)
 def test_keyword_scan_agrees_with_substring_search(text):
     words = tuple(_ASSIGNMENTS)
     tokens = sorted({k for rule in Redactor()._rules for k in rule.keywords})
