@@ -367,3 +367,25 @@ def test_fenced_blocks_agree_with_the_expression(text):
     for tags, pattern in FENCES.items():
         expected = [(m.start(), m.end(), m.group(1)) for m in re.finditer(pattern, text, re.DOTALL)]
         assert fenced_blocks(text, tags) == expected, (tags, text)
+
+
+LONG_NUMBER = re.compile(rb"(?:^|[^0-9.])[0-9]{19}")
+"""19 digits in a row at the start or after a byte that is neither a digit nor a `.`."""
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"0", b"7", b"12345", b"1234567890123", b".", b" ", b"x", b"\n", b"ab" * 40]), max_size=400).map(b"".join))
+def test_the_long_number_check_is_the_plain_expression(data):
+    """`_has_long_number` translates every fourth byte and the bytes around the places that
+    can hold a long number; it answers what one expression over all the bytes answers."""
+    from trace2skill.ingest.documents import _has_long_number
+
+    assert _has_long_number(data) == bool(LONG_NUMBER.search(data)), data
+
+
+@pytest.mark.parametrize("data", [b"1" * 19, b"1" * 18, b"." + b"1" * 30, b"x" * 1000 + b"1" * 19, b"x" * 999 + b".1" + b"1" * 19,
+                                  (b"0.1234567890123456, " * 400) + b"12345678901234567890", b"0.1234567890123456, " * 400])
+def test_the_long_number_check_on_long_texts(data):
+    from trace2skill.ingest.documents import _has_long_number
+
+    assert _has_long_number(data) == bool(LONG_NUMBER.search(data))
