@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 
-from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, Step, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, as_int, kind_of, text_of
 from .base import Document, Sample, read_each
 
@@ -83,7 +83,7 @@ def _read_one(doc: Document, value: JSONValue, record: str | None) -> Iterator[T
         return
     actions = _count_v1(doc, value["messages"])
     messages = value["messages"]
-    steps: list[Step] = []
+    steps: list[JSONObject] = []
     task = ""
     i = 0
     while i < len(messages):
@@ -103,51 +103,48 @@ def _read_one(doc: Document, value: JSONValue, record: str | None) -> Iterator[T
         if source == "user" and not task:
             match = _PR.search(text)
             task = match.group(1).strip() if match else text
-        steps.append(Step(index=len(steps), source=source, message=text))
+        steps.append({"index": len(steps), "source": source, "message": text})
         i += 1
     info = value.get("info") if isinstance(value.get("info"), dict) else {}
-    yield Trace(
-        id=_trace_id(value, doc.path),
-        task=task,
-        agent=_agent_name(info),
-        model=_model_name(info),
-        steps=tuple(steps),
-        source=SourceRef(path=doc.path, record=record),
-        format=NAME,
-        extra=_extra(value, info),
-    )
+    # The steps, their calls and observations are validated in this one call, from their
+    # fields: building each model on its own cost as much again.
+    yield Trace.model_validate({
+        "id": _trace_id(value, doc.path),
+        "task": task,
+        "agent": _agent_name(info),
+        "model": _model_name(info),
+        "steps": steps,
+        "source": SourceRef(path=doc.path, record=record),
+        "format": NAME,
+        "extra": _extra(value, info),
+    })
 
 
-def _agent_step(index: int, message: JSONObject, text: str, reply: str | None, actions: list[Block]) -> Step:
-    calls: tuple[ToolCall, ...] = ()
+def _agent_step(index: int, message: JSONObject, text: str, reply: str | None, actions: list[Block]) -> JSONObject:
+    """The fields of one agent `Step` (see `_read_one`)."""
+    calls: list[JSONObject] = []
     visible = text
     if len(actions) == 1:
         start, end, command = actions[0]
-        calls = (ToolCall(id=f"call-{index}", name="bash", arguments=command),)
+        calls = [{"id": f"call-{index}", "name": "bash", "arguments": command}]
         visible = (text[:start] + text[end:]).strip()
-    observations = () if reply is None else (_observation(reply, calls[0] if calls else None),)
+    observations = [] if reply is None else [_observation(reply, calls[0] if calls else None)]
     extra = {} if len(actions) == 1 else {"actions_found": len(actions)}
-    return Step(
-        index=index,
-        source="agent",
-        message=visible,
-        reasoning=_reasoning(message),
-        tool_calls=calls,
-        observations=observations,
-        extra=extra,
-    )
+    return {"index": index, "source": "agent", "message": visible, "reasoning": _reasoning(message),
+            "tool_calls": calls, "observations": observations, "extra": extra}
 
 
-def _observation(text: str, call: ToolCall | None) -> Observation:
-    call_id = call.id if call else None
+def _observation(text: str, call: JSONObject | None) -> JSONObject:
+    """The fields of the `Observation` of `call` (a `ToolCall`'s fields, if any)."""
+    call_id = call["id"] if call else None
     if _FORMAT_ERROR.match(text) or _TIMEOUT.match(text):
-        return Observation(call_id=call_id, content=text, is_error=True)
+        return {"call_id": call_id, "content": text, "is_error": True}
     match = _RETURNCODE.match(text)
     if match is None:
-        return Observation(call_id=call_id, content=text)
+        return {"call_id": call_id, "content": text}
     code = int(match.group(1))
-    is_error = code != 0 and not _is_predicate_answer(code, call.arguments if call else "", lambda: _OUTPUT.search(text))
-    return Observation(call_id=call_id, content=text, exit_code=code, is_error=is_error)
+    is_error = code != 0 and not _is_predicate_answer(code, call["arguments"] if call else "", lambda: _OUTPUT.search(text))
+    return {"call_id": call_id, "content": text, "exit_code": code, "is_error": is_error}
 
 
 def _is_predicate_answer(code: int, command: str, output: Callable[[], re.Match[str] | None]) -> bool:
