@@ -212,18 +212,18 @@ def _count_v1(doc: Document, messages: list[JSONValue]) -> dict[int, list[Block]
     """Ledger for 1.x: every message is a record; an assistant message with exactly one
     ```bash block is a call, and the user message after an assistant message its result.
     Returns the ```bash blocks of each assistant message, by message index."""
-    ledger = doc.ledger
-    ledger.saw(records=len(messages))
     found: dict[int, list[Block]] = {}
+    calls = results = 0
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
         actions = found[i] = fenced_blocks(text_of(message.get("content")), _ACTION_TAGS)
         reply = messages[i + 1] if i + 1 < len(messages) else None
-        answered = isinstance(reply, dict) and reply.get("role") == "user"
-        ledger.saw(calls=int(len(actions) == 1), results=int(answered))
+        calls += len(actions) == 1
+        results += isinstance(reply, dict) and reply.get("role") == "user"
         if len(actions) != 1:
-            ledger.ignore("assistant messages with no or several ```bash blocks run no command (mini-swe-agent answers with a format error)")
+            doc.ledger.ignore("assistant messages with no or several ```bash blocks run no command (mini-swe-agent answers with a format error)")
+    doc.ledger.saw(records=len(messages), calls=calls, results=results)
     return found
 
 
@@ -237,13 +237,22 @@ def fenced_blocks(text: str, tags: tuple[str, ...]) -> list[Block]:
     fence at every character of every command, which cost more than the rest of the reader
     (tested against the expression)."""
     blocks: list[Block] = []
-    at = text.find("```")
+    openers = ["```" + tag for tag in tags]
+    at = _opener_at(text, 0, openers)
     while at >= 0:
         block = _block_at(text, at, tags)
         if block is not None:
             blocks.append(block)
-        at = text.find("```", at + 1 if block is None else block[1])
+        at = _opener_at(text, at + 1 if block is None else block[1], openers)
     return blocks
+
+
+def _opener_at(text: str, start: int, openers: list[str]) -> int:
+    """Where the first of `openers` (``` and a tag) occurs from `start`, or -1."""
+    if len(openers) == 1:
+        return text.find(openers[0], start)
+    found = [at for at in (text.find(opener, start) for opener in openers) if at >= 0]
+    return min(found) if found else -1
 
 
 def _block_at(text: str, at: int, tags: tuple[str, ...]) -> Block | None:
