@@ -343,30 +343,30 @@ def test_head_and_tail_gives_the_lines_splitting_the_whole_text_gives(text, chun
 
 FENCES = {("bash",): r"```bash\s*\n(.*?)\n```", ("mswea_bash_command", "bash"): r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```",
           ("ba", "bash"): r"```(?:ba|bash)\s*\n(.*?)\n```"}
-"""mini-swe-agent's command blocks as the plain expressions `fenced_blocks` stands for (the last
-one with a tag that is a prefix of the other, which makes the expression backtrack into it)."""
+"""mini-swe-agent's command blocks as the plain (lazy) expressions `fence_of` stands for (the
+last one with a tag that is a prefix of the other, which makes the expression backtrack into it)."""
 
 
 @pytest.mark.parametrize("text", ["```bash\nls\n```", "```bash\n\n```", "```bash \n \n```", "```bash\n```", "```bash ls\n```",
                                   "```bash\n\n\n```x\n```", "````bash\nls\n```\n```bash\x1c\x85\npwd\n````", "```bash\u2028\nx\n```",
                                   "THOUGHT\n```bash\ncat <<'EOF'\n```\nEOF\n```\ndone", "```mswea_bash_command\nls\n```", "```bash\nno end"])
 def test_fenced_blocks_are_what_the_expression_finds(text):
-    from trace2skill.ingest.mini_swe_agent import fenced_blocks
+    from trace2skill.ingest.mini_swe_agent import fence_of, fenced_blocks
 
     for tags, pattern in FENCES.items():
         expected = [(m.start(), m.end(), m.group(1)) for m in re.finditer(pattern, text, re.DOTALL)]
-        assert fenced_blocks(text, tags) == expected, (tags, text)
+        assert fenced_blocks(text, fence_of(*tags)) == expected, (tags, text)
 
 
 @settings(max_examples=1000, deadline=None)
 @given(st.lists(st.sampled_from(["```", "`", "bash", "ba", "sh", "mswea_bash_command", "\n", " ", "\t", "\x1c", "\x85", "\xa0",
                                  "\u2028", "\r", "ls"]), max_size=16).map("".join))
 def test_fenced_blocks_agree_with_the_expression(text):
-    from trace2skill.ingest.mini_swe_agent import fenced_blocks
+    from trace2skill.ingest.mini_swe_agent import fence_of, fenced_blocks
 
     for tags, pattern in FENCES.items():
         expected = [(m.start(), m.end(), m.group(1)) for m in re.finditer(pattern, text, re.DOTALL)]
-        assert fenced_blocks(text, tags) == expected, (tags, text)
+        assert fenced_blocks(text, fence_of(*tags)) == expected, (tags, text)
 
 
 LONG_NUMBER = re.compile(rb"(?:^|[^0-9.])[0-9]{19}")

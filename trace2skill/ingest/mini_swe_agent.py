@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
@@ -41,8 +42,6 @@ from ._steps import StepList, arguments_text, as_int, kind_of, text_of
 from .base import Document, Sample, read_each
 
 NAME = "mini_swe_agent"
-_ACTION_TAGS = ("bash",)
-"""1.x: a command is the body of a ```bash block (see `fenced_blocks`)."""
 _RETURNCODE = re.compile(r"^\s*<returncode>(-?\d+)</returncode>")
 _OUTPUT = re.compile(r"<output(?:_head)?>\n?(.*?)</output(?:_head)?>", re.DOTALL)
 _PR = re.compile(r"<pr_description>\s*(?:Consider the following PR description:\s*)?(.*?)</pr_description>", re.DOTALL)
@@ -217,7 +216,7 @@ def _count_v1(doc: Document, messages: list[JSONValue]) -> dict[int, list[Block]
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
-        actions = found[i] = fenced_blocks(text_of(message.get("content")), _ACTION_TAGS)
+        actions = found[i] = fenced_blocks(text_of(message.get("content")), _ACTION)
         reply = messages[i + 1] if i + 1 < len(messages) else None
         calls += len(actions) == 1
         results += isinstance(reply, dict) and reply.get("role") == "user"
@@ -231,56 +230,54 @@ Block = tuple[int, int, str]
 """A fenced command block: where it starts, where it ends, the command."""
 
 
-def fenced_blocks(text: str, tags: tuple[str, ...]) -> list[Block]:
-    """The blocks `re.finditer(r"```(?:TAG|...)\s*\n(.*?)\n```", text, re.DOTALL)` finds, as
-    (start, end, group 1), found with `str.find`: that expression's lazy body tries the closing
-    fence at every character of every command, which cost more than the rest of the reader
-    (tested against the expression)."""
+@dataclass(frozen=True)
+class Fence:
+    """How a command block is written: ``` and one of some tags, whitespace up to a newline,
+    the command, a newline and ```."""
+
+    pattern: re.Pattern[str]
+    openers: tuple[str, ...]
+
+
+def fence_of(*tags: str) -> Fence:
+    r"""The block `r"```(?:TAG|...)\s*\n(.*?)\n```"` (DOTALL) finds, its lazy body written
+    out: lines, each newline not followed by ``` (the same first closing fence; the lazy body
+    tried the closing fence at every character of every command, more than the rest of the
+    reader cost)."""
+    alternatives = "|".join(re.escape(tag) for tag in tags)
+    pattern = re.compile(rf"```(?:{alternatives})\s*\n([^\n]*(?:\n(?!```)[^\n]*)*)\n```")
+    return Fence(pattern, tuple("```" + tag for tag in tags))
+
+
+def fenced_blocks(text: str, fence: Fence) -> list[Block]:
+    """The blocks `finditer` of the fence's expression finds, as (start, end, command): a match
+    starts with an opener, so it is tried only where `str.find` sees one (faster than the
+    expression engine's own scan for it)."""
     blocks: list[Block] = []
-    openers = ["```" + tag for tag in tags]
-    at = _opener_at(text, 0, openers)
+    at = _opener_at(text, 0, fence.openers)
     while at >= 0:
-        block = _block_at(text, at, tags)
-        if block is not None:
-            blocks.append(block)
-        at = _opener_at(text, at + 1 if block is None else block[1], openers)
+        match = fence.pattern.match(text, at)
+        if match is not None:
+            blocks.append((at, match.end(), match.group(1)))
+        at = _opener_at(text, at + 1 if match is None else match.end(), fence.openers)
     return blocks
 
 
-def _opener_at(text: str, start: int, openers: list[str]) -> int:
-    """Where the first of `openers` (``` and a tag) occurs from `start`, or -1."""
+def _opener_at(text: str, start: int, openers: tuple[str, ...]) -> int:
+    """Where the first of `openers` occurs from `start`, or -1."""
     if len(openers) == 1:
         return text.find(openers[0], start)
     found = [at for at in (text.find(opener, start) for opener in openers) if at >= 0]
     return min(found) if found else -1
 
 
-def _block_at(text: str, at: int, tags: tuple[str, ...]) -> Block | None:
-    """The block starting at `at`, if any. After the tag, the expression's greedy `\s*` gives
-    back whitespace until a newline ends it, so the body starts after the run's last newline
-    and ends at the first newline followed by ``` after it. With no such fence later, the one
-    other match is a run ending in a newline right before ```: the body is the whitespace
-    between the run's last two newlines (each retry of the expression finds that, in linear time)."""
-    for tag in tags:
-        if not text.startswith(tag, at + 3):
-            continue
-        after = end = at + 3 + len(tag)
-        while end < len(text) and text[end].isspace():
-            end += 1
-        newline = text.rfind("\n", after, end)
-        if newline < 0:
-            continue
-        close = text.find("\n```", newline + 1)
-        if close < 0 and newline == end - 1 and text.startswith("```", end):
-            newline, close = text.rfind("\n", after, newline), newline
-        if close >= 0 and newline >= 0:
-            return at, close + 4, text[newline + 1:close]
-    return None
+_ACTION = fence_of("bash")
+"""1.x: a command is the body of a ```bash block."""
 
 
 # ---------------------------------------------------------------- 2.x
 
-_V2_TAGS = ("mswea_bash_command", "bash")
+_V2_ACTION = fence_of("mswea_bash_command", "bash")
 """2.x text mode: a command is the body of a ```mswea_bash_command (or ```bash) block."""
 _JSON_RETURNCODE = re.compile(r'^\s*\{\s*"returncode":\s*(-?\d+)')
 
@@ -344,14 +341,14 @@ def _count_v2(message: JSONValue) -> dict[str, int]:
         if isinstance(calls, list) and calls:
             return {"calls": len(calls), "results": 0}
         actions = extra.get("actions")
-        n = len(actions) if isinstance(actions, list) else len(fenced_blocks(text_of(message.get("content")), _V2_TAGS))
+        n = len(actions) if isinstance(actions, list) else len(fenced_blocks(text_of(message.get("content")), _V2_ACTION))
         return {"calls": n, "results": 0}
     answered = message.get("role") == "tool" or (message.get("role") == "user" and ("returncode" in extra or "interrupt_type" in extra))
     return {"calls": 0, "results": int(answered)}
 
 
 def _v2_agent_step(steps: StepList, message: JSONObject, text: str, extra: JSONObject) -> list[ToolCall]:
-    blocks = fenced_blocks(text, _V2_TAGS)
+    blocks = fenced_blocks(text, _V2_ACTION)
     index = steps.add("agent", _without(text, blocks).strip() if "```" in text else text, reasoning=_reasoning(message))
     calls: list[ToolCall] = []
     raw_calls = message.get("tool_calls")
