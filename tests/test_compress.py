@@ -106,3 +106,47 @@ def test_elide_keeps_head_and_tail():
     assert short.startswith("A" * 100) and short.endswith("C" * 50)
     assert "[... 1,000 chars elided ...]" in short
     assert elide("short", 150) == "short"
+
+
+def test_counting_a_text_a_line_at_a_time_gives_the_whole_texts_count():
+    """`compress` counts a rendering's tokens a part at a time (cut where a line starts with a
+    non-space character) and stops past the budget; the sum must be the whole text's count,
+    here the tokenizer's own on the whole text, for random texts of the characters that move
+    cl100k_base's piece boundaries (newlines, spaces, tabs, punctuation, digits, letters, accents)."""
+    import random
+
+    from trace2skill.compress import _LINE_START, _tokens_upto
+
+    alphabet = ["\n", "\n\n", " ", "  ", "\t", "\r\n", ".", ":", "'s", "[", "]", "1", "234", "a", "word", "É", "ß", "—", "{", "\"", "-"]
+    rng = random.Random(13)
+    cut = 0
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200)))
+        assert _tokens_upto(text, 10**9, {}) == count_tokens(text), repr(text)
+        cut += len(_LINE_START.split(text)) > 2
+        whole = count_tokens(text)
+        assert _tokens_upto(text, whole, {}) == whole and (whole == 0 or _tokens_upto(text, whole - 1, {}) is None)
+    assert cut > 150, "most texts are counted in several parts"
+
+
+def test_the_rendering_of_real_trajectories_is_counted_as_a_whole(real_trace):
+    """The same on the texts a compression of a real trajectory tries: the memo of part counts
+    shared between them changes no count."""
+    import trace2skill.compress as compress
+
+    seen: list[tuple[str, int | None]] = []
+    original = compress._tokens_upto
+
+    def recording(text: str, budget: int, memo: dict[str, int]) -> int | None:
+        counted = original(text, budget, memo)
+        seen.append((text, counted))
+        return counted
+
+    compress._tokens_upto = recording
+    try:
+        compress_trace(real_trace, 1500)
+    finally:
+        compress._tokens_upto = original
+    assert seen
+    for text, counted in seen:
+        assert counted == (count_tokens(text) if count_tokens(text) <= 1500 else None)

@@ -6,7 +6,7 @@ from trace2skill.analyse import AnalystReport
 from trace2skill.config import load_config
 from trace2skill.errors import LessonParseError, LLMRequestsBlocked
 from trace2skill.llm import build_llm
-from trace2skill.llm.litellm_backend import sampling_params
+from trace2skill.llm.chat import sampling_params
 from trace2skill.llm.parse import parse_reply
 from trace2skill.testing import ScriptedLLM
 from trace2skill.types import LessonSet

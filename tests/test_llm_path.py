@@ -1,17 +1,21 @@
 """The model path against a real HTTP server: `tests/fakeserver.py` on 127.0.0.1, driven through
-the CLI exactly as a user would (litellm, our retry policy, the budget meter, the journal).
+the CLI exactly as a user would (our HTTP client or litellm, our retry policy, the budget meter,
+the journal). Tests taking the `client` fixture run with both backends.
 
 Expected request counts come from the server's own request log, never from our counters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,8 +34,26 @@ def local_model(monkeypatch):
     """Model requests allowed (they go to 127.0.0.1 only); no provider key in the environment."""
     allow_model_requests.allowed = True
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    _warm_litellm()
+    monkeypatch.delenv("TRACE2SKILL_LLM__CLIENT", raising=False)
     yield
+
+
+@pytest.fixture(params=["http", "litellm"])
+def client(request, monkeypatch):
+    """The backend a test runs with: `http` (`llm.client = "auto"`: an `openai/` model with an
+    `api_base` is sent straight to the server, `http_backend`) or `litellm` (`llm.client = "litellm"`)."""
+    if request.param == "litellm":
+        monkeypatch.setenv("TRACE2SKILL_LLM__CLIENT", "litellm")
+        _warm_litellm()
+    else:
+        monkeypatch.delenv("TRACE2SKILL_LLM__CLIENT", raising=False)
+    return request.param
+
+
+def first_request(client: str) -> str:
+    """What a refused key is found out by: litellm's key probe (`GET /models`, sent before litellm
+    is imported), or, straight to the server, the preflight request itself."""
+    return "/v1/models" if client == "litellm" else "/v1/chat/completions"
 
 
 def _warm_litellm(done=[]):
@@ -102,7 +124,7 @@ def distill_args(traces: Path, out: Path, *extra: str) -> list[str]:
     return ["distill", str(traces), "--out", str(out), "--skill", "demo", "--model", MODEL, "--json", *extra]
 
 
-def test_a_wrong_key_stops_at_once_with_78_and_the_fixed_command_succeeds(demo_traces, tmp_path, local_model, monkeypatch):
+def test_a_wrong_key_stops_at_once_with_78_and_the_fixed_command_succeeds(demo_traces, tmp_path, local_model, client, monkeypatch):
     traces = corpus(demo_traces, tmp_path / "c", 6)
     with FakeServer(reply=answer, key="sk-right") as server:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key")
@@ -112,7 +134,7 @@ def test_a_wrong_key_stops_at_once_with_78_and_the_fixed_command_succeeds(demo_t
         elapsed = time.monotonic() - started
         assert wrong.exit_code == 78, wrong.output
         assert elapsed < 5 and len(server.requests) <= 4
-        assert [r.path for r in server.requests] == ["/v1/models"], "the key probe, and nothing after it"
+        assert [r.path for r in server.requests] == [first_request(client)], "the key's first request, and nothing after it"
         assert "Incorrect API key provided: sk-wr***. You can find your API key at https://platform.openai.com/account/api-keys." in wrong.output
         assert not (tmp_path / "out" / "demo").exists()
 
@@ -158,7 +180,7 @@ def test_failed_analyses_of_a_partial_run_are_retried_by_the_next_run(demo_trace
         assert len(analyses) == 3, "only the three failed analyses are sent again"
 
 
-def test_max_calls_is_never_overshot_at_concurrency_8(demo_traces, tmp_path, local_model):
+def test_max_calls_is_never_overshot_at_concurrency_8(demo_traces, tmp_path, local_model, client):
     traces = corpus(demo_traces, tmp_path / "c", 20)
     with FakeServer(reply=answer, latency=0.2) as server:
         result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url,
@@ -168,7 +190,7 @@ def test_max_calls_is_never_overshot_at_concurrency_8(demo_traces, tmp_path, loc
         assert len(server.completions()) == 6, result.output
 
 
-def test_retry_after_is_honoured_and_bad_requests_are_never_retried(demo_traces, tmp_path, local_model):
+def test_retry_after_is_honoured_and_bad_requests_are_never_retried(demo_traces, tmp_path, local_model, client):
     traces = corpus(demo_traces, tmp_path / "c", 2)
     with FakeServer(reply=answer) as server:
         server.fail(429, times=1, retry_after=1)
@@ -184,7 +206,7 @@ def test_retry_after_is_honoured_and_bad_requests_are_never_retried(demo_traces,
         assert 'llm.structured = "tool"' in refused.output
 
 
-def test_an_outage_stops_after_a_few_requests_with_69(demo_traces, tmp_path, local_model):
+def test_an_outage_stops_after_a_few_requests_with_69(demo_traces, tmp_path, local_model, client):
     traces = corpus(demo_traces, tmp_path / "c", 10)
     with FakeServer(reply=answer) as server:
         server.fail_always(503)
@@ -195,7 +217,7 @@ def test_an_outage_stops_after_a_few_requests_with_69(demo_traces, tmp_path, loc
 
 
 @pytest.mark.parametrize("structured", ["tool", "json"])
-def test_structured_output_modes_for_servers_litellm_does_not_know(demo_traces, tmp_path, local_model, structured):
+def test_structured_output_modes_for_servers_litellm_does_not_know(demo_traces, tmp_path, local_model, client, structured):
     traces = corpus(demo_traces, tmp_path / "c", 2)
     with FakeServer(reply=answer) as server:
         result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", server.url,
@@ -228,7 +250,7 @@ def test_the_quote_is_within_ten_percent_of_the_requests_a_run_makes(demo_traces
         assert abs(quoted - sent) <= 0.1 * sent, (quoted, sent)
 
 
-def test_a_key_in_the_environment_is_not_sent_to_an_api_base_from_a_committed_config(demo_traces, tmp_path, local_model,
+def test_a_key_in_the_environment_is_not_sent_to_an_api_base_from_a_committed_config(demo_traces, tmp_path, local_model, client,
                                                                                      monkeypatch):
     traces = corpus(demo_traces, tmp_path / "c", 2)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
@@ -302,7 +324,7 @@ def test_an_injected_command_the_model_obeys_is_held_for_review_not_written(demo
         "two trajectories meet the default minimum support: only the safety hold keeps it out"
 
 
-def test_identical_provider_errors_stop_the_run_after_five(demo_traces, tmp_path, local_model):
+def test_identical_provider_errors_stop_the_run_after_five(demo_traces, tmp_path, local_model, client):
     traces = corpus(demo_traces, tmp_path / "c", 12)
     with FakeServer(reply=answer) as server:
         server.fail(500, times=100, message="upstream model crashed", when=lambda body: "connection works" not in str(body))
@@ -313,7 +335,7 @@ def test_identical_provider_errors_stop_the_run_after_five(demo_traces, tmp_path
         assert len(server.completions()) == 1 + 5
 
 
-def test_a_context_length_error_shrinks_the_trajectory_and_retries_once(demo_traces, tmp_path, local_model):
+def test_a_context_length_error_shrinks_the_trajectory_and_retries_once(demo_traces, tmp_path, local_model, client):
     traces = corpus(demo_traces, tmp_path / "c", 1)
     too_long = "This model's maximum context length is 4096 tokens. However, your messages resulted in 9000 tokens."
     with FakeServer(reply=answer) as server:
@@ -529,9 +551,10 @@ def test_progress_shows_reading_then_count_rate_eta_spend_and_failures(demo_trac
     assert any(re.search(r"\b[1-9]/10\b", line) for line in lines), "progress is shown while the run goes, not only at the end"
 
 
-def test_a_wrong_key_stops_before_any_trajectory_is_read_measured_from_process_start(demo_traces, tmp_path):
-    """As a user sees it: a fresh process, imports included, exits 78 within 5 s. The key probe
-    (`GET /v1/models`, no litellm: importing it alone takes 5 s here) is the first thing done
+def test_a_wrong_key_stops_before_any_trajectory_is_read_measured_from_process_start(demo_traces, tmp_path, client):
+    """As a user sees it: a fresh process, imports included, exits 78 within 5 s. The key's first
+    request (litellm: its key probe, `GET /v1/models`, sent before litellm is imported, which
+    alone takes 5 s here; straight to the server: the preflight request) is the first thing done
     with the model, before the pipeline is imported or the trajectories are read (a labels file
     that matches nothing would be reported after reading them)."""
     import os
@@ -558,14 +581,14 @@ def test_a_wrong_key_stops_before_any_trajectory_is_read_measured_from_process_s
     print(f"wrong key: exit {done.returncode} after {ended - started:.1f} s ({cpu:.1f} s CPU) from process start; "
           f"refused at {server.requests[0].at - started:.1f} s")
     assert done.returncode == 78, done.stderr
-    assert [r.path for r in server.requests] == ["/v1/models"], "the key probe only"
+    assert [r.path for r in server.requests] == [first_request(client)], "the key's first request only"
     assert "Incorrect API key provided: sk-wr***. You can find your API key at" in done.stderr
     assert "matched none" not in done.stderr, "no trajectory was read before the probe"
     assert ended - started < 5, f"exit 78 after {ended - started:.1f} s from process start"
     assert not (tmp_path / "out" / "demo").exists()
 
 
-def test_a_server_without_a_model_list_is_checked_by_the_preflight_request(demo_traces, tmp_path, local_model,
+def test_a_server_without_a_model_list_is_checked_by_the_preflight_request(demo_traces, tmp_path, local_model, client,
                                                                            monkeypatch):
     """The probe's 404 says nothing about the key: the preflight request decides, as before."""
     traces = corpus(demo_traces, tmp_path / "c", 2)
@@ -574,7 +597,7 @@ def test_a_server_without_a_model_list_is_checked_by_the_preflight_request(demo_
         args = distill_args(traces, tmp_path / "out", "--api-base", server.url)
         wrong = runner.invoke(app, args)
         assert wrong.exit_code == 78, wrong.output
-        assert [r.path for r in server.requests] == ["/v1/models", "/v1/chat/completions"]
+        assert [r.path for r in server.requests] == ["/v1/models", "/v1/chat/completions"][-2 if client == "litellm" else -1:]
         assert "Incorrect API key provided: sk-wr***." in wrong.output
         monkeypatch.setenv("OPENAI_API_KEY", "sk-right")
         fixed = runner.invoke(app, args)
@@ -694,31 +717,120 @@ def test_the_windows_of_a_merge_go_out_together_within_the_concurrency_and_the_s
 def test_the_key_probe_follows_no_redirect_so_the_key_stays_with_the_api_base(tmp_path, local_model, monkeypatch):
     """An `api_base` that redirects elsewhere: the probe's key is not sent to the other host."""
     import asyncio
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from trace2skill.config import load_config
     from trace2skill.llm import build_llm
 
-    with FakeServer(reply=answer) as elsewhere:
-        class Redirect(BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(307)
-                self.send_header("Location", elsewhere.url + "/models")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        try:
-            monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
-            config = load_config(overrides={"llm.model": MODEL, "llm.api_base": f"http://127.0.0.1:{httpd.server_address[1]}/v1"},
-                                 env={})
-            asyncio.run(build_llm(config).probe_key())  # a redirect says nothing about the key: no error
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
+    with FakeServer(reply=answer) as elsewhere, redirecting(elsewhere.url) as base:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
+        config = load_config(overrides={"llm.model": MODEL, "llm.client": "litellm", "llm.api_base": base}, env={})
+        asyncio.run(build_llm(config).probe_key())  # a redirect says nothing about the key: no error
         assert elsewhere.requests == [], "the redirect was not followed, so the key went nowhere else"
+
+
+@contextlib.contextmanager
+def redirecting(to: str) -> Iterator[str]:
+    """A server on 127.0.0.1 answering every GET and POST with a 307 to the same path under
+    `to`; yields its base URL (`.../v1`)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(307)
+            self.send_header("Location", to + self.path.removeprefix("/v1"))
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_straight_to_the_server_a_redirect_is_not_followed_and_the_key_stays_with_the_api_base(demo_traces, tmp_path,
+                                                                                               local_model, monkeypatch):
+    """The HTTP client's requests follow no redirect either: exit 78 saying where it points."""
+    traces = corpus(demo_traces, tmp_path / "c", 2)
+    with FakeServer(reply=answer) as elsewhere, redirecting(elsewhere.url) as base:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-secret")
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", base))
+        assert result.exit_code == 78, result.output
+        assert f"redirects (HTTP 307) to {elsewhere.url}/chat/completions" in result.output
+        assert elsewhere.requests == [], "the redirect was not followed, so the key went nowhere else"
+
+def test_straight_to_the_server_the_price_is_litellms_without_importing_it():
+    """The HTTP client's quote prices an `openai/` model from the map litellm ships, read as data:
+    the same figures litellm's own lookup gives, and litellm stays unimported."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom trace2skill.llm.litellm_backend import bundled_price\n"
+            "print([bundled_price(m) for m in ('openai/gpt-4o', 'openai/gpt-4.1-mini', 'openai/fake-model')], "
+            "'litellm' in sys.modules)")
+    from conftest import ROOT
+    from trace2skill.llm.litellm_backend import price_per_token
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+
+    expected = [price_per_token(m) for m in ("openai/gpt-4o", "openai/gpt-4.1-mini", "openai/fake-model")]
+    assert expected[0] is not None and expected[2] is None
+    assert done.stdout.strip() == f"{expected} False"
+
+
+def test_straight_to_the_server_the_proxy_the_environment_names_is_used_and_netrc_is_not_read(demo_traces, tmp_path,
+                                                                                              local_model, monkeypatch):
+    """`HTTP_PROXY` is honoured as litellm (httpx) honours it: the request goes to the proxy, for
+    the `api_base`'s address. A `~/.netrc` entry for that host is not read (aiohttp would add its
+    credentials and then refuse them beside the key's `Authorization` header)."""
+    traces = corpus(demo_traces, tmp_path / "c", 2)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine model.invalid login someone password secret\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with FakeServer(reply=answer) as proxy:  # it answers what it is sent, as the server would
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
+        result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", "http://model.invalid:9/v1"))
+        assert result.exit_code == 0, result.output
+        assert {r.path for r in proxy.requests} == {"http://model.invalid:9/v1/chat/completions"}
+        assert all(r.key == "sk-local" and "someone" not in json.dumps(r.headers) for r in proxy.requests)
+
+
+def test_straight_to_the_server_an_api_base_without_a_scheme_exits_78_saying_what_to_write(demo_traces, tmp_path,
+                                                                                           local_model):
+    """A common slip, `localhost:8000/v1`: no retry can fix it, so it is a configuration error."""
+    traces = corpus(demo_traces, tmp_path / "c", 1)
+    result = runner.invoke(app, distill_args(traces, tmp_path / "out", "--api-base", "localhost:9/v1"))
+    assert result.exit_code == 78, result.output
+    assert "must be an http:// or https:// URL, such as http://localhost:8000/v1" in result.output
+
+
+def test_straight_to_the_server_a_whole_run_never_imports_litellm(demo_traces, tmp_path):
+    """The point of the direct client: a run against an `openai/` model's `api_base` (quote,
+    preflight, analyses, merges, authoring) never pays for importing litellm or the `openai` SDK."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    traces = corpus(demo_traces, tmp_path / "c", 3)
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom trace2skill.cli import app\n"
+            f"r = CliRunner().invoke(app, {distill_args(traces, tmp_path / 'out', '--api-base', '{URL}')!r})\n"
+            "print(r.exit_code, 'litellm' in sys.modules, 'openai' in sys.modules)\n")
+    with FakeServer(reply=answer) as server:
+        env = {**{k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TRACE2SKILL_LLM__CLIENT")}, "CI": "1"}
+        done = subprocess.run([sys.executable, "-c", code.replace("{URL}", server.url)], capture_output=True, text=True,
+                              cwd=ROOT, env=env, timeout=300)
+    assert done.stdout.split() == ["0", "False", "False"], done.stdout + done.stderr[-2000:]

@@ -228,14 +228,18 @@ def _existing_skill_conflicts(candidates: list[RuleRecord], written: list[RuleRe
     a managed rule (from provenance) or, as a cheap signal, a hand-written bullet that names the
     subject with opposite wording (never / avoid / don't against always / use)."""
     bullets = list(_hand_written_bullets(skill))
+    by_subject: dict[str, list[RuleRecord]] = {}
+    for other in written:  # in order, so each candidate meets the same rules in the same order
+        by_subject.setdefault(other.subject.strip().casefold(), []).append(other)
     for record in candidates:
         subject = record.subject.strip()
         if not subject:
             continue
-        for other in written:
-            if (other.subject.strip().casefold() == subject.casefold() and other.polarity != record.polarity
-                    and _same_topic(other, record)):
+        for other in by_subject.get(subject.casefold(), ()):
+            if other.polarity != record.polarity and _same_topic(other, record):
                 yield _conflict(record_lesson(other), record_lesson(record), f"opposite advice on {subject!r} to rule {other.id}")
+        if not bullets:
+            continue
         mention = re.compile(rf"(?<![\w-]){re.escape(subject)}(?![\w-])", re.I) if len(subject) >= 3 else None
         for title, line in bullets:
             polarity = _line_polarity(line)

@@ -22,6 +22,7 @@ import inspect
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -287,17 +288,17 @@ def _llm(ctx: typer.Context, config):
     return CallCounter(llm) if llm is not None else None
 
 
-def _check_model(config: Config, llm: LLMClient) -> None:
+def _check_model(config: Config, llm: LLMClient) -> threading.Thread:
     """The model preflight before any trajectory is analysed (the index pass runs beside it, in
     worker processes): a wrong key or model exits 78 in seconds, whatever the size of the
     corpus. It spends from the command's caps (`budget.with_budget`), and the run's own check
-    does not repeat it (`llm.check_model`).
+    does not repeat it (`llm.check_model`). Returns the thread importing what the run needs
+    (`_import_ahead`), still going: join it before the run imports the same modules.
 
     Raises:
         ProviderRejected, ProviderUnavailable, ConfigError, BudgetExceeded: see `llm.check_model`.
     """
     import asyncio
-    import threading
 
     from .budget import with_budget
     from .llm import check_model, close_clients, probe_key
@@ -313,7 +314,7 @@ def _check_model(config: Config, llm: LLMClient) -> None:
             await close_clients()
 
     asyncio.run(check())
-    importing.join()  # the run imports the same modules next; one thread at a time
+    return importing
 
 
 class _Reading:
@@ -368,10 +369,11 @@ class _Reading:
 
 
 def _import_ahead(llm: LLMClient) -> None:
-    """Import litellm (for a litellm model), then LangGraph (the graph) while the preflight
-    waits on the network: a second of imports the run would otherwise wait for after it.
-    (Started after the key probe: importing beside it slowed a refused key's exit.) An import
-    that fails here fails again, and is reported, where it is used."""
+    """Import litellm (for a litellm model), then LangGraph (the graph), and load the tokenizer
+    (authoring counts SKILL.md's tokens) while the preflight waits on the network and the index
+    pass reads: seconds of work the run would otherwise wait for later. (Started after the key
+    probe: importing beside it slowed a refused key's exit.) What fails here fails again, and is
+    reported, where it is used."""
     from .llm import wrappers
     from .llm.litellm_backend import LiteLLMClient, _litellm
 
@@ -380,6 +382,9 @@ def _import_ahead(llm: LLMClient) -> None:
             _litellm()
         from . import pipeline  # noqa: F401 - first, as the read's thread does: no two threads import in opposite orders
         from . import graph  # noqa: F401
+        from .compress import count_tokens
+
+        count_tokens("")
     except Exception:  # noqa: BLE001 - see the docstring
         pass
 
@@ -404,9 +409,10 @@ def distill(ctx: typer.Context, flags: RunFlags) -> None:
             checking = llm is not None and not flags.dry_run
             reading = _Reading(config, llm, flags.paths, progress, overlap=checking)  # overlaps the check and its imports
             try:
-                if checking:
-                    _check_model(config, llm)
+                importing = _check_model(config, llm) if checking else None
                 corpus, executor = reading.result()
+                if importing is not None and importing.ident is not None:
+                    importing.join()  # the run imports the same modules next; one thread at a time
             finally:
                 reading.cancel()
         from .journal import checkpoint_path

@@ -73,6 +73,28 @@ def count_tokens(text: str) -> int:
     return len(_encoding().encode_ordinary(text))
 
 
+_LINE_START = re.compile(r"(?<=\n)(?=\S)")
+"""Where a line starts with a non-space character: cl100k_base's pre-tokenizer always starts a
+new piece there (no piece holds a newline followed by anything but whitespace), and BPE merges
+only within a piece, so the tokens of a text are the sum of the tokens of its parts cut here."""
+
+
+def _tokens_upto(text: str, budget: int, memo: dict[str, int]) -> int | None:
+    """`count_tokens(text)` when it is at most `budget`, else None, counted a part at a time
+    (`_LINE_START`): it stops at the first part past the budget, and `memo` keeps each part's
+    count, so the renderings one compression tries tokenise the lines they share once."""
+    total = 0
+    encode = _encoding().encode_ordinary
+    for part in _LINE_START.split(text):
+        tokens = memo.get(part)
+        if tokens is None:
+            tokens = memo[part] = len(encode(part))
+        total += tokens
+        if total > budget:
+            return None
+    return total
+
+
 @dataclass(frozen=True)
 class _Mode:
     other: Literal["full", "summary", "drop"]
@@ -113,19 +135,20 @@ def compress_trace(trace: Trace, budget: int) -> str:
         return ""
     errors = {i for i, step in enumerate(trace.steps) if any(o.is_error for o in step.observations)}
     summaries: dict[int, list[str]] = {}
+    memo: dict[str, int] = {}
     text = _render(trace, _MODES[0], _UNLIMITED, _kept_steps(trace, errors, True), summaries)
-    if _tokens_within(text, budget) is not None:
+    if _tokens_within(text, budget, memo) is not None:
         return text
     for mode in _MODES:
         keep = _kept_steps(trace, errors, mode.neighbours)
         text = _render(trace, mode, mode.min_limit, keep, summaries)
-        tokens = _tokens_within(text, budget)
+        tokens = _tokens_within(text, budget, memo)
         if tokens is None:
             continue
         limit = _estimated_limit(trace, mode, keep, budget, tokens / max(len(text), 1), summaries)
         while limit > mode.min_limit:
             candidate = _render(trace, mode, limit, keep, summaries)
-            if _tokens_within(candidate, budget) is not None:
+            if _tokens_within(candidate, budget, memo) is not None:
                 return candidate
             limit = max(mode.min_limit, limit * 9 // 10)
         return text
@@ -166,13 +189,12 @@ def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int:
     return low
 
 
-def _tokens_within(text: str, budget: int) -> int | None:
+def _tokens_within(text: str, budget: int, memo: dict[str, int]) -> int | None:
     """The token count of `text` when it is at most `budget`, else None (a text over
     `_CHARS_PER_TOKEN_CEILING` characters a token of budget is not tokenised at all)."""
     if len(text) > budget * _CHARS_PER_TOKEN_CEILING:
         return None
-    tokens = count_tokens(text)
-    return tokens if tokens <= budget else None
+    return _tokens_upto(text, budget, memo)
 
 
 def _longest_field(trace: Trace) -> int:

@@ -63,6 +63,10 @@ class LLMConfig(_Section):
     api_key_env: str | None = None
     """Environment variable whose value is sent as the key to `api_base`. An `api_base` read from a
     configuration file gets a key only when the same file names this variable."""
+    client: Literal["auto", "litellm"] = "auto"
+    """How requests travel. `auto`: an `openai/` model with an `api_base` is sent straight to that
+    server (one HTTP request each, no litellm, whose import takes seconds and each request about
+    10 ms of CPU), any other model through litellm. `litellm`: always through litellm."""
     structured: Literal["json_schema", "tool", "json"] = "json_schema"
     """How replies are constrained: a JSON schema, a forced tool call, or plain JSON mode (schema in the prompt)."""
     price_in: float | None = Field(default=None, ge=0)
@@ -106,8 +110,10 @@ class AnalyseConfig(_Section):
     executor: Literal["local", "process", "ray"] = "local"
     """Where the map stage (read and analyse each trajectory) runs: this process, worker processes, or Ray. With a model,
     `local` and `process` both read and prepare prompts in worker processes, and send requests from this one."""
-    workers: Int = Field(default=1, ge=1, le=MAX_CONCURRENCY)
-    """Worker processes (or Ray tasks at once) of the map stage; the offline analyst is CPU-bound (with a model, at least one)."""
+    workers: Int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    """Worker processes (or Ray tasks at once) of the map stage; the offline analyst is CPU-bound. Unset: 1, except with
+    a model and the `local` or `process` executor: one per CPU core, which read and prepare prompts while this process
+    sends requests."""
     ray_address: str | None = None
     """Ray cluster to join (`auto`, `ray://HOST:PORT`); unset starts a local Ray."""
 

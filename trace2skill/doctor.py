@@ -63,8 +63,7 @@ def _model(config: Config, make_llm: Callable[[Config], LLMClient | None], verbo
         return checks
     try:
         llm = make_llm(config)
-        reply = asyncio.run(llm.complete([{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}],
-                                         output=Ping, purpose="doctor"))
+        reply = asyncio.run(_one_call(llm))
     except Exception as exc:  # every failure of the one call is the finding, whatever its type
         said = " ".join(str(exc).split())
         return checks + [Check("model", "fail", f"{config.llm.model}: one test call failed: {said if verbose else said[:300]}",
@@ -72,6 +71,16 @@ def _model(config: Config, make_llm: Callable[[Config], LLMClient | None], verbo
     usage = llm.usage
     return checks + [Check("model", "ok", f"{config.llm.model} answered one call (ok={reply.ok}; "
                                           f"{usage.input_tokens} in / {usage.output_tokens} out tokens)")]
+
+
+async def _one_call(llm: LLMClient) -> Ping:
+    from .llm import close_clients
+
+    try:
+        return await llm.complete([{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}], output=Ping,
+                                  purpose="doctor")
+    finally:
+        await close_clients()  # inside the loop its HTTP session belongs to
 
 
 def _missing_keys(config: Config) -> list[str]:

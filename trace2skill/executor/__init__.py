@@ -9,8 +9,8 @@ pure top-level function of picklable arguments. Alternatives, one module each:
 * `ray` (optional extra): Ray tasks, on this machine or a cluster (`executor/ray.py`).
 
 The model path does not ship its analyses through `map` on the local executors: its requests
-go out from the driver's event loop, and its worker processes (`off_driver`: one at least,
-`--workers N`) read the shards and prepare the analysts' prompts ahead (`prefetch`), so the
+go out from the driver's event loop, and its worker processes (`off_driver`: one per CPU core
+unless `--workers N`) read the shards and prepare the analysts' prompts ahead (`prefetch`), so the
 driver's one interpreter only sends requests and merges; a remote executor may run the
 analyses where the shard is read instead
 (`ShardJob.analysis == "llm"`), sharing the run's caps through `budget.Meter`'s
@@ -21,18 +21,23 @@ The protocol (`Executor`, `ExecutorName`) is in `base.py`, which every alternati
 
 from __future__ import annotations
 
+import os
+
 from ..errors import ConfigError
 from .base import EXECUTORS, Executor, ExecutorName
 from .local import LocalExecutor
 
 
-def executor_for(name: str, workers: int = 1, address: str | None = None, *, off_driver: bool = False) -> Executor:
+def executor_for(name: str, workers: int | None = None, address: str | None = None, *, off_driver: bool = False) -> Executor:
     """The executor a run asked for (`--executor`, `--workers`, `--ray-address`); with
-    `off_driver` (the model path), `local` and `process` run in worker processes, one at least.
+    `off_driver` (the model path), `local` and `process` run in worker processes, one per CPU
+    core unless `workers` says (the driver mostly waits on the network meanwhile).
 
     Raises:
         ConfigError: unknown name, workers below 1, or Ray asked for but not installed.
     """
+    if workers is None:
+        workers = _cores() if off_driver and name in ("local", "process") else 1
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     if name in ("local", "process") and (off_driver or name == "process"):
@@ -48,6 +53,14 @@ def executor_for(name: str, workers: int = 1, address: str | None = None, *, off
             raise ConfigError(f"--executor ray needs the ray extra: pip install 'trace2skill[ray]' ({exc})") from None
         return RayExecutor(workers, address)
     raise ConfigError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 __all__ = ["EXECUTORS", "Executor", "ExecutorName", "LocalExecutor", "executor_for"]

@@ -488,7 +488,7 @@ def analyse_remote(work: Work, corpus: Corpus, config: Config, tick: Tick | None
     job = ShardJob(config, corpus.labels, "llm", wanted=frozenset(digests.values()), renamed=corpus.renamed,
                    existing=tuple(analyst.existing), recorded=recorded)
     ready: list[Packed | None] = [None] * len(order)
-    executor = RayExecutor(config.analyse.workers, config.analyse.ray_address)
+    executor = RayExecutor(config.analyse.workers or 1, config.analyse.ray_address)
     for result in executor.map(corpus.shards_of(order), job, client=analyst.llm):
         if work.control is not None and work.control.drain_requested:
             executor.stop(Interrupted("interrupted (run drained on request); rerun the same command to resume"))

@@ -185,9 +185,13 @@ def _backend(client: LLMClient) -> LLMClient:
 
 
 async def close_clients() -> None:
-    """Close litellm's pooled HTTP clients inside the running loop, so none is left to warn at exit."""
+    """Close the running loop's HTTP sessions (ours and litellm's pooled clients) inside it, so none is left to warn at exit."""
     import sys
 
+    if "trace2skill.llm.http_backend" in sys.modules:
+        from .http_backend import close_sessions
+
+        await close_sessions()
     if "litellm" in sys.modules:
         from .litellm_backend import close_pooled_clients
 
@@ -215,11 +219,21 @@ def build_llm(config: Config, env: Mapping[str, str] | None = None) -> LLMClient
         from .llamacpp_backend import LlamaCppClient
 
         return LlamaCppClient(config.llm, gate=allow_model_requests)
+    env = os.environ if env is None else env
+    kwargs = dict(gate=allow_model_requests, api_key=resolve_api_key(config.llm, env), key_hint=functools.partial(key_hint, config.llm))
+    if speaks_http(config.llm):
+        from .http_backend import HTTPClient
+
+        return HTTPClient(config.llm, **kwargs)
     from .litellm_backend import LiteLLMClient
 
-    env = os.environ if env is None else env
-    return LiteLLMClient(config.llm, gate=allow_model_requests, api_key=resolve_api_key(config.llm, env),
-                         key_hint=functools.partial(key_hint, config.llm))
+    return LiteLLMClient(config.llm, **kwargs)
+
+
+def speaks_http(config: LLMConfig) -> bool:
+    """Whether requests go straight to the server (`http_backend`): an `openai/` model with an
+    `api_base`, unless `llm.client = "litellm"`."""
+    return config.client == "auto" and config.api_base is not None and config.model.startswith("openai/")
 
 
 def resolve_api_key(config: LLMConfig, env: Mapping[str, str]) -> str | None:
@@ -269,7 +283,7 @@ def sent_sampling(config: LLMConfig) -> dict:
         from .llamacpp_backend import request_params
 
         return request_params(config)
-    from .litellm_backend import sampling_params
+    from .chat import sampling_params
 
     return sampling_params(config)
 
@@ -281,6 +295,6 @@ def model_price(config: Config) -> tuple[float, float] | None:
         return llm.price_in / 1e6, llm.price_out / 1e6
     if config.offline or llm.model.startswith(("scripted", "llamacpp/")):
         return None
-    from .litellm_backend import price_per_token
+    from .litellm_backend import bundled_price, price_per_token
 
-    return price_per_token(llm.model)
+    return bundled_price(llm.model) if speaks_http(llm) else price_per_token(llm.model)

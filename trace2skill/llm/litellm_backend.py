@@ -6,12 +6,8 @@ set are sent (the official Trace2Skill client silently overrode temperature). li
 the OpenAI client's own retries are off; `retry.with_retries` is the policy, and provider
 errors become ours in exactly one place, `map_error`.
 
-Every request, retries and repair requests included, is reserved against the run's budget
-meter *before* it is sent, so `--max-calls` and `--budget` hold under any concurrency. The
-reservation is a real cap: every request carries `max_tokens` (`llm.max_tokens`, else
-`DEFAULT_MAX_TOKENS`), the most output it may be billed for, and the prompt is reserved at an
-over-estimate of its tokens. A provider that ignores `max_tokens` can still bill more; the meter
-then counts what it billed and refuses every later request once the cap is passed.
+The request, the budget's reservation and the usage tally are `chat.ChatClient`'s, shared with
+`http_backend`.
 
 Before litellm is imported (which takes seconds), `probe_key` asks an OpenAI-compatible server
 for its model list with the key a request would carry, so a refused key exits 78 at once.
@@ -26,26 +22,13 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
-from ..config import LLMConfig
-from ..errors import (ContextTooLong, LLMError, LLMRequestsBlocked, ProviderRejected, ProviderUnavailable,
-                      RateLimited)
-from ..types import Usage
-from .backend import CostMeter, Limiter, RequestGate
-from .parse import complete_with_repair, json_schema, response_schema
-from .retry import RateLimiter, with_retries
+from ..errors import ContextTooLong, LLMError, ProviderRejected, ProviderUnavailable, RateLimited
+from .chat import ChatClient, Reply
 
 if TYPE_CHECKING:
     from litellm import ModelResponse
-
-M = TypeVar("M", bound=BaseModel)
-
-DEFAULT_MAX_TOKENS = 2048
-"""Reply length cap sent (and reserved against the budget) when `llm.max_tokens` is unset: about
-four times the longest analyst or merge reply."""
 
 
 @functools.cache
@@ -66,22 +49,7 @@ def _litellm():
     return litellm
 
 
-def sampling_params(config: LLMConfig) -> dict[str, float | int]:
-    """The sampling parameters the user set, and `max_tokens` always (the budget reserves it)."""
-    params: dict[str, float | int] = {"max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS}
-    for key in ("temperature", "seed"):
-        value = getattr(config, key)
-        if value is not None:
-            params[key] = value
-    return params
-
-
-def estimate_tokens(messages: list[dict[str, str]]) -> int:
-    """A cheap upper-leaning token estimate (3 characters a token) for reservations and rate limits."""
-    return sum(len(m.get("content") or "") for m in messages) // 3 + 8 * len(messages)
-
-
-class LiteLLMClient:
+class LiteLLMClient(ChatClient):
     """`LLMClient` over `litellm.acompletion`.
 
     Args:
@@ -91,62 +59,27 @@ class LiteLLMClient:
             finding out imports litellm.
     """
 
-    def __init__(self, config: LLMConfig, gate: RequestGate, *, api_key: str | None = None,
-                 key_hint: Callable[[], str] = lambda: ""):
-        self.config = config
-        self.model = config.model
-        self.usage = Usage()
-        self.meter: CostMeter | None = None
-        """The run's budget meter (`budget.Meter`), set by `budget.with_budget`."""
-        self._gate = gate
-        self._api_key = api_key
-        self._key_hint = key_hint
-        self.limiter: Limiter = RateLimiter(config.rate_limit.requests, config.rate_limit.tokens)
-        """Keeps requests under `llm.rate_limit`; on Ray, the run's shared limiter (`budget.with_budget`)."""
-
-    async def complete(self, messages: list[dict[str, str]], *, output: type[M], purpose: str) -> M:
-        if not self._gate.allowed:
-            raise LLMRequestsBlocked(f"model requests are blocked; refused a {purpose!r} call to {self.model!r}")
-        return await complete_with_repair(self._request, messages, output)
-
-    async def _request(self, messages: list[dict[str, str]], output: type[BaseModel]) -> str:
-        return await with_retries(lambda: self._send(messages, output), self.config.num_retries)
-
-    async def _send(self, messages: list[dict[str, str]], output: type[BaseModel]) -> str:
-        tokens_in = estimate_tokens(messages)
-        reserved = self.meter.reserve(tokens_in, int(sampling_params(self.config)["max_tokens"])) if self.meter else None
-        cost: float | None = None
+    async def _exchange(self, request: dict[str, object]) -> Reply:
         try:
-            await self.limiter.acquire(tokens_in)
-            response = await _litellm().acompletion(**self.request(messages, output))
-            cost = self._record(response)
+            response = await _litellm().acompletion(**self.request(request))
         except Exception as exc:  # noqa: BLE001 - mapped onto our own errors in one place
-            self.usage = self.usage + Usage(calls=1)
             raise map_error(exc, self.model, self._key_hint) from None
-        finally:
-            if reserved is not None:
-                self.meter.settle(reserved, cost)
-        return reply_text(response, self.config.structured)
+        usage = getattr(response, "usage", None)
+        return Reply(reply_text(response, self.config.structured), getattr(usage, "prompt_tokens", 0) or 0,
+                     getattr(usage, "completion_tokens", 0) or 0,
+                     (getattr(response, "_hidden_params", None) or {}).get("response_cost"))
 
-    def request(self, messages: list[dict[str, str]], output: type[BaseModel]) -> dict[str, object]:
-        """The keyword arguments of one `acompletion` call, structured output included."""
-        kwargs: dict[str, object] = dict(model=self.model, messages=messages, timeout=self.config.timeout,
-                                      num_retries=0, max_retries=0, **sampling_params(self.config))
+    def request(self, request: dict[str, object]) -> dict[str, object]:
+        """The keyword arguments of one `acompletion` call: the chat request (`chat.chat_request`)
+        and where and how litellm sends it."""
+        kwargs: dict[str, object] = dict(model=self.model, timeout=self.config.timeout, num_retries=0, max_retries=0,
+                                      **request)
         if self.config.api_base:
             kwargs["api_base"] = self.config.api_base
         if self._api_key is not None:
             kwargs["api_key"] = self._api_key
-        if self.config.structured == "json_schema":
-            kwargs["response_format"] = response_schema(output)
-        elif self.config.structured == "tool":
-            kwargs["tools"] = [{"type": "function", "function": {"name": output.__name__, "parameters": json_schema(output),
-                                                                 "description": (output.__doc__ or "").strip()[:500]}}]
-            kwargs["tool_choice"] = {"type": "function", "function": {"name": output.__name__}}
+        if "tools" in request:
             kwargs["_skip_mcp_handler"] = True  # litellm 1.106 otherwise imports its MCP proxy (needs `mcp`) for any tools
-        else:
-            kwargs["response_format"] = {"type": "json_object"}
-            hint = "\n\nReply with one JSON object matching this JSON schema:\n" + json.dumps(json_schema(output))
-            kwargs["messages"] = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + hint}]
         return kwargs
 
     async def probe_key(self) -> None:
@@ -168,16 +101,6 @@ class LiteLLMClient:
         if status in (401, 403):
             raise ProviderRejected(f"{self.model!r}: the provider refused the credentials: {text.rstrip('.')}. "
                                    f"{self._key_hint()}".strip())
-
-    def _record(self, response: ModelResponse) -> float | None:
-        usage = getattr(response, "usage", None)
-        tokens_in = getattr(usage, "prompt_tokens", 0) or 0
-        tokens_out = getattr(usage, "completion_tokens", 0) or 0
-        cost = self.meter.price_of(tokens_in, tokens_out) if self.meter is not None else None
-        if cost is None:  # the meter's price is the one the reservation used; litellm's is the fallback
-            cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-        self.usage = self.usage + Usage(calls=1, input_tokens=tokens_in, output_tokens=tokens_out, cost=cost)
-        return cost
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -273,6 +196,26 @@ def price_per_token(model: str) -> tuple[float, float] | None:
         return None
     cost_in, cost_out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
     if cost_in is None or cost_out is None:
+        return None
+    return float(cost_in), float(cost_out)
+
+
+def bundled_price(model: str) -> tuple[float, float] | None:
+    """`price_per_token` of an `openai/` model from the price map litellm ships, read as data,
+    without importing litellm (which takes seconds): for `http_backend`, which never imports it."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model_prices_and_context_window_backup.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")).get(model.removeprefix("openai/")) or {}
+    except (OSError, ValueError):
+        return None
+    cost_in, cost_out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if info.get("litellm_provider") != "openai" or cost_in is None or cost_out is None:
         return None
     return float(cost_in), float(cost_out)
 

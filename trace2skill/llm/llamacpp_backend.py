@@ -75,13 +75,11 @@ def resolve_model_path(model: str) -> Path:
 
 
 def request_params(config: LLMConfig) -> dict[str, float | int]:
-    """Sampling parameters for one request: those the user set, plus a `max_tokens` cap."""
-    params: dict[str, float | int] = {"max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS}
-    for key in ("temperature", "seed"):
-        value = getattr(config, key)
-        if value is not None:
-            params[key] = value
-    return params
+    """Sampling parameters for one request: those the user set, plus a `max_tokens` cap (this
+    backend's smaller default)."""
+    from .chat import sampling_params
+
+    return sampling_params(config, DEFAULT_MAX_TOKENS)
 
 
 class LlamaCppClient:

@@ -3,7 +3,7 @@
 litellm's retries and the OpenAI client's are switched off (`num_retries=0`, `max_retries=0`):
 left to them, authentication errors were retried, `Retry-After` was ignored and one request
 was tried five times with `num_retries = 2`. Here, errors are our own classes (mapped once, in
-`litellm_backend.map_error`):
+`litellm_backend.map_error` and `http_backend.HTTPClient._failure`):
 
 - `ProviderRejected` (key, permission, model, bad request, context length): never retried;
 - `RateLimited`: wait what the provider's `Retry-After` says (or back off), up to `num_retries`;
