@@ -106,3 +106,28 @@ def test_single_trace_needs_no_merge():
     counts, state = run_graph([make_trace(1)], llm, config, 1)
     assert counts.get("merge", 0) == 0 and llm.count("merge") == 0
     assert state["final"].level == 0
+
+
+def test_the_drain_switch_drains_the_graphs_run_control_before_and_after_it_is_made():
+    """SIGTERM sets the run's `DrainSwitch` (no LangGraph needed to read it); the consolidation
+    graph's `RunControl`, made later, must be drained whether the request came before or after."""
+    import subprocess
+    import sys
+
+    from langgraph.runtime import RunControl
+
+    from conftest import ROOT
+    from trace2skill.fleet import DrainSwitch
+
+    early = DrainSwitch()
+    early.request_drain("sigterm")
+    made = early.for_graph()
+    assert isinstance(made, RunControl) and made.drain_requested and made.drain_reason == "sigterm"
+    late = DrainSwitch()
+    control = late.for_graph()
+    assert not control.drain_requested and not late.drain_requested
+    late.request_drain("sigterm")
+    assert control.drain_requested and control.drain_reason == "sigterm"
+    code = "import sys\nfrom trace2skill.fleet import DrainSwitch\nDrainSwitch().request_drain()\nprint('langgraph' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "False", "reading and setting the switch imports no LangGraph"

@@ -369,22 +369,18 @@ class _Reading:
 
 
 def _import_ahead(llm: LLMClient) -> None:
-    """Import litellm (for a litellm model), then LangGraph (the graph), and load the tokenizer
-    (authoring counts SKILL.md's tokens) while the preflight waits on the network and the index
-    pass reads: seconds of work the run would otherwise wait for later. (Started after the key
-    probe: importing beside it slowed a refused key's exit.) What fails here fails again, and is
-    reported, where it is used."""
+    """Import litellm (for a litellm model), then the pipeline, while the preflight waits on the
+    network: seconds of imports the run would otherwise wait for after it. (Started after the
+    key probe: importing beside it slowed a refused key's exit. LangGraph is imported later,
+    while the analyses wait on the network: `pipeline.warm_later_stages`.) An import that fails
+    here fails again, and is reported, where it is used."""
     from .llm import wrappers
     from .llm.litellm_backend import LiteLLMClient, _litellm
 
     try:
         if any(isinstance(c, LiteLLMClient) for c in wrappers(llm)):
             _litellm()
-        from . import pipeline  # noqa: F401 - first, as the read's thread does: no two threads import in opposite orders
-        from . import graph  # noqa: F401
-        from .compress import count_tokens
-
-        count_tokens("")
+        from . import pipeline  # noqa: F401 - as the read's thread does: no two threads import in opposite orders
     except Exception:  # noqa: BLE001 - see the docstring
         pass
 
@@ -979,9 +975,9 @@ def _drain_on_sigterm():
     """SIGTERM asks the run to stop at the next safe point (exit 75, resumable) instead of killing it."""
     import signal
 
-    from langgraph.runtime import RunControl
+    from .fleet import DrainSwitch
 
-    control = RunControl()
+    control = DrainSwitch()
     previous = signal.signal(signal.SIGTERM, lambda *_: control.request_drain("sigterm"))
     try:
         yield control

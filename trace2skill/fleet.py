@@ -85,6 +85,35 @@ def fatal(exc: Exception) -> bool:
     return isinstance(exc, (BudgetExceeded, LLMRequestsBlocked, ProviderRejected, RateLimited))
 
 
+class DrainSwitch:
+    """A run's request to stop at the next safe point (SIGTERM), which the fleet reads without
+    importing LangGraph (about a second of CPU beside the index pass the first analysis waits
+    for); the consolidation graph gets a LangGraph `RunControl` that follows it (`for_graph`)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._controls: list[RunControl] = []
+
+    def request_drain(self, reason: str = "shutdown") -> None:
+        self.reason = reason
+        for control in self._controls:
+            control.request_drain(reason)
+
+    @property
+    def drain_requested(self) -> bool:
+        return self.reason is not None
+
+    def for_graph(self) -> RunControl:
+        """A `RunControl` drained now if the run is, and whenever the run is from now on."""
+        from langgraph.runtime import RunControl
+
+        control = RunControl()
+        if self.reason is not None:
+            control.request_drain(self.reason)
+        self._controls.append(control)
+        return control
+
+
 @dataclass
 class Work:
     """One run's analyst with its journal, stop switch and failure policy; used by the fleet
@@ -92,7 +121,7 @@ class Work:
 
     analyst: Analyst
     journal: AnalysisJournal | None = None
-    control: RunControl | None = None
+    control: RunControl | DrainSwitch | None = None
     halt: Halt = field(default_factory=Halt)
     streak: FailureStreak = field(default_factory=FailureStreak)
     failed: list[Skip] = field(default_factory=list)

@@ -31,7 +31,7 @@ from .consolidate import merge_count
 from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillValidationError
 from .fsguard import no_symlinks
 from .executor import Executor, executor_for
-from .fleet import Work, analyse_stream, merge_ready
+from .fleet import DrainSwitch, Work, analyse_stream, merge_ready
 from .ingest import IngestResult, require_paths
 from .ingest.labels import LabelBook
 from .ingest.fidelity import loss_warnings
@@ -167,7 +167,7 @@ def distill(
     progress: Progress | None = None,
     checkpoint: Path | None = None,
     write: bool = True,
-    control: RunControl | None = None,
+    control: RunControl | DrainSwitch | None = None,
     rejected: dict[str, int] | None = None,
     on_quote: Callable[[Quote], None] | None = None,
     corpus: Corpus | None = None,
@@ -182,7 +182,7 @@ def distill(
         progress: see `Progress`.
         checkpoint: run-state path; its journal makes a rerun skip work already paid for.
         write: False computes the build without touching the skill folder (and runs no gate).
-        control: a LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
+        control: a `fleet.DrainSwitch` or LangGraph `RunControl`; `request_drain()` on it stops the run resumably.
         rejected: rule ids reviewers removed, with the support they had then.
         on_quote: shown the quote of the work left before any call is made.
         corpus: the map stage already run (`read_corpus`, e.g. by the CLI's label check).
@@ -293,7 +293,7 @@ def _catalogue_text() -> str:
 
 
 def _build(config: Config, llm: LLMClient | None, corpus: Corpus, progress: Progress | None,
-           checkpoint: Path | None, control: RunControl | None, rejected: dict[str, int] | None, write: bool,
+           checkpoint: Path | None, control: RunControl | DrainSwitch | None, rejected: dict[str, int] | None, write: bool,
            on_quote: Callable[[Quote], None] | None, quoted: Quote | None,
            executor: Executor | None) -> tuple[RunInfo, Analyst, LessonSet, list[Skip], list[str], SkillBuild]:
     """Plan, analyse, consolidate, finish and author, against the skill folder as it is (after
@@ -443,6 +443,7 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Prepared], work: Work, c
             level = 1 if n > 1 else 0
         else:
             position = {e.id: i for i, e in enumerate(corpus.in_stream_order())}
+            warm_later_stages()
             pool = await analyse_stream(work, traces, position, fan_in, config.analyse.concurrency, tick)
             level = 1 if n > 1 else 0
         work.halt.raise_if_halted()
@@ -450,6 +451,24 @@ async def _consolidate(corpus: Corpus, traces: Iterator[Prepared], work: Work, c
     finally:
         await close_clients()
     return final, list(work.failed), list(work.notes)
+
+
+def warm_later_stages() -> None:
+    """Import LangGraph (the merge levels) and load the tokenizer (authoring counts SKILL.md's
+    tokens) in a thread while the analyses wait on the network, where the CPU is spare, instead
+    of beside the index pass, which the first analysis waits for, or after the last answer. A
+    failure here fails again, and is reported, where it is used."""
+
+    def warm() -> None:
+        try:
+            from . import graph  # noqa: F401
+            from .compress import count_tokens
+
+            count_tokens("")
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
+
+    threading.Thread(target=warm, name="trace2skill-warm", daemon=True).start()
 
 
 async def merge_levels(work: Work, config: Config, pool: list[Packed], level: int, tick: Callable[[str, int], None]) -> LessonSet:
@@ -460,8 +479,9 @@ async def merge_levels(work: Work, config: Config, pool: list[Packed], level: in
     graph = build_graph(work, config)
     final: Packed | None = pool[0] if len(pool) == 1 else None
     try:
+        control = work.control.for_graph() if isinstance(work.control, DrainSwitch) else work.control
         async for update in graph.astream({"pool": pool, "level": level}, run_config(len(pool), config),
-                                          stream_mode="updates", control=work.control):
+                                          stream_mode="updates", control=control):
             for node, values in (update or {}).items():
                 if node == "merge" and values:
                     tick("merge", values.get("merged", 0))

@@ -29,8 +29,6 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from langgraph.runtime import RunControl
-
 from .version import __version__
 from .config import Config
 from .errors import NoInputError, PublishError
@@ -38,6 +36,7 @@ from .fsguard import crash_point
 from .journal import AnalysisJournal, checkpoint_path, journal_path
 from .llm import LLMClient
 from .analyse import is_offline
+from .fleet import DrainSwitch
 from .pipeline import Progress, distill, heldout_quote, no_input_message, refuse_with_gate
 from .pipeline import plan as plan_run
 from .stream import Corpus
@@ -45,6 +44,8 @@ from .state import PendingPublish, RefreshState, load_state, run_lock, save_stat
 from .types import RunResult
 
 if TYPE_CHECKING:
+    from langgraph.runtime import RunControl
+
     from .author import SkillBuild
     from .budget import Quote
 
@@ -79,7 +80,7 @@ def refresh(
     since: datetime | None = None,
     pr_body_path: Path | None = None,
     progress: Progress | None = None,
-    control: RunControl | None = None,
+    control: RunControl | DrainSwitch | None = None,
     on_quote: Callable[[Quote], None] | None = None,
 ) -> RefreshOutcome:
     """Fold trajectories that no earlier refresh consumed into the skill, and publish it.
@@ -127,7 +128,7 @@ def _quote(config: Config, llm: LLMClient | None, fresh: Corpus, on_quote: Calla
 
 
 def _fold(config: Config, llm: LLMClient | None, fresh: Corpus, state: RefreshState, git: _GitTarget | None,
-          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: RunControl | None,
+          plan: _Plan | None, pr_body_path: Path | None, progress: Progress | None, control: RunControl | DrainSwitch | None,
           estimate: Quote | None = None) -> RefreshOutcome:
     """Distil the new trajectories on the bot branch and publish the change (`estimate`: the quote
     already made and checked, passed on so distil does not quote again)."""
