@@ -34,9 +34,16 @@ as an installed package has: `pip` compiles it at install time. The `ingest --ch
 is also measured compiling trace2skill from source on every run, which is what a checkout
 does under `PYTHONDONTWRITEBYTECODE=1` (set on the machine these figures were taken on).
 
-Usage: `python bench/ingest_bench.py [--n 10000] [--traj-n 1000] [--data PATH] [--only real|synthetic]`.
-The default run takes about two to three minutes on two cores. When the shared corpus is
-absent the script says so and exits with status 2, measuring nothing.
+`--instructions` measures instructions executed instead of time (valgrind `callgrind`, which
+the machine's load does not change): `iter_traces` in a process minus the same process
+stopping after its imports, over reading and `json.loads` likewise, on the first `--runs`
+(default 60) run folders of the mini-swe-agent corpus (`trajs/` and `logs/` linked into a
+temporary folder, to keep valgrind's run short) and on `real-formats`. It takes about five
+minutes; without valgrind it says so and exits with status 2.
+
+Usage: `python bench/ingest_bench.py [--n 10000] [--traj-n 1000] [--data PATH] [--only real|synthetic]
+[--instructions [--runs 60]]`. The default run takes about two to three minutes on two cores.
+When the shared corpus is absent the script says so and exits with status 2, measuring nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import gzip
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--only", choices=("real", "synthetic"), help="run one of the two tables")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure on the real corpora (the best counts)")
+    parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind callgrind) instead of time")
+    parser.add_argument("--runs", type=int, default=60, help="mini-swe-agent run folders for --instructions")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(_measure(*args.measure)))
         return 0
+    if args.instructions:
+        return _instructions(args.data, args.runs)
     trajs = args.data / CORPUS / "trajs"
     sources = sorted(trajs.glob("*/*.traj.json"))
     if not sources:
@@ -147,9 +159,11 @@ def _subprocess(kind: str, path: Path) -> dict:
 
 def _measure(kind: str, raw_path: str) -> dict:
     path = Path(raw_path)
-    if kind == "ingest":
+    if kind in ("ingest", "ingest-imports"):
         from trace2skill.ingest import iter_traces
         from trace2skill.types import Skip
+    if kind in ("imports", "ingest-imports"):  # for --instructions: what a measured process costs before it reads
+        return {}
     started, cpu = time.perf_counter(), time.process_time()
     records = skips = 0
     if kind == "parse-all":
@@ -214,6 +228,48 @@ def _real_row(folder: Path, repeat: int) -> dict:
     return {"label": folder.name, "traces": ingest[0]["records"], "values": parse[0]["records"],
             "parse": min(r["cpu"] for r in parse), "ingest": min(r["cpu"] for r in ingest),
             "parse_wall": min(parse_wall), "check_wall": min(check_wall), "source_wall": min(source_wall)}
+
+
+def _instructions(data: Path, runs: int) -> int:
+    """Millions of instructions (callgrind) of reading and `json.loads`, and of `iter_traces`,
+    on the first `runs` mini-swe-agent run folders and on real-formats; each is its process
+    minus the same process stopping after its imports."""
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed; --instructions needs its callgrind tool", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-ir-") as tmp:
+        corpora = [(f"mini-swe-agent, first {runs} runs", _first_runs(data / CORPUS, Path(tmp), runs))]
+        if (data / "real-formats").is_dir():
+            corpora.append(("real-formats", data / "real-formats"))
+        parse_base, ingest_base = _callgrind("imports", Path(tmp)), _callgrind("ingest-imports", Path(tmp))
+        lines = [("input", "json.loads, M instructions", "iter_traces, M instructions", "ratio")]
+        for label, path in corpora:
+            parse, ingest = _callgrind("parse-all", path) - parse_base, _callgrind("ingest", path) - ingest_base
+            lines.append((label, f"{parse / 1e6:,.0f}", f"{ingest / 1e6:,.0f}", f"{ingest / parse:.2f}x"))
+    _print_lines(lines)
+    print("\nInstructions executed (valgrind callgrind), each process minus the same process stopping after its imports.")
+    return 0
+
+
+def _first_runs(corpus: Path, tmp: Path, runs: int) -> Path:
+    """The first `runs` folders of `trajs/` and `logs/` (their files linked) in a folder under `tmp`."""
+    folder = tmp / "runs"
+    for part in ("trajs", "logs"):
+        for run in sorted(p for p in (corpus / part).iterdir() if p.is_dir())[:runs]:
+            (folder / part / run.name).mkdir(parents=True)
+            for file in sorted(run.iterdir()):
+                (folder / part / run.name / file.name).symlink_to(file.resolve())
+    return folder
+
+
+def _callgrind(kind: str, path: Path) -> int:
+    """Instructions the `--measure KIND PATH` process executes, start-up included."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+               sys.executable, str(Path(__file__).resolve()), "--measure", kind, str(path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    collected = [line for line in done.stderr.splitlines() if "Collected" in line]
+    return int(collected[-1].split()[-1])
 
 
 def _wall(command: list[str], pycache: str, *, write: bool = True) -> float:

@@ -138,7 +138,15 @@ def test_the_trace_gate_never_skips_a_secret_under_a_secret_looking_key(entry):
     assert not any(value in redacted for value in leaves), redacted
 
 
-@pytest.mark.parametrize("text", [line for line, _ in CORPUS.values()] + BENIGN + ODD_CASES + ["sk-ant-sk-SKSK://mysqlcurl", "PASSpassPwDpwd"])
+SCAN_CASES = ["sk-ant-sk-SKSK://mysqlcurl", "PASSpassPwDpwd", "crede credentia CREDENTIALS privat PrivateKey private_ke accessory",
+              "ACCESS_KEY acces_key api_k api-Key apikeys secre SECRET_ token tok\u00e9n",
+              "\u00e9\u00e9 pass \u4e2d\u6587 token=1 \U0001f600 Bearer x \ud800 sk-ant- \u00e9secret",
+              "\ud83d\ude00Credential\u00e9\u00e9\u00e9CREDENTIAL\u20ac://a:b@c"]
+"""Longer words cut short or misspelt where their first five characters match, keywords after
+characters of two, three and four UTF-8 bytes and a lone surrogate."""
+
+
+@pytest.mark.parametrize("text", [line for line, _ in CORPUS.values()] + BENIGN + ODD_CASES + SCAN_CASES)
 def test_keyword_scan_agrees_with_substring_search(text):
     words = tuple(_ASSIGNMENTS)
     tokens = sorted({k for rule in Redactor()._rules for k in rule.keywords})
@@ -331,3 +339,53 @@ def test_head_and_tail_gives_the_lines_splitting_the_whole_text_gives(text, chun
 
     lines = text.splitlines()
     assert head_and_tail(text, chunk) == (lines[:3] + lines[-3:] if len(lines) > 6 else lines)
+
+
+FENCES = {("bash",): r"```bash\s*\n(.*?)\n```", ("mswea_bash_command", "bash"): r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```",
+          ("ba", "bash"): r"```(?:ba|bash)\s*\n(.*?)\n```"}
+"""mini-swe-agent's command blocks as the plain (lazy) expressions `fence_of` stands for (the
+last one with a tag that is a prefix of the other, which makes the expression backtrack into it)."""
+
+
+@pytest.mark.parametrize("text", ["```bash\nls\n```", "```bash\n\n```", "```bash \n \n```", "```bash\n```", "```bash ls\n```",
+                                  "```bash\n\n\n```x\n```", "````bash\nls\n```\n```bash\x1c\x85\npwd\n````", "```bash\u2028\nx\n```",
+                                  "THOUGHT\n```bash\ncat <<'EOF'\n```\nEOF\n```\ndone", "```mswea_bash_command\nls\n```", "```bash\nno end"])
+def test_fenced_blocks_are_what_the_expression_finds(text):
+    from trace2skill.ingest.mini_swe_agent import fence_of, fenced_blocks
+
+    for tags, pattern in FENCES.items():
+        expected = [(m.start(), m.end(), m.group(1)) for m in re.finditer(pattern, text, re.DOTALL)]
+        assert fenced_blocks(text, fence_of(*tags)) == expected, (tags, text)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(["```", "`", "bash", "ba", "sh", "mswea_bash_command", "\n", " ", "\t", "\x1c", "\x85", "\xa0",
+                                 "\u2028", "\r", "ls"]), max_size=16).map("".join))
+def test_fenced_blocks_agree_with_the_expression(text):
+    from trace2skill.ingest.mini_swe_agent import fence_of, fenced_blocks
+
+    for tags, pattern in FENCES.items():
+        expected = [(m.start(), m.end(), m.group(1)) for m in re.finditer(pattern, text, re.DOTALL)]
+        assert fenced_blocks(text, fence_of(*tags)) == expected, (tags, text)
+
+
+LONG_NUMBER = re.compile(rb"(?:^|[^0-9.])[0-9]{19}")
+"""19 digits in a row at the start or after a byte that is neither a digit nor a `.`."""
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"0", b"7", b"12345", b"1234567890123", b".", b" ", b"x", b"\n", b"ab" * 40]), max_size=400).map(b"".join))
+def test_the_long_number_check_is_the_plain_expression(data):
+    """`_has_long_number` translates every fourth byte and the bytes around the places that
+    can hold a long number; it answers what one expression over all the bytes answers."""
+    from trace2skill.ingest.documents import _has_long_number
+
+    assert _has_long_number(data) == bool(LONG_NUMBER.search(data)), data
+
+
+@pytest.mark.parametrize("data", [b"1" * 19, b"1" * 18, b"." + b"1" * 30, b"x" * 1000 + b"1" * 19, b"x" * 999 + b".1" + b"1" * 19,
+                                  (b"0.1234567890123456, " * 400) + b"12345678901234567890", b"0.1234567890123456, " * 400])
+def test_the_long_number_check_on_long_texts(data):
+    from trace2skill.ingest.documents import _has_long_number
+
+    assert _has_long_number(data) == bool(LONG_NUMBER.search(data))

@@ -223,19 +223,23 @@ class Trace(_Frozen):
         return payload
 
     def _plain_json(self) -> bytes | None:
-        """The digest's bytes from the Python-mode dump (half the cost of the JSON-mode one),
-        or None when they might differ: that dump differs from the JSON-mode one only in
-        tuples, which orjson writes as arrays, and in non-JSON values inside the `extra` dicts,
-        so any such value, a float orjson would write differently, or anything orjson refuses
-        sends the digest down the JSON-mode path."""
+        """The digest's bytes written by orjson from the fields themselves, each nested step,
+        call and observation through `_fields_of` (its own field dict): what orjson writes
+        for the Python-mode dump, without building that dump (which cost as much as the
+        hash). Or None when they might differ from the JSON-mode dump's: that dump differs
+        from the fields only in tuples, which orjson writes as arrays, and in non-JSON values
+        inside the `extra` dicts, so any such value, a float orjson would write differently,
+        or anything orjson refuses sends the digest down the JSON-mode path."""
         if _orjson is None:
             return None
-        payload = self._payload("python")
-        floats = _floats([payload["reward"], payload["extra"], [step["extra"] for step in payload["steps"]]])
+        fields = self.__dict__
+        payload = {name: fields[name] for name in _DIGEST_FIELDS}
+        payload["extra"] = {k: v for k, v in payload["extra"].items() if k not in LOCATION_KEYS}
+        floats = _floats([payload["reward"], payload["extra"], [step.extra for step in self.steps]])
         if not all(type(f) is float and _orjson.dumps(f) == float.__repr__(f).encode() for f in floats):
             return None
         try:
-            return _orjson.dumps(payload, option=_orjson.OPT_SORT_KEYS)
+            return _orjson.dumps(payload, default=_fields_of, option=_orjson.OPT_SORT_KEYS)
         except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a lone surrogate, a non-str key
             return None
 
@@ -245,6 +249,21 @@ class Trace(_Frozen):
         if update:
             copied.__dict__.pop("_digest", None)
         return copied
+
+
+_DIGEST_FIELDS = tuple(name for name in Trace.model_fields if name != "source")
+"""`Trace`'s fields but `source`: what a digest is taken over."""
+_PART_FIELDS = {model: len(model.model_fields) for model in (Step, ToolCall, Observation)}
+
+
+def _fields_of(value: object) -> dict[str, object]:
+    """For orjson's `default`: a step's, call's or observation's fields (its `__dict__`, which
+    holds exactly its fields: what the Python-mode dump gives for it). Anything else is
+    refused, as orjson refuses what it cannot write."""
+    count = _PART_FIELDS.get(type(value))
+    if count is not None and count == len(value.__dict__):
+        return value.__dict__
+    raise TypeError(f"not a trace part: {type(value).__name__}")
 
 
 class Skip(_Frozen):

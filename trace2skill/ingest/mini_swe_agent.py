@@ -34,14 +34,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, Step, ToolCall, Trace
+from ..types import JSONObject, JSONValue, Observation, Skip, SourceRef, ToolCall, Trace
 from ._steps import StepList, arguments_text, as_int, kind_of, text_of
 from .base import Document, Sample, read_each
 
 NAME = "mini_swe_agent"
-_ACTION = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
 _RETURNCODE = re.compile(r"^\s*<returncode>(-?\d+)</returncode>")
 _OUTPUT = re.compile(r"<output(?:_head)?>\n?(.*?)</output(?:_head)?>", re.DOTALL)
 _PR = re.compile(r"<pr_description>\s*(?:Consider the following PR description:\s*)?(.*?)</pr_description>", re.DOTALL)
@@ -82,7 +82,7 @@ def _read_one(doc: Document, value: JSONValue, record: str | None) -> Iterator[T
         return
     actions = _count_v1(doc, value["messages"])
     messages = value["messages"]
-    steps: list[Step] = []
+    steps: list[JSONObject] = []
     task = ""
     i = 0
     while i < len(messages):
@@ -102,50 +102,48 @@ def _read_one(doc: Document, value: JSONValue, record: str | None) -> Iterator[T
         if source == "user" and not task:
             match = _PR.search(text)
             task = match.group(1).strip() if match else text
-        steps.append(Step(index=len(steps), source=source, message=text))
+        steps.append({"index": len(steps), "source": source, "message": text})
         i += 1
     info = value.get("info") if isinstance(value.get("info"), dict) else {}
-    yield Trace(
-        id=_trace_id(value, doc.path),
-        task=task,
-        agent=_agent_name(info),
-        model=_model_name(info),
-        steps=tuple(steps),
-        source=SourceRef(path=doc.path, record=record),
-        format=NAME,
-        extra=_extra(value, info),
-    )
+    # The steps, their calls and observations are validated in this one call, from their
+    # fields: building each model on its own cost as much again.
+    yield Trace.model_validate({
+        "id": _trace_id(value, doc.path),
+        "task": task,
+        "agent": _agent_name(info),
+        "model": _model_name(info),
+        "steps": steps,
+        "source": SourceRef(path=doc.path, record=record),
+        "format": NAME,
+        "extra": _extra(value, info),
+    })
 
 
-def _agent_step(index: int, message: JSONObject, text: str, reply: str | None, actions: list[re.Match[str]]) -> Step:
-    calls: tuple[ToolCall, ...] = ()
+def _agent_step(index: int, message: JSONObject, text: str, reply: str | None, actions: list[Block]) -> JSONObject:
+    """The fields of one agent `Step` (see `_read_one`)."""
+    calls: list[JSONObject] = []
     visible = text
     if len(actions) == 1:
-        calls = (ToolCall(id=f"call-{index}", name="bash", arguments=actions[0].group(1)),)
-        visible = (text[:actions[0].start()] + text[actions[0].end():]).strip()
-    observations = () if reply is None else (_observation(reply, calls[0] if calls else None),)
+        start, end, command = actions[0]
+        calls = [{"id": f"call-{index}", "name": "bash", "arguments": command}]
+        visible = (text[:start] + text[end:]).strip()
+    observations = [] if reply is None else [_observation(reply, calls[0] if calls else None)]
     extra = {} if len(actions) == 1 else {"actions_found": len(actions)}
-    return Step(
-        index=index,
-        source="agent",
-        message=visible,
-        reasoning=_reasoning(message),
-        tool_calls=calls,
-        observations=observations,
-        extra=extra,
-    )
+    return {"index": index, "source": "agent", "message": visible, "reasoning": _reasoning(message),
+            "tool_calls": calls, "observations": observations, "extra": extra}
 
 
-def _observation(text: str, call: ToolCall | None) -> Observation:
-    call_id = call.id if call else None
+def _observation(text: str, call: JSONObject | None) -> JSONObject:
+    """The fields of the `Observation` of `call` (a `ToolCall`'s fields, if any)."""
+    call_id = call["id"] if call else None
     if _FORMAT_ERROR.match(text) or _TIMEOUT.match(text):
-        return Observation(call_id=call_id, content=text, is_error=True)
+        return {"call_id": call_id, "content": text, "is_error": True}
     match = _RETURNCODE.match(text)
     if match is None:
-        return Observation(call_id=call_id, content=text)
+        return {"call_id": call_id, "content": text}
     code = int(match.group(1))
-    is_error = code != 0 and not _is_predicate_answer(code, call.arguments if call else "", lambda: _OUTPUT.search(text))
-    return Observation(call_id=call_id, content=text, exit_code=code, is_error=is_error)
+    is_error = code != 0 and not _is_predicate_answer(code, call["arguments"] if call else "", lambda: _OUTPUT.search(text))
+    return {"call_id": call_id, "content": text, "exit_code": code, "is_error": is_error}
 
 
 def _is_predicate_answer(code: int, command: str, output: Callable[[], re.Match[str] | None]) -> bool:
@@ -209,28 +207,78 @@ def _extra(value: JSONObject, info: JSONObject) -> JSONObject:
     return extra
 
 
-def _count_v1(doc: Document, messages: list[JSONValue]) -> dict[int, list[re.Match[str]]]:
+def _count_v1(doc: Document, messages: list[JSONValue]) -> dict[int, list[Block]]:
     """Ledger for 1.x: every message is a record; an assistant message with exactly one
     ```bash block is a call, and the user message after an assistant message its result.
     Returns the ```bash blocks of each assistant message, by message index."""
-    ledger = doc.ledger
-    ledger.saw(records=len(messages))
-    found: dict[int, list[re.Match[str]]] = {}
+    found: dict[int, list[Block]] = {}
+    calls = results = 0
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
-        actions = found[i] = list(_ACTION.finditer(text_of(message.get("content"))))
+        actions = found[i] = fenced_blocks(text_of(message.get("content")), _ACTION)
         reply = messages[i + 1] if i + 1 < len(messages) else None
-        answered = isinstance(reply, dict) and reply.get("role") == "user"
-        ledger.saw(calls=int(len(actions) == 1), results=int(answered))
+        calls += len(actions) == 1
+        results += isinstance(reply, dict) and reply.get("role") == "user"
         if len(actions) != 1:
-            ledger.ignore("assistant messages with no or several ```bash blocks run no command (mini-swe-agent answers with a format error)")
+            doc.ledger.ignore("assistant messages with no or several ```bash blocks run no command (mini-swe-agent answers with a format error)")
+    doc.ledger.saw(records=len(messages), calls=calls, results=results)
     return found
+
+
+Block = tuple[int, int, str]
+"""A fenced command block: where it starts, where it ends, the command."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """How a command block is written: ``` and one of some tags, whitespace up to a newline,
+    the command, a newline and ```."""
+
+    pattern: re.Pattern[str]
+    openers: tuple[str, ...]
+
+
+def fence_of(*tags: str) -> Fence:
+    r"""The block `r"```(?:TAG|...)\s*\n(.*?)\n```"` (DOTALL) finds, its lazy body written
+    out: lines, each newline not followed by ``` (the same first closing fence; the lazy body
+    tried the closing fence at every character of every command, more than the rest of the
+    reader cost)."""
+    alternatives = "|".join(re.escape(tag) for tag in tags)
+    pattern = re.compile(rf"```(?:{alternatives})\s*\n([^\n]*(?:\n(?!```)[^\n]*)*)\n```")
+    return Fence(pattern, tuple("```" + tag for tag in tags))
+
+
+def fenced_blocks(text: str, fence: Fence) -> list[Block]:
+    """The blocks `finditer` of the fence's expression finds, as (start, end, command): a match
+    starts with an opener, so it is tried only where `str.find` sees one (faster than the
+    expression engine's own scan for it)."""
+    blocks: list[Block] = []
+    at = _opener_at(text, 0, fence.openers)
+    while at >= 0:
+        match = fence.pattern.match(text, at)
+        if match is not None:
+            blocks.append((at, match.end(), match.group(1)))
+        at = _opener_at(text, at + 1 if match is None else match.end(), fence.openers)
+    return blocks
+
+
+def _opener_at(text: str, start: int, openers: tuple[str, ...]) -> int:
+    """Where the first of `openers` occurs from `start`, or -1."""
+    if len(openers) == 1:
+        return text.find(openers[0], start)
+    found = [at for at in (text.find(opener, start) for opener in openers) if at >= 0]
+    return min(found) if found else -1
+
+
+_ACTION = fence_of("bash")
+"""1.x: a command is the body of a ```bash block."""
 
 
 # ---------------------------------------------------------------- 2.x
 
-_V2_ACTION = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOTALL)
+_V2_ACTION = fence_of("mswea_bash_command", "bash")
+"""2.x text mode: a command is the body of a ```mswea_bash_command (or ```bash) block."""
 _JSON_RETURNCODE = re.compile(r'^\s*\{\s*"returncode":\s*(-?\d+)')
 
 
@@ -293,14 +341,15 @@ def _count_v2(message: JSONValue) -> dict[str, int]:
         if isinstance(calls, list) and calls:
             return {"calls": len(calls), "results": 0}
         actions = extra.get("actions")
-        n = len(actions) if isinstance(actions, list) else len(_V2_ACTION.findall(text_of(message.get("content"))))
+        n = len(actions) if isinstance(actions, list) else len(fenced_blocks(text_of(message.get("content")), _V2_ACTION))
         return {"calls": n, "results": 0}
     answered = message.get("role") == "tool" or (message.get("role") == "user" and ("returncode" in extra or "interrupt_type" in extra))
     return {"calls": 0, "results": int(answered)}
 
 
 def _v2_agent_step(steps: StepList, message: JSONObject, text: str, extra: JSONObject) -> list[ToolCall]:
-    index = steps.add("agent", _V2_ACTION.sub("", text).strip() if "```" in text else text, reasoning=_reasoning(message))
+    blocks = fenced_blocks(text, _V2_ACTION)
+    index = steps.add("agent", _without(text, blocks).strip() if "```" in text else text, reasoning=_reasoning(message))
     calls: list[ToolCall] = []
     raw_calls = message.get("tool_calls")
     if isinstance(raw_calls, list) and raw_calls:
@@ -313,11 +362,20 @@ def _v2_agent_step(steps: StepList, message: JSONObject, text: str, extra: JSONO
                                   arguments=command if command is not None else arguments_text(arguments)))
     else:
         actions = extra.get("actions")
-        commands = [a.get("command") for a in actions if isinstance(a, dict)] if isinstance(actions, list) else _V2_ACTION.findall(text)
+        commands = [a.get("command") for a in actions if isinstance(a, dict)] if isinstance(actions, list) else [b[2] for b in blocks]
         calls = [ToolCall(id=f"call-{index}-{j}", name="bash", arguments=str(c)) for j, c in enumerate(commands)]
     for call in calls:
         steps.add_call(index, call)
     return calls
+
+
+def _without(text: str, blocks: list[Block]) -> str:
+    """`text` with `blocks` cut out."""
+    kept, last = [], 0
+    for start, end, _ in blocks:
+        kept.append(text[last:start])
+        last = end
+    return "".join(kept) + text[last:]
 
 
 def _command_of(arguments: JSONValue) -> str | None:
