@@ -326,8 +326,6 @@ class _Reading:
     for `result` and runs in the command's thread."""
 
     def __init__(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any, overlap: bool):
-        import threading
-
         self._stop = threading.Event()
         self._done: tuple[Corpus, Executor] | None = None
         self._error: BaseException | None = None

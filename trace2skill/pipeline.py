@@ -145,7 +145,8 @@ def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, 
 
 def map_executor(config: Config, offline: bool) -> Executor:
     """The executor `analyse.executor` names; on the model path the local ones run in worker
-    processes (at least one), which read and prepare prompts while the driver sends requests."""
+    processes (one per CPU core unless `--workers`), which read and prepare prompts while the
+    driver sends requests."""
     return executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address, off_driver=not offline)
 
 

@@ -591,10 +591,8 @@ def _streamed_lesson(lesson: "Lesson", exclude: set[str] = frozenset()) -> "_Str
                            {"evidence": _StreamedList(row_json(row) for row in evidence_rows(lesson.evidence))})
 
 
-def _streamed_conflict(conflict: "Conflict") -> "_StreamedObject | dict":
-    """`conflict.model_dump(mode="json")` for hashing, its two lessons' evidence streamed when packed."""
-    if not isinstance(conflict.a.evidence, PackedEvidence) and not isinstance(conflict.b.evidence, PackedEvidence):
-        return conflict.model_dump(mode="json")
+def _streamed_conflict(conflict: "Conflict") -> "_StreamedObject":
+    """`conflict.model_dump(mode="json")` for hashing, its two lessons as `_streamed_lesson` gives them."""
     return _StreamedObject(conflict.model_dump(mode="json", exclude={"a", "b"}),
                            {"a": _streamed_lesson(conflict.a), "b": _streamed_lesson(conflict.b)})
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextTooLong, LLMError, ProviderRejected, ProviderUnavailable, RateLimited
 from .chat import ChatClient, Reply
+from .retry import retry_after as retry_after_seconds
 
 if TYPE_CHECKING:
     import aiohttp
@@ -57,7 +58,7 @@ class HTTPClient(ChatClient):
             async with _session().post(url, data=body, headers=headers, allow_redirects=False, proxy=_proxy(url),
                                        timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 status, raw = response.status, await response.read()
-                retry_after, location = _retry_after(response.headers), response.headers.get("location")
+                retry_after, location = retry_after_seconds(response.headers), response.headers.get("location")
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # before ClientError, their base: no retry helps
             raise ProviderRejected(f"{self.model!r}: cannot send to {url} ({exc}); --api-base / llm.api_base must be "
                                    "an http:// or https:// URL, such as http://localhost:8000/v1") from None
@@ -129,17 +130,6 @@ def _message(raw: bytes) -> tuple[str, str | None]:
         message, code = error.get("message"), error.get("code")
         return " ".join(str(message or error).split()), code if isinstance(code, str) else None
     return " ".join(str(error).split()), None
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from `retry-after-ms` or `Retry-After` (None for an HTTP date: back off as without one)."""
-    for name, scale in (("retry-after-ms", 1000), ("retry-after", 1)):
-        try:
-            if headers.get(name) is not None:
-                return float(headers.get(name)) / scale
-        except ValueError:
-            continue
-    return None
 
 
 def _proxy(url: str) -> str | None:

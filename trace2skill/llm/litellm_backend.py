@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ContextTooLong, LLMError, ProviderRejected, ProviderUnavailable, RateLimited
 from .chat import ChatClient, Reply
+from .retry import retry_after
 
 if TYPE_CHECKING:
     from litellm import ModelResponse
@@ -166,15 +167,9 @@ def _retry_after(exc: Exception) -> float | None:
     sources = [getattr(exc, "headers", None), getattr(exc, "litellm_response_headers", None),
                getattr(getattr(exc, "response", None), "headers", None)]
     for headers in sources:
-        if not headers:
-            continue
-        try:
-            if headers.get("retry-after-ms") is not None:
-                return float(headers.get("retry-after-ms")) / 1000
-            if headers.get("retry-after") is not None:
-                return float(headers.get("retry-after"))
-        except (TypeError, ValueError):
-            continue
+        seconds = retry_after(headers) if headers else None
+        if seconds is not None:
+            return seconds
     return None
 
 
@@ -200,9 +195,11 @@ def price_per_token(model: str) -> tuple[float, float] | None:
     return float(cost_in), float(cost_out)
 
 
+@functools.cache
 def bundled_price(model: str) -> tuple[float, float] | None:
     """`price_per_token` of an `openai/` model from the price map litellm ships, read as data,
-    without importing litellm (which takes seconds): for `http_backend`, which never imports it."""
+    without importing litellm (which takes seconds): for `http_backend`, which never imports it.
+    Once per model and process: the map is 1.5 MB of JSON, and every budget meter asks."""
     import importlib.util
     from pathlib import Path
 

@@ -32,6 +32,19 @@ MAX_RETRY_AFTER = 120.0
 """A `Retry-After` longer than this is not waited for: the run stops (exit 75) and a rerun resumes."""
 
 
+def retry_after(headers: object) -> float | None:
+    """Seconds a provider's response headers ask to wait: `retry-after-ms`, else `Retry-After`
+    (None without either, or for an HTTP date: back off as without one)."""
+    for name, scale in (("retry-after-ms", 1000), ("retry-after", 1)):
+        try:
+            value = headers.get(name)  # type: ignore[attr-defined]
+            if value is not None:
+                return float(value) / scale
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
 async def with_retries(send: Callable[[], Awaitable[T]], retries: int,
                        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
     """Call `send` until it succeeds, retrying only what a retry can fix.
