@@ -72,3 +72,29 @@ def test_a_quote_is_kept_only_where_the_cited_steps_say_it():
                                                      *(o.content for o in other.observations)) if t.strip())
     assert verified_quote(texts, (other.index,), quote) == first_text[:200], "not in the cited step: its own text instead"
     assert verified_quote(texts, (), "no such words anywhere in it 12345") == ""
+
+
+
+def test_the_model_paths_fork_server_starts_when_its_executor_is_made_and_forks_warm_workers(tmp_path):
+    """A fresh process each (the fork server is one per process): making the model path's
+    executor starts the server, which loads the tokenizer before it forks a worker; an offline
+    `--executor process` starts it at its first map, without the tokenizer."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+from pathlib import Path
+from trace2skill.executor.process import ProcessExecutor, _context
+if __name__ == "__main__":
+    executor = ProcessExecutor(2, inline=sys.argv[1] == "offline")
+    started = any(p.read_text().split() for p in Path("/proc/self/task").glob("*/children"))
+    with (executor._server or _context(warm=False)).Pool(1) as pool:
+        loaded = pool.apply(eval, ("__import__('trace2skill.compress').compress._encoding.cache_info().currsize",))
+    print(started, loaded)
+"""
+    (tmp_path / "probe.py").write_text(probe, encoding="utf-8")
+    model = subprocess.run([sys.executable, "probe.py", "model"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    offline = subprocess.run([sys.executable, "probe.py", "offline"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert model.stdout.split() == ["True", "1"], model.stderr
+    assert offline.stdout.split() == ["False", "0"], offline.stderr

@@ -329,19 +329,24 @@ class _Reading:
         self._stop = threading.Event()
         self._done: tuple[Corpus, Executor] | None = None
         self._error: BaseException | None = None
+        self._executor: Executor | None = None
         self._thread = threading.Thread(target=self._read, args=(config, llm, paths, progress),
                                         name="trace2skill-read", daemon=True)
         # Ray is joined from the main thread only (its signal handlers); offline there is no check
         # to overlap, and a second thread's allocations would only grow the resident set (malloc arenas)
         if overlap and config.analyse.executor != "ray":
+            from .executor import map_executor
+
+            self._executor = map_executor(config, offline=False)  # its fork server starts now, beside our imports
             self._thread.start()
 
     def _read(self, config: Config, llm: LLMClient | None, paths: list[Path] | None, progress: Any) -> None:
         try:
             from .analyse import is_offline
-            from .pipeline import map_executor, read_corpus
+            from .executor import map_executor
+            from .pipeline import read_corpus
 
-            executor = map_executor(config, is_offline(llm))
+            executor = self._executor or map_executor(config, is_offline(llm))
             self._done = read_corpus(config, is_offline(llm), paths, executor=executor, progress=progress, stop=self._stop), executor
         except BaseException as exc:  # noqa: BLE001 - raised again by `result`, in the command's thread
             self._error = exc

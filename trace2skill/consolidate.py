@@ -27,7 +27,7 @@ import asyncio
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -111,25 +111,26 @@ def window_count(n_lessons: int) -> int:
     return n_lessons // MERGE_WINDOW + (1 if n_lessons % MERGE_WINDOW >= 2 else 0)
 
 
-def similarity_windows(lessons: list[Lesson], size: int = MERGE_WINDOW) -> list[list[Lesson]]:
-    """Cut `lessons` into windows of at most `size`, each a seed and the lessons most like it.
+def similarity_windows(lessons: list[Lesson], size: int = MERGE_WINDOW) -> Iterator[list[Lesson]]:
+    """Cut `lessons` into windows of at most `size`, each a seed and the lessons most like it,
+    one window at a time (a merge sends each window's call as soon as it is cut).
 
     Deterministic: seeds are taken in id order, ties broken by id. Windows are full except the
     last, so the number of calls is `window_count(len(lessons))`.
     """
     remaining = sorted(lessons, key=lambda l: l.id)
     if len(remaining) <= size:
-        return [remaining] if remaining else []
+        if remaining:
+            yield remaining
+        return
     vectors = _tfidf({l.id: _lesson_words(l) for l in remaining})
-    windows = []
     while remaining:
         seed, rest = remaining[0], remaining[1:]
         ranked = sorted(rest, key=lambda l: (-_cosine(vectors[seed.id], vectors[l.id]), l.id))
         window = [seed, *ranked[: size - 1]]
         chosen = {l.id for l in window}
         remaining = [l for l in remaining if l.id not in chosen]
-        windows.append(window)
-    return windows
+        yield window
 
 
 def merge_sets(sets: Iterable[LessonSet], level: int) -> LessonSet:
@@ -144,15 +145,21 @@ def merge_sets(sets: Iterable[LessonSet], level: int) -> LessonSet:
 async def merge_sets_llm(sets: Iterable[LessonSet], level: int, llm: LLMClient) -> LessonSet:
     """Merge deterministically, then let the model group paraphrases and flag contradictions.
 
-    The windows are disjoint, so their calls go out together (the client bounds how many are in
-    flight) and the decisions are applied in window order, whatever order the answers arrive in:
-    the result is the one a call-by-call merge would give. The deterministic merge, the windows
-    and the prompts are computed in a worker thread, off the event loop. When one call fails the
-    calls not yet answered are cancelled and the error is raised, as a call-by-call merge would.
+    The windows are disjoint, so each window's call goes out as soon as the window is cut (the
+    client bounds how many are in flight), while the next is cut, and the decisions are applied
+    in window order, whatever order the answers arrive in: the result is the one a call-by-call
+    merge would give. The deterministic merge, the windows and their prompts are computed in
+    worker threads, off the event loop. When one call fails the calls not yet answered are
+    cancelled and the error is raised, as a call-by-call merge would.
     """
-    base, windows, prompts = await asyncio.to_thread(_prepare_merge, list(sets), level)
-    tasks = [asyncio.ensure_future(llm.complete(messages, output=MergeDecision, purpose="merge")) for messages in prompts]
+    base = await asyncio.to_thread(merge_sets, list(sets), level)
+    cut = _windows_to_send(base)
+    windows: list[list[Lesson]] = []
+    tasks: list[asyncio.Future[MergeDecision]] = []
     try:
+        while (item := await asyncio.to_thread(next, cut, None)) is not None:
+            windows.append(item[0])
+            tasks.append(asyncio.ensure_future(llm.complete(item[1], output=MergeDecision, purpose="merge")))
         decisions = await asyncio.gather(*tasks)
     except BaseException:
         for task in tasks:
@@ -162,11 +169,11 @@ async def merge_sets_llm(sets: Iterable[LessonSet], level: int, llm: LLMClient) 
     return await asyncio.to_thread(_apply_decisions, base, windows, decisions, level)
 
 
-def _prepare_merge(sets: list[LessonSet], level: int) -> tuple[LessonSet, list[list[Lesson]], list[list[dict[str, str]]]]:
-    """The deterministic merge of `sets`, its windows of two or more lessons, and their prompts."""
-    base = merge_sets(sets, level)
-    windows = [w for w in similarity_windows(list(base.lessons)) if len(w) >= 2]
-    return base, windows, [merge_messages(w) for w in windows]
+def _windows_to_send(base: LessonSet) -> Iterator[tuple[list[Lesson], list[dict[str, str]]]]:
+    """The windows of two or more lessons of `base`'s lessons, each with its prompt, one at a time."""
+    for window in similarity_windows(list(base.lessons)):
+        if len(window) >= 2:
+            yield window, merge_messages(window)
 
 
 def _apply_decisions(base: LessonSet, windows: list[list[Lesson]], decisions: list[MergeDecision], level: int) -> LessonSet:
@@ -360,21 +367,27 @@ def _leaves(lesson: Lesson) -> tuple[str, ...]:
     return lesson.merged_from or (lesson.id,)
 
 
+_WORD = re.compile(r"[a-z0-9]+")
+
+
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
+    return set(_WORD.findall(text.lower()))
 
 
 def _shingles(text: str, size: int = 3) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z0-9]+", text.lower())
+    words = _WORD.findall(text.lower())
     return {tuple(words[i : i + size]) for i in range(max(1, len(words) - size + 1))}
 
 
 def _jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if a and b else 0.0
+    if not a or not b:
+        return 0.0
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)  # |a | b| without building the union
 
 
 def _lesson_words(lesson: Lesson) -> list[str]:
-    return re.findall(r"[a-z0-9]+", f"{lesson.title} {lesson.rule} {lesson.when} {lesson.subject}".lower())
+    return _WORD.findall(f"{lesson.title} {lesson.rule} {lesson.when} {lesson.subject}".lower())
 
 
 def _tfidf(docs: Mapping[str, list[str]]) -> dict[str, dict[str, float]]:

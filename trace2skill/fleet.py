@@ -163,13 +163,15 @@ class Work:
 
     async def merge(self, group: list[Packed], level: int) -> Packed:
         """One merge of a group (sorted by key), journaled; an unusable model reply falls back
-        to the deterministic merge and says so in `notes`."""
+        to the deterministic merge and says so in `notes`. Unpacking and packing run in a worker
+        thread: at the top of the tree they are a tenth of a second each, which the event loop
+        (the other merges' calls) would otherwise wait for."""
         group = sorted(group, key=lambda p: p.key)
         key = content_hash([level, [p.key for p in group]])
         recorded = self.journal.get_merge(key) if self.journal is not None else None
         if recorded is not None:
             return Packed.of(recorded)
-        sets = [p.unpack() for p in group]
+        sets = await asyncio.to_thread(lambda: [p.unpack() for p in group])
         try:
             merged = await self.analyst.merge(sets, level)
         except LessonParseError as exc:
@@ -177,7 +179,7 @@ class Work:
             return Packed.of(merge_sets(sets, level))
         if self.journal is not None:
             self.journal.put_merge(key, merged)
-        return Packed.of(merged)
+        return await asyncio.to_thread(Packed.of, merged)
 
 
 async def analyse_stream(work: Work, traces: Iterator[Prepared], position: Mapping[str, int], fan_in: int,

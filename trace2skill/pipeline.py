@@ -30,7 +30,7 @@ from .config import Config
 from .consolidate import merge_count
 from .errors import Interrupted, LLMError, NoInputError, NothingLearned, SkillValidationError
 from .fsguard import no_symlinks
-from .executor import Executor, executor_for
+from .executor import Executor, map_executor
 from .fleet import DrainSwitch, Work, analyse_stream, merge_ready
 from .ingest import IngestResult, require_paths
 from .ingest.labels import LabelBook
@@ -141,13 +141,6 @@ def read_corpus(config: Config, offline: bool, paths: list[Path] | None = None, 
         if own:
             executor.close()
     return corpus
-
-
-def map_executor(config: Config, offline: bool) -> Executor:
-    """The executor `analyse.executor` names; on the model path the local ones run in worker
-    processes (one per CPU core unless `--workers`), which read and prepare prompts while the
-    driver sends requests."""
-    return executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address, off_driver=not offline)
 
 
 def _counted(results: Iterator[ShardResult], shards: int, progress: Progress | None,

@@ -22,10 +22,21 @@ The protocol (`Executor`, `ExecutorName`) is in `base.py`, which every alternati
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .base import EXECUTORS, Executor, ExecutorName
 from .local import LocalExecutor
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+def map_executor(config: Config, offline: bool) -> Executor:
+    """The executor `analyse.executor` names; on the model path the local ones run in worker
+    processes (one per CPU core unless `--workers`), which read and prepare prompts while the
+    driver sends requests."""
+    return executor_for(config.analyse.executor, config.analyse.workers, config.analyse.ray_address, off_driver=not offline)
 
 
 def executor_for(name: str, workers: int | None = None, address: str | None = None, *, off_driver: bool = False) -> Executor:
@@ -63,4 +74,4 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-__all__ = ["EXECUTORS", "Executor", "ExecutorName", "LocalExecutor", "executor_for"]
+__all__ = ["EXECUTORS", "Executor", "ExecutorName", "LocalExecutor", "executor_for", "map_executor"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from ..stream import Shard, ShardJob, ShardResult
+if TYPE_CHECKING:  # the package stays light: a run starts its fork server before reading (`process`)
+    from ..stream import Shard, ShardJob, ShardResult
 
 ExecutorName = Literal["local", "process", "ray"]
 EXECUTORS: tuple[ExecutorName, ...] = ("local", "process", "ray")

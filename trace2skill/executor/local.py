@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from ..stream import Shard, ShardJob, ShardResult, run_shard
 from .base import ExecutorName
+
+if TYPE_CHECKING:
+    from ..stream import Shard, ShardJob, ShardResult
 
 
 class LocalExecutor:
@@ -15,6 +18,8 @@ class LocalExecutor:
     workers = 1
 
     def map(self, shards: Sequence[Shard], job: ShardJob) -> Iterator[ShardResult]:
+        from ..stream import run_shard
+
         for shard in shards:
             yield run_shard(shard, job)
 

@@ -25,6 +25,7 @@ One aiohttp session per event loop (the preflight and the run use different loop
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -47,15 +48,23 @@ _CONTEXT = re.compile(r"context[ _](length|window)|maximum context|prompt is too
 class HTTPClient(ChatClient):
     """`LLMClient` over `POST {api_base}/chat/completions`."""
 
-    async def _exchange(self, request: dict[str, object]) -> Reply:
+    @functools.cached_property
+    def _route(self) -> tuple[str, str | None]:
+        """The endpoint, and the proxy the environment names for it, read once per client (the
+        environment's proxy variables cost the event loop about 0.15 ms a request; more with a
+        large environment)."""
         url = self.config.api_base.rstrip("/") + "/chat/completions"
+        return url, _proxy(url)
+
+    async def _exchange(self, request: dict[str, object]) -> Reply:
+        url, proxy = self._route
         key = self._api_key if self._api_key is not None else os.environ.get("OPENAI_API_KEY")
         headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
         body = json.dumps({"model": self.model.removeprefix("openai/"), **request})
         import aiohttp
 
         try:
-            async with _session().post(url, data=body, headers=headers, allow_redirects=False, proxy=_proxy(url),
+            async with _session().post(url, data=body, headers=headers, allow_redirects=False, proxy=proxy,
                                        timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 status, raw = response.status, await response.read()
                 retry_after, location = retry_after_seconds(response.headers), response.headers.get("location")

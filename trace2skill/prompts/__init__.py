@@ -30,6 +30,13 @@ def render(name: str, **variables: object) -> str:
     return _environment().get_template(name).render(**variables)
 
 
+def load(*names: str) -> None:
+    """Compile templates `names` ahead of their first render (done once in the model path's
+    fork server, so no worker forked from it compiles them again)."""
+    for name in names:
+        _environment().get_template(name)
+
+
 def version(name: str) -> str:
     """Short content hash of template `name`."""
     text = resources.files("trace2skill").joinpath("prompts", name).read_bytes()
