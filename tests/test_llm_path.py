@@ -768,6 +768,7 @@ def test_straight_to_the_server_a_redirect_is_not_followed_and_the_key_stays_wit
         assert f"redirects (HTTP 307) to {elsewhere.url}/chat/completions" in result.output
         assert elsewhere.requests == [], "the redirect was not followed, so the key went nowhere else"
 
+
 def test_straight_to_the_server_the_price_is_litellms_without_importing_it():
     """The HTTP client's quote prices an `openai/` model from the map litellm ships, read as data:
     the same figures litellm's own lookup gives, and litellm stays unimported."""

@@ -124,9 +124,8 @@ def _agent_step(index: int, message: JSONObject, text: str, reply: str | None, a
     calls: list[JSONObject] = []
     visible = text
     if len(actions) == 1:
-        start, end, command = actions[0]
-        calls = [{"id": f"call-{index}", "name": "bash", "arguments": command}]
-        visible = (text[:start] + text[end:]).strip()
+        calls = [{"id": f"call-{index}", "name": "bash", "arguments": actions[0][2]}]
+        visible = _without(text, actions).strip()
     observations = [] if reply is None else [_observation(reply, calls[0] if calls else None)]
     extra = {} if len(actions) == 1 else {"actions_found": len(actions)}
     return {"index": index, "source": "agent", "message": visible, "reasoning": _reasoning(message),
